@@ -1,0 +1,10 @@
+#ifndef XENT_VERSION_HPP
+#define XENT_VERSION_HPP
+
+#define XENT_VERSION_MAJOR 0
+#define XENT_VERSION_MINOR 1
+#define XENT_VERSION_PATCH 0
+// One integer that compares in release order: 0.1.0 -> 100.
+#define XENT_VERSION (XENT_VERSION_MAJOR * 10000 + XENT_VERSION_MINOR * 100 + XENT_VERSION_PATCH)
+
+#endif

@@ -1,0 +1,13 @@
+#ifndef XENT_XENT_HPP
+#define XENT_XENT_HPP
+
+// The umbrella header: everything public in xent.
+
+#include "error.hpp"
+#include "version.hpp"
+
+#include "kernels/logsumexp.hpp"
+#include "kernels/lse_partial.hpp"
+#include "kernels/softmax.hpp"
+
+#endif

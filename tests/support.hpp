@@ -1,0 +1,111 @@
+#ifndef XENT_TESTS_SUPPORT_HPP
+#define XENT_TESTS_SUPPORT_HPP
+
+// What the tests share: errors in ulps, the committed reference data, repeatable random inputs.
+
+#include <Eigen/Core>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace xent_test {
+
+/// |got - exact| in units in the last place of T, the ulp taken at max(|exact|, scale_floor) (and
+/// never below T's smallest subnormal). Exact special values must match exactly (NaN with NaN).
+template <class T>
+double ulps(T got, long double exact, long double scale_floor = 0) {
+  if (std::isnan(exact)) return std::isnan(got) ? 0.0 : std::numeric_limits<double>::infinity();
+  if (std::isinf(exact) || std::isinf(got) || std::isnan(got))
+    return static_cast<long double>(got) == exact ? 0.0 : std::numeric_limits<double>::infinity();
+  const long double scale = std::max(std::fabs(exact), scale_floor);
+  long double ulp = std::numeric_limits<T>::denorm_min();
+  if (scale >= std::numeric_limits<T>::min())
+    ulp = std::ldexp(1.0L, std::ilogb(scale) - (std::numeric_limits<T>::digits - 1));
+  return static_cast<double>(std::fabs(static_cast<long double>(got) - exact) / ulp);
+}
+
+/// Whether a computed probability is within budget of the exact one. Budget: 6 + |ln p| ulp at p.
+/// exp(x - max) of an argument rounded to T has a relative error up to |x - max| / 2 epsilon (that
+/// is up to |x - max| ulp of p), in torch as here; exp and the scaling by 1/sum add a few ulp.
+/// Exact values below twice the smallest normal may also come out as 0: the kernels flush results
+/// under the smallest normal number (docs/kernels.md).
+template <class T>
+bool probability_within_budget(T got, long double exact, double factor = 1) {
+  if (exact < 2 * (long double)std::numeric_limits<T>::min() && got >= 0 && got <= 2 * std::numeric_limits<T>::min())
+    return true;
+  const double budget = 6 + (exact > 0 ? double(std::fabs(std::log(exact))) : 0);
+  return ulps(got, exact, std::numeric_limits<T>::min()) <= budget * factor;
+}
+
+/// One case of tests/reference/lse_cases.txt: "key v1 v2 ..." lines between "case NAME C" and "end".
+struct reference_case {
+  std::string name;
+  long classes = 0;
+  std::map<std::string, std::vector<long double>> values;
+
+  bool has(const std::string& key) const { return values.count(key) != 0; }
+  const std::vector<long double>& operator[](const std::string& key) const { return values.at(key); }
+
+  template <class T>
+  Eigen::Matrix<T, Eigen::Dynamic, 1> x() const {
+    const auto& v = values.at("x");
+    Eigen::Matrix<T, Eigen::Dynamic, 1> out(static_cast<Eigen::Index>(v.size()));
+    for (std::size_t i = 0; i < v.size(); ++i) out(Eigen::Index(i)) = static_cast<T>(v[i]);
+    return out;
+  }
+};
+
+inline std::vector<reference_case> read_reference(const std::string& file) {
+  std::ifstream in(file);
+  if (!in) throw std::runtime_error("cannot open reference data " + file);
+  std::vector<reference_case> cases;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    std::istringstream words(line);
+    std::string key;
+    words >> key;
+    if (key == "case") {
+      cases.emplace_back();
+      words >> cases.back().name >> cases.back().classes;
+    } else if (key == "end") {
+      if (cases.back().values.at("x").size() != std::size_t(cases.back().classes))
+        throw std::runtime_error("reference case " + cases.back().name + ": x has the wrong length");
+    } else {
+      std::vector<long double>& v = cases.back().values[key];
+      std::string word;
+      // strtold, not >>: streams do not read "inf" and "nan".
+      while (words >> word) v.push_back(std::strtold(word.c_str(), nullptr));
+    }
+  }
+  if (cases.empty()) throw std::runtime_error("no cases in " + file);
+  return cases;
+}
+
+inline std::string reference_path(const std::string& name) { return std::string(XENT_REFERENCE_DIR) + "/" + name; }
+
+inline std::mt19937_64& rng() {
+  static std::mt19937_64 engine(20261123);
+  return engine;
+}
+
+/// Normal logits with standard deviation `scale`, exactly representable in T.
+template <class T>
+Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> random_logits(Eigen::Index rows, Eigen::Index cols, double scale = 3) {
+  std::normal_distribution<double> normal(0.0, scale);
+  Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> x(rows, cols);
+  for (Eigen::Index i = 0; i < x.size(); ++i) x.data()[i] = static_cast<T>(normal(rng()));
+  return x;
+}
+
+}  // namespace xent_test
+
+#endif
