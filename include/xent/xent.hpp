@@ -10,4 +10,6 @@
 #include "kernels/lse_partial.hpp"
 #include "kernels/softmax.hpp"
 
+#include "losses/options.hpp"
+
 #endif

@@ -1,0 +1,27 @@
+#ifndef XENT_LOSSES_OPTIONS_HPP
+#define XENT_LOSSES_OPTIONS_HPP
+
+// What the losses share: torch's reduction names. Each loss has its own small options struct with
+// torch's field names and defaults (e.g. cross_entropy_options{weight, ignore_index = -100,
+// reduction = mean, label_smoothing = 0}), built on these.
+
+namespace xent {
+
+/// torch's `reduction`: none (one loss per sample), mean (torch's per-loss definition, e.g. the
+/// weighted mean for cross_entropy), sum. kl_div adds batchmean.
+enum class reduction { none, mean, sum, batchmean };
+
+/// torch's name for the reduction, for messages.
+inline const char* to_string(reduction r) noexcept {
+  switch (r) {
+    case reduction::none: return "none";
+    case reduction::mean: return "mean";
+    case reduction::sum: return "sum";
+    case reduction::batchmean: return "batchmean";
+  }
+  return "?";
+}
+
+}  // namespace xent
+
+#endif
