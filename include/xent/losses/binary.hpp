@@ -51,9 +51,12 @@ T bce_element(T p, T t) {
 }
 
 /// torch's backward: (p - t) / max(p (1 - p), 1e-12), the 1e-12 keeping p = 0 and p = 1 finite.
+/// torch's EPSILON is a float constant (Loss.cpp), so in double it is float(1e-12) = 9.99999996e-13;
+/// the same constant here keeps the clamped gradients equal to torch's to the last bit.
 template <class T>
 T bce_element_grad(T p, T t) {
-  return (p - t) / std::max((T(1) - p) * p, T(1e-12));
+  constexpr float epsilon = 1e-12f;
+  return (p - t) / std::max((T(1) - p) * p, T(epsilon));
 }
 
 /// softplus(-x) = -log(sigmoid(x)) = max(-x, 0) + log1p(exp(-|x|)): no overflow for any x, and
