@@ -10,6 +10,9 @@
 #include "kernels/lse_partial.hpp"
 #include "kernels/softmax.hpp"
 
+#include "losses/binary.hpp"
 #include "losses/options.hpp"
+
+#include "measures/divergence.hpp"
 
 #endif

@@ -1,0 +1,238 @@
+#ifndef XENT_MEASURES_DIVERGENCE_HPP
+#define XENT_MEASURES_DIVERGENCE_HPP
+
+// Information measures between discrete distributions, per sample along the class axis (`dim`, see
+// kernels/logsumexp.hpp), in any log base; and torch's kl_div loss with its gradient.
+// 0 log 0 = 0 throughout (torch.xlogy), so zeros in a distribution are fine.
+
+#include "../detail/layout.hpp"
+#include "../detail/pointwise.hpp"
+#include "../error.hpp"
+#include "../kernels/softmax.hpp"
+#include "../losses/options.hpp"
+
+#include <Eigen/Core>
+
+#include <cmath>
+#include <limits>
+
+namespace xent {
+
+/// e, the default base: results in nats.
+inline constexpr double nats = 2.718281828459045;
+/// Base 2: results in bits.
+inline constexpr double bits = 2;
+
+/// Options of the per-sample measures.
+struct measure_options {
+  int dim = 0;          ///< the class axis
+  double base = nats;   ///< the log base: e (nats, default), 2 (bits), any base > 0 and != 1
+};
+
+/// Options of kl_div, with torch's names and defaults.
+struct kl_div_options {
+  xent::reduction reduction = xent::reduction::mean;  ///< none, mean (over all elements), sum, batchmean (sum / samples)
+  bool log_target = false;                            ///< the target holds log-probabilities
+  int dim = 0;                                        ///< the class axis; batchmean divides by the other one's length
+};
+
+namespace detail {
+
+/// 1 / ln(base); exactly 1 for the default, so nats involve no rescaling at all.
+inline double inverse_log_base(const char* function, double base) {
+  if (!(std::isfinite(base) && base > 0 && base != 1))
+    throw_invalid(function, "base", "must be finite, > 0 and != 1", base);
+  return base == nats ? 1.0 : 1.0 / std::log(base);
+}
+
+template <class T>
+constexpr T inf = std::numeric_limits<T>::infinity();
+
+constexpr const char* probabilities_expected = "must hold probabilities (finite and >= 0)";
+
+/// f(j) for every sample j of p, scaled to the base; p is checked to hold probabilities.
+template <class P, class F>
+Eigen::Matrix<typename P::Scalar, Eigen::Dynamic, 1> per_sample(const char* function, const char* argument,
+                                                                 const Eigen::DenseBase<P>& p, const measure_options& opts,
+                                                                 bool check_probabilities, F&& f) {
+  using T = typename P::Scalar;
+  check_dim(function, opts.dim);
+  check_not_empty(function, argument, p);
+  const T scale = T(inverse_log_base(function, opts.base));
+  return with_view(p, opts.dim, [&](const samples_view<const T>& v) {
+    if (check_probabilities) check_range<T>(function, argument, v, opts.dim, 0, inf<T>, probabilities_expected);
+    Eigen::Matrix<T, Eigen::Dynamic, 1> out(v.samples);
+    for (Index j = 0; j < v.samples; ++j) out(j) = f(v, j) * scale;
+    return out;
+  });
+}
+
+/// As per_sample, for two distributions of the same shape.
+template <class P, class Q, class F>
+Eigen::Matrix<typename P::Scalar, Eigen::Dynamic, 1> per_sample_pair(const char* function, const Eigen::DenseBase<P>& p,
+                                                                      const Eigen::DenseBase<Q>& q,
+                                                                      const measure_options& opts, F&& f) {
+  using T = typename P::Scalar;
+  check_dim(function, opts.dim);
+  check_not_empty(function, "p", p);
+  check_same_shape(function, "q", q, "p", p);
+  return with_view(q, opts.dim, [&](const samples_view<const T>& vq) {
+    check_range<T>(function, "q", vq, opts.dim, 0, inf<T>, probabilities_expected);
+    return per_sample(function, "p", p, opts, true, [&](const samples_view<const T>& vp, Index j) { return f(vp, vq, j); });
+  });
+}
+
+template <class T, class F>
+T sum_classes(Index classes, F&& f) {
+  compensated_sum<T> s;
+  for (Index k = 0; k < classes; ++k) s.add(f(k));
+  return s.value();
+}
+
+/// Sum over k of p_k log(p_k / q_k), one p log(p/q) per term: no cancellation between H(p, q) and H(p).
+template <class T>
+T kl_of_sample(const samples_view<const T>& p, const samples_view<const T>& q, Index j) {
+  return sum_classes<T>(p.classes, [&](Index k) {
+    const T pk = at(p, j, k), qk = at(q, j, k);
+    return pk == T(0) ? T(0) : pk * std::log(pk / qk);
+  });
+}
+
+}  // namespace detail
+
+/// Shannon entropy H(p) = -sum_k p_k log p_k of every sample (0 log 0 = 0), in the base of opts.
+/// p is taken as given (no normalisation check).
+/// \throws xent::invalid_argument if p is empty, has a negative or non-finite entry, dim is not 0/1, or base is bad.
+template <class P>
+Eigen::Matrix<typename P::Scalar, Eigen::Dynamic, 1> entropy(const Eigen::DenseBase<P>& p, const measure_options& opts = {}) {
+  using T = typename P::Scalar;
+  return detail::per_sample("entropy", "p", p, opts, true, [](const detail::samples_view<const T>& v, Eigen::Index j) {
+    return -detail::sum_classes<T>(v.classes, [&](Eigen::Index k) { const T x = detail::at(v, j, k); return detail::xlogy(x, x); });
+  });
+}
+
+/// The entropy of softmax(x) per sample, from logits: -sum_k p_k y_k with y = log_softmax(x), p = exp(y),
+/// so no probability is rounded to 0 before its log is taken. Masked (-inf) logits contribute 0.
+/// \throws xent::invalid_argument if x is empty, dim is not 0/1, or base is bad.
+template <class X>
+Eigen::Matrix<typename X::Scalar, Eigen::Dynamic, 1> entropy_from_logits(const Eigen::DenseBase<X>& x,
+                                                                         const measure_options& opts = {}) {
+  using T = typename X::Scalar;
+  detail::check_dim("entropy_from_logits", opts.dim);
+  detail::check_not_empty("entropy_from_logits", "x", x);
+  const typename X::PlainObject y = log_softmax(x, opts.dim);
+  return detail::per_sample("entropy_from_logits", "x", y, opts, false,
+                            [](const detail::samples_view<const T>& v, Eigen::Index j) {
+                              return -detail::sum_classes<T>(v.classes, [&](Eigen::Index k) {
+                                const T yk = detail::at(v, j, k);
+                                return yk == -detail::inf<T> ? T(0) : std::exp(yk) * yk;
+                              });
+                            });
+}
+
+/// Cross-entropy between distributions H(p, q) = -sum_k p_k log q_k per sample (0 log q = 0 for any q;
+/// +inf where p_k > 0 = q_k). Named so as not to clash with the categorical loss xent::cross_entropy.
+/// \throws xent::invalid_argument if p or q is empty, their shapes differ, an entry is negative or not
+///   finite, dim is not 0/1, or base is bad.
+template <class P, class Q>
+Eigen::Matrix<typename P::Scalar, Eigen::Dynamic, 1> cross_entropy_between(const Eigen::DenseBase<P>& p,
+                                                                           const Eigen::DenseBase<Q>& q,
+                                                                           const measure_options& opts = {}) {
+  using T = typename P::Scalar;
+  return detail::per_sample_pair("cross_entropy_between", p, q, opts,
+                                 [](const detail::samples_view<const T>& vp, const detail::samples_view<const T>& vq,
+                                    Eigen::Index j) {
+                                   return -detail::sum_classes<T>(vp.classes, [&](Eigen::Index k) {
+                                     return detail::xlogy(detail::at(vp, j, k), detail::at(vq, j, k));
+                                   });
+                                 });
+}
+
+/// Kullback-Leibler divergence KL(p || q) = sum_k p_k log(p_k / q_k) per sample (+inf where p_k > 0 = q_k).
+/// For normalised p and q it is >= 0 and H(p, q) = H(p) + KL(p || q). Errors as cross_entropy_between.
+template <class P, class Q>
+Eigen::Matrix<typename P::Scalar, Eigen::Dynamic, 1> kl_divergence(const Eigen::DenseBase<P>& p,
+                                                                   const Eigen::DenseBase<Q>& q,
+                                                                   const measure_options& opts = {}) {
+  using T = typename P::Scalar;
+  return detail::per_sample_pair("kl_divergence", p, q, opts,
+                                 [](const detail::samples_view<const T>& vp, const detail::samples_view<const T>& vq,
+                                    Eigen::Index j) { return detail::kl_of_sample(vp, vq, j); });
+}
+
+/// Jensen-Shannon divergence JS(p, q) = (KL(p || m) + KL(q || m)) / 2, m = (p + q) / 2, per sample.
+/// Always finite; for normalised p and q, 0 <= JS <= ln 2 (1 bit). Errors as cross_entropy_between.
+template <class P, class Q>
+Eigen::Matrix<typename P::Scalar, Eigen::Dynamic, 1> js_divergence(const Eigen::DenseBase<P>& p,
+                                                                   const Eigen::DenseBase<Q>& q,
+                                                                   const measure_options& opts = {}) {
+  using T = typename P::Scalar;
+  return detail::per_sample_pair(
+      "js_divergence", p, q, opts,
+      [](const detail::samples_view<const T>& vp, const detail::samples_view<const T>& vq, Eigen::Index j) {
+        return detail::sum_classes<T>(vp.classes, [&](Eigen::Index k) {
+          const T pk = detail::at(vp, j, k), qk = detail::at(vq, j, k), m = (pk + qk) / T(2);
+          // p / m <= 2: each log is finite wherever its factor is nonzero.
+          return ((pk == T(0) ? T(0) : pk * std::log(pk / m)) + (qk == T(0) ? T(0) : qk * std::log(qk / m))) / T(2);
+        });
+      });
+}
+
+/// torch.nn.functional.kl_div(input, target, reduction, log_target): input holds log-probabilities;
+/// elementwise target (log target - input) with 0 log 0 = 0 (torch.xlogy), or exp(target) (target -
+/// input) when log_target. Reductions: none (the input's shape), sum, mean (over all elements, torch's
+/// default), batchmean (sum / samples, the KL divergence per sample). mean/sum/batchmean return 1 x 1.
+/// \throws xent::invalid_argument if input is empty, target's shape differs, a (non-log) target is
+///   negative or not finite, or dim is not 0/1.
+template <class I, class Tg>
+Eigen::Matrix<typename I::Scalar, Eigen::Dynamic, Eigen::Dynamic> kl_div(const Eigen::DenseBase<I>& input,
+                                                                        const Eigen::DenseBase<Tg>& target,
+                                                                        const kl_div_options& opts = {}) {
+  using T = typename I::Scalar;
+  constexpr const char* fn = "kl_div";
+  detail::check_dim(fn, opts.dim);
+  detail::check_not_empty(fn, "input", input);
+  detail::check_same_shape(fn, "target", target, "input", input);
+  return detail::with_view(input, opts.dim, [&](const detail::samples_view<const T>& x) {
+    return detail::with_view(target, opts.dim, [&](const detail::samples_view<const T>& t) {
+      if (!opts.log_target) detail::check_range<T>(fn, "target", t, opts.dim, 0, detail::inf<T>, detail::probabilities_expected);
+      return detail::reduce_elementwise<T>(input.rows(), input.cols(), opts.dim, opts.reduction, [&](auto j, auto k) {
+        const T xk = detail::at(x, j, k), tk = detail::at(t, j, k);
+        return opts.log_target ? std::exp(tk) * (tk - xk) : detail::xlogy(tk, tk) - tk * xk;
+      });
+    });
+  });
+}
+
+/// The gradient of kl_div w.r.t. input, times grad_out, into grad_input (the input's shape):
+/// -target (or -exp(target) when log_target), divided by numel for mean and by the samples for batchmean.
+/// grad_out: 1 x 1, or the input's shape for reduction none.
+template <class G, class I, class Tg, class Out>
+void kl_div_backward(const Eigen::DenseBase<G>& grad_out, const Eigen::DenseBase<I>& input,
+                     const Eigen::DenseBase<Tg>& target, const Eigen::DenseBase<Out>& grad_input,
+                     const kl_div_options& opts = {}) {
+  using T = typename I::Scalar;
+  constexpr const char* fn = "kl_div_backward";
+  detail::check_dim(fn, opts.dim);
+  detail::check_not_empty(fn, "input", input);
+  detail::check_same_shape(fn, "target", target, "input", input);
+  detail::with_view(target, opts.dim, [&](const detail::samples_view<const T>& t) {
+    if (!opts.log_target) detail::check_range<T>(fn, "target", t, opts.dim, 0, detail::inf<T>, detail::probabilities_expected);
+    detail::write_gradient<T>(fn, grad_out, grad_input, input.rows(), input.cols(), opts.dim, opts.reduction,
+                              [&](auto j, auto k) {
+                                const T tk = detail::at(t, j, k);
+                                return opts.log_target ? -std::exp(tk) : -tk;
+                              });
+  });
+}
+
+/// The scalar-seed form of kl_div_backward.
+template <class I, class Tg, class Out>
+void kl_div_backward(typename I::Scalar grad_out, const Eigen::DenseBase<I>& input, const Eigen::DenseBase<Tg>& target,
+                     const Eigen::DenseBase<Out>& grad_input, const kl_div_options& opts = {}) {
+  kl_div_backward(Eigen::Matrix<typename I::Scalar, 1, 1>::Constant(grad_out), input, target, grad_input, opts);
+}
+
+}  // namespace xent
+
+#endif
