@@ -4,7 +4,7 @@
 //
 // Tolerances, |got - torch| <= rel * |torch| + abs:
 //   double: rel 1e-12, abs 1e-14 (abs covers torch's log(1 + exp(-x)), which rounds losses below
-//           1e-16 to 0 where xent's log1p keeps them: docs/differences-from-torch-binary.md)
+//           1e-16 to 0 where xent's log1p keeps them: docs/differences-from-torch.md)
 //   float:  rel 2e-6,  abs 2e-6 (the same float32-exact inputs, computed in float)
 // Every case runs with both class axes: dim 0 (C x N, torch's [N, C] memory) and dim 1 (N x C).
 
