@@ -10,6 +10,7 @@
 #include "kernels/lse_partial.hpp"
 #include "kernels/softmax.hpp"
 
+#include "losses/categorical.hpp"
 #include "losses/options.hpp"
 
 #endif
