@@ -158,6 +158,24 @@ TEST_CASE("cross_entropy: every target ignored with mean is NaN, with a zero gra
   CHECK(xent::cross_entropy(x, t, o).value() == 0);
 }
 
+TEST_CASE("cross_entropy: an ignored sample is never read, not even its NaN logits (differs from torch's backward)",
+          "[categorical]") {
+  // torch's forward skips it too, but its log_softmax backward turns 0 * NaN into a NaN gradient row
+  // (docs/differences-from-torch.md); padding samples with garbage logits get a zero gradient here.
+  matrix<double> x(3, 2);
+  x << 0, 1, 1, 2, std::numeric_limits<double>::quiet_NaN(), 3;
+  const Eigen::VectorXi t = (Eigen::VectorXi(2) << -100, 1).finished();
+  xent::cross_entropy_options o;
+  o.reduction = xent::reduction::sum;
+  o.label_smoothing = 0.1;
+  const double loss = xent::cross_entropy(x, t, o).value();
+  CHECK(std::isfinite(loss));
+  matrix<double> g(3, 2);
+  xent::cross_entropy_backward(x, t, 1.0, o, g);
+  CHECK(g.col(0).isZero(0));
+  CHECK(g.col(1).allFinite());
+}
+
 TEST_CASE("cross_entropy identities: one-hot probabilities, gradient sums, softmax - onehot", "[categorical]") {
   const Eigen::Index C = 6, N = 5;
   const matrix<double> x = xent_test::random_logits<double>(C, N);
