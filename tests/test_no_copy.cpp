@@ -5,6 +5,7 @@
 #define EIGEN_RUNTIME_NO_MALLOC
 #include <xent/xent.hpp>
 
+#include <cmath>
 #include <cstdio>
 #include <vector>
 
@@ -18,17 +19,28 @@ int main() {
   Eigen::Map<Eigen::MatrixXf> p(probs.data(), classes, samples);
   Eigen::Map<Eigen::VectorXf> out(lse.data(), samples);
 
+  std::vector<int> targets(samples);
+  for (int j = 0; j < samples; ++j) targets[std::size_t(j)] = (j * 7919) % classes;
+  const Eigen::Map<const Eigen::VectorXi> t(targets.data(), samples);
   Eigen::internal::set_is_malloc_allowed(false);
   xent::logsumexp_into(x, out);
   xent::logsumexp_into(x_rows, out, 1);
   xent::softmax_into(x, p);
   xent::log_softmax_into(x_rows, Eigen::Map<Eigen::Matrix<float, -1, -1, Eigen::RowMajor>>(probs.data(), samples, classes), 1);
   xent::softmax_into(p, p);
+  const double sum = p.col(0).cast<double>().sum();  // checked below; p is reused for the gradient
+  // cross_entropy forward (mean) and backward on the same buffers: nothing of the logits' size is made.
+  xent::cross_entropy_options ce;
+  ce.label_smoothing = 0.1;
+  const float loss = xent::cross_entropy(x, t, ce).value();
+  xent::cross_entropy_backward(x, t, 1.0f, ce, p);
+  ce.dim = 1;
+  xent::cross_entropy_backward(x_rows, t, 1.0f, ce,
+                               Eigen::Map<Eigen::Matrix<float, -1, -1, Eigen::RowMajor>>(probs.data(), samples, classes));
   Eigen::internal::set_is_malloc_allowed(true);
 
   // The row holds 97-periodic values; its log-sum-exp is the same for every sample up to the phase.
-  const bool finite = out.allFinite() && p.allFinite();
-  const double sum = p.col(0).cast<double>().sum();
+  const bool finite = out.allFinite() && p.allFinite() && std::isfinite(loss);
   std::printf("no allocation; lse[0] = %.6f, sum of softmax(log_softmax) = %.6f\n", double(out(0)), sum);
   return finite && sum > 0.999 && sum < 1.001 ? 0 : 1;
 }

@@ -11,6 +11,7 @@
 #include "kernels/softmax.hpp"
 
 #include "losses/binary.hpp"
+#include "losses/categorical.hpp"
 #include "losses/options.hpp"
 
 #include "measures/divergence.hpp"

@@ -1,0 +1,345 @@
+#ifndef XENT_LOSSES_CATEGORICAL_HPP
+#define XENT_LOSSES_CATEGORICAL_HPP
+
+// cross_entropy and nll_loss with torch.nn.functional's semantics (torch 1.13,
+// aten/src/ATen/native/LossNLL.cpp), forward and backward. docs/losses.md is the reference.
+
+#include "../detail/categorical_kernel.hpp"
+#include "../detail/layout.hpp"
+#include "../error.hpp"
+#include "../kernels/logsumexp.hpp"
+#include "options.hpp"
+
+#include <Eigen/Core>
+
+#include <cmath>
+#include <limits>
+#include <string>
+#include <type_traits>
+
+namespace xent {
+
+/// Options of nll_loss: torch's names and defaults (torch::nn::functional::NLLLossFuncOptions),
+/// plus the class axis `dim` (see logsumexp.hpp).
+struct nll_loss_options {
+  /// One weight per class; empty means every class weighs 1.
+  Eigen::VectorXd weight;
+  /// Samples whose target equals this contribute nothing (not to the mean's denominator either).
+  long ignore_index = -100;
+  xent::reduction reduction = xent::reduction::mean;
+  int dim = 0;
+};
+
+/// Options of cross_entropy: torch's names and defaults (torch::nn::functional::CrossEntropyFuncOptions),
+/// plus the class axis `dim`.
+struct cross_entropy_options {
+  /// One weight per class; empty means every class weighs 1.
+  Eigen::VectorXd weight;
+  /// Class-index targets only (torch rejects it for probability targets, and so do we).
+  long ignore_index = -100;
+  xent::reduction reduction = xent::reduction::mean;
+  /// In [0, 1]: the target becomes (1 - label_smoothing) * target + label_smoothing / C.
+  double label_smoothing = 0;
+  int dim = 0;
+};
+
+/// What a loss returns: one scalar for reduction mean or sum, one loss per sample for none.
+/// Asking for the form the reduction did not produce throws, so a mismatch cannot go unnoticed.
+template <class T>
+class loss_result {
+ public:
+  using vector = Eigen::Matrix<T, Eigen::Dynamic, 1>;
+
+  static loss_result reduced(xent::reduction r, T value) { return loss_result(r, value, vector()); }
+  static loss_result unreduced(vector per_sample) {
+    return loss_result(xent::reduction::none, std::numeric_limits<T>::quiet_NaN(), std::move(per_sample));
+  }
+
+  xent::reduction reduction() const noexcept { return reduction_; }
+  /// The reduced loss. \throws xent::invalid_argument for reduction::none.
+  T value() const {
+    if (reduction_ == xent::reduction::none)
+      detail::throw_invalid("loss_result::value", "reduction", "must be mean or sum for a scalar loss", "none");
+    return value_;
+  }
+  /// One loss per sample. \throws xent::invalid_argument unless reduction::none.
+  const vector& per_sample() const {
+    if (reduction_ != xent::reduction::none)
+      detail::throw_invalid("loss_result::per_sample", "reduction", "must be none for per-sample losses",
+                            to_string(reduction_));
+    return per_sample_;
+  }
+
+ private:
+  loss_result(xent::reduction r, T value, vector per_sample)
+      : reduction_(r), value_(value), per_sample_(std::move(per_sample)) {}
+  xent::reduction reduction_;
+  T value_;
+  vector per_sample_;
+};
+
+namespace detail {
+
+/// The checks every categorical loss shares; returns the sample count.
+template <class Derived, class Options>
+Eigen::Index check_categorical(const char* fn, const char* x_name, const Eigen::DenseBase<Derived>& x, const Options& o,
+                        double smoothing) {
+  check_real<Derived>();
+  check_dim(fn, o.dim);
+  if (o.reduction == reduction::batchmean)
+    throw_invalid(fn, "reduction", "must be none, mean or sum", to_string(o.reduction));
+  if (!(smoothing >= 0 && smoothing <= 1)) throw_invalid(fn, "label_smoothing", "must be in [0, 1]", smoothing);
+  check_not_empty(fn, x_name, x);
+  const Eigen::Index classes = o.dim == 0 ? x.rows() : x.cols();
+  if (o.weight.size() != 0 && o.weight.size() != classes)
+    throw_invalid(fn, "weight", "must be empty or have one entry per class (" + std::to_string(classes) + ")",
+                  o.weight.size());
+  return o.dim == 0 ? x.cols() : x.rows();
+}
+
+/// Checks class-index targets and returns the weighted mean's denominator: the sum of the weights
+/// of the non-ignored targets (their count when unweighted), as torch's nll_loss.
+template <class TDerived>
+double check_index_targets(const char* fn, const Eigen::DenseBase<TDerived>& targets, Eigen::Index samples, Eigen::Index classes,
+                           long ignore_index, const Eigen::VectorXd& weight) {
+  static_assert(std::is_integral_v<typename TDerived::Scalar>, "class-index targets must be integers (int32 or int64)");
+  if (targets.size() != samples)
+    throw_invalid(fn, "targets", "must have one entry per sample (" + std::to_string(samples) + ")", targets.size());
+  double total = 0;
+  for (Eigen::Index j = 0; j < samples; ++j) {
+    const long t = static_cast<long>(targets.derived().coeff(j));
+    if (t == ignore_index) continue;
+    if (t < 0 || t >= classes)
+      throw_invalid(fn, "target[" + std::to_string(j) + "]",
+                    "must be in [0, " + std::to_string(classes) + ") or ignore_index (" + std::to_string(ignore_index) + ")", t);
+    total += weight.size() ? weight(t) : 1.0;
+  }
+  return total;
+}
+
+template <class T>
+categorical_setup<T> setup_of(const Eigen::VectorXd& weight, Eigen::Index classes, double smoothing) {
+  categorical_setup<T> s;
+  s.weight.w = weight.size() ? weight.data() : nullptr;
+  s.smoothing = static_cast<T>(smoothing);
+  s.weight_total = weight.size() ? static_cast<T>(weight.sum()) : static_cast<T>(classes);
+  return s;
+}
+
+/// Applies the reduction to loss_of(j) (0 for an ignored sample). The sum is kept in double.
+template <class T, class F>
+loss_result<T> reduce(reduction r, Eigen::Index samples, double denominator, F&& loss_of) {
+  if (r == reduction::none) {
+    typename loss_result<T>::vector v(samples);
+    for (Eigen::Index j = 0; j < samples; ++j) v(j) = loss_of(j);
+    return loss_result<T>::unreduced(std::move(v));
+  }
+  double total = 0;
+  for (Eigen::Index j = 0; j < samples; ++j) total += static_cast<double>(loss_of(j));
+  // mean with every target ignored: 0 / 0 = NaN, as torch.
+  return loss_result<T>::reduced(r, static_cast<T>(r == reduction::mean ? total / denominator : total));
+}
+
+/// The upstream gradient of each sample's loss: grad_out for sum, grad_out / denominator for mean,
+/// grad_out[j] for none. A scalar grad_out goes with mean/sum, a vector with none.
+template <class T, class G>
+auto grad_scale_of(const char* fn, reduction r, Eigen::Index samples, double denominator, const G& grad_out) {
+  if constexpr (std::is_arithmetic_v<G>) {
+    if (r == reduction::none)
+      throw_invalid(fn, "grad_out", "must have one entry per sample for reduction none (a vector), not a scalar", grad_out);
+    const T c = static_cast<T>(r == reduction::mean ? double(grad_out) / denominator : double(grad_out));
+    return [c](Eigen::Index) { return c; };
+  } else {
+    if (r != reduction::none)
+      throw_invalid(fn, "grad_out", std::string("must be a scalar for reduction ") + to_string(r) + ", not a vector of size",
+                    grad_out.size());
+    if (grad_out.size() != samples)
+      throw_invalid(fn, "grad_out", "must have one entry per sample (" + std::to_string(samples) + ")", grad_out.size());
+    return [&grad_out](Eigen::Index j) { return static_cast<T>(grad_out.derived().coeff(j)); };
+  }
+}
+
+/// Calls f with a writable view of out (checked to have x's shape), through a temporary when out
+/// has no storage of its own.
+template <class Derived, class OutDerived, class F>
+void with_out_view(const char* fn, const char* out_name, const Eigen::DenseBase<Derived>& x,
+                   const Eigen::DenseBase<OutDerived>& out, int dim, F&& f) {
+  static_assert(std::is_same_v<typename Derived::Scalar, typename OutDerived::Scalar>,
+                "the gradient buffer must have the input's scalar type");
+  if (out.rows() != x.rows() || out.cols() != x.cols())
+    throw_invalid(fn, out_name, "must have the shape of the input (" + shape_string(x.rows(), x.cols()) + ")",
+                  shape_string(out.rows(), out.cols()));
+  // Eigen's documented way to write into an output argument that may be a temporary Map or Block.
+  auto& result = const_cast<OutDerived&>(out.derived());
+  if constexpr (has_direct_access<OutDerived>) {
+    f(view_of(result, dim));
+  } else {
+    typename OutDerived::PlainObject evaluated(x.rows(), x.cols());
+    f(view_of(evaluated, dim));
+    result = evaluated;
+  }
+}
+
+template <class Derived, class YDerived>
+void check_prob_targets(const char* fn, const Eigen::DenseBase<Derived>& x, const Eigen::DenseBase<YDerived>& y,
+                        long ignore_index) {
+  static_assert(std::is_same_v<typename Derived::Scalar, typename YDerived::Scalar>,
+                "probability targets must have the logits' scalar type");
+  if (y.rows() != x.rows() || y.cols() != x.cols())
+    throw_invalid(fn, "targets", "must have the shape of logits (" + shape_string(x.rows(), x.cols()) + ")",
+                  shape_string(y.rows(), y.cols()));
+  if (ignore_index != -100)
+    throw_invalid(fn, "ignore_index", "is not supported with probability targets and must stay -100", ignore_index);
+}
+
+}  // namespace detail
+
+/// Cross-entropy of logits against class-index targets, torch.nn.functional.cross_entropy.
+///
+/// logits: C x N (dim = 0, the default; a torch [N, C] buffer) or N x C (dim = 1), float or double.
+/// targets: one integer (int32 or int64) per sample, in [0, C) or equal to ignore_index.
+/// Per sample: (1 - eps) * (-w[t] * log_softmax(x)[t]) + eps / C * sum_k (-w[k] * log_softmax(x)[k]),
+/// 0 for an ignored sample. mean divides the sum by the sum of w[t] over the non-ignored samples
+/// (their count when unweighted): every target ignored gives NaN, as torch.
+/// \returns loss_result: value() for mean/sum, per_sample() for none.
+/// \throws xent::invalid_argument on misuse (docs/losses.md lists the checks).
+template <class Derived, class TDerived,
+          std::enable_if_t<std::is_integral_v<typename TDerived::Scalar>, int> = 0>
+loss_result<typename Derived::Scalar> cross_entropy(const Eigen::DenseBase<Derived>& logits,
+                                                    const Eigen::DenseBase<TDerived>& targets,
+                                                    const cross_entropy_options& opts = {}) {
+  using T = typename Derived::Scalar;
+  constexpr const char* fn = "cross_entropy";
+  const Eigen::Index samples = detail::check_categorical(fn, "logits", logits, opts, opts.label_smoothing);
+  const Eigen::Index classes = opts.dim == 0 ? logits.rows() : logits.cols();
+  const double denominator = detail::check_index_targets(fn, targets, samples, classes, opts.ignore_index, opts.weight);
+  const auto setup = detail::setup_of<T>(opts.weight, classes, opts.label_smoothing);
+  return detail::with_view(logits, opts.dim, [&](const detail::samples_view<const T>& v) {
+    return detail::reduce<T>(opts.reduction, samples, denominator, [&](Eigen::Index j) {
+      const long t = static_cast<long>(targets.derived().coeff(j));
+      return t == opts.ignore_index ? T(0) : detail::index_target_loss(v, j, Eigen::Index(t), setup);
+    });
+  });
+}
+
+/// Cross-entropy of logits against probability targets (same shape and class axis as logits):
+/// per sample -sum_k log_softmax(x)_k * ((1 - eps) y_k + eps / C) * w_k; mean divides by the sample
+/// count (not by weights), as torch. As torch, a zero probability on a -inf logit gives NaN.
+template <class Derived, class YDerived,
+          std::enable_if_t<!std::is_integral_v<typename YDerived::Scalar>, int> = 0>
+loss_result<typename Derived::Scalar> cross_entropy(const Eigen::DenseBase<Derived>& logits,
+                                                    const Eigen::DenseBase<YDerived>& targets,
+                                                    const cross_entropy_options& opts = {}) {
+  using T = typename Derived::Scalar;
+  constexpr const char* fn = "cross_entropy";
+  const Eigen::Index samples = detail::check_categorical(fn, "logits", logits, opts, opts.label_smoothing);
+  detail::check_prob_targets(fn, logits, targets, opts.ignore_index);
+  const Eigen::Index classes = opts.dim == 0 ? logits.rows() : logits.cols();
+  const auto setup = detail::setup_of<T>(opts.weight, classes, opts.label_smoothing);
+  return detail::with_view(logits, opts.dim, [&](const detail::samples_view<const T>& v) {
+    return detail::with_view(targets, opts.dim, [&](const detail::samples_view<const T>& y) {
+      return detail::reduce<T>(opts.reduction, samples, double(samples),
+                               [&](Eigen::Index j) { return detail::prob_target_loss(v, y, j, setup); });
+    });
+  });
+}
+
+/// Gradient of cross_entropy (class-index targets) with respect to the logits, times grad_out,
+/// written into grad_logits_out (the logits' shape; a Map over the caller's buffer is written in place).
+/// grad_out: a number for reduction mean/sum, a vector with one entry per sample for none.
+/// Ignored samples get a zero gradient.
+template <class Derived, class TDerived, class G, class OutDerived,
+          std::enable_if_t<std::is_integral_v<typename TDerived::Scalar>, int> = 0>
+void cross_entropy_backward(const Eigen::DenseBase<Derived>& logits, const Eigen::DenseBase<TDerived>& targets,
+                            const G& grad_out, const cross_entropy_options& opts,
+                            const Eigen::DenseBase<OutDerived>& grad_logits_out) {
+  using T = typename Derived::Scalar;
+  constexpr const char* fn = "cross_entropy_backward";
+  const Eigen::Index samples = detail::check_categorical(fn, "logits", logits, opts, opts.label_smoothing);
+  const Eigen::Index classes = opts.dim == 0 ? logits.rows() : logits.cols();
+  const double denominator = detail::check_index_targets(fn, targets, samples, classes, opts.ignore_index, opts.weight);
+  const auto scale = detail::grad_scale_of<T>(fn, opts.reduction, samples, denominator, grad_out);
+  const auto setup = detail::setup_of<T>(opts.weight, classes, opts.label_smoothing);
+  detail::with_out_view(fn, "grad_logits_out", logits, grad_logits_out, opts.dim, [&](const detail::samples_view<T>& out) {
+    detail::with_view(logits, opts.dim, [&](const detail::samples_view<const T>& v) {
+      for (Eigen::Index j = 0; j < samples; ++j) {
+        const long t = static_cast<long>(targets.derived().coeff(j));
+        if (t == opts.ignore_index)
+          detail::zero_sample(out, j);
+        else
+          detail::index_target_grad(v, j, Eigen::Index(t), setup, scale(j), out);
+      }
+    });
+  });
+}
+
+/// Gradient of cross_entropy with probability targets with respect to the logits; see the
+/// class-index overload. (No gradient is computed for the targets.)
+template <class Derived, class YDerived, class G, class OutDerived,
+          std::enable_if_t<!std::is_integral_v<typename YDerived::Scalar>, int> = 0>
+void cross_entropy_backward(const Eigen::DenseBase<Derived>& logits, const Eigen::DenseBase<YDerived>& targets,
+                            const G& grad_out, const cross_entropy_options& opts,
+                            const Eigen::DenseBase<OutDerived>& grad_logits_out) {
+  using T = typename Derived::Scalar;
+  constexpr const char* fn = "cross_entropy_backward";
+  const Eigen::Index samples = detail::check_categorical(fn, "logits", logits, opts, opts.label_smoothing);
+  detail::check_prob_targets(fn, logits, targets, opts.ignore_index);
+  const Eigen::Index classes = opts.dim == 0 ? logits.rows() : logits.cols();
+  const auto scale = detail::grad_scale_of<T>(fn, opts.reduction, samples, double(samples), grad_out);
+  const auto setup = detail::setup_of<T>(opts.weight, classes, opts.label_smoothing);
+  detail::with_out_view(fn, "grad_logits_out", logits, grad_logits_out, opts.dim, [&](const detail::samples_view<T>& out) {
+    detail::with_view(logits, opts.dim, [&](const detail::samples_view<const T>& v) {
+      detail::with_view(targets, opts.dim, [&](const detail::samples_view<const T>& y) {
+        for (Eigen::Index j = 0; j < samples; ++j) detail::prob_target_grad(v, y, j, setup, scale(j), out);
+      });
+    });
+  });
+}
+
+/// Negative log-likelihood of log-probabilities (same layout as cross_entropy's logits) at
+/// class-index targets, torch.nn.functional.nll_loss: per sample -w[t] * log_probs[t], 0 when
+/// ignored; mean divides by the sum of w[t] over the non-ignored samples (NaN when all are ignored).
+/// The input is used as given: it is not checked to be normalised.
+template <class Derived, class TDerived>
+loss_result<typename Derived::Scalar> nll_loss(const Eigen::DenseBase<Derived>& log_probs,
+                                               const Eigen::DenseBase<TDerived>& targets,
+                                               const nll_loss_options& opts = {}) {
+  using T = typename Derived::Scalar;
+  constexpr const char* fn = "nll_loss";
+  const Eigen::Index samples = detail::check_categorical(fn, "log_probs", log_probs, opts, 0.0);
+  const Eigen::Index classes = opts.dim == 0 ? log_probs.rows() : log_probs.cols();
+  const double denominator = detail::check_index_targets(fn, targets, samples, classes, opts.ignore_index, opts.weight);
+  const detail::class_weights<T> w{opts.weight.size() ? opts.weight.data() : nullptr};
+  return detail::with_view(log_probs, opts.dim, [&](const detail::samples_view<const T>& v) {
+    return detail::reduce<T>(opts.reduction, samples, denominator, [&](Eigen::Index j) {
+      const long t = static_cast<long>(targets.derived().coeff(j));
+      return t == opts.ignore_index ? T(0) : -w[t] * v.sample(j)[t * v.class_stride];
+    });
+  });
+}
+
+/// Gradient of nll_loss with respect to log_probs, times grad_out (a number for mean/sum, one per
+/// sample for none), into grad_log_probs_out: -w[t] * scale at each target, 0 elsewhere.
+template <class Derived, class TDerived, class G, class OutDerived>
+void nll_loss_backward(const Eigen::DenseBase<Derived>& log_probs, const Eigen::DenseBase<TDerived>& targets,
+                       const G& grad_out, const nll_loss_options& opts,
+                       const Eigen::DenseBase<OutDerived>& grad_log_probs_out) {
+  using T = typename Derived::Scalar;
+  constexpr const char* fn = "nll_loss_backward";
+  const Eigen::Index samples = detail::check_categorical(fn, "log_probs", log_probs, opts, 0.0);
+  const Eigen::Index classes = opts.dim == 0 ? log_probs.rows() : log_probs.cols();
+  const double denominator = detail::check_index_targets(fn, targets, samples, classes, opts.ignore_index, opts.weight);
+  const auto scale = detail::grad_scale_of<T>(fn, opts.reduction, samples, denominator, grad_out);
+  const detail::class_weights<T> w{opts.weight.size() ? opts.weight.data() : nullptr};
+  detail::with_out_view(fn, "grad_log_probs_out", log_probs, grad_log_probs_out, opts.dim, [&](const detail::samples_view<T>& out) {
+    for (Eigen::Index j = 0; j < samples; ++j) {
+      detail::zero_sample(out, j);
+      const long t = static_cast<long>(targets.derived().coeff(j));
+      if (t != opts.ignore_index) out.sample(j)[t * out.class_stride] = -w[t] * scale(j);
+    }
+  });
+}
+
+}  // namespace xent
+
+#endif
