@@ -8,6 +8,7 @@
 //   float:  rel 2e-6,  abs 2e-6 (the same float32-exact inputs, computed in float)
 // Every case runs with both class axes: dim 0 (C x N, torch's [N, C] memory) and dim 1 (N x C).
 
+#include "misuse.hpp"
 #include "support.hpp"
 
 #include <xent/xent.hpp>
@@ -350,16 +351,6 @@ TEST_CASE("information identities hold", "[measures]") {
 // ---------------------------------------------------------------------------------------------
 // Misuse: xent::invalid_argument naming function, argument, expectation and value.
 
-namespace {
-struct misuse {
-  const char* what;
-  std::function<void()> call;
-  const char* function;
-  const char* argument;
-  const char* message_piece;
-};
-}  // namespace
-
 TEST_CASE("bad input to the binary losses and measures throws a message naming it", "[binary][errors]") {
   Eigen::MatrixXd p(3, 2);
   p << 0.2, 0.5, 0.3, 0.5, 0.5, 0.0;
@@ -381,7 +372,7 @@ TEST_CASE("bad input to the binary losses and measures throws a message naming i
   Eigen::MatrixXd over = p;
   over(0, 1) = 1.5;
 
-  const misuse cases[] = {
+  const xent_test::misuse cases[] = {
       {"shape mismatch", [&] { (void)xent::binary_cross_entropy(p, wrong); }, "binary_cross_entropy", "targets", "must have the shape of probs (3 x 2), but got 2 x 3"},
       {"logits shape mismatch", [&] { (void)xent::binary_cross_entropy_with_logits(p, wrong); }, "binary_cross_entropy_with_logits", "targets", "but got 2 x 3"},
       {"weight length", [&] { (void)xent::binary_cross_entropy(p, t, w_len); }, "binary_cross_entropy", "weight", "one entry per class (3)"},
@@ -406,17 +397,5 @@ TEST_CASE("bad input to the binary losses and measures throws a message naming i
       {"grad_out shape for sum", [&] { xent::binary_cross_entropy_backward(t, p, t, grad, sum); }, "binary_cross_entropy_backward", "grad_out", "must be 1 x 1 for reduction sum, but got 3 x 2"},
       {"grad_input shape", [&] { xent::kl_div_backward(1.0, p, t, wrong); }, "kl_div_backward", "grad_input", "the shape of the input (3 x 2), but got 2 x 3"},
   };
-  for (const auto& c : cases) {
-    INFO(c.what);
-    try {
-      c.call();
-      FAIL("no exception");
-    } catch (const xent::invalid_argument& e) {
-      CHECK(e.function() == c.function);
-      CHECK(e.argument() == c.argument);
-      const std::string message = e.what();
-      CHECK_THAT(message, Catch::Contains(std::string("xent::") + c.function + ": " + c.argument));
-      CHECK_THAT(message, Catch::Contains(c.message_piece));
-    }
-  }
+  xent_test::check_misuse(cases);
 }

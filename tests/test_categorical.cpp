@@ -10,6 +10,7 @@
 // Special values (NaN, inf) must match exactly. Finite differences: central, step 1e-5 * max(1, |x|),
 // agreement within 1e-7 of the gradient's scale.
 
+#include "misuse.hpp"
 #include "support.hpp"
 
 #include <xent/xent.hpp>
@@ -306,14 +307,7 @@ TEST_CASE("categorical misuse throws xent::invalid_argument naming function, arg
     f(o);
     return o;
   };
-  struct misuse {
-    const char* what;
-    std::function<void()> call;
-    const char* function;
-    const char* argument;
-    const char* piece;
-  };
-  const misuse all[] = {
+  const xent_test::misuse all[] = {
       {"target outside", [&] { (void)xent::cross_entropy(x, t); }, "cross_entropy", "target[7]",
        "target[7] must be in [0, 10) or ignore_index (-100), but got 12"},
       {"negative target", [&] { (void)xent::nll_loss(x, Eigen::VectorXi::Constant(8, -1)); }, "nll_loss", "target[0]",
@@ -355,18 +349,5 @@ TEST_CASE("categorical misuse throws xent::invalid_argument naming function, arg
       {"per_sample of mean", [&] { (void)xent::cross_entropy(x, good).per_sample(); }, "loss_result::per_sample",
        "reduction", "but got mean"},
   };
-  for (const misuse& m : all) {
-    INFO(m.what);
-    try {
-      m.call();
-      FAIL("no exception");
-    } catch (const xent::invalid_argument& e) {
-      const std::string message = e.what();
-      INFO(message);
-      CHECK(e.function() == m.function);
-      CHECK(e.argument() == m.argument);
-      CHECK(message.rfind(std::string("xent::") + m.function + ": " + m.argument + " ", 0) == 0);
-      CHECK(message.find(m.piece) != std::string::npos);
-    }
-  }
+  xent_test::check_misuse(all);
 }

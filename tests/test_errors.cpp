@@ -3,23 +3,12 @@
 
 #include <xent/xent.hpp>
 
+#include "misuse.hpp"
+
 #include <catch2/catch.hpp>
 
 #include <functional>
 #include <string>
-
-namespace {
-
-struct misuse {
-  const char* what;
-  std::function<void()> call;
-  const char* function;
-  const char* argument;
-  const char* expected_piece;
-  const char* got_piece;
-};
-
-}  // namespace
 
 TEST_CASE("misuse throws xent::invalid_argument naming function, argument, expectation and value", "[errors]") {
   const Eigen::MatrixXf x = Eigen::MatrixXf::Random(5, 3);
@@ -27,7 +16,7 @@ TEST_CASE("misuse throws xent::invalid_argument naming function, argument, expec
   Eigen::VectorXf short_out(2);
   Eigen::MatrixXf wrong_shape(3, 5);
 
-  const misuse cases[] = {
+  const xent_test::misuse cases[] = {
       {"dim 2", [&] { (void)xent::logsumexp(x, 2); }, "logsumexp", "dim", "must be 0", "got 2"},
       {"dim -1", [&] { (void)xent::softmax(x, -1); }, "softmax", "dim", "must be 0", "got -1"},
       {"dim 5 on log_softmax", [&] { (void)xent::log_softmax(x, 5); }, "log_softmax", "dim", "must be 0", "got 5"},
@@ -39,21 +28,7 @@ TEST_CASE("misuse throws xent::invalid_argument naming function, argument, expec
       {"transposed out", [&] { xent::softmax_into(x, wrong_shape); }, "softmax_into", "out", "the shape of x (5 x 3)", "got 3 x 5"},
       {"log_softmax out", [&] { xent::log_softmax_into(x, Eigen::MatrixXf(5, 2)); }, "log_softmax_into", "out", "the shape of x (5 x 3)", "got 5 x 2"},
   };
-  for (const misuse& m : cases) {
-    INFO(m.what);
-    try {
-      m.call();
-      FAIL("no exception");
-    } catch (const xent::invalid_argument& e) {
-      const std::string message = e.what();
-      INFO(message);
-      CHECK(e.function() == m.function);
-      CHECK(e.argument() == m.argument);
-      CHECK(message.rfind(std::string("xent::") + m.function + ": " + m.argument + " ", 0) == 0);
-      CHECK(message.find(m.expected_piece) != std::string::npos);
-      CHECK(message.find(m.got_piece) != std::string::npos);
-    }
-  }
+  xent_test::check_misuse(cases);
   // Callers who only know the standard hierarchy can catch it too.
   CHECK_THROWS_AS(xent::logsumexp(x, 3), std::invalid_argument);
 }
