@@ -89,7 +89,9 @@ lse_partial<T> lse_partial_contiguous(const T* x, Index n) {
       const T after = rest < n ? max_contiguous(x + rest, n - rest) : T(0);
       return std::isnan(after) ? lse_partial<T>{after, after} : lse_partial<T>{m, T(1)};
     }
-    acc = merge(acc, lse_partial<T>{m, sum_exp_contiguous(x + start, len, m)});
+    const lse_partial<T> chunk{m, sum_exp_contiguous(x + start, len, m)};
+    // The first finite chunk needs no rescale: skipping merge saves an exp per sample at small C.
+    acc = acc.max == -std::numeric_limits<T>::infinity() ? chunk : merge(acc, chunk);
   }
   return acc;
 }
