@@ -12,6 +12,10 @@
 
 #include "losses/binary.hpp"
 #include "losses/categorical.hpp"
+#include "losses/distill.hpp"
+#include "losses/focal.hpp"
+#include "losses/gce.hpp"
+#include "losses/hvp.hpp"
 #include "losses/options.hpp"
 
 #include "measures/divergence.hpp"
