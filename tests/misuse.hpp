@@ -23,14 +23,17 @@ struct misuse {
   const char* other_piece = nullptr;  // a second piece, when expected and got are far apart
 };
 
+/// Checks every row; returns how many threw xent::invalid_argument.
 template <std::size_t N>
-void check_misuse(const misuse (&table)[N]) {
+int check_misuse(const misuse (&table)[N]) {
+  int thrown = 0;
   for (const misuse& m : table) {
     INFO(m.what);
     try {
       m.call();
-      FAIL("no exception");
+      FAIL_CHECK("no exception");
     } catch (const xent::invalid_argument& e) {
+      ++thrown;
       const std::string message = e.what();
       INFO(message);
       CHECK(e.function() == m.function);
@@ -38,8 +41,11 @@ void check_misuse(const misuse (&table)[N]) {
       CHECK(message.rfind(std::string("xent::") + m.function + ": " + m.argument + " ", 0) == 0);
       CHECK(message.find(m.piece) != std::string::npos);
       if (m.other_piece) CHECK(message.find(m.other_piece) != std::string::npos);
+    } catch (const std::exception& e) {
+      FAIL_CHECK("wrong exception type: " << e.what());
     }
   }
+  return thrown;
 }
 
 }  // namespace xent_test

@@ -52,11 +52,6 @@ void check_range(const char* function, const char* argument, const samples_view<
     }
 }
 
-inline void check_reduction(const char* function, reduction r, bool batchmean_allowed) {
-  if (r == reduction::batchmean && !batchmean_allowed)
-    throw_invalid(function, "reduction", "must be none, mean or sum (batchmean is kl_div's only)", to_string(r));
-}
-
 /// A tensor broadcast like torch broadcasts it against the input [N, C]: empty (absent, reads as 1),
 /// one entry per class (a vector of C entries), or the input's own shape (elementwise).
 template <class T>

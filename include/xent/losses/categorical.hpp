@@ -86,8 +86,7 @@ Eigen::Index check_categorical(const char* fn, const char* x_name, const Eigen::
                         double smoothing) {
   check_real<Derived>();
   check_dim(fn, o.dim);
-  if (o.reduction == reduction::batchmean)
-    throw_invalid(fn, "reduction", "must be none, mean or sum", to_string(o.reduction));
+  check_reduction(fn, o.reduction, false);
   if (!(smoothing >= 0 && smoothing <= 1)) throw_invalid(fn, "label_smoothing", "must be in [0, 1]", smoothing);
   check_not_empty(fn, x_name, x);
   const Eigen::Index classes = o.dim == 0 ? x.rows() : x.cols();
@@ -102,7 +101,10 @@ Eigen::Index check_categorical(const char* fn, const char* x_name, const Eigen::
 template <class TDerived>
 double check_index_targets(const char* fn, const Eigen::DenseBase<TDerived>& targets, Eigen::Index samples, Eigen::Index classes,
                            long ignore_index, const Eigen::VectorXd& weight) {
-  static_assert(std::is_integral_v<typename TDerived::Scalar>, "class-index targets must be integers (int32 or int64)");
+  // Signed, as torch's int64 targets: an unsigned 2^64 - 100 would wrap to the default ignore_index
+  // and be skipped without a word.
+  static_assert(std::is_integral_v<typename TDerived::Scalar> && std::is_signed_v<typename TDerived::Scalar>,
+                "class-index targets must be signed integers (int32 or int64)");
   if (targets.size() != samples)
     throw_invalid(fn, "targets", "must have one entry per sample (" + std::to_string(samples) + ")", targets.size());
   double total = 0;

@@ -5,6 +5,8 @@
 // torch's field names and defaults (e.g. cross_entropy_options{weight, ignore_index = -100,
 // reduction = mean, label_smoothing = 0}), built on these.
 
+#include "../error.hpp"
+
 namespace xent {
 
 /// torch's `reduction`: none (one loss per sample), mean (torch's per-loss definition, e.g. the
@@ -22,6 +24,19 @@ inline const char* to_string(reduction r) noexcept {
   return "?";
 }
 
+namespace detail {
+
+/// Every loss checks its reduction here: a value outside the enum (a cast integer) would otherwise
+/// fall through to a silent sum; batchmean is kl_div's only.
+inline void check_reduction(const char* function, reduction r, bool batchmean_allowed) {
+  const int code = static_cast<int>(r);
+  if (code < static_cast<int>(reduction::none) || code > static_cast<int>(reduction::batchmean))
+    throw_invalid(function, "reduction", "must be none, mean, sum or batchmean", code);
+  if (r == reduction::batchmean && !batchmean_allowed)
+    throw_invalid(function, "reduction", "must be none, mean or sum (batchmean is kl_div's only)", to_string(r));
+}
+
+}  // namespace detail
 }  // namespace xent
 
 #endif

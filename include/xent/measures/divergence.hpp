@@ -191,6 +191,7 @@ Eigen::Matrix<typename I::Scalar, Eigen::Dynamic, Eigen::Dynamic> kl_div(const E
   using T = typename I::Scalar;
   constexpr const char* fn = "kl_div";
   detail::check_dim(fn, opts.dim);
+  detail::check_reduction(fn, opts.reduction, true);
   detail::check_not_empty(fn, "input", input);
   detail::check_same_shape(fn, "target", target, "input", input);
   return detail::with_view(input, opts.dim, [&](const detail::samples_view<const T>& x) {
@@ -214,6 +215,7 @@ void kl_div_backward(const Eigen::DenseBase<G>& grad_out, const Eigen::DenseBase
   using T = typename I::Scalar;
   constexpr const char* fn = "kl_div_backward";
   detail::check_dim(fn, opts.dim);
+  detail::check_reduction(fn, opts.reduction, true);
   detail::check_not_empty(fn, "input", input);
   detail::check_same_shape(fn, "target", target, "input", input);
   detail::with_view(target, opts.dim, [&](const detail::samples_view<const T>& t) {
