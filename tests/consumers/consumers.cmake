@@ -106,6 +106,12 @@ function(_xent_add_consumer_tests here)
             -P "${here}/check_layout.cmake")
   set_tests_properties(consumer.layout PROPERTIES FIXTURES_REQUIRED "xent_consumers_clean;xent_installed")
 
+  # The layout ports/xent/portfile.cmake relies on, with the portfile's own options (vcpkg itself
+  # cannot be installed here).
+  add_test(NAME consumer.vcpkg_port
+    COMMAND "${CMAKE_COMMAND}" "-DXENT_SOURCE_DIR=${src}" "-DWORK_DIR=${work}/vcpkg-port" -P "${here}/check_vcpkg_port.cmake")
+  set_tests_properties(consumer.vcpkg_port PROPERTIES FIXTURES_REQUIRED xent_consumers_clean)
+
   add_test(NAME consumer.find_package
     COMMAND "${CMAKE_CTEST_COMMAND}" --build-and-test "${here}/find_package" "${work}/find_package"
             ${bt_gen_args}
@@ -128,7 +134,7 @@ function(_xent_add_consumer_tests here)
   set_tests_properties(consumer.fetch_content PROPERTIES FIXTURES_REQUIRED "xent_consumers_clean;xent_tarball")
 
   set(tests consumer.clean consumer.install.configure consumer.install consumer.tarball
-            consumer.layout consumer.find_package consumer.add_subdirectory consumer.fetch_content)
+            consumer.layout consumer.vcpkg_port consumer.find_package consumer.add_subdirectory consumer.fetch_content)
 
   find_program(XENT_PKG_CONFIG_EXECUTABLE NAMES pkg-config pkgconf
     DOC "pkg-config used by the consumer.pkg_config test")
