@@ -92,6 +92,22 @@ inline std::vector<reference_case> read_reference(const std::string& file) {
   return cases;
 }
 
+/// A [N, C] row-major list from the reference data as xent's C x N column-major matrix (the same memory).
+template <class T>
+Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> as_matrix(const std::vector<long double>& v, Eigen::Index c, Eigen::Index n) {
+  if (v.size() != std::size_t(c * n)) throw std::runtime_error("reference values do not fill a " + std::to_string(c) + " x " + std::to_string(n) + " matrix");
+  Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> m(c, n);
+  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<T>(v[std::size_t(i)]);
+  return m;
+}
+
+/// |got - ref| / scale, with special values required to match exactly (infinite error otherwise).
+inline double error_of(double got, long double ref, long double scale) {
+  if (std::isnan(double(ref)) || std::isinf(double(ref)) || !std::isfinite(got))
+    return (std::isnan(double(ref)) && std::isnan(got)) || double(ref) == got ? 0 : std::numeric_limits<double>::infinity();
+  return double(std::fabs((long double)got - ref) / scale);
+}
+
 inline std::string reference_path(const std::string& name) { return std::string(XENT_REFERENCE_DIR) + "/" + name; }
 
 inline std::mt19937_64& rng() {

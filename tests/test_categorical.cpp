@@ -33,21 +33,9 @@ const std::vector<xent_test::reference_case>& cases() {
   return all;
 }
 
-/// A [N, C] row-major list as xent's C x N column-major matrix (the same memory).
-template <class T>
-matrix<T> as_matrix(const std::vector<long double>& v, Eigen::Index c, Eigen::Index n) {
-  REQUIRE(v.size() == std::size_t(c * n));
-  matrix<T> m(c, n);
-  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<T>(v[std::size_t(i)]);
-  return m;
-}
+using xent_test::as_matrix;
 
-/// |got - ref| / scale, with special values required to match exactly (infinite error otherwise).
-double error_of(double got, long double ref, long double scale) {
-  if (std::isnan(double(ref)) || std::isinf(double(ref)) || !std::isfinite(got))
-    return (std::isnan(double(ref)) && std::isnan(got)) || double(ref) == got ? 0 : std::numeric_limits<double>::infinity();
-  return double(std::fabs((long double)got - ref) / scale);
-}
+using xent_test::error_of;
 
 struct worst {
   double loss = 0, grad = 0;

@@ -36,19 +36,9 @@ const std::vector<xent_test::reference_case>& cases() {
   return all;
 }
 
-template <class T>
-matrix<T> as_matrix(const std::vector<long double>& v, Eigen::Index c, Eigen::Index n) {
-  REQUIRE(v.size() == std::size_t(c * n));
-  matrix<T> m(c, n);
-  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<T>(v[std::size_t(i)]);
-  return m;
-}
+using xent_test::as_matrix;
 
-double error_of(double got, long double ref, long double scale) {
-  if (std::isnan(double(ref)) || std::isinf(double(ref)) || !std::isfinite(got))
-    return (std::isnan(double(ref)) && std::isnan(got)) || double(ref) == got ? 0 : std::numeric_limits<double>::infinity();
-  return double(std::fabs((long double)got - ref) / scale);
-}
+using xent_test::error_of;
 
 xent::reduction reduction_of(const xent_test::reference_case& c) {
   return std::array<xent::reduction, 3>{xent::reduction::none, xent::reduction::mean,
