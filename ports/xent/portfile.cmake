@@ -1,15 +1,10 @@
 # Header-only: one release configuration, nothing in lib/.
 set(VCPKG_BUILD_TYPE release)
 
-# REF and SHA512 name a published release archive; fill both in when a version is tagged
-# (vcpkg prints the SHA512 to use on the first install attempt).
-vcpkg_from_github(
-    OUT_SOURCE_PATH SOURCE_PATH
-    REPO xent-project/xent  # the published repository's owner/name
-    REF "v${VERSION}"
-    SHA512 0
-    HEAD_REF main
-)
+# An overlay port kept in the repository it packages: the sources are the checkout around it
+# (vcpkg install xent --overlay-ports=<repo>/ports). A registry copy of this port would fetch a
+# tagged release with vcpkg_from_github instead; nothing else changes.
+get_filename_component(SOURCE_PATH "${CMAKE_CURRENT_LIST_DIR}/../.." ABSOLUTE)
 
 vcpkg_cmake_configure(
     SOURCE_PATH "${SOURCE_PATH}"
