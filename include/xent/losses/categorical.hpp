@@ -182,6 +182,26 @@ void with_out_view(const char* fn, const char* out_name, const Eigen::DenseBase<
   }
 }
 
+/// The backward of a class-index loss, sample by sample, into grad_logits_out: an ignored sample
+/// gets a zero gradient (its logits are never read), any other sample_grad(v, j, target, out).
+template <class Derived, class TDerived, class OutDerived, class SampleGrad>
+void index_target_backward(const char* fn, const Eigen::DenseBase<Derived>& logits,
+                           const Eigen::DenseBase<TDerived>& targets, long ignore_index, int dim,
+                           const Eigen::DenseBase<OutDerived>& grad_logits_out, SampleGrad&& sample_grad) {
+  using T = typename Derived::Scalar;
+  with_out_view(fn, "grad_logits_out", logits, grad_logits_out, dim, [&](const samples_view<T>& out) {
+    with_view(logits, dim, [&](const samples_view<const T>& v) {
+      for (Index j = 0; j < v.samples; ++j) {
+        const long t = static_cast<long>(targets.derived().coeff(j));
+        if (t == ignore_index)
+          zero_sample(out, j);
+        else
+          sample_grad(v, j, Index(t), out);
+      }
+    });
+  });
+}
+
 template <class Derived, class YDerived>
 void check_prob_targets(const char* fn, const Eigen::DenseBase<Derived>& x, const Eigen::DenseBase<YDerived>& y,
                         long ignore_index) {
@@ -262,17 +282,10 @@ void cross_entropy_backward(const Eigen::DenseBase<Derived>& logits, const Eigen
   const double denominator = detail::check_index_targets(fn, targets, samples, classes, opts.ignore_index, opts.weight);
   const auto scale = detail::grad_scale_of<T>(fn, opts.reduction, samples, denominator, grad_out);
   const auto setup = detail::setup_of<T>(opts.weight, classes, opts.label_smoothing);
-  detail::with_out_view(fn, "grad_logits_out", logits, grad_logits_out, opts.dim, [&](const detail::samples_view<T>& out) {
-    detail::with_view(logits, opts.dim, [&](const detail::samples_view<const T>& v) {
-      for (Eigen::Index j = 0; j < samples; ++j) {
-        const long t = static_cast<long>(targets.derived().coeff(j));
-        if (t == opts.ignore_index)
-          detail::zero_sample(out, j);
-        else
-          detail::index_target_grad(v, j, Eigen::Index(t), setup, scale(j), out);
-      }
-    });
-  });
+  detail::index_target_backward(fn, logits, targets, opts.ignore_index, opts.dim, grad_logits_out,
+                                [&](const auto& v, Eigen::Index j, Eigen::Index t, const auto& out) {
+                                  detail::index_target_grad(v, j, t, setup, scale(j), out);
+                                });
 }
 
 /// Gradient of cross_entropy with probability targets with respect to the logits; see the

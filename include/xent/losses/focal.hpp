@@ -225,19 +225,11 @@ void softmax_focal_loss_backward(const Eigen::DenseBase<Derived>& logits, const 
   const double denominator = detail::check_softmax_focal(fn, logits, targets, opts, samples, classes);
   const auto scale = detail::grad_scale_of<T>(fn, opts.reduction, samples, denominator, grad_out);
   const T gamma = static_cast<T>(opts.gamma);
-  detail::with_out_view(fn, "grad_logits_out", logits, grad_logits_out, opts.dim, [&](const detail::samples_view<T>& out) {
-    detail::with_view(logits, opts.dim, [&](const detail::samples_view<const T>& v) {
-      for (Eigen::Index j = 0; j < samples; ++j) {
-        const long t = static_cast<long>(targets.derived().coeff(j));
-        if (t == opts.ignore_index) {
-          detail::zero_sample(out, j);
-          continue;
-        }
-        const T a = opts.alpha.size() ? static_cast<T>(opts.alpha(t)) : T(1);
-        detail::softmax_focal_sample_grad(v, j, Eigen::Index(t), a, gamma, scale(j), out);
-      }
-    });
-  });
+  detail::index_target_backward(fn, logits, targets, opts.ignore_index, opts.dim, grad_logits_out,
+                                [&](const auto& v, Eigen::Index j, Eigen::Index t, const auto& out) {
+                                  const T a = opts.alpha.size() ? static_cast<T>(opts.alpha(t)) : T(1);
+                                  detail::softmax_focal_sample_grad(v, j, t, a, gamma, scale(j), out);
+                                });
 }
 
 }  // namespace xent

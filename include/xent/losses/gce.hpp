@@ -89,17 +89,10 @@ void generalized_cross_entropy_backward(const Eigen::DenseBase<Derived>& logits,
   const double denominator = detail::check_gce(fn, logits, targets, opts, samples);
   const auto scale = detail::grad_scale_of<T>(fn, opts.reduction, samples, denominator, grad_out);
   const T q = static_cast<T>(opts.q);
-  detail::with_out_view(fn, "grad_logits_out", logits, grad_logits_out, opts.dim, [&](const detail::samples_view<T>& out) {
-    detail::with_view(logits, opts.dim, [&](const detail::samples_view<const T>& v) {
-      for (Eigen::Index j = 0; j < samples; ++j) {
-        const long t = static_cast<long>(targets.derived().coeff(j));
-        if (t == opts.ignore_index)
-          detail::zero_sample(out, j);
-        else
-          detail::gce_sample_grad(v, j, Eigen::Index(t), q, scale(j), out);
-      }
-    });
-  });
+  detail::index_target_backward(fn, logits, targets, opts.ignore_index, opts.dim, grad_logits_out,
+                                [&](const auto& v, Eigen::Index j, Eigen::Index t, const auto& out) {
+                                  detail::gce_sample_grad(v, j, t, q, scale(j), out);
+                                });
 }
 
 }  // namespace xent
