@@ -49,7 +49,8 @@ bool probability_within_budget(T got, long double exact, double factor = 1) {
 /// "case NAME C" and "end".
 struct reference_case {
   std::string name;
-  long classes = 0;
+  std::string tag;   // the header's second word: the class count, or (binary_cases.txt) the function
+  long classes = 0;  // the tag when it is a number
   std::map<std::string, std::vector<long double>> values;
 
   bool has(const std::string& key) const { return values.count(key) != 0; }
@@ -76,7 +77,9 @@ inline std::vector<reference_case> read_reference(const std::string& file) {
     words >> key;
     if (key == "case") {
       cases.emplace_back();
-      words >> cases.back().name >> cases.back().classes;
+      reference_case& c = cases.back();
+      words >> c.name >> c.tag;
+      c.classes = std::strtol(c.tag.c_str(), nullptr, 10);
     } else if (key == "end") {
       // lse_cases.txt has an x of C values per case; other files (categorical_cases.txt) state their own keys.
       if (cases.back().has("x") && cases.back().values.at("x").size() != std::size_t(cases.back().classes))

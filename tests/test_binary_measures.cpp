@@ -28,35 +28,17 @@ using Eigen::Index;
 template <class T>
 using matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
 
-struct ref_case {
-  std::string name, function;
-  std::map<std::string, std::vector<long double>> values;
-  bool has(const std::string& k) const { return values.count(k) != 0; }
-  const std::vector<long double>& operator[](const std::string& k) const { return values.at(k); }
+/// A case of binary_cases.txt; its tag names the function.
+struct ref_case : xent_test::reference_case {
   Index n() const { return Index(values.at("shape")[0]); }
   Index c() const { return Index(values.at("shape")[1]); }
   int reduction_code() const { return has("reduction") ? int(values.at("reduction")[0]) : 0; }
 };
 
 std::vector<ref_case> read_cases() {
-  std::ifstream in(xent_test::reference_path("binary_cases.txt"));
-  REQUIRE(in);
   std::vector<ref_case> cases;
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty() || line[0] == '#') continue;
-    std::istringstream words(line);
-    std::string key;
-    words >> key;
-    if (key == "case") {
-      cases.emplace_back();
-      words >> cases.back().name >> cases.back().function;
-    } else if (key != "end") {
-      auto& v = cases.back().values[key];
-      std::string word;
-      while (words >> word) v.push_back(std::strtold(word.c_str(), nullptr));  // strtold reads inf/nan
-    }
-  }
+  for (auto& c : xent_test::read_reference(xent_test::reference_path("binary_cases.txt"))) cases.push_back({std::move(c)});
+  REQUIRE(cases.size() == 126);  // every case the generator writes
   return cases;
 }
 
@@ -125,7 +107,7 @@ std::pair<matrix<T>, matrix<T>> run_loss(const ref_case& c, int dim, const matri
                                          const matrix<T>& grad_out) {
   const xent::reduction r = reduction_of(c.reduction_code());
   matrix<T> grad(x.rows(), x.cols());
-  if (c.function == "bce") {
+  if (c.tag == "bce") {
     xent::binary_cross_entropy_options<T> o;
     o.weight = weight_of<T>(c, "weight", dim);
     o.reduction = r;
@@ -133,7 +115,7 @@ std::pair<matrix<T>, matrix<T>> run_loss(const ref_case& c, int dim, const matri
     xent::binary_cross_entropy_backward(grad_out, x, t, grad, o);
     return {xent::binary_cross_entropy(x, t, o), grad};
   }
-  if (c.function == "bce_logits") {
+  if (c.tag == "bce_logits") {
     xent::binary_cross_entropy_with_logits_options<T> o;
     o.weight = weight_of<T>(c, "weight", dim);
     o.pos_weight = weight_of<T>(c, "pos_weight", dim);
@@ -142,7 +124,7 @@ std::pair<matrix<T>, matrix<T>> run_loss(const ref_case& c, int dim, const matri
     xent::binary_cross_entropy_with_logits_backward(grad_out, x, t, grad, o);
     return {xent::binary_cross_entropy_with_logits(x, t, o), grad};
   }
-  REQUIRE(c.function == "kl_div");
+  REQUIRE(c.tag == "kl_div");
   xent::kl_div_options o;
   o.reduction = r;
   o.log_target = c["log_target"][0] != 0;
@@ -156,12 +138,12 @@ matrix<T> run_measure(const ref_case& c, int dim, const matrix<T>& p) {
   xent::measure_options o;
   o.dim = dim;
   if (c["base"][0] != 0) o.base = double(c["base"][0]);
-  if (c.function == "entropy") return xent::entropy(p, o);
-  if (c.function == "entropy_from_logits") return xent::entropy_from_logits(p, o);
+  if (c.tag == "entropy") return xent::entropy(p, o);
+  if (c.tag == "entropy_from_logits") return xent::entropy_from_logits(p, o);
   const matrix<T> q = as_matrix<T>(c["target"], c.n(), c.c(), dim);
-  if (c.function == "cross_entropy_between") return xent::cross_entropy_between(p, q, o);
-  if (c.function == "kl_divergence") return xent::kl_divergence(p, q, o);
-  REQUIRE(c.function == "js_divergence");
+  if (c.tag == "cross_entropy_between") return xent::cross_entropy_between(p, q, o);
+  if (c.tag == "kl_divergence") return xent::kl_divergence(p, q, o);
+  REQUIRE(c.tag == "js_divergence");
   return xent::js_divergence(p, q, o);
 }
 
