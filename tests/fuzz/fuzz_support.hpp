@@ -65,6 +65,20 @@ T probability_or_not(std::uint8_t b) {
   }
 }
 
+/// Runs call(), which must throw xent::invalid_argument from `function` exactly when the input is
+/// not valid (what names the input in the failure message).
+template <class F>
+void expect_accepted_iff(const char* harness, const std::string& function, bool valid, const char* what, F&& call) {
+  try {
+    call();
+  } catch (const xent::invalid_argument& e) {
+    if (e.function() != function) fail(harness, std::string("wrong function in ") + e.what());
+    if (valid) fail(harness, std::string("valid ") + what + " rejected: " + e.what());
+    return;
+  }
+  if (!valid) fail(harness, std::string("invalid ") + what + " accepted");
+}
+
 template <class M>
 bool all_finite(const M& m) {
   for (Eigen::Index i = 0; i < m.size(); ++i)
