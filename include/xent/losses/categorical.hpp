@@ -182,6 +182,21 @@ void with_out_view(const char* fn, const char* out_name, const Eigen::DenseBase<
   }
 }
 
+/// The forward of a class-index loss: sample_loss(v, j, target) for each sample whose target is not
+/// ignore_index (an ignored sample adds 0 and its logits are never read), reduced as torch does with
+/// the given mean denominator.
+template <class Derived, class TDerived, class SampleLoss>
+auto index_target_forward(const Eigen::DenseBase<Derived>& x, const Eigen::DenseBase<TDerived>& targets, long ignore_index,
+                          int dim, reduction r, Index samples, double denominator, SampleLoss&& sample_loss) {
+  using T = typename Derived::Scalar;
+  return with_view(x, dim, [&](const samples_view<const T>& v) {
+    return reduce<T>(r, samples, denominator, [&](Index j) {
+      const long t = static_cast<long>(targets.derived().coeff(j));
+      return t == ignore_index ? T(0) : T(sample_loss(v, j, Index(t)));
+    });
+  });
+}
+
 /// The backward of a class-index loss, sample by sample, into grad_logits_out: an ignored sample
 /// gets a zero gradient (its logits are never read), any other sample_grad(v, j, target, out).
 template <class Derived, class TDerived, class OutDerived, class SampleGrad>
@@ -236,12 +251,10 @@ loss_result<typename Derived::Scalar> cross_entropy(const Eigen::DenseBase<Deriv
   const Eigen::Index classes = opts.dim == 0 ? logits.rows() : logits.cols();
   const double denominator = detail::check_index_targets(fn, targets, samples, classes, opts.ignore_index, opts.weight);
   const auto setup = detail::setup_of<T>(opts.weight, classes, opts.label_smoothing);
-  return detail::with_view(logits, opts.dim, [&](const detail::samples_view<const T>& v) {
-    return detail::reduce<T>(opts.reduction, samples, denominator, [&](Eigen::Index j) {
-      const long t = static_cast<long>(targets.derived().coeff(j));
-      return t == opts.ignore_index ? T(0) : detail::index_target_loss(v, j, Eigen::Index(t), setup);
-    });
-  });
+  return detail::index_target_forward(logits, targets, opts.ignore_index, opts.dim, opts.reduction, samples, denominator,
+                                      [&](const auto& v, Eigen::Index j, Eigen::Index t) {
+                                        return detail::index_target_loss(v, j, t, setup);
+                                      });
 }
 
 /// Cross-entropy of logits against probability targets (same shape and class axis as logits):
@@ -325,12 +338,10 @@ loss_result<typename Derived::Scalar> nll_loss(const Eigen::DenseBase<Derived>& 
   const Eigen::Index classes = opts.dim == 0 ? log_probs.rows() : log_probs.cols();
   const double denominator = detail::check_index_targets(fn, targets, samples, classes, opts.ignore_index, opts.weight);
   const detail::class_weights<T> w{opts.weight.size() ? opts.weight.data() : nullptr};
-  return detail::with_view(log_probs, opts.dim, [&](const detail::samples_view<const T>& v) {
-    return detail::reduce<T>(opts.reduction, samples, denominator, [&](Eigen::Index j) {
-      const long t = static_cast<long>(targets.derived().coeff(j));
-      return t == opts.ignore_index ? T(0) : -w[t] * v.sample(j)[t * v.class_stride];
-    });
-  });
+  return detail::index_target_forward(log_probs, targets, opts.ignore_index, opts.dim, opts.reduction, samples, denominator,
+                                      [&](const auto& v, Eigen::Index j, Eigen::Index t) {
+                                        return -w[t] * v.sample(j)[t * v.class_stride];
+                                      });
 }
 
 /// Gradient of nll_loss with respect to log_probs, times grad_out (a number for mean/sum, one per

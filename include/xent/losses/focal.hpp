@@ -203,14 +203,11 @@ loss_result<typename Derived::Scalar> softmax_focal_loss(const Eigen::DenseBase<
   Eigen::Index samples = 0, classes = 0;
   const double denominator = detail::check_softmax_focal(fn, logits, targets, opts, samples, classes);
   const T gamma = static_cast<T>(opts.gamma);
-  return detail::with_view(logits, opts.dim, [&](const detail::samples_view<const T>& v) {
-    return detail::reduce<T>(opts.reduction, samples, denominator, [&](Eigen::Index j) {
-      const long t = static_cast<long>(targets.derived().coeff(j));
-      if (t == opts.ignore_index) return T(0);
-      const T a = opts.alpha.size() ? static_cast<T>(opts.alpha(t)) : T(1);
-      return detail::softmax_focal_sample_loss(v, j, Eigen::Index(t), a, gamma);
-    });
-  });
+  return detail::index_target_forward(logits, targets, opts.ignore_index, opts.dim, opts.reduction, samples, denominator,
+                                      [&](const auto& v, Eigen::Index j, Eigen::Index t) {
+                                        const T a = opts.alpha.size() ? static_cast<T>(opts.alpha(t)) : T(1);
+                                        return detail::softmax_focal_sample_loss(v, j, t, a, gamma);
+                                      });
 }
 
 /// Gradient of softmax_focal_loss w.r.t. the logits, times grad_out (a number for mean/sum, one per

@@ -69,12 +69,10 @@ loss_result<typename Derived::Scalar> generalized_cross_entropy(const Eigen::Den
   Eigen::Index samples = 0;
   const double denominator = detail::check_gce(fn, logits, targets, opts, samples);
   const T q = static_cast<T>(opts.q);
-  return detail::with_view(logits, opts.dim, [&](const detail::samples_view<const T>& v) {
-    return detail::reduce<T>(opts.reduction, samples, denominator, [&](Eigen::Index j) {
-      const long t = static_cast<long>(targets.derived().coeff(j));
-      return t == opts.ignore_index ? T(0) : detail::gce_sample_loss(v, j, Eigen::Index(t), q);
-    });
-  });
+  return detail::index_target_forward(logits, targets, opts.ignore_index, opts.dim, opts.reduction, samples, denominator,
+                                      [&](const auto& v, Eigen::Index j, Eigen::Index t) {
+                                        return detail::gce_sample_loss(v, j, t, q);
+                                      });
 }
 
 /// Gradient of generalized_cross_entropy w.r.t. the logits, times grad_out (a number for mean/sum,
