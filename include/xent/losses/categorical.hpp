@@ -41,6 +41,9 @@ struct cross_entropy_options {
   /// In [0, 1]: the target becomes (1 - label_smoothing) * target + label_smoothing / C.
   double label_smoothing = 0;
   int dim = 0;
+  /// Threads for one call: 0 takes OpenMP's default (omp_get_max_threads(), OMP_NUM_THREADS), 1 runs
+  /// serially. Without OpenMP every call is serial. Results do not depend on it (docs/threads.md).
+  int num_threads = 0;
 };
 
 /// What a loss returns: one scalar for reduction mean or sum, one loss per sample for none.
@@ -299,6 +302,36 @@ void cross_entropy_backward(const Eigen::DenseBase<Derived>& logits, const Eigen
                                 [&](const auto& v, Eigen::Index j, Eigen::Index t, const auto& out) {
                                   detail::index_target_grad(v, j, t, setup, scale(j), out);
                                 });
+}
+
+/// Forward and gradient in one call (class-index targets): returns what cross_entropy returns and
+/// writes d loss / d logits into grad_logits_out, with grad_out = 1 (for reduction none: the
+/// gradient of the sum of the per-sample losses). grad_logits_out may be the logits' own storage
+/// (see cross_entropy_with_grad_in_place).
+template <class Derived, class TDerived, class OutDerived,
+          std::enable_if_t<std::is_integral_v<typename TDerived::Scalar>, int> = 0>
+loss_result<typename Derived::Scalar> cross_entropy_with_grad(const Eigen::DenseBase<Derived>& logits,
+                                                              const Eigen::DenseBase<TDerived>& targets,
+                                                              const cross_entropy_options& opts,
+                                                              const Eigen::DenseBase<OutDerived>& grad_logits_out) {
+  using T = typename Derived::Scalar;
+  auto loss = cross_entropy(logits, targets, opts);
+  if (opts.reduction == reduction::none)
+    cross_entropy_backward(logits, targets, Eigen::Matrix<T, Eigen::Dynamic, 1>::Ones(targets.size()).eval(), opts,
+                           grad_logits_out);
+  else
+    cross_entropy_backward(logits, targets, T(1), opts, grad_logits_out);
+  return loss;
+}
+
+/// cross_entropy_with_grad that overwrites the logits with their gradient: no N x C buffer beyond
+/// the caller's own. The logits are lost; by explicit opt-in only.
+template <class Derived, class TDerived, std::enable_if_t<std::is_integral_v<typename TDerived::Scalar>, int> = 0>
+loss_result<typename Derived::Scalar> cross_entropy_with_grad_in_place(const Eigen::DenseBase<Derived>& logits_to_overwrite,
+                                                                       const Eigen::DenseBase<TDerived>& targets,
+                                                                       const cross_entropy_options& opts = {}) {
+  static_assert(detail::has_direct_access<Derived>, "in place needs the logits' own storage (a Matrix, Map or Block)");
+  return cross_entropy_with_grad(logits_to_overwrite, targets, opts, logits_to_overwrite);
 }
 
 /// Gradient of cross_entropy with probability targets with respect to the logits; see the
