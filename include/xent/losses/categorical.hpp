@@ -5,6 +5,7 @@
 // aten/src/ATen/native/LossNLL.cpp), forward and backward. docs/losses.md is the reference.
 
 #include "../detail/categorical_kernel.hpp"
+#include "../detail/ce_kernel.hpp"
 #include "../detail/layout.hpp"
 #include "../error.hpp"
 #include "../kernels/logsumexp.hpp"
@@ -87,7 +88,7 @@ namespace detail {
 template <class Derived, class Options>
 Eigen::Index check_categorical(const char* fn, const char* x_name, const Eigen::DenseBase<Derived>& x, const Options& o,
                         double smoothing) {
-  check_real<Derived>();
+  if constexpr (!std::is_same_v<typename Derived::Scalar, Eigen::bfloat16>) check_real<Derived>();
   check_dim(fn, o.dim);
   check_reduction(fn, o.reduction, false);
   if (!(smoothing >= 0 && smoothing <= 1)) throw_invalid(fn, "label_smoothing", "must be in [0, 1]", smoothing);
@@ -220,6 +221,67 @@ void index_target_backward(const char* fn, const Eigen::DenseBase<Derived>& logi
   });
 }
 
+/// The losses of class-index cross_entropy, one per sample (0 when ignored), and when grad is given
+/// the gradient times scale(j) written into it. Contiguous classes run the fused kernel
+/// (ce_kernel.hpp); a strided class axis the scalar reference path.
+template <class S, class TDerived, class Scale>
+Eigen::Matrix<compute_t<S>, Eigen::Dynamic, 1> index_cross_entropy(const char* fn, const samples_view<const S>& v,
+                                                                   const Eigen::DenseBase<TDerived>& targets,
+                                                                   const cross_entropy_options& opts, Scale&& scale,
+                                                                   const samples_view<S>* grad) {
+  using T = compute_t<S>;
+  Eigen::Matrix<T, Eigen::Dynamic, 1> losses(v.samples);
+  const long ignore = opts.ignore_index;
+  auto target_at = [&targets, ignore](Index j) -> Index {
+    const long t = static_cast<long>(targets.derived().coeff(j));
+    return t == ignore ? Index(-1) : Index(t);
+  };
+  if (v.classes_contiguous() && (!grad || grad->classes_contiguous())) {
+    std::vector<T> weight(static_cast<size_t>(opts.weight.size()));
+    for (size_t k = 0; k < weight.size(); ++k) weight[k] = static_cast<T>(opts.weight(Index(k)));
+    fused_setup<T> st;
+    st.weight = weight.empty() ? nullptr : weight.data();
+    st.smoothing = static_cast<T>(opts.label_smoothing);
+    st.weight_total = weight.empty() ? static_cast<T>(v.classes) : static_cast<T>(opts.weight.sum());
+    st.classes = v.classes;
+    fused_cross_entropy_dispatch(v, st, opts.num_threads, target_at, losses.data(), scale, grad);
+    return losses;
+  }
+  if constexpr (!std::is_same_v<S, T>) {
+    throw_invalid(fn, "logits", "bf16 logits need a contiguous class axis (dim = 0 on column-major storage)",
+                  "a strided class axis");
+  } else {
+    const auto setup = setup_of<T>(opts.weight, v.classes, opts.label_smoothing);
+    for (Index j = 0; j < v.samples; ++j) {
+      const Index t = target_at(j);
+      losses(j) = t < 0 ? T(0) : index_target_loss(v, j, t, setup);
+    }
+    if (grad)
+      for (Index j = 0; j < v.samples; ++j) {
+        const Index t = target_at(j);
+        if (t < 0)
+          zero_sample(*grad, j);
+        else
+          index_target_grad(v, j, t, setup, scale(j), *grad);
+      }
+  }
+  return losses;
+}
+
+/// Reduces per-sample losses as torch: in order and in double, so the result does not depend on the
+/// thread count.
+template <class T>
+loss_result<T> reduce_losses(reduction r, Eigen::Matrix<T, Eigen::Dynamic, 1>&& losses, double denominator) {
+  if (r == reduction::none) return loss_result<T>::unreduced(std::move(losses));
+  double total = 0;
+  for (Eigen::Index j = 0; j < losses.size(); ++j) total += static_cast<double>(losses(j));
+  return loss_result<T>::reduced(r, static_cast<T>(r == reduction::mean ? total / denominator : total));
+}
+
+inline void check_threads(const char* fn, int num_threads) {
+  if (num_threads < 0) throw_invalid(fn, "num_threads", "must be >= 0 (0 = OpenMP's default)", num_threads);
+}
+
 template <class Derived, class YDerived>
 void check_prob_targets(const char* fn, const Eigen::DenseBase<Derived>& x, const Eigen::DenseBase<YDerived>& y,
                         long ignore_index) {
@@ -245,19 +307,23 @@ void check_prob_targets(const char* fn, const Eigen::DenseBase<Derived>& x, cons
 /// \throws xent::invalid_argument on misuse (docs/losses.md lists the checks).
 template <class Derived, class TDerived,
           std::enable_if_t<std::is_integral_v<typename TDerived::Scalar>, int> = 0>
-loss_result<typename Derived::Scalar> cross_entropy(const Eigen::DenseBase<Derived>& logits,
-                                                    const Eigen::DenseBase<TDerived>& targets,
-                                                    const cross_entropy_options& opts = {}) {
-  using T = typename Derived::Scalar;
+loss_result<detail::compute_t<typename Derived::Scalar>> cross_entropy(const Eigen::DenseBase<Derived>& logits,
+                                                                       const Eigen::DenseBase<TDerived>& targets,
+                                                                       const cross_entropy_options& opts = {}) {
+  using S = typename Derived::Scalar;
+  using T = detail::compute_t<S>;
   constexpr const char* fn = "cross_entropy";
   const Eigen::Index samples = detail::check_categorical(fn, "logits", logits, opts, opts.label_smoothing);
+  detail::check_threads(fn, opts.num_threads);
   const Eigen::Index classes = opts.dim == 0 ? logits.rows() : logits.cols();
   const double denominator = detail::check_index_targets(fn, targets, samples, classes, opts.ignore_index, opts.weight);
-  const auto setup = detail::setup_of<T>(opts.weight, classes, opts.label_smoothing);
-  return detail::index_target_forward(logits, targets, opts.ignore_index, opts.dim, opts.reduction, samples, denominator,
-                                      [&](const auto& v, Eigen::Index j, Eigen::Index t) {
-                                        return detail::index_target_loss(v, j, t, setup);
-                                      });
+  return detail::with_view(logits, opts.dim, [&](const detail::samples_view<const S>& v) {
+    auto no_gradient = [](Eigen::Index) { return T(0); };
+    return detail::reduce_losses(opts.reduction,
+                                 detail::index_cross_entropy(fn, v, targets, opts, no_gradient,
+                                                             static_cast<const detail::samples_view<S>*>(nullptr)),
+                                 denominator);
+  });
 }
 
 /// Cross-entropy of logits against probability targets (same shape and class axis as logits):
@@ -291,45 +357,55 @@ template <class Derived, class TDerived, class G, class OutDerived,
 void cross_entropy_backward(const Eigen::DenseBase<Derived>& logits, const Eigen::DenseBase<TDerived>& targets,
                             const G& grad_out, const cross_entropy_options& opts,
                             const Eigen::DenseBase<OutDerived>& grad_logits_out) {
-  using T = typename Derived::Scalar;
+  using S = typename Derived::Scalar;
+  using T = detail::compute_t<S>;
   constexpr const char* fn = "cross_entropy_backward";
   const Eigen::Index samples = detail::check_categorical(fn, "logits", logits, opts, opts.label_smoothing);
+  detail::check_threads(fn, opts.num_threads);
   const Eigen::Index classes = opts.dim == 0 ? logits.rows() : logits.cols();
   const double denominator = detail::check_index_targets(fn, targets, samples, classes, opts.ignore_index, opts.weight);
   const auto scale = detail::grad_scale_of<T>(fn, opts.reduction, samples, denominator, grad_out);
-  const auto setup = detail::setup_of<T>(opts.weight, classes, opts.label_smoothing);
-  detail::index_target_backward(fn, logits, targets, opts.ignore_index, opts.dim, grad_logits_out,
-                                [&](const auto& v, Eigen::Index j, Eigen::Index t, const auto& out) {
-                                  detail::index_target_grad(v, j, t, setup, scale(j), out);
-                                });
+  detail::with_out_view(fn, "grad_logits_out", logits, grad_logits_out, opts.dim, [&](const detail::samples_view<S>& out) {
+    detail::with_view(logits, opts.dim, [&](const detail::samples_view<const S>& v) {
+      detail::index_cross_entropy(fn, v, targets, opts, scale, &out);
+    });
+  });
 }
 
 /// Forward and gradient in one call (class-index targets): returns what cross_entropy returns and
 /// writes d loss / d logits into grad_logits_out, with grad_out = 1 (for reduction none: the
-/// gradient of the sum of the per-sample losses). grad_logits_out may be the logits' own storage
-/// (see cross_entropy_with_grad_in_place).
+/// gradient of the sum of the per-sample losses). One read of the logits for the loss, one more
+/// (from cache when a sample fits in L2) that writes the gradient; no other N x C buffer.
+/// grad_logits_out may be the logits' own storage: see cross_entropy_with_grad_in_place.
 template <class Derived, class TDerived, class OutDerived,
           std::enable_if_t<std::is_integral_v<typename TDerived::Scalar>, int> = 0>
-loss_result<typename Derived::Scalar> cross_entropy_with_grad(const Eigen::DenseBase<Derived>& logits,
-                                                              const Eigen::DenseBase<TDerived>& targets,
-                                                              const cross_entropy_options& opts,
-                                                              const Eigen::DenseBase<OutDerived>& grad_logits_out) {
-  using T = typename Derived::Scalar;
-  auto loss = cross_entropy(logits, targets, opts);
-  if (opts.reduction == reduction::none)
-    cross_entropy_backward(logits, targets, Eigen::Matrix<T, Eigen::Dynamic, 1>::Ones(targets.size()).eval(), opts,
-                           grad_logits_out);
-  else
-    cross_entropy_backward(logits, targets, T(1), opts, grad_logits_out);
-  return loss;
+loss_result<detail::compute_t<typename Derived::Scalar>> cross_entropy_with_grad(
+    const Eigen::DenseBase<Derived>& logits, const Eigen::DenseBase<TDerived>& targets, const cross_entropy_options& opts,
+    const Eigen::DenseBase<OutDerived>& grad_logits_out) {
+  using S = typename Derived::Scalar;
+  using T = detail::compute_t<S>;
+  constexpr const char* fn = "cross_entropy_with_grad";
+  const Eigen::Index samples = detail::check_categorical(fn, "logits", logits, opts, opts.label_smoothing);
+  detail::check_threads(fn, opts.num_threads);
+  const Eigen::Index classes = opts.dim == 0 ? logits.rows() : logits.cols();
+  const double denominator = detail::check_index_targets(fn, targets, samples, classes, opts.ignore_index, opts.weight);
+  const T c = opts.reduction == reduction::mean ? static_cast<T>(1.0 / denominator) : T(1);
+  auto scale = [c](Eigen::Index) { return c; };
+  Eigen::Matrix<T, Eigen::Dynamic, 1> losses;
+  detail::with_out_view(fn, "grad_logits_out", logits, grad_logits_out, opts.dim, [&](const detail::samples_view<S>& out) {
+    detail::with_view(logits, opts.dim, [&](const detail::samples_view<const S>& v) {
+      losses = detail::index_cross_entropy(fn, v, targets, opts, scale, &out);
+    });
+  });
+  return detail::reduce_losses(opts.reduction, std::move(losses), denominator);
 }
 
 /// cross_entropy_with_grad that overwrites the logits with their gradient: no N x C buffer beyond
 /// the caller's own. The logits are lost; by explicit opt-in only.
 template <class Derived, class TDerived, std::enable_if_t<std::is_integral_v<typename TDerived::Scalar>, int> = 0>
-loss_result<typename Derived::Scalar> cross_entropy_with_grad_in_place(const Eigen::DenseBase<Derived>& logits_to_overwrite,
-                                                                       const Eigen::DenseBase<TDerived>& targets,
-                                                                       const cross_entropy_options& opts = {}) {
+loss_result<detail::compute_t<typename Derived::Scalar>> cross_entropy_with_grad_in_place(
+    const Eigen::DenseBase<Derived>& logits_to_overwrite, const Eigen::DenseBase<TDerived>& targets,
+    const cross_entropy_options& opts = {}) {
   static_assert(detail::has_direct_access<Derived>, "in place needs the logits' own storage (a Matrix, Map or Block)");
   return cross_entropy_with_grad(logits_to_overwrite, targets, opts, logits_to_overwrite);
 }

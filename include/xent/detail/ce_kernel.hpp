@@ -1,0 +1,353 @@
+#ifndef XENT_DETAIL_CE_KERNEL_HPP
+#define XENT_DETAIL_CE_KERNEL_HPP
+
+// The fused cross-entropy over a contiguous class axis, class-index targets: one read of each
+// logit gives the sample's log-sum-exp partial and, when label smoothing needs them, the (weighted)
+// sum of its logits; the target logit is read once more on its own. Forward + gradient adds one
+// pass that writes softmax * Q - q into the caller's buffer (which may be the logits themselves).
+// Work is spread over threads by samples, by chunks of the classes when there are few samples
+// (N = 16, C = 128K), and by blocks of one sample per SIMD lane when C is small (C <= 16).
+// The scalar per-sample functions of categorical_kernel.hpp are the reference this is held to.
+
+#include "categorical_kernel.hpp"
+#include "lse_kernel.hpp"
+#include "softmax_kernel.hpp"
+#include "threads.hpp"
+
+#include <Eigen/Core>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+namespace xent::detail {
+
+/// The type a kernel computes in for a given logit type: bf16 logits are widened to fp32.
+template <class S>
+struct compute_of {
+  using type = S;
+};
+template <>
+struct compute_of<Eigen::bfloat16> {
+  using type = float;
+};
+template <class S>
+using compute_t = typename compute_of<S>::type;
+
+/// What the fused kernel knows of one call. T is the compute type.
+template <class T>
+struct fused_setup {
+  const T* weight = nullptr;  // one per class, in T; null when unweighted
+  T smoothing = 0;
+  T weight_total = 0;  // sum of the weights, C when unweighted
+  Index classes = 0;
+
+  T weight_at(Index k) const { return weight ? weight[k] : T(1); }
+  chunk_sums sums() const {
+    if (smoothing == 0) return chunk_sums::none;
+    return weight ? chunk_sums::weighted_logits : chunk_sums::logits;
+  }
+};
+
+/// Elements of one chunk: the compute type's L1 chunk (bf16 chunks are widened into an fp32 buffer
+/// of that size first).
+template <class S>
+inline constexpr Index fused_chunk = lse_chunk<compute_t<S>>;
+
+/// Chunk `index` of a sample of n logits, as compute-type values: the logits themselves, or for
+/// bf16 their fp32 widening in `buffer` (fused_chunk<S> entries).
+template <class S>
+const compute_t<S>* chunk_values(const S* x, Index start, Index len, compute_t<S>* buffer) {
+  if constexpr (std::is_same_v<S, compute_t<S>>) {
+    (void)len;
+    (void)buffer;
+    return x + start;
+  } else {
+    for (Index i = 0; i < len; ++i) buffer[i] = static_cast<compute_t<S>>(x[start + i]);
+    return buffer;
+  }
+}
+
+template <chunk_sums Sums, class S>
+chunk_summary<compute_t<S>> summarize_chunk_of(const S* x, const compute_t<S>* w, Index n, Index chunk) {
+  using T = compute_t<S>;
+  const Index start = chunk * fused_chunk<S>, len = std::min(fused_chunk<S>, n - start);
+  T buffer[std::is_same_v<S, T> ? 1 : fused_chunk<S>];
+  return summarize_chunk<Sums>(chunk_values(x, start, len, buffer), Sums == chunk_sums::weighted_logits ? w + start : w,
+                               len);
+}
+
+template <chunk_sums Sums, class S>
+sample_summary<compute_t<S>> summarize_sample(const S* x, const compute_t<S>* w, Index n) {
+  sample_summary<compute_t<S>> s;
+  const Index chunks = chunk_count(n, fused_chunk<S>);
+  for (Index c = 0; c < chunks; ++c) s.add(summarize_chunk_of<Sums>(x, w, n, c), std::min(fused_chunk<S>, n - c * fused_chunk<S>));
+  return s;
+}
+
+/// torch's per-sample loss from the summary (target t not ignored, x_t its logit):
+///   (1 - eps) * w_t * (lse - x_t) - eps / C * sum_k w_k * log_softmax_k,
+/// with sum_k w_k * log_softmax_k = weighted_sum + W * (ref - max) - W * log(sum).
+template <class T>
+T fused_loss(const sample_summary<T>& s, T x_t, Index t, const fused_setup<T>& st) {
+  const lse_partial<T>& p = s.partial;
+  if (!softmax_defined(p)) return std::numeric_limits<T>::quiet_NaN();
+  const T log_sum = std::log(p.sum);
+  // (x_t - max) first: exact near the max, so a confident sample keeps its small loss's digits.
+  const T nll = -st.weight_at(t) * ((x_t - p.max) - log_sum);
+  if (st.smoothing == 0) return nll;
+  const T C = static_cast<T>(st.classes);
+  const T sum_weighted_log_probs = st.weight ? s.weighted_sum + st.weight_total * ((s.ref - p.max) - log_sum)
+                                             : s.logit_sum + C * ((s.ref - p.max) - log_sum);
+  return (1 - st.smoothing) * nll - st.smoothing / C * sum_weighted_log_probs;
+}
+
+/// The gradient of c * loss of one sample: g_k = p_k * c * Q - c * q_k, with
+/// q_k = eps / C * w_k + [k = t] (1 - eps) * w_t and Q = sum_k q_k.
+template <class T>
+struct fused_grad {
+  T max = 0;
+  T prob_scale = 0;    // c * Q / sum: multiplies exp(x_k - max)
+  T smooth_scale = 0;  // c * eps / C: multiplies w_k
+  T target_term = 0;   // c * (1 - eps) * w_t, taken off at the target
+  bool defined = true;
+
+  fused_grad(const sample_summary<T>& s, Index t, const fused_setup<T>& st, T c) : max(s.partial.max), defined(softmax_defined(s.partial)) {
+    const T eps_c = st.smoothing / static_cast<T>(st.classes);
+    target_term = c * (1 - st.smoothing) * st.weight_at(t);
+    smooth_scale = c * eps_c;
+    prob_scale = (target_term + smooth_scale * st.weight_total) / s.partial.sum;
+  }
+  T at(T x, T w) const { return simd::exp_nonpositive_scalar(x - max) * prob_scale - smooth_scale * w; }
+  // c * q_t summed before it is taken off, in the order prob_scale was formed: then a sure sample
+  // (p_t = 1, C = 1) gets exactly 0, as torch.
+  T at_target(T x, T w) const { return simd::exp_nonpositive_scalar(x - max) * prob_scale - (target_term + smooth_scale * w); }
+};
+
+/// g_k for n classes in the compute type (w: their weights, or null); g may be x.
+template <class T>
+void fused_grad_values(const T* x, T* g, Index n, const fused_grad<T>& k, const T* w) {
+  Index i = 0;
+  if constexpr (simd::has_packet_exp<T>) {
+    using P = simd::packet<T>;
+    constexpr Index ps = simd::packet_size<T>;
+    const P vmax = simd::pset1<P>(k.max), vprob = simd::pset1<P>(k.prob_scale), vsmooth = simd::pset1<P>(k.smooth_scale);
+    if (w && k.smooth_scale != 0) {
+      for (; i + ps <= n; i += ps) {
+        const P e = simd::exp_nonpositive(simd::psub(simd::load<P>(x + i), vmax));
+        simd::store(g + i, simd::psub(simd::pmul(e, vprob), simd::pmul(vsmooth, simd::load<P>(w + i))));
+      }
+    } else {
+      // Unweighted: smooth_scale * 1 for every class (0 without smoothing).
+      for (; i + ps <= n; i += ps) {
+        const P e = simd::exp_nonpositive(simd::psub(simd::load<P>(x + i), vmax));
+        simd::store(g + i, simd::psub(simd::pmul(e, vprob), vsmooth));
+      }
+    }
+  }
+  for (; i < n; ++i) g[i] = k.at(x[i], w ? w[i] : T(1));
+}
+
+/// Writes the gradient of classes [begin, end) of one sample (all but the target's own entry).
+/// bf16: each value is formed in fp32, by the same code as for fp32 logits, and narrowed once.
+template <class S>
+void fused_grad_range(const S* x, S* g, Index begin, Index end, const fused_grad<compute_t<S>>& k,
+                      const fused_setup<compute_t<S>>& st) {
+  using T = compute_t<S>;
+  if (!k.defined) {
+    std::fill(g + begin, g + end, S(std::numeric_limits<T>::quiet_NaN()));  // as torch: a NaN loss, NaN gradients
+    return;
+  }
+  if constexpr (std::is_same_v<S, T>) {
+    fused_grad_values(x + begin, g + begin, end - begin, k, st.weight ? st.weight + begin : nullptr);
+  } else {
+    T buffer[fused_chunk<S>];
+    for (Index start = begin; start < end; start += fused_chunk<S>) {
+      const Index len = std::min(fused_chunk<S>, end - start);
+      fused_grad_values(chunk_values(x, start, len, buffer), buffer, len, k, st.weight ? st.weight + start : nullptr);
+      for (Index i = 0; i < len; ++i) g[start + i] = S(buffer[i]);
+    }
+  }
+}
+
+/// The target's entry, formed whole in the compute type and narrowed once (p_t - 1 in fp32 for bf16).
+template <class S>
+void fused_grad_target(S* g, Index t, compute_t<S> x_t, const fused_grad<compute_t<S>>& k, const fused_setup<compute_t<S>>& st) {
+  if (k.defined) g[t] = S(k.at_target(x_t, st.weight_at(t)));
+}
+
+/// C <= 16 with samples back to back: one sample per SIMD lane, the classes gathered into
+/// registers, so a block of samples costs one max, one exp-sum and one log, all in packets.
+/// Returns false (having written nothing) when a sample in the block has a non-finite max; the
+/// caller then takes the block sample by sample.
+template <class T, class TargetAt, class ScaleAt>
+bool small_classes_block(const T* x, Index j0, const fused_setup<T>& st, TargetAt&& target_at, T* losses, ScaleAt&& scale,
+                         T* g) {
+  using P = simd::packet<T>;
+  constexpr Index ps = simd::packet_size<T>;
+  using namespace Eigen::internal;
+  const Index C = st.classes;
+  const T* block = x + j0 * C;
+  P v[16];
+  for (Index k = 0; k < C; ++k) v[k] = pgather<T, P>(block + k, C);
+  P m = v[0];
+  for (Index k = 1; k < C; ++k) m = simd::max_nan(m, v[k]);
+  alignas(64) T lane_max[ps];
+  pstore(lane_max, m);
+  for (Index l = 0; l < ps; ++l)
+    if (!std::isfinite(lane_max[l])) return false;
+  const P zero = pset1<P>(T(0));
+  P s = zero, a = zero, b = zero;
+  for (Index k = 0; k < C; ++k) {
+    const P d = psub(v[k], m);
+    s = padd(s, simd::exp_for_sum(d));
+    a = padd(a, d);
+    if (st.weight) b = pmadd(pset1<P>(st.weight[k]), d, b);
+  }
+  alignas(64) T lane_target[ps], lane_w[ps];
+  Index t[ps];
+  for (Index l = 0; l < ps; ++l) {
+    t[l] = target_at(j0 + l);
+    const bool live = t[l] >= 0;
+    lane_target[l] = live ? block[l * C + t[l]] : lane_max[l];
+    lane_w[l] = live ? st.weight_at(t[l]) : T(0);
+  }
+  const P log_s = plog(s), w_t = pload<P>(lane_w);
+  // (x_t - max) first, as fused_loss; the smoothing sums are relative to the lane's max (ref = max).
+  P loss = pmul(w_t, psub(log_s, psub(pload<P>(lane_target), m)));
+  if (st.smoothing != 0) {
+    const P eps = pset1<P>(st.smoothing), eps_c = pset1<P>(st.smoothing / T(C));
+    const P sum_wlp = st.weight ? psub(b, pmul(pset1<P>(st.weight_total), log_s)) : psub(a, pmul(pset1<P>(T(C)), log_s));
+    loss = psub(pmul(psub(pset1<P>(T(1)), eps), loss), pmul(eps_c, sum_wlp));
+  }
+  pstoreu(losses + j0, loss);
+  for (Index l = 0; l < ps; ++l)
+    if (t[l] < 0) losses[j0 + l] = T(0);  // an ignored lane's smoothing term is not its loss
+  if (!g) return true;
+  alignas(64) T lane_c[ps];
+  for (Index l = 0; l < ps; ++l) lane_c[l] = t[l] >= 0 ? scale(j0 + l) : T(0);
+  const P c = pload<P>(lane_c);
+  const P eps_c = pset1<P>(st.smoothing / T(C));
+  const P target_term = pmul(c, pmul(pset1<P>(T(1) - st.smoothing), w_t));
+  const P smooth_scale = pmul(c, eps_c);
+  const P prob_scale = pdiv(padd(target_term, pmul(smooth_scale, pset1<P>(st.weight_total))), s);
+  T* gblock = g + j0 * C;
+  for (Index k = 0; k < C; ++k) {
+    const P e = simd::exp_nonpositive(psub(v[k], m));
+    pscatter<T, P>(gblock + k, psub(pmul(e, prob_scale), pmul(smooth_scale, pset1<P>(st.weight_at(k)))), C);
+  }
+  // The target's entry as fused_grad::at_target forms it, so both paths give the same numbers.
+  alignas(64) T lane_term[ps], lane_prob[ps], lane_smooth[ps];
+  pstore(lane_term, target_term);
+  pstore(lane_prob, prob_scale);
+  pstore(lane_smooth, smooth_scale);
+  for (Index l = 0; l < ps; ++l)
+    if (t[l] >= 0)
+      gblock[l * C + t[l]] = simd::exp_nonpositive_scalar(lane_target[l] - lane_max[l]) * lane_prob[l] -
+                             (lane_term[l] + lane_smooth[l] * lane_w[l]);
+  return true;
+}
+
+/// The fused class-index cross-entropy over contiguous classes.
+///   target_at(j): the class of sample j, or -1 when ignored (its logits are never read);
+///   losses: N per-sample losses out (0 when ignored);
+///   grad: null, or the gradient's view (same layout), written with scale(j) * d loss_j / d x_j
+///         (zeros for an ignored sample); it may be the logits' own storage.
+template <chunk_sums Sums, class S, class TargetAt, class ScaleAt>
+void fused_cross_entropy(const samples_view<const S>& v, const fused_setup<compute_t<S>>& st, int requested_threads,
+                         TargetAt&& target_at, compute_t<S>* losses, ScaleAt&& scale, const samples_view<S>* grad) {
+  using T = compute_t<S>;
+  const Index N = v.samples, C = v.classes;
+  const int threads = thread_count(requested_threads, N * C);
+
+  auto zero_grad = [&](Index j, Index begin, Index end) { std::fill(grad->sample(j) + begin, grad->sample(j) + end, S(0)); };
+
+  auto one_sample = [&](Index j) {
+    const Index t = target_at(j);
+    if (t < 0) {
+      losses[j] = 0;
+      if (grad) zero_grad(j, 0, C);
+      return;
+    }
+    const S* x = v.sample(j);
+    const T x_t = static_cast<T>(x[t]);  // before the gradient may overwrite it (in place)
+    const sample_summary<T> s = summarize_sample<Sums>(x, st.weight, C);
+    losses[j] = fused_loss(s, x_t, t, st);
+    if (grad) {
+      const fused_grad<T> k(s, t, st, scale(j));
+      fused_grad_range(x, grad->sample(j), 0, C, k, st);
+      fused_grad_target(grad->sample(j), t, x_t, k, st);
+    }
+  };
+
+  if constexpr (std::is_same_v<S, T> && simd::has_packet_exp<T>) {
+    constexpr Index ps = simd::packet_size<T>;
+    if (C <= 16 && v.sample_stride == C && N >= ps) {
+      T* g = grad ? grad->data : nullptr;
+      const Index blocks = N / ps;
+      parallel_for(blocks, threads, [&](Index b) {
+        if (!small_classes_block(v.data, b * ps, st, target_at, losses, scale, g))
+          for (Index j = b * ps; j < (b + 1) * ps; ++j) one_sample(j);
+      });
+      for (Index j = blocks * ps; j < N; ++j) one_sample(j);
+      return;
+    }
+  }
+
+  const Index chunks = chunk_count(C, fused_chunk<S>);
+  if (threads == 1 || N >= 4 * threads || chunks < 2) {
+    parallel_for(N, threads, one_sample);
+    return;
+  }
+
+  // Few samples, many classes: threads share each sample's chunks. The chunks' summaries fold in
+  // the same order as one_sample's, so the loss is the same bits as on one thread.
+  std::vector<chunk_summary<T>> parts(static_cast<size_t>(N * chunks));
+  parallel_for(N * chunks, threads, [&](Index i) {
+    const Index j = i / chunks;
+    if (target_at(j) >= 0) parts[size_t(i)] = summarize_chunk_of<Sums>(v.sample(j), st.weight, C, i % chunks);
+  });
+  std::vector<sample_summary<T>> summaries(static_cast<size_t>(N));
+  std::vector<T> target_logits(static_cast<size_t>(N));
+  for (Index j = 0; j < N; ++j) {
+    const Index t = target_at(j);
+    if (t < 0) {
+      losses[j] = 0;
+      continue;
+    }
+    sample_summary<T>& s = summaries[size_t(j)];
+    for (Index c = 0; c < chunks; ++c) s.add(parts[size_t(j * chunks + c)], std::min(fused_chunk<S>, C - c * fused_chunk<S>));
+    target_logits[size_t(j)] = static_cast<T>(v.sample(j)[t]);
+    losses[j] = fused_loss(s, target_logits[size_t(j)], t, st);
+  }
+  if (!grad) return;
+  parallel_for(N * chunks, threads, [&](Index i) {
+    const Index j = i / chunks, begin = (i % chunks) * fused_chunk<S>, end = std::min(begin + fused_chunk<S>, C);
+    const Index t = target_at(j);
+    if (t < 0)
+      zero_grad(j, begin, end);
+    else
+      fused_grad_range(v.sample(j), grad->sample(j), begin, end, fused_grad<T>(summaries[size_t(j)], t, st, scale(j)), st);
+  });
+  for (Index j = 0; j < N; ++j) {
+    const Index t = target_at(j);
+    if (t >= 0)
+      fused_grad_target(grad->sample(j), t, target_logits[size_t(j)], fused_grad<T>(summaries[size_t(j)], t, st, scale(j)), st);
+  }
+}
+
+/// fused_cross_entropy with the read chosen at run time from the options.
+template <class S, class... Args>
+void fused_cross_entropy_dispatch(const samples_view<const S>& v, const fused_setup<compute_t<S>>& st, Args&&... args) {
+  switch (st.sums()) {
+    case chunk_sums::none: return fused_cross_entropy<chunk_sums::none>(v, st, std::forward<Args>(args)...);
+    case chunk_sums::logits: return fused_cross_entropy<chunk_sums::logits>(v, st, std::forward<Args>(args)...);
+    case chunk_sums::weighted_logits: return fused_cross_entropy<chunk_sums::weighted_logits>(v, st, std::forward<Args>(args)...);
+  }
+}
+
+}  // namespace xent::detail
+
+#endif
