@@ -126,13 +126,17 @@ struct fused_grad {
   T at_target(T x, T w) const { return simd::exp_nonpositive_scalar(x - max) * prob_scale - (target_term + smooth_scale * w); }
 };
 
-/// g_k for n classes in the compute type (w: their weights, or null); g may be x.
+/// g_k for n classes in the compute type (w: their weights, or null); g may be x. ahead: memory
+/// to bring into cache meanwhile (the next sample's logits, which the next summary pass reads), or null.
 template <class T>
-void fused_grad_values(const T* x, T* g, Index n, const fused_grad<T>& k, const T* w) {
+void fused_grad_values(const T* x, T* g, Index n, const fused_grad<T>& k, const T* w, const T* ahead = nullptr) {
   Index i = 0;
   if constexpr (simd::has_packet_exp<T>) {
     using P = simd::packet<T>;
     constexpr Index ps = simd::packet_size<T>;
+    static_assert(ps * sizeof(T) == 64 || ps * sizeof(T) < 64, "one prefetch per packet covers at most a line");
+    if (ahead)
+      for (Index at = 0; at < n; at += 64 / Index(sizeof(T))) simd::prefetch(ahead + at);
     const P vmax = simd::pset1<P>(k.max), vprob = simd::pset1<P>(k.prob_scale), vsmooth = simd::pset1<P>(k.smooth_scale);
     if (w && k.smooth_scale != 0) {
       for (; i + ps <= n; i += ps) {
@@ -154,14 +158,15 @@ void fused_grad_values(const T* x, T* g, Index n, const fused_grad<T>& k, const 
 /// bf16: each value is formed in fp32, by the same code as for fp32 logits, and narrowed once.
 template <class S>
 void fused_grad_range(const S* x, S* g, Index begin, Index end, const fused_grad<compute_t<S>>& k,
-                      const fused_setup<compute_t<S>>& st) {
+                      const fused_setup<compute_t<S>>& st, const S* ahead = nullptr) {
   using T = compute_t<S>;
   if (!k.defined) {
     std::fill(g + begin, g + end, S(std::numeric_limits<T>::quiet_NaN()));  // as torch: a NaN loss, NaN gradients
     return;
   }
   if constexpr (std::is_same_v<S, T>) {
-    fused_grad_values(x + begin, g + begin, end - begin, k, st.weight ? st.weight + begin : nullptr);
+    fused_grad_values(x + begin, g + begin, end - begin, k, st.weight ? st.weight + begin : nullptr,
+                      ahead ? ahead + begin : nullptr);
   } else {
     T buffer[fused_chunk<S>];
     for (Index start = begin; start < end; start += fused_chunk<S>) {
@@ -181,30 +186,32 @@ void fused_grad_target(S* g, Index t, compute_t<S> x_t, const fused_grad<compute
 /// C <= 16 with samples back to back: one sample per SIMD lane, the classes gathered into
 /// registers, so a block of samples costs one max, one exp-sum and one log, all in packets.
 /// Returns false (having written nothing) when a sample in the block has a non-finite max; the
-/// caller then takes the block sample by sample.
-template <class T, class TargetAt, class ScaleAt>
+/// caller then takes the block sample by sample. C is a template argument so that the classes stay
+/// in registers and every loop over them unrolls.
+template <int C, class T, class TargetAt, class ScaleAt>
 bool small_classes_block(const T* x, Index j0, const fused_setup<T>& st, TargetAt&& target_at, T* losses, ScaleAt&& scale,
                          T* g) {
   using P = simd::packet<T>;
   constexpr Index ps = simd::packet_size<T>;
   using namespace Eigen::internal;
-  const Index C = st.classes;
   const T* block = x + j0 * C;
-  P v[16];
-  for (Index k = 0; k < C; ++k) v[k] = pgather<T, P>(block + k, C);
+  P v[C];
+  for (int k = 0; k < C; ++k) v[k] = pgather<T, P>(block + k, C);
   P m = v[0];
-  for (Index k = 1; k < C; ++k) m = simd::max_nan(m, v[k]);
+  for (int k = 1; k < C; ++k) m = simd::max_nan(m, v[k]);
+  const P zero = pset1<P>(T(0));
+  // m - m is 0 exactly when m is finite (NaN for NaN and for either infinity).
+  if (predux_any(pandnot(ptrue(m), pcmp_eq(psub(m, m), zero)))) return false;
   alignas(64) T lane_max[ps];
   pstore(lane_max, m);
-  for (Index l = 0; l < ps; ++l)
-    if (!std::isfinite(lane_max[l])) return false;
-  const P zero = pset1<P>(T(0));
   P s = zero, a = zero, b = zero;
-  for (Index k = 0; k < C; ++k) {
+  for (int k = 0; k < C; ++k) {
     const P d = psub(v[k], m);
     s = padd(s, simd::exp_for_sum(d));
-    a = padd(a, d);
-    if (st.weight) b = pmadd(pset1<P>(st.weight[k]), d, b);
+    if (st.smoothing != 0) {
+      a = padd(a, d);
+      if (st.weight) b = pmadd(pset1<P>(st.weight[k]), d, b);
+    }
   }
   alignas(64) T lane_target[ps], lane_w[ps];
   Index t[ps];
@@ -234,7 +241,7 @@ bool small_classes_block(const T* x, Index j0, const fused_setup<T>& st, TargetA
   const P smooth_scale = pmul(c, eps_c);
   const P prob_scale = pdiv(padd(target_term, pmul(smooth_scale, pset1<P>(st.weight_total))), s);
   T* gblock = g + j0 * C;
-  for (Index k = 0; k < C; ++k) {
+  for (int k = 0; k < C; ++k) {
     const P e = simd::exp_nonpositive(psub(v[k], m));
     pscatter<T, P>(gblock + k, psub(pmul(e, prob_scale), pmul(smooth_scale, pset1<P>(st.weight_at(k)))), C);
   }
@@ -248,6 +255,20 @@ bool small_classes_block(const T* x, Index j0, const fused_setup<T>& st, TargetA
       gblock[l * C + t[l]] = simd::exp_nonpositive_scalar(lane_target[l] - lane_max[l]) * lane_prob[l] -
                              (lane_term[l] + lane_smooth[l] * lane_w[l]);
   return true;
+}
+
+/// f(std::integral_constant<int, C>{}) for 1 <= C <= 16.
+template <class F>
+void with_small_class_count(Index C, F&& f) {
+  switch (C) {
+#define XENT_SMALL_C(n) \
+  case n: return f(std::integral_constant<int, n>{});
+    XENT_SMALL_C(1) XENT_SMALL_C(2) XENT_SMALL_C(3) XENT_SMALL_C(4) XENT_SMALL_C(5) XENT_SMALL_C(6) XENT_SMALL_C(7)
+    XENT_SMALL_C(8) XENT_SMALL_C(9) XENT_SMALL_C(10) XENT_SMALL_C(11) XENT_SMALL_C(12) XENT_SMALL_C(13) XENT_SMALL_C(14)
+    XENT_SMALL_C(15) XENT_SMALL_C(16)
+#undef XENT_SMALL_C
+    default: return;
+  }
 }
 
 /// The fused class-index cross-entropy over contiguous classes.
@@ -277,7 +298,8 @@ void fused_cross_entropy(const samples_view<const S>& v, const fused_setup<compu
     losses[j] = fused_loss(s, x_t, t, st);
     if (grad) {
       const fused_grad<T> k(s, t, st, scale(j));
-      fused_grad_range(x, grad->sample(j), 0, C, k, st);
+      // The next sample's logits are read next: have them in cache when its summary starts.
+      fused_grad_range(x, grad->sample(j), 0, C, k, st, j + 1 < N ? v.sample(j + 1) : nullptr);
       fused_grad_target(grad->sample(j), t, x_t, k, st);
     }
   };
@@ -287,10 +309,13 @@ void fused_cross_entropy(const samples_view<const S>& v, const fused_setup<compu
     if (C <= 16 && v.sample_stride == C && N >= ps) {
       T* g = grad ? grad->data : nullptr;
       const Index blocks = N / ps;
-      parallel_for(blocks, threads, [&](Index b) {
-        if (!small_classes_block(v.data, b * ps, st, target_at, losses, scale, g))
-          for (Index j = b * ps; j < (b + 1) * ps; ++j) one_sample(j);
-      });
+      auto run_blocks = [&](auto classes) {
+        parallel_for(blocks, threads, [&](Index b) {
+          if (!small_classes_block<decltype(classes)::value>(v.data, b * ps, st, target_at, losses, scale, g))
+            for (Index j = b * ps; j < (b + 1) * ps; ++j) one_sample(j);
+        });
+      };
+      with_small_class_count(C, run_blocks);
       for (Index j = blocks * ps; j < N; ++j) one_sample(j);
       return;
     }

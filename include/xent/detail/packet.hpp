@@ -40,6 +40,15 @@ void store(T* to, const P& p) {
   Eigen::internal::pstoreu(to, p);
 }
 
+/// Asks for the cache line holding p ahead of use (a hint: never faults, even past a buffer's end).
+inline void prefetch(const void* p) {
+#if defined(__GNUC__) || defined(__clang__)
+  __builtin_prefetch(p, 0, 3);
+#else
+  (void)p;
+#endif
+}
+
 /// Lane-wise max that returns NaN when either side is NaN, so a NaN logit can never be lost in
 /// the max pass (plain pmax keeps whichever operand the instruction prefers).
 template <class P>
