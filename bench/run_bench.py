@@ -304,7 +304,10 @@ def generate(d, rss, info, command, loads):
     w("| Eigen | %s (Debian libeigen3-dev %s) |" % (ctx.get("eigen_version", "?"), deb_version("libeigen3-dev")))
     w("| libtorch | %s (Debian libtorch-dev %s), `at::set_num_threads` = the row's thread count |" % (
         ctx.get("torch_version", "?"), deb_version("libtorch-dev")))
-    w("| Google Benchmark | Debian libbenchmark-dev %s |" % deb_version("libbenchmark-dev"))
+    w("| Google Benchmark | Debian libbenchmark-dev %s%s |" % (
+        deb_version("libbenchmark-dev"), " (the Debian build calls itself a debug build: that slows the harness's"
+        " bookkeeping between iterations, not the timed calls, each of which takes milliseconds)"
+        if ctx.get("library_build_type") == "debug" else ""))
     w("| bf16 rows | %s |" % ctx.get("bf16_rows", "?"))
     w()
     w("## Reproduce")
