@@ -102,9 +102,7 @@ struct splitmix64 {
   double uniform() { return (double(next() >> 11) + 1.0) * 0x1.0p-53; }
 };
 
-#ifdef XENT_HAS_BF16_CROSS_ENTROPY
 using bf16_matrix = Eigen::Matrix<Eigen::bfloat16, Eigen::Dynamic, Eigen::Dynamic>;
-#endif
 
 struct Buffers {
   Shape shape{0, 0};
@@ -112,9 +110,7 @@ struct Buffers {
   targets_t targets;       // N, in [0, C)
   Eigen::VectorXf per_sample;            // N: logsumexp output
   std::unique_ptr<Eigen::MatrixXf> out;  // C x N, only for the kernels that write (see out_buffer)
-#ifdef XENT_HAS_BF16_CROSS_ENTROPY
   std::unique_ptr<bf16_matrix> bf16;  // the logits rounded to bf16, for the bf16 rows only
-#endif
 #ifdef XENT_BENCH_WITH_TORCH
   torch::Tensor x, t, x_grad;  // views of logits / targets (from_blob: no copy)
   torch::Tensor out_t;         // view of *out, once it exists
@@ -151,12 +147,10 @@ struct Buffers {
     return *out;
   }
 
-#ifdef XENT_HAS_BF16_CROSS_ENTROPY
   bf16_matrix& bf16_logits() {
     if (!bf16) bf16 = std::make_unique<bf16_matrix>(logits.cast<Eigen::bfloat16>());
     return *bf16;
   }
-#endif
 };
 
 void check_agreement(Buffers& b);
@@ -472,7 +466,6 @@ void check_agreement(Buffers& b) {
       break;
     }
 
-#ifdef XENT_HAS_BF16_CROSS_ENTROPY
   // bf16 logits are read as they are (fp32 accumulation): held to the double loss of the bf16
   // values themselves. A bf16 result carries 8 bits; a float one is held to float's tolerance.
   {
@@ -482,7 +475,6 @@ void check_agreement(Buffers& b) {
     if (!close(as_double(loss16), reference_mean_loss(x16.data(), b), rel))
       fail(s, "xent::cross_entropy(bf16) and the double reference");
   }
-#endif
 
 #ifdef XENT_BENCH_WITH_TORCH
   // The same loss as torch's: what users compare against.
@@ -528,14 +520,12 @@ void register_rows(Shape s, int threads) {
     r.label = "sum of pexp(x - 40): the exp floor of one pass";
     add(r, [total](Buffers& b) { benchmark::DoNotOptimize(exp_sum(b.logits.data(), total)); });
   }
-#ifdef XENT_HAS_BF16_CROSS_ENTROPY
   r = Row{"bf16_read_roofline", t};
   r.label = "sum of the bf16 logits' bytes read as floats";
   add(r, [t, total](Buffers& b) {
     // Half the bytes: N * C / 2 floats (an odd last bf16 is left out).
     benchmark::DoNotOptimize(read_sum(t, reinterpret_cast<const float*>(b.bf16_logits().data()), total / 2));
   });
-#endif
 
 #ifdef XENT_BENCH_WITH_TORCH
   r = Row{"torch_ce_fwd", t};
@@ -588,14 +578,12 @@ void register_rows(Shape s, int threads) {
         },
         [](Buffers& b) { *b.out = b.logits; });
   }
-#ifdef XENT_HAS_BF16_CROSS_ENTROPY
   r = Row{"xent_ce_fwd_bf16", t, "bf16_read_roofline", "torch_ce_fwd"};
   r.label = "xent::cross_entropy of bf16 logits, mean";
   add(r, [opts](Buffers& b) {
     auto loss = xent::cross_entropy(b.bf16_logits(), b.targets, opts).value();
     benchmark::DoNotOptimize(loss);
   });
-#endif
   if (t != 1) return;
 
   // The building blocks, one thread: log-sum-exp, softmax and log-softmax against torch's.
@@ -750,11 +738,7 @@ int main(int argc, char** argv) {
 #else
   benchmark::AddCustomContext("openmp", "none (1-thread rows only)");
 #endif
-#ifdef XENT_HAS_BF16_CROSS_ENTROPY
   benchmark::AddCustomContext("bf16_rows", "yes");
-#else
-  benchmark::AddCustomContext("bf16_rows", "no (XENT_HAS_BF16_CROSS_ENTROPY is not defined)");
-#endif
   benchmark::AddCustomContext("clocks", "1-thread rows: process CPU time; 2-thread rows: wall clock");
 #ifdef XENT_BENCH_WITH_TORCH
   benchmark::AddCustomContext("torch_version", TORCH_VERSION);
