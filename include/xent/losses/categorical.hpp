@@ -43,7 +43,7 @@ struct cross_entropy_options {
   double label_smoothing = 0;
   int dim = 0;
   /// Threads for one call: 0 takes OpenMP's default (omp_get_max_threads(), OMP_NUM_THREADS), 1 runs
-  /// serially. Without OpenMP every call is serial. Results do not depend on it (docs/threads.md).
+  /// serially. Without OpenMP every call is serial. Results do not depend on it (docs/fused.md).
   int num_threads = 0;
 };
 
