@@ -327,3 +327,114 @@ TEST_CASE("xent's float exp is within 2 ulp on [-87.3, 0]", "[exp]") {
 }
 
 }  // namespace
+
+namespace {
+
+/// softcap, z-loss and return_lse from their definitions, in long double, sample by sample.
+struct extension_reference {
+  std::vector<long double> loss, lse;
+};
+
+template <class T>
+extension_reference reference_with_extensions(const matrix<T>& x, const Eigen::VectorXi& t, const xent::cross_entropy_options& o) {
+  extension_reference r;
+  const Index C = x.rows();
+  for (Index j = 0; j < x.cols(); ++j) {
+    std::vector<long double> z(static_cast<size_t>(C));
+    long double m = -INFINITY;
+    for (Index k = 0; k < C; ++k) {
+      const long double v = x(k, j);
+      z[size_t(k)] = o.softcap > 0 ? o.softcap * std::tanh(v / o.softcap) : v;
+      m = std::max(m, z[size_t(k)]);
+    }
+    long double s = 0;
+    for (long double v : z) s += std::exp(v - m);
+    const long double lse = m + std::log(s);
+    auto w = [&](Index k) -> long double { return o.weight.size() ? o.weight(k) : 1.0L; };
+    long double loss = 0;
+    if (t(j) != o.ignore_index) {
+      long double smooth = 0;
+      for (Index k = 0; k < C; ++k) smooth += w(k) * (lse - z[size_t(k)]);
+      loss = (1 - o.label_smoothing) * w(t(j)) * (lse - z[size_t(t(j))]) + o.label_smoothing / C * smooth +
+             o.z_loss * lse * lse;
+    }
+    r.loss.push_back(loss);
+    r.lse.push_back(lse);
+  }
+  return r;
+}
+
+template <class T>
+void check_extensions(Index C, Index N, double softcap, double z_loss, const option_set& base) {
+  const matrix<T> x = xent_test::random_logits<T>(C, N, 20.0);  // big enough for the cap to bend them
+  const Eigen::VectorXi t = targets_for(N, C, base.ignore_some);
+  auto opts = options_for<T>(base, C);
+  opts.reduction = xent::reduction::none;
+  opts.softcap = softcap;
+  opts.z_loss = z_loss;
+  opts.return_lse = true;
+  INFO(base.name << ", C = " << C << ", N = " << N << ", softcap " << softcap << ", z_loss " << z_loss);
+  matrix<T> g(C, N);
+  const auto got = xent::cross_entropy_with_grad(x, t, opts, g);
+  const auto forward = xent::cross_entropy(x, t, opts);
+  const extension_reference ref = reference_with_extensions(x, t, opts);
+  const double tol = sizeof(T) == 4 ? 2e-5 : 1e-12;
+  for (Index j = 0; j < N; ++j) {
+    INFO("sample " << j << ": loss " << got.per_sample()(j) << " vs " << double(ref.loss[size_t(j)]) << ", lse "
+                   << got.lse()(j) << " vs " << double(ref.lse[size_t(j)]));
+    REQUIRE(std::abs(got.per_sample()(j) - ref.loss[size_t(j)]) <= tol * std::max<long double>(1, std::abs(ref.loss[size_t(j)])));
+    REQUIRE(same_bits(forward.per_sample()(j), got.per_sample()(j)));
+    if (t(j) >= 0) REQUIRE(std::abs(got.lse()(j) - ref.lse[size_t(j)]) <= tol * std::max<long double>(1, std::abs(ref.lse[size_t(j)])));
+  }
+  if constexpr (std::is_same_v<T, double>) {
+    // The gradient of the summed losses by central differences, on a few entries per sample.
+    auto total = [&](const matrix<double>& y) {
+      auto o = opts;
+      o.reduction = xent::reduction::sum;
+      o.return_lse = false;
+      return xent::cross_entropy(y, t, o).value();
+    };
+    for (Index j = 0; j < N; ++j)
+      for (Index k : {Index(0), C / 2, C - 1, Index(t(j) >= 0 ? t(j) : 0)}) {
+        matrix<double> up = x, down = x;
+        const double h = 1e-6 * std::max(1.0, std::abs(x(k, j)));
+        up(k, j) += h;
+        down(k, j) -= h;
+        const double fd = (total(up) - total(down)) / (2 * h);
+        INFO("gradient sample " << j << " class " << k << ": " << g(k, j) << " vs finite difference " << fd);
+        REQUIRE(std::abs(g(k, j) - fd) <= 1e-6 * std::max(1.0, std::abs(fd)));
+      }
+  }
+}
+
+TEST_CASE("softcap, z_loss and return_lse: against their definitions and finite differences", "[fused][extensions]") {
+  for (const option_set& o : option_sets)
+    for (Index C : {Index(5), Index(300), Index(5000)})
+      for (double softcap : {0.0, 30.0})
+        for (double z_loss : {0.0, 1e-3}) {
+          check_extensions<double>(C, 7, softcap, z_loss, o);
+          check_extensions<float>(C, 7, softcap, z_loss, o);
+        }
+}
+
+TEST_CASE("softcap, z_loss and return_lse: misuse", "[fused][extensions]") {
+  const matrix<double> x = matrix<double>::Random(5, 3);
+  const Eigen::VectorXi t = Eigen::VectorXi::Zero(3);
+  xent::cross_entropy_options o;
+  o.softcap = -1;
+  REQUIRE_THROWS_WITH(xent::cross_entropy(x, t, o), Catch::Contains("xent::cross_entropy: softcap must be finite and >= 0"));
+  o.softcap = 0;
+  o.z_loss = std::numeric_limits<double>::quiet_NaN();
+  REQUIRE_THROWS_WITH(xent::cross_entropy(x, t, o), Catch::Contains("z_loss must be finite and >= 0"));
+  o.z_loss = 1e-4;
+  o.dim = 1;
+  // dim = 1 on column-major storage: the classes run along strided rows.
+  REQUIRE_THROWS_WITH(xent::cross_entropy(x, Eigen::VectorXi::Zero(5).eval(), o), Catch::Contains("need a contiguous class axis"));
+  o.dim = 0;
+  REQUIRE_THROWS_WITH(xent::cross_entropy(x, xent::softmax(x), o), Catch::Contains("must be class indices for softcap"));
+  o.z_loss = 0;
+  const auto plain = xent::cross_entropy(x, t, o);
+  REQUIRE_THROWS_WITH(plain.lse(), Catch::Contains("return_lse must be true"));
+}
+
+}  // namespace

@@ -43,6 +43,8 @@ struct fused_setup {
   T smoothing = 0;
   T weight_total = 0;  // sum of the weights, C when unweighted
   Index classes = 0;
+  T softcap = 0;  // > 0: the logits are c * tanh(x / c) (Gemma 2); 0: as given
+  T z_loss = 0;   // s: s * lse^2 is added to each sample's loss (PaLM)
 
   T weight_at(Index k) const { return weight ? weight[k] : T(1); }
   chunk_sums sums() const {
@@ -56,34 +58,55 @@ struct fused_setup {
 template <class S>
 inline constexpr Index fused_chunk = lse_chunk<compute_t<S>>;
 
-/// Chunk `index` of a sample of n logits, as compute-type values: the logits themselves, or for
-/// bf16 their fp32 widening in `buffer` (fused_chunk<S> entries).
+/// softcap(x) = c * tanh(x / c), in place over n values.
+template <class T>
+void apply_softcap(T* z, Index n, T cap) {
+  Index i = 0;
+  if constexpr (simd::has_packet_exp<T> && Eigen::internal::packet_traits<T>::HasTanh) {
+    using P = simd::packet<T>;
+    constexpr Index ps = simd::packet_size<T>;
+    const P vcap = simd::pset1<P>(cap), inv = simd::pset1<P>(T(1) / cap);
+    for (; i + ps <= n; i += ps)
+      simd::store(z + i, simd::pmul(vcap, Eigen::internal::ptanh(simd::pmul(simd::load<P>(z + i), inv))));
+  }
+  for (; i < n; ++i) z[i] = cap * std::tanh(z[i] / cap);
+}
+
+/// The logits [start, start + len) of a sample as the kernel sees them, in the compute type: the
+/// logits themselves, or (bf16 widened to fp32, soft-capped) their values in `buffer`.
 template <class S>
-const compute_t<S>* chunk_values(const S* x, Index start, Index len, compute_t<S>* buffer) {
+const compute_t<S>* chunk_values(const S* x, Index start, Index len, compute_t<S>* buffer, compute_t<S> softcap = 0) {
   if constexpr (std::is_same_v<S, compute_t<S>>) {
-    (void)len;
-    (void)buffer;
-    return x + start;
+    if (softcap == 0) return x + start;
+    std::copy(x + start, x + start + len, buffer);
   } else {
     for (Index i = 0; i < len; ++i) buffer[i] = static_cast<compute_t<S>>(x[start + i]);
-    return buffer;
   }
+  if (softcap != 0) apply_softcap(buffer, len, softcap);
+  return buffer;
+}
+
+/// One logit as the kernel sees it.
+template <class S>
+compute_t<S> logit_value(S x, compute_t<S> softcap) {
+  const auto v = static_cast<compute_t<S>>(x);
+  return softcap == 0 ? v : softcap * std::tanh(v / softcap);
 }
 
 template <chunk_sums Sums, class S>
-chunk_summary<compute_t<S>> summarize_chunk_of(const S* x, const compute_t<S>* w, Index n, Index chunk) {
+chunk_summary<compute_t<S>> summarize_chunk_of(const S* x, const fused_setup<compute_t<S>>& st, Index chunk) {
   using T = compute_t<S>;
-  const Index start = chunk * fused_chunk<S>, len = std::min(fused_chunk<S>, n - start);
-  T buffer[std::is_same_v<S, T> ? 1 : fused_chunk<S>];
-  return summarize_chunk<Sums>(chunk_values(x, start, len, buffer), Sums == chunk_sums::weighted_logits ? w + start : w,
-                               len);
+  const Index n = st.classes, start = chunk * fused_chunk<S>, len = std::min(fused_chunk<S>, n - start);
+  T buffer[fused_chunk<S>];
+  return summarize_chunk<Sums>(chunk_values(x, start, len, buffer, st.softcap),
+                               Sums == chunk_sums::weighted_logits ? st.weight + start : st.weight, len);
 }
 
 template <chunk_sums Sums, class S>
-sample_summary<compute_t<S>> summarize_sample(const S* x, const compute_t<S>* w, Index n) {
+sample_summary<compute_t<S>> summarize_sample(const S* x, const fused_setup<compute_t<S>>& st) {
   sample_summary<compute_t<S>> s;
-  const Index chunks = chunk_count(n, fused_chunk<S>);
-  for (Index c = 0; c < chunks; ++c) s.add(summarize_chunk_of<Sums>(x, w, n, c), std::min(fused_chunk<S>, n - c * fused_chunk<S>));
+  const Index n = st.classes, chunks = chunk_count(n, fused_chunk<S>);
+  for (Index c = 0; c < chunks; ++c) s.add(summarize_chunk_of<Sums>(x, st, c), std::min(fused_chunk<S>, n - c * fused_chunk<S>));
   return s;
 }
 
@@ -97,11 +120,12 @@ T fused_loss(const sample_summary<T>& s, T x_t, Index t, const fused_setup<T>& s
   const T log_sum = std::log(p.sum);
   // (x_t - max) first: exact near the max, so a confident sample keeps its small loss's digits.
   const T nll = -st.weight_at(t) * ((x_t - p.max) - log_sum);
-  if (st.smoothing == 0) return nll;
+  const T z_term = st.z_loss == 0 ? T(0) : st.z_loss * (p.max + log_sum) * (p.max + log_sum);
+  if (st.smoothing == 0) return nll + z_term;
   const T C = static_cast<T>(st.classes);
   const T sum_weighted_log_probs = st.weight ? s.weighted_sum + st.weight_total * ((s.ref - p.max) - log_sum)
                                              : s.logit_sum + C * ((s.ref - p.max) - log_sum);
-  return (1 - st.smoothing) * nll - st.smoothing / C * sum_weighted_log_probs;
+  return (1 - st.smoothing) * nll - st.smoothing / C * sum_weighted_log_probs + z_term;
 }
 
 /// The gradient of c * loss of one sample: g_k = p_k * c * Q - c * q_k, with
@@ -118,7 +142,9 @@ struct fused_grad {
     const T eps_c = st.smoothing / static_cast<T>(st.classes);
     target_term = c * (1 - st.smoothing) * st.weight_at(t);
     smooth_scale = c * eps_c;
-    prob_scale = (target_term + smooth_scale * st.weight_total) / s.partial.sum;
+    // z-loss: d (s * lse^2) / d x_k = 2 s lse p_k, one more multiple of p_k.
+    const T z_grad = st.z_loss == 0 ? T(0) : c * 2 * st.z_loss * (s.partial.max + std::log(s.partial.sum));
+    prob_scale = (target_term + smooth_scale * st.weight_total + z_grad) / s.partial.sum;
   }
   T at(T x, T w) const { return simd::exp_nonpositive_scalar(x - max) * prob_scale - smooth_scale * w; }
   // c * q_t summed before it is taken off, in the order prob_scale was formed: then a sure sample
@@ -160,27 +186,43 @@ template <class S>
 void fused_grad_range(const S* x, S* g, Index begin, Index end, const fused_grad<compute_t<S>>& k,
                       const fused_setup<compute_t<S>>& st, const S* ahead = nullptr) {
   using T = compute_t<S>;
+  (void)ahead;  // only the unbuffered path prefetches
   if (!k.defined) {
     std::fill(g + begin, g + end, S(std::numeric_limits<T>::quiet_NaN()));  // as torch: a NaN loss, NaN gradients
     return;
   }
   if constexpr (std::is_same_v<S, T>) {
-    fused_grad_values(x + begin, g + begin, end - begin, k, st.weight ? st.weight + begin : nullptr,
-                      ahead ? ahead + begin : nullptr);
-  } else {
-    T buffer[fused_chunk<S>];
+    if (st.softcap == 0) {
+      fused_grad_values(x + begin, g + begin, end - begin, k, st.weight ? st.weight + begin : nullptr,
+                        ahead ? ahead + begin : nullptr);
+      return;
+    }
+  }
+  {
+    T capped[fused_chunk<S>], grad[fused_chunk<S>];
     for (Index start = begin; start < end; start += fused_chunk<S>) {
       const Index len = std::min(fused_chunk<S>, end - start);
-      fused_grad_values(chunk_values(x, start, len, buffer), buffer, len, k, st.weight ? st.weight + start : nullptr);
-      for (Index i = 0; i < len; ++i) g[start + i] = S(buffer[i]);
+      const T* z = chunk_values(x, start, len, capped, st.softcap);
+      fused_grad_values(z, grad, len, k, st.weight ? st.weight + start : nullptr);
+      if (st.softcap != 0) {
+        // d z / d x = 1 - tanh^2(x / c) = 1 - (z / c)^2
+        const T inv = T(1) / st.softcap;
+        for (Index i = 0; i < len; ++i) grad[i] *= T(1) - (z[i] * inv) * (z[i] * inv);
+      }
+      for (Index i = 0; i < len; ++i) g[start + i] = S(grad[i]);
     }
   }
 }
 
 /// The target's entry, formed whole in the compute type and narrowed once (p_t - 1 in fp32 for bf16).
+/// x_t: the target's logit as the kernel sees it (soft-capped when asked).
 template <class S>
 void fused_grad_target(S* g, Index t, compute_t<S> x_t, const fused_grad<compute_t<S>>& k, const fused_setup<compute_t<S>>& st) {
-  if (k.defined) g[t] = S(k.at_target(x_t, st.weight_at(t)));
+  using T = compute_t<S>;
+  if (!k.defined) return;
+  T d = k.at_target(x_t, st.weight_at(t));
+  if (st.softcap != 0) d *= T(1) - (x_t / st.softcap) * (x_t / st.softcap);
+  g[t] = S(d);
 }
 
 /// C <= 16 with samples back to back: one sample per SIMD lane, the classes gathered into
@@ -273,12 +315,14 @@ void with_small_class_count(Index C, F&& f) {
 
 /// The fused class-index cross-entropy over contiguous classes.
 ///   target_at(j): the class of sample j, or -1 when ignored (its logits are never read);
-///   losses: N per-sample losses out (0 when ignored);
+///   losses: N per-sample losses out (0 when ignored); lse_out: null, or N per-sample log-sum-exps
+///   (of the soft-capped logits; NaN when ignored);
 ///   grad: null, or the gradient's view (same layout), written with scale(j) * d loss_j / d x_j
 ///         (zeros for an ignored sample); it may be the logits' own storage.
 template <chunk_sums Sums, class S, class TargetAt, class ScaleAt>
 void fused_cross_entropy(const samples_view<const S>& v, const fused_setup<compute_t<S>>& st, int requested_threads,
-                         TargetAt&& target_at, compute_t<S>* losses, ScaleAt&& scale, const samples_view<S>* grad) {
+                         TargetAt&& target_at, compute_t<S>* losses, compute_t<S>* lse_out, ScaleAt&& scale,
+                         const samples_view<S>* grad) {
   using T = compute_t<S>;
   const Index N = v.samples, C = v.classes;
   const int threads = thread_count(requested_threads, N * C);
@@ -289,13 +333,15 @@ void fused_cross_entropy(const samples_view<const S>& v, const fused_setup<compu
     const Index t = target_at(j);
     if (t < 0) {
       losses[j] = 0;
+      if (lse_out) lse_out[j] = std::numeric_limits<T>::quiet_NaN();  // never read
       if (grad) zero_grad(j, 0, C);
       return;
     }
     const S* x = v.sample(j);
-    const T x_t = static_cast<T>(x[t]);  // before the gradient may overwrite it (in place)
-    const sample_summary<T> s = summarize_sample<Sums>(x, st.weight, C);
+    const T x_t = logit_value(x[t], st.softcap);  // before the gradient may overwrite it (in place)
+    const sample_summary<T> s = summarize_sample<Sums>(x, st);
     losses[j] = fused_loss(s, x_t, t, st);
+    if (lse_out) lse_out[j] = s.partial.value();
     if (grad) {
       const fused_grad<T> k(s, t, st, scale(j));
       // The next sample's logits are read next: have them in cache when its summary starts.
@@ -306,7 +352,9 @@ void fused_cross_entropy(const samples_view<const S>& v, const fused_setup<compu
 
   if constexpr (std::is_same_v<S, T> && simd::has_packet_exp<T>) {
     constexpr Index ps = simd::packet_size<T>;
-    if (C <= 16 && v.sample_stride == C && N >= ps) {
+    // (softcap, z-loss and per-sample lse: sample by sample)
+    if (C <= 16 && v.sample_stride == C && N >= ps && st.softcap == 0 && st.z_loss == 0 && !lse_out &&
+        (!grad || grad->sample_stride == C)) {
       T* g = grad ? grad->data : nullptr;
       const Index blocks = N / ps;
       auto run_blocks = [&](auto classes) {
@@ -332,7 +380,7 @@ void fused_cross_entropy(const samples_view<const S>& v, const fused_setup<compu
   std::vector<chunk_summary<T>> parts(static_cast<size_t>(N * chunks));
   parallel_for(N * chunks, threads, [&](Index i) {
     const Index j = i / chunks;
-    if (target_at(j) >= 0) parts[size_t(i)] = summarize_chunk_of<Sums>(v.sample(j), st.weight, C, i % chunks);
+    if (target_at(j) >= 0) parts[size_t(i)] = summarize_chunk_of<Sums>(v.sample(j), st, i % chunks);
   });
   std::vector<sample_summary<T>> summaries(static_cast<size_t>(N));
   std::vector<T> target_logits(static_cast<size_t>(N));
@@ -340,12 +388,14 @@ void fused_cross_entropy(const samples_view<const S>& v, const fused_setup<compu
     const Index t = target_at(j);
     if (t < 0) {
       losses[j] = 0;
+      if (lse_out) lse_out[j] = std::numeric_limits<T>::quiet_NaN();
       continue;
     }
     sample_summary<T>& s = summaries[size_t(j)];
     for (Index c = 0; c < chunks; ++c) s.add(parts[size_t(j * chunks + c)], std::min(fused_chunk<S>, C - c * fused_chunk<S>));
-    target_logits[size_t(j)] = static_cast<T>(v.sample(j)[t]);
+    target_logits[size_t(j)] = logit_value(v.sample(j)[t], st.softcap);
     losses[j] = fused_loss(s, target_logits[size_t(j)], t, st);
+    if (lse_out) lse_out[j] = s.partial.value();
   }
   if (!grad) return;
   parallel_for(N * chunks, threads, [&](Index i) {

@@ -42,6 +42,14 @@ struct cross_entropy_options {
   /// In [0, 1]: the target becomes (1 - label_smoothing) * target + label_smoothing / C.
   double label_smoothing = 0;
   int dim = 0;
+  /// xent extensions for large vocabularies (not in torch; docs/differences-from-torch.md), class-index
+  /// targets on a contiguous class axis only:
+  /// softcap > 0 replaces each logit x by softcap * tanh(x / softcap) first (Gemma 2); 0 = off.
+  double softcap = 0;
+  /// z_loss > 0 adds z_loss * lse^2 to each non-ignored sample's loss (PaLM), lse its log-sum-exp.
+  double z_loss = 0;
+  /// Keep each sample's log-sum-exp (of the soft-capped logits) in the result: loss_result::lse().
+  bool return_lse = false;
   /// Threads for one call: 0 takes OpenMP's default (omp_get_max_threads(), OMP_NUM_THREADS), 1 runs
   /// serially. Without OpenMP every call is serial. Results do not depend on it (docs/fused.md).
   int num_threads = 0;
@@ -60,6 +68,17 @@ class loss_result {
   }
 
   xent::reduction reduction() const noexcept { return reduction_; }
+  /// Each sample's log-sum-exp (NaN for an ignored sample), when the options asked for it
+  /// (cross_entropy_options::return_lse). \throws xent::invalid_argument otherwise.
+  const vector& lse() const {
+    if (!has_lse_) detail::throw_invalid("loss_result::lse", "return_lse", "must be true in the options", "false");
+    return lse_;
+  }
+  loss_result&& with_lse(vector lse) && {
+    lse_ = std::move(lse);
+    has_lse_ = true;
+    return std::move(*this);
+  }
   /// The reduced loss. \throws xent::invalid_argument for reduction::none.
   T value() const {
     if (reduction_ == xent::reduction::none)
@@ -80,6 +99,8 @@ class loss_result {
   xent::reduction reduction_;
   T value_;
   vector per_sample_;
+  vector lse_;
+  bool has_lse_ = false;
 };
 
 namespace detail {
@@ -228,9 +249,11 @@ template <class S, class TDerived, class Scale>
 Eigen::Matrix<compute_t<S>, Eigen::Dynamic, 1> index_cross_entropy(const char* fn, const samples_view<const S>& v,
                                                                    const Eigen::DenseBase<TDerived>& targets,
                                                                    const cross_entropy_options& opts, Scale&& scale,
-                                                                   const samples_view<S>* grad) {
+                                                                   const samples_view<S>* grad,
+                                                                   Eigen::Matrix<compute_t<S>, Eigen::Dynamic, 1>* lse = nullptr) {
   using T = compute_t<S>;
   Eigen::Matrix<T, Eigen::Dynamic, 1> losses(v.samples);
+  if (lse) lse->resize(v.samples);
   const long ignore = opts.ignore_index;
   auto target_at = [&targets, ignore](Index j) -> Index {
     const long t = static_cast<long>(targets.derived().coeff(j));
@@ -244,9 +267,14 @@ Eigen::Matrix<compute_t<S>, Eigen::Dynamic, 1> index_cross_entropy(const char* f
     st.smoothing = static_cast<T>(opts.label_smoothing);
     st.weight_total = weight.empty() ? static_cast<T>(v.classes) : static_cast<T>(opts.weight.sum());
     st.classes = v.classes;
-    fused_cross_entropy_dispatch(v, st, opts.num_threads, target_at, losses.data(), scale, grad);
+    st.softcap = static_cast<T>(opts.softcap);
+    st.z_loss = static_cast<T>(opts.z_loss);
+    fused_cross_entropy_dispatch(v, st, opts.num_threads, target_at, losses.data(), lse ? lse->data() : nullptr, scale, grad);
     return losses;
   }
+  if (opts.softcap != 0 || opts.z_loss != 0 || lse)
+    throw_invalid(fn, "logits", "need a contiguous class axis (dim = 0 on column-major storage) for softcap, z_loss or return_lse",
+                  "a strided class axis");
   if constexpr (!std::is_same_v<S, T>) {
     throw_invalid(fn, "logits", "bf16 logits need a contiguous class axis (dim = 0 on column-major storage)",
                   "a strided class axis");
@@ -278,13 +306,19 @@ loss_result<T> reduce_losses(reduction r, Eigen::Matrix<T, Eigen::Dynamic, 1>&& 
   return loss_result<T>::reduced(r, static_cast<T>(r == reduction::mean ? total / denominator : total));
 }
 
-inline void check_threads(const char* fn, int num_threads) {
-  if (num_threads < 0) throw_invalid(fn, "num_threads", "must be >= 0 (0 = OpenMP's default)", num_threads);
+/// The checks of the options only class-index cross_entropy has.
+inline void check_index_only_options(const char* fn, const cross_entropy_options& o) {
+  if (o.num_threads < 0) throw_invalid(fn, "num_threads", "must be >= 0 (0 = OpenMP's default)", o.num_threads);
+  if (!(o.softcap >= 0 && std::isfinite(o.softcap))) throw_invalid(fn, "softcap", "must be finite and >= 0 (0 = off)", o.softcap);
+  if (!(o.z_loss >= 0 && std::isfinite(o.z_loss))) throw_invalid(fn, "z_loss", "must be finite and >= 0 (0 = off)", o.z_loss);
 }
 
 template <class Derived, class YDerived>
 void check_prob_targets(const char* fn, const Eigen::DenseBase<Derived>& x, const Eigen::DenseBase<YDerived>& y,
-                        long ignore_index) {
+                        const cross_entropy_options& opts) {
+  const long ignore_index = opts.ignore_index;
+  if (opts.softcap != 0 || opts.z_loss != 0 || opts.return_lse)
+    throw_invalid(fn, "targets", "must be class indices for softcap, z_loss or return_lse", "probability targets");
   static_assert(std::is_same_v<typename Derived::Scalar, typename YDerived::Scalar>,
                 "probability targets must have the logits' scalar type");
   if (y.rows() != x.rows() || y.cols() != x.cols())
@@ -314,15 +348,18 @@ loss_result<detail::compute_t<typename Derived::Scalar>> cross_entropy(const Eig
   using T = detail::compute_t<S>;
   constexpr const char* fn = "cross_entropy";
   const Eigen::Index samples = detail::check_categorical(fn, "logits", logits, opts, opts.label_smoothing);
-  detail::check_threads(fn, opts.num_threads);
+  detail::check_index_only_options(fn, opts);
   const Eigen::Index classes = opts.dim == 0 ? logits.rows() : logits.cols();
   const double denominator = detail::check_index_targets(fn, targets, samples, classes, opts.ignore_index, opts.weight);
   return detail::with_view(logits, opts.dim, [&](const detail::samples_view<const S>& v) {
     auto no_gradient = [](Eigen::Index) { return T(0); };
-    return detail::reduce_losses(opts.reduction,
-                                 detail::index_cross_entropy(fn, v, targets, opts, no_gradient,
-                                                             static_cast<const detail::samples_view<S>*>(nullptr)),
-                                 denominator);
+    Eigen::Matrix<T, Eigen::Dynamic, 1> lse;
+    auto result = detail::reduce_losses(
+        opts.reduction,
+        detail::index_cross_entropy(fn, v, targets, opts, no_gradient, static_cast<const detail::samples_view<S>*>(nullptr),
+                                    opts.return_lse ? &lse : nullptr),
+        denominator);
+    return opts.return_lse ? std::move(result).with_lse(std::move(lse)) : result;
   });
 }
 
@@ -337,7 +374,7 @@ loss_result<typename Derived::Scalar> cross_entropy(const Eigen::DenseBase<Deriv
   using T = typename Derived::Scalar;
   constexpr const char* fn = "cross_entropy";
   const Eigen::Index samples = detail::check_categorical(fn, "logits", logits, opts, opts.label_smoothing);
-  detail::check_prob_targets(fn, logits, targets, opts.ignore_index);
+  detail::check_prob_targets(fn, logits, targets, opts);
   const Eigen::Index classes = opts.dim == 0 ? logits.rows() : logits.cols();
   const auto setup = detail::setup_of<T>(opts.weight, classes, opts.label_smoothing);
   return detail::with_view(logits, opts.dim, [&](const detail::samples_view<const T>& v) {
@@ -361,7 +398,7 @@ void cross_entropy_backward(const Eigen::DenseBase<Derived>& logits, const Eigen
   using T = detail::compute_t<S>;
   constexpr const char* fn = "cross_entropy_backward";
   const Eigen::Index samples = detail::check_categorical(fn, "logits", logits, opts, opts.label_smoothing);
-  detail::check_threads(fn, opts.num_threads);
+  detail::check_index_only_options(fn, opts);
   const Eigen::Index classes = opts.dim == 0 ? logits.rows() : logits.cols();
   const double denominator = detail::check_index_targets(fn, targets, samples, classes, opts.ignore_index, opts.weight);
   const auto scale = detail::grad_scale_of<T>(fn, opts.reduction, samples, denominator, grad_out);
@@ -386,18 +423,19 @@ loss_result<detail::compute_t<typename Derived::Scalar>> cross_entropy_with_grad
   using T = detail::compute_t<S>;
   constexpr const char* fn = "cross_entropy_with_grad";
   const Eigen::Index samples = detail::check_categorical(fn, "logits", logits, opts, opts.label_smoothing);
-  detail::check_threads(fn, opts.num_threads);
+  detail::check_index_only_options(fn, opts);
   const Eigen::Index classes = opts.dim == 0 ? logits.rows() : logits.cols();
   const double denominator = detail::check_index_targets(fn, targets, samples, classes, opts.ignore_index, opts.weight);
   const T c = opts.reduction == reduction::mean ? static_cast<T>(1.0 / denominator) : T(1);
   auto scale = [c](Eigen::Index) { return c; };
-  Eigen::Matrix<T, Eigen::Dynamic, 1> losses;
+  Eigen::Matrix<T, Eigen::Dynamic, 1> losses, lse;
   detail::with_out_view(fn, "grad_logits_out", logits, grad_logits_out, opts.dim, [&](const detail::samples_view<S>& out) {
     detail::with_view(logits, opts.dim, [&](const detail::samples_view<const S>& v) {
-      losses = detail::index_cross_entropy(fn, v, targets, opts, scale, &out);
+      losses = detail::index_cross_entropy(fn, v, targets, opts, scale, &out, opts.return_lse ? &lse : nullptr);
     });
   });
-  return detail::reduce_losses(opts.reduction, std::move(losses), denominator);
+  auto result = detail::reduce_losses(opts.reduction, std::move(losses), denominator);
+  return opts.return_lse ? std::move(result).with_lse(std::move(lse)) : result;
 }
 
 /// cross_entropy_with_grad that overwrites the logits with their gradient: no N x C buffer beyond
@@ -420,7 +458,7 @@ void cross_entropy_backward(const Eigen::DenseBase<Derived>& logits, const Eigen
   using T = typename Derived::Scalar;
   constexpr const char* fn = "cross_entropy_backward";
   const Eigen::Index samples = detail::check_categorical(fn, "logits", logits, opts, opts.label_smoothing);
-  detail::check_prob_targets(fn, logits, targets, opts.ignore_index);
+  detail::check_prob_targets(fn, logits, targets, opts);
   const Eigen::Index classes = opts.dim == 0 ? logits.rows() : logits.cols();
   const auto scale = detail::grad_scale_of<T>(fn, opts.reduction, samples, double(samples), grad_out);
   const auto setup = detail::setup_of<T>(opts.weight, classes, opts.label_smoothing);
