@@ -75,30 +75,21 @@ inline void check_communicator(const char* fn, MPI_Comm comm) {
   if (comm == MPI_COMM_NULL) xent::detail::throw_invalid(fn, "comm", "must be a communicator", "MPI_COMM_NULL");
 }
 
-/// A committed derived datatype or a created op, freed on scope exit.
-class scoped_datatype {
+/// An MPI handle (a committed derived datatype, a created op) freed on scope exit.
+template <class Handle, int (*free_handle)(Handle*)>
+class scoped_handle {
  public:
-  explicit scoped_datatype(MPI_Datatype t) : type_(t) {}
-  scoped_datatype(const scoped_datatype&) = delete;
-  scoped_datatype& operator=(const scoped_datatype&) = delete;
-  ~scoped_datatype() { MPI_Type_free(&type_); }
-  MPI_Datatype get() const noexcept { return type_; }
+  explicit scoped_handle(Handle h) : handle_(h) {}
+  scoped_handle(const scoped_handle&) = delete;
+  scoped_handle& operator=(const scoped_handle&) = delete;
+  ~scoped_handle() { free_handle(&handle_); }
+  Handle get() const noexcept { return handle_; }
 
  private:
-  MPI_Datatype type_;
+  Handle handle_;
 };
-
-class scoped_op {
- public:
-  explicit scoped_op(MPI_Op op) : op_(op) {}
-  scoped_op(const scoped_op&) = delete;
-  scoped_op& operator=(const scoped_op&) = delete;
-  ~scoped_op() { MPI_Op_free(&op_); }
-  MPI_Op get() const noexcept { return op_; }
-
- private:
-  MPI_Op op_;
-};
+using scoped_datatype = scoped_handle<MPI_Datatype, MPI_Type_free>;
+using scoped_op = scoped_handle<MPI_Op, MPI_Op_free>;
 
 /// vocab_record<T> as MPI sees it: five T from `max` on, one int64 `holders`, extent sizeof(record)
 /// so that arrays of records (with any trailing padding) are walked correctly.
