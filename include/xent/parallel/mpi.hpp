@@ -102,6 +102,85 @@ inline void check_shard_table(const char* fn, const std::vector<long long>& tabl
 
 struct no_gradient {};
 
+/// The checks a rank makes on its own arguments before the collective; returns the mean's
+/// denominator (the summed weights of the non-ignored targets).
+template <class Derived, class TDerived, class Out>
+double check_arguments(const char* fn, const Eigen::DenseBase<Derived>& logits, const Eigen::DenseBase<TDerived>& targets,
+                       const vocab_shard& shard, const cross_entropy_options& opts, const Out& grad_out) {
+  using xent::detail::shape_string;
+  using xent::detail::throw_invalid;
+  const Eigen::Index samples = targets.size();
+  xent::detail::check_dim(fn, opts.dim);
+  xent::detail::check_reduction(fn, opts.reduction, false);
+  xent::detail::check_threads(fn, opts.num_threads);
+  if (!(opts.label_smoothing >= 0 && opts.label_smoothing <= 1))
+    throw_invalid(fn, "label_smoothing", "must be in [0, 1]", opts.label_smoothing);
+  if (shard.classes < 1) throw_invalid(fn, "shard.classes", "must be at least 1", shard.classes);
+  if (shard.begin < 0 || shard.size < 0 || shard.begin > shard.classes - shard.size)
+    throw_invalid(fn, "shard", "must lie in [0, classes) = [0, " + std::to_string(shard.classes) + ")",
+                  "[" + std::to_string(shard.begin) + ", " + std::to_string(shard.begin + shard.size) + ")");
+  if (samples == 0) throw_invalid(fn, "targets", "must hold at least one sample", "none");
+  if (samples >= Eigen::Index(INT_MAX)) throw_invalid(fn, "targets", "must hold fewer than INT_MAX samples (one MPI count)", samples);
+  const Eigen::Index rows = opts.dim == 0 ? shard.size : samples, cols = opts.dim == 0 ? samples : shard.size;
+  if (logits.rows() != rows || logits.cols() != cols)
+    throw_invalid(fn, "local_logits",
+                  std::string("must be ") + (opts.dim == 0 ? "shard.size x samples" : "samples x shard.size") + " (" +
+                      shape_string(rows, cols) + ")",
+                  shape_string(logits.rows(), logits.cols()));
+  if (opts.weight.size() != 0 && opts.weight.size() != shard.classes)
+    throw_invalid(fn, "weight",
+                  "must be empty or have one entry per class of the whole vocabulary (" + std::to_string(shard.classes) + ")",
+                  opts.weight.size());
+  const double denominator = xent::detail::check_index_targets(fn, targets, samples, shard.classes, opts.ignore_index, opts.weight);
+  if constexpr (!std::is_same_v<Out, no_gradient>) {
+    static_assert(std::is_same_v<typename Derived::Scalar, typename Out::Scalar>,
+                  "the gradient buffer must have the logits' scalar type");
+    if (grad_out.rows() != logits.rows() || grad_out.cols() != logits.cols())
+      throw_invalid(fn, "grad_local_out", "must have the shape of local_logits (" + shape_string(logits.rows(), logits.cols()) + ")",
+                    shape_string(grad_out.rows(), grad_out.cols()));
+  }
+  return denominator;
+}
+
+/// The kernels' view of one call, as cross_entropy sets up its own; `weights` receives the
+/// vocabulary's weights in the compute type, and the setup points into it.
+template <class T>
+shard_setup<T> shard_setup_of(const cross_entropy_options& opts, const vocab_shard& shard, std::vector<T>& weights) {
+  weights.resize(std::size_t(opts.weight.size()));
+  for (std::size_t k = 0; k < weights.size(); ++k) weights[k] = static_cast<T>(opts.weight(Eigen::Index(k)));
+  shard_setup<T> setup;
+  setup.global.weight = weights.empty() ? nullptr : weights.data();
+  setup.global.smoothing = static_cast<T>(opts.label_smoothing);
+  setup.global.weight_total = weights.empty() ? static_cast<T>(shard.classes) : static_cast<T>(opts.weight.sum());
+  setup.global.classes = shard.classes;
+  setup.local = setup.global;
+  if (setup.local.weight) setup.local.weight += shard.begin;
+  setup.begin = shard.begin;
+  return setup;
+}
+
+/// The checks only the merged records can answer; every rank holds the same records, so every rank
+/// gives the same verdict.
+template <class T, class TargetAt>
+void check_merged(const char* fn, const std::vector<vocab_record<T>>& records, TargetAt&& target_at, const vocab_shard& shard) {
+  using xent::detail::throw_invalid;
+  const vocab_record<T>& status = records.back();
+  if (status.target_logit != T(0))
+    throw_invalid(fn, "comm", "must have every rank accept its arguments",
+                  std::to_string(static_cast<long long>(status.target_logit)) +
+                      " rank(s) rejecting theirs (the error on those ranks says why)");
+  if (status.holders != shard.classes)
+    throw_invalid(fn, "shard", "sizes summed over the ranks must equal classes (" + std::to_string(shard.classes) + ")",
+                  status.holders);
+  for (std::size_t j = 0; j + 1 < records.size(); ++j) {
+    const Index t = target_at(Index(j));
+    if (t >= 0 && records[j].holders != 1)
+      throw_invalid(fn, "shard", "ranges must tile [0, " + std::to_string(shard.classes) + ") with no gap and no overlap",
+                    "target[" + std::to_string(j) + "] = " + std::to_string(t) + " held by " +
+                        std::to_string(records[j].holders) + " ranks");
+  }
+}
+
 /// Both public functions: checks, the local records, the one collective, the loss and (unless
 /// Out is no_gradient) the gradient of the rank's shard.
 ///
@@ -115,8 +194,6 @@ loss_result<xent::detail::compute_t<typename Derived::Scalar>> vocab_parallel(
     const vocab_shard& shard, const cross_entropy_options& opts, MPI_Comm comm, const Out& grad_out) {
   using S = typename Derived::Scalar;
   using T = xent::detail::compute_t<S>;
-  using xent::detail::shape_string;
-  using xent::detail::throw_invalid;
   if constexpr (!std::is_same_v<S, Eigen::bfloat16>) xent::detail::check_real<Derived>();
   static_assert(std::is_integral_v<typename TDerived::Scalar> && std::is_signed_v<typename TDerived::Scalar>,
                 "class-index targets must be signed integers (int32 or int64)");
@@ -125,49 +202,13 @@ loss_result<xent::detail::compute_t<typename Derived::Scalar>> vocab_parallel(
   const Eigen::Index samples = targets.size();
   // Every rank must pass the same count; the targets are the same everywhere, so this one is.
   const Eigen::Index count = samples < Eigen::Index(INT_MAX) ? samples + 1 : 1;
-
   std::exception_ptr local_error;
   double denominator = 0;
-  std::vector<T> weights;  // the whole vocabulary's, in the compute type, as cross_entropy's kernel reads them
+  std::vector<T> weights;
   shard_setup<T> setup;
   try {
-    xent::detail::check_dim(fn, opts.dim);
-    xent::detail::check_reduction(fn, opts.reduction, false);
-    xent::detail::check_threads(fn, opts.num_threads);
-    if (!(opts.label_smoothing >= 0 && opts.label_smoothing <= 1))
-      throw_invalid(fn, "label_smoothing", "must be in [0, 1]", opts.label_smoothing);
-    if (shard.classes < 1) throw_invalid(fn, "shard.classes", "must be at least 1", shard.classes);
-    if (shard.begin < 0 || shard.size < 0 || shard.begin > shard.classes - shard.size)
-      throw_invalid(fn, "shard", "must lie in [0, classes) = [0, " + std::to_string(shard.classes) + ")",
-                    "[" + std::to_string(shard.begin) + ", " + std::to_string(shard.begin + shard.size) + ")");
-    if (samples == 0) throw_invalid(fn, "targets", "must hold at least one sample", "none");
-    if (count == 1) throw_invalid(fn, "targets", "must hold fewer than INT_MAX samples (one MPI count)", samples);
-    const Eigen::Index rows = opts.dim == 0 ? shard.size : samples, cols = opts.dim == 0 ? samples : shard.size;
-    if (logits.rows() != rows || logits.cols() != cols)
-      throw_invalid(fn, "local_logits",
-                    std::string("must be ") + (opts.dim == 0 ? "shard.size x samples" : "samples x shard.size") + " (" +
-                        shape_string(rows, cols) + ")",
-                    shape_string(logits.rows(), logits.cols()));
-    if (opts.weight.size() != 0 && opts.weight.size() != shard.classes)
-      throw_invalid(fn, "weight",
-                    "must be empty or have one entry per class of the whole vocabulary (" + std::to_string(shard.classes) + ")",
-                    opts.weight.size());
-    denominator = xent::detail::check_index_targets(fn, targets, samples, shard.classes, opts.ignore_index, opts.weight);
-    if constexpr (!std::is_same_v<Out, no_gradient>) {
-      static_assert(std::is_same_v<S, typename Out::Scalar>, "the gradient buffer must have the logits' scalar type");
-      if (grad_out.rows() != logits.rows() || grad_out.cols() != logits.cols())
-        throw_invalid(fn, "grad_local_out", "must have the shape of local_logits (" + shape_string(logits.rows(), logits.cols()) + ")",
-                      shape_string(grad_out.rows(), grad_out.cols()));
-    }
-    weights.resize(std::size_t(opts.weight.size()));
-    for (std::size_t k = 0; k < weights.size(); ++k) weights[k] = static_cast<T>(opts.weight(Eigen::Index(k)));
-    setup.global.weight = weights.empty() ? nullptr : weights.data();
-    setup.global.smoothing = static_cast<T>(opts.label_smoothing);
-    setup.global.weight_total = weights.empty() ? static_cast<T>(shard.classes) : static_cast<T>(opts.weight.sum());
-    setup.global.classes = shard.classes;
-    setup.local = setup.global;
-    if (setup.local.weight) setup.local.weight += shard.begin;
-    setup.begin = shard.begin;
+    denominator = check_arguments(fn, logits, targets, shard, opts, grad_out);
+    setup = shard_setup_of(opts, shard, weights);
   } catch (...) {
     local_error = std::current_exception();
   }
@@ -180,40 +221,27 @@ loss_result<xent::detail::compute_t<typename Derived::Scalar>> vocab_parallel(
   const int threads = xent::detail::thread_count(opts.num_threads, samples * shard.size);
 
   std::vector<vocab_record<T>> records(std::size_t(count), vocab_record<T>::identity());
-  vocab_record<T>& status = records.back();
   if (!local_error) {
     xent::detail::with_view(logits, opts.dim, [&](const samples_view<const S>& v) {
       fill_records(v, target_at, setup, threads, records.data());
     });
-    status.holders = shard.size;  // summed: must give the vocabulary size
+    records.back().holders = shard.size;  // summed: must give the vocabulary size
   } else {
-    status.target_logit = T(1);  // summed: the number of ranks that rejected their arguments
+    records.back().target_logit = T(1);  // summed: the number of ranks that rejected their arguments
   }
-
   {
     const scoped_datatype type = record_datatype<T>();
     const scoped_op op = record_merge_op<T>();
     check_mpi(MPI_Allreduce(MPI_IN_PLACE, records.data(), int(count), type.get(), op.get(), comm), "MPI_Allreduce");
   }
-
   if (local_error) std::rethrow_exception(local_error);
-  if (status.target_logit != T(0))
-    throw_invalid(fn, "comm", "must have every rank accept its arguments",
-                  std::to_string(static_cast<long long>(status.target_logit)) +
-                      " rank(s) rejecting theirs (the error on those ranks says why)");
-  if (status.holders != shard.classes)
-    throw_invalid(fn, "shard", "sizes summed over the ranks must equal classes (" + std::to_string(shard.classes) + ")",
-                  status.holders);
+  check_merged(fn, records, target_at, shard);
+
   Eigen::Matrix<T, Eigen::Dynamic, 1> losses(samples);
   for (Eigen::Index j = 0; j < samples; ++j) {
     const Index t = target_at(j);
-    if (t >= 0 && records[std::size_t(j)].holders != 1)
-      throw_invalid(fn, "shard", "ranges must tile [0, " + std::to_string(shard.classes) + ") with no gap and no overlap",
-                    "target[" + std::to_string(j) + "] = " + std::to_string(t) + " held by " +
-                        std::to_string(records[std::size_t(j)].holders) + " ranks");
     losses(j) = t < 0 ? T(0) : record_loss(records[std::size_t(j)], t, setup);
   }
-
   if constexpr (!std::is_same_v<Out, no_gradient>) {
     // grad_out = 1: for mean the single-process scale 1 / denominator, rounded the same way.
     const T c = opts.reduction == reduction::mean ? static_cast<T>(1.0 / denominator) : T(1);
