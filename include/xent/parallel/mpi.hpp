@@ -112,9 +112,12 @@ double check_arguments(const char* fn, const Eigen::DenseBase<Derived>& logits, 
   const Eigen::Index samples = targets.size();
   xent::detail::check_dim(fn, opts.dim);
   xent::detail::check_reduction(fn, opts.reduction, false);
-  xent::detail::check_threads(fn, opts.num_threads);
+  xent::detail::check_index_only_options(fn, opts);
   if (!(opts.label_smoothing >= 0 && opts.label_smoothing <= 1))
     throw_invalid(fn, "label_smoothing", "must be in [0, 1]", opts.label_smoothing);
+  if (opts.softcap != 0 || opts.z_loss != 0 || opts.return_lse)
+    throw_invalid(fn, "opts", "softcap, z_loss and return_lse are not supported vocabulary-parallel yet (must be 0, 0, false)",
+                  "one of them set");
   if (shard.classes < 1) throw_invalid(fn, "shard.classes", "must be at least 1", shard.classes);
   if (shard.begin < 0 || shard.size < 0 || shard.begin > shard.classes - shard.size)
     throw_invalid(fn, "shard", "must lie in [0, classes) = [0, " + std::to_string(shard.classes) + ")",

@@ -92,7 +92,9 @@ template <xent::detail::chunk_sums Sums, class S>
 vocab_record<xent::detail::compute_t<S>> local_record(const S* x, Index n, Index t_local,
                                                        const shard_setup<xent::detail::compute_t<S>>& s) {
   using T = xent::detail::compute_t<S>;
-  const xent::detail::sample_summary<T> summary = xent::detail::summarize_sample<Sums>(x, s.local.weight, n);
+  xent::detail::fused_setup<T> shard_only = s.local;
+  shard_only.classes = n;  // the kernel reads the shard's n logits
+  const xent::detail::sample_summary<T> summary = xent::detail::summarize_sample<Sums>(x, shard_only);
   vocab_record<T> r{summary.partial.max, summary.partial.sum, T(0), T(0), T(0), 0};
   if (t_local >= 0 && t_local < n) {
     r.target_logit = static_cast<T>(x[t_local]);
