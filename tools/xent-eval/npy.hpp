@@ -1,0 +1,316 @@
+#ifndef XENT_TOOLS_NPY_HPP
+#define XENT_TOOLS_NPY_HPP
+
+// A small reader of NumPy's .npy format (format versions 1.0, 2.0 and 3.0), for xent-eval only: the
+// header is parsed and checked against the file's size before any data is read, then the data are
+// read sequentially in pieces of the caller's choosing, so that a file larger than memory streams.
+//
+// Format (numpy/lib/format.py): the magic "\x93NUMPY", a major and a minor version byte, the header
+// length (2 bytes little-endian for 1.0, 4 bytes for 2.0 and 3.0), then the header, a Python dict
+// literal such as {'descr': '<f4', 'fortran_order': False, 'shape': (4096, 32000), } padded with
+// spaces and ended by '\n'; then the data, C order unless fortran_order is True.
+
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#ifndef _WIN32
+#include <sys/types.h>
+#endif
+
+namespace xent_eval {
+
+/// Any problem with a file: the message names the file and says what is wrong.
+class file_error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+enum class dtype { float32, float64, int32, int64 };
+
+inline const char* dtype_name(dtype t) {
+  switch (t) {
+    case dtype::float32: return "float32";
+    case dtype::float64: return "float64";
+    case dtype::int32: return "int32";
+    case dtype::int64: return "int64";
+  }
+  return "?";
+}
+
+inline std::size_t dtype_size(dtype t) { return t == dtype::float32 || t == dtype::int32 ? 4 : 8; }
+
+struct npy_header {
+  std::string descr;                 // as written, e.g. "<f4"
+  bool fortran_order = false;
+  std::vector<std::uint64_t> shape;  // () for a scalar
+  std::uint64_t data_offset = 0;     // bytes before the data
+  int major = 0, minor = 0;
+};
+
+namespace detail {
+
+/// The parser of the header's dict literal: just the grammar numpy writes (and hand-edited variants
+/// with other spacing, double quotes or no trailing comma).
+class dict_parser {
+ public:
+  dict_parser(const std::string& text, const std::string& where) : s_(text), where_(where) {}
+
+  npy_header parse() {
+    npy_header h;
+    bool has_descr = false, has_order = false, has_shape = false;
+    expect('{');
+    for (;;) {
+      skip_space();
+      if (peek() == '}') break;
+      const std::string key = string_literal();
+      expect(':');
+      if (key == "descr") {
+        h.descr = string_literal();
+        has_descr = true;
+      } else if (key == "fortran_order") {
+        h.fortran_order = boolean();
+        has_order = true;
+      } else if (key == "shape") {
+        h.shape = tuple();
+        has_shape = true;
+      } else {
+        fail("unknown key '" + key + "'");
+      }
+      skip_space();
+      if (peek() == ',') {
+        ++i_;
+        continue;
+      }
+      skip_space();
+      if (peek() != '}') fail("expected ',' or '}'");
+    }
+    ++i_;
+    if (!has_descr || !has_order || !has_shape)
+      fail(std::string("the header lacks '") + (!has_descr ? "descr" : !has_order ? "fortran_order" : "shape") + "'");
+    return h;
+  }
+
+ private:
+  [[noreturn]] void fail(const std::string& what) const {
+    throw file_error(where_ + ": malformed .npy header (" + what + " at character " + std::to_string(i_) + " of \"" +
+                     printable(s_) + "\")");
+  }
+  static std::string printable(const std::string& s) {
+    std::string out;
+    for (const char c : s) {
+      if (c == '\n') break;
+      out += (c >= 32 && c < 127) ? c : '?';
+      if (out.size() > 120) return out + "...";
+    }
+    return out;
+  }
+  char peek() const { return i_ < s_.size() ? s_[i_] : '\0'; }
+  void skip_space() {
+    while (i_ < s_.size() && (s_[i_] == ' ' || s_[i_] == '\t' || s_[i_] == '\n' || s_[i_] == '\r')) ++i_;
+  }
+  void expect(char c) {
+    skip_space();
+    if (peek() != c) fail(std::string("expected '") + c + "'");
+    ++i_;
+  }
+  std::string string_literal() {
+    skip_space();
+    const char quote = peek();
+    if (quote != '\'' && quote != '"') fail("expected a quoted string");
+    const std::size_t end = s_.find(quote, i_ + 1);
+    if (end == std::string::npos) fail("unterminated string");
+    std::string out = s_.substr(i_ + 1, end - i_ - 1);
+    i_ = end + 1;
+    return out;
+  }
+  bool boolean() {
+    skip_space();
+    if (s_.compare(i_, 4, "True") == 0) return i_ += 4, true;
+    if (s_.compare(i_, 5, "False") == 0) return i_ += 5, false;
+    fail("expected True or False");
+  }
+  std::vector<std::uint64_t> tuple() {
+    expect('(');
+    std::vector<std::uint64_t> dims;
+    for (;;) {
+      skip_space();
+      if (peek() == ')') break;
+      if (peek() < '0' || peek() > '9') fail("expected a non-negative integer in the shape");
+      std::uint64_t v = 0;
+      while (peek() >= '0' && peek() <= '9') {
+        const std::uint64_t digit = std::uint64_t(peek() - '0');
+        if (v > (std::numeric_limits<std::uint64_t>::max() - digit) / 10) fail("a dimension overflows 64 bits");
+        v = v * 10 + digit;
+        ++i_;
+      }
+      if (peek() == 'L') ++i_;  // Python 2's long suffix
+      dims.push_back(v);
+      skip_space();
+      if (peek() == ',') {
+        ++i_;
+        continue;
+      }
+      skip_space();
+      if (peek() != ')') fail("expected ',' or ')' in the shape");
+    }
+    ++i_;
+    return dims;
+  }
+
+  const std::string& s_;
+  std::string where_;
+  std::size_t i_ = 0;
+};
+
+inline std::string shape_string(const std::vector<std::uint64_t>& shape) {
+  std::string s = "(";
+  for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + (shape.size() == 1 ? ",)" : ")");
+}
+
+}  // namespace detail
+
+/// An open .npy file whose header has been read and checked against the file size.
+class npy_file {
+ public:
+  explicit npy_file(std::string path) : path_(std::move(path)) {
+    file_.reset(std::fopen(path_.c_str(), "rb"));
+    if (!file_) throw file_error(path_ + ": cannot open (" + std::strerror(errno) + ")");
+    // Large sequential reads go straight to the caller's buffer; stdio's own buffer would add a copy.
+    std::setvbuf(file_.get(), nullptr, _IONBF, 0);
+    if (seek(0, SEEK_END) != 0) throw file_error(path_ + ": cannot seek (not a regular file?)");
+    const std::int64_t end = tell();
+    if (end < 0) throw file_error(path_ + ": cannot tell its size");
+    file_size_ = std::uint64_t(end);
+    std::rewind(file_.get());
+    if (file_size_ == 0) throw file_error(path_ + ": the file is empty (0 bytes), not a .npy file");
+    read_header();
+  }
+
+  const std::string& path() const { return path_; }
+  const npy_header& header() const { return header_; }
+  std::uint64_t file_size() const { return file_size_; }
+  std::uint64_t data_bytes() const { return file_size_ - header_.data_offset; }
+
+  /// The element type, or a file_error naming the accepted ones (`what` says what the file holds).
+  dtype element_type(const std::vector<dtype>& accepted, const std::string& what) const {
+    const std::string& d = header_.descr;
+    std::string names;
+    for (const dtype t : accepted) names += std::string(names.empty() ? "" : " or ") + dtype_name(t);
+    if (d.size() == 3 && d[0] == '>' && d[2] != '1')
+      throw file_error(path_ + ": " + what + " are big-endian ('" + d + "'); convert them with a.astype(a.dtype.newbyteorder('<'))");
+    for (const dtype t : accepted) {
+      const char* code = t == dtype::float32 ? "f4" : t == dtype::float64 ? "f8" : t == dtype::int32 ? "i4" : "i8";
+      if (d.size() == 3 && (d[0] == '<' || d[0] == '=' || d[0] == '|') && d.compare(1, 2, code) == 0) return t;
+    }
+    throw file_error(path_ + ": " + what + " must be " + names + ", but the file holds dtype '" + d + "'");
+  }
+
+  /// Checks the data size against the header: truncated files and trailing bytes are both errors.
+  void check_size(std::size_t item_size) const {
+    std::uint64_t items = 1;
+    for (const std::uint64_t d : header_.shape) {
+      if (d != 0 && items > std::numeric_limits<std::uint64_t>::max() / d) throw file_error(path_ + ": the shape overflows 64 bits");
+      items *= d;
+    }
+    if (items > std::numeric_limits<std::uint64_t>::max() / item_size) throw file_error(path_ + ": the shape overflows 64 bits");
+    const std::uint64_t expected = items * item_size;
+    if (data_bytes() < expected)
+      throw file_error(path_ + ": truncated: shape " + detail::shape_string(header_.shape) + " needs " + std::to_string(expected) +
+                       " bytes of data, but the file holds " + std::to_string(data_bytes()));
+    if (data_bytes() > expected)
+      throw file_error(path_ + ": " + std::to_string(data_bytes() - expected) + " bytes follow the " + std::to_string(expected) +
+                       " bytes of data that shape " + detail::shape_string(header_.shape) + " announces");
+  }
+
+  /// Reads exactly `bytes` bytes of data into `out`, continuing where the last read stopped.
+  void read(void* out, std::size_t bytes) {
+    if (std::fread(out, 1, bytes, file_.get()) != bytes)
+      throw file_error(path_ + ": read failed" + (std::ferror(file_.get()) ? std::string(" (") + std::strerror(errno) + ")" : std::string(" (unexpected end of file)")));
+  }
+
+  /// Back to the first byte of data, for another pass.
+  void rewind() {
+    if (seek(std::int64_t(header_.data_offset), SEEK_SET) != 0) throw file_error(path_ + ": cannot seek back to the data");
+  }
+
+ private:
+  void read_header() {
+    unsigned char prefix[8];
+    if (std::fread(prefix, 1, 8, file_.get()) != 8 || std::memcmp(prefix, "\x93NUMPY", 6) != 0)
+      throw file_error(path_ + ": not a .npy file (it does not start with \"\\x93NUMPY\" and two version bytes)");
+    header_.major = prefix[6];
+    header_.minor = prefix[7];
+    if (header_.major < 1 || header_.major > 3 || header_.minor != 0)
+      throw file_error(path_ + ": .npy format version " + std::to_string(header_.major) + "." + std::to_string(header_.minor) +
+                       " is not supported (1.0, 2.0 and 3.0 are)");
+    // The header length: 2 bytes little-endian in version 1.0, 4 bytes in 2.0 and 3.0.
+    const std::size_t len_bytes = header_.major == 1 ? 2 : 4;
+    unsigned char len[4];
+    if (std::fread(len, 1, len_bytes, file_.get()) != len_bytes) throw file_error(path_ + ": truncated in the .npy header");
+    std::uint64_t header_len = 0;
+    for (std::size_t i = len_bytes; i-- > 0;) header_len = header_len * 256 + len[i];
+    header_.data_offset = 8 + len_bytes + header_len;
+    if (header_.data_offset > file_size_)
+      throw file_error(path_ + ": truncated in the .npy header (it announces " + std::to_string(header_len) +
+                       " bytes of header, the file has " + std::to_string(file_size_) + " bytes in all)");
+    std::string text(header_len, '\0');
+    read(text.data(), text.size());
+    const npy_header parsed = detail::dict_parser(text, path_).parse();
+    header_.descr = parsed.descr;
+    header_.fortran_order = parsed.fortran_order;
+    header_.shape = parsed.shape;
+  }
+
+  // 64-bit offsets everywhere (std::fseek takes a long, 32 bits on some platforms).
+  int seek(std::int64_t offset, int whence) {
+#ifdef _WIN32
+    return _fseeki64(file_.get(), offset, whence);
+#else
+    return fseeko(file_.get(), off_t(offset), whence);
+#endif
+  }
+  std::int64_t tell() {
+#ifdef _WIN32
+    return _ftelli64(file_.get());
+#else
+    return std::int64_t(ftello(file_.get()));
+#endif
+  }
+
+  struct closer {
+    void operator()(std::FILE* f) const { std::fclose(f); }
+  };
+  std::string path_;
+  std::unique_ptr<std::FILE, closer> file_;
+  std::uint64_t file_size_ = 0;
+  npy_header header_;
+};
+
+/// Writes a .npy file (format 1.0, C order): for tests and the example generator's C++ twin.
+inline void write_npy(const std::string& path, const std::string& descr, const std::vector<std::uint64_t>& shape, const void* data,
+                      std::size_t bytes) {
+  std::string dict = "{'descr': '" + descr + "', 'fortran_order': False, 'shape': " + detail::shape_string(shape) + ", }";
+  // Pad so that the data start on a 64-byte boundary, as numpy does.
+  const std::size_t unpadded = 10 + dict.size() + 1;
+  dict.append((64 - unpadded % 64) % 64, ' ');
+  dict += '\n';
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(path.c_str(), "wb"), &std::fclose);
+  if (!f) throw file_error(path + ": cannot create (" + std::strerror(errno) + ")");
+  const unsigned char prefix[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, static_cast<unsigned char>(dict.size() & 0xff),
+                                    static_cast<unsigned char>(dict.size() >> 8)};
+  if (std::fwrite(prefix, 1, 10, f.get()) != 10 || std::fwrite(dict.data(), 1, dict.size(), f.get()) != dict.size() ||
+      (bytes && std::fwrite(data, 1, bytes, f.get()) != bytes))
+    throw file_error(path + ": write failed");
+}
+
+}  // namespace xent_eval
+
+#endif
