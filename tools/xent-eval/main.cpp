@@ -2,8 +2,9 @@
 // NLL, perplexity, bits, accuracy, Brier score, calibration (ECE, reliability diagram), and on
 // request the temperature that calibrates the model. docs/metrics.md documents it.
 //
-// Files whose logits fit in --chunk-mb are read once into memory; larger ones stream chunk by chunk
-// (and again for each pass of --fit-temperature), so memory stays at one chunk whatever the size.
+// The logits are processed in chunks of --chunk-mb, memory-mapped (or read into a buffer with
+// --no-mmap, or where mapping is unavailable) and released behind, so memory stays at one chunk
+// whatever the file size; --fit-temperature streams the file again for each pass.
 
 #include "npy.hpp"
 #include "report.hpp"
@@ -15,7 +16,9 @@
 #include <CLI/CLI.hpp>
 #include <Eigen/Core>
 
+#include <algorithm>
 #include <chrono>
+#include <exception>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -24,6 +27,7 @@
 #include <limits>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #ifdef _WIN32
@@ -46,12 +50,14 @@ struct settings {
   double temperature = 1;
   bool fit_temperature = false;
   xent::eval_units units;
-  double chunk_mb = 64;
+  double chunk_mb = 1;
   bool json = false;
   std::string svg_path;
   bool skip_nonfinite = false;
   bool allow_masks = false;
   bool progress = true;
+  bool mmap = true;
+  int threads = int(std::max(1u, std::thread::hardware_concurrency()));
 };
 
 /// Progress on standard error, for passes that take more than a second: a line redrawn in place on
@@ -97,53 +103,97 @@ class progress_meter {
   clock::time_point start_, last_;
 };
 
-/// The logits and targets as a sequence of chunks, read from the files on every pass (or once, and
-/// kept, when the logits fit in one chunk).
+/// The logits and targets as a sequence of chunks of at most --chunk-mb. Memory-mapped files are
+/// read in place, by `threads` workers (worker w takes chunks w, w + threads, ...: a fixed split, so
+/// the sums and hence the report are the same from run to run), and released behind each chunk.
+/// Otherwise one worker reads each chunk into a buffer; a file that fits in one chunk is then read
+/// only once whatever the number of passes.
 template <class T, class I>
 class dataset {
  public:
   using logits_map = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>>;
   using targets_map = Eigen::Map<const Eigen::Matrix<I, Eigen::Dynamic, 1>>;
 
-  dataset(xent_eval::npy_file& logits, xent_eval::npy_file& targets, std::uint64_t samples, std::uint64_t classes, double chunk_mb,
+  dataset(xent_eval::npy_file& logits, xent_eval::npy_file& targets, std::uint64_t samples, std::uint64_t classes, const settings& s,
           progress_meter& meter)
       : logits_(logits), targets_(targets), samples_(samples), classes_(classes), meter_(meter) {
-    const double row_bytes = double(classes) * sizeof(T);
-    const double rows = std::floor(chunk_mb * 1e6 / row_bytes);
+    const double rows = std::floor(s.chunk_mb * 1e6 / (double(classes) * sizeof(T)));
     rows_per_chunk_ = std::uint64_t(std::max(1.0, std::min(rows, double(samples))));
-    in_memory_ = rows_per_chunk_ == samples;
-    logit_buf_.resize(std::size_t(rows_per_chunk_ * classes));
-    target_buf_.resize(std::size_t(rows_per_chunk_));
+    if (s.mmap) {
+      mapped_logits_ = reinterpret_cast<const T*>(logits.map_data(sizeof(T)));
+      mapped_targets_ = reinterpret_cast<const I*>(targets.map_data(sizeof(I)));
+    }
+    if (!mapped()) {
+      mapped_logits_ = nullptr;
+      mapped_targets_ = nullptr;
+      logit_buf_.resize(std::size_t(rows_per_chunk_ * classes));
+      target_buf_.resize(std::size_t(rows_per_chunk_));
+    }
+    const std::uint64_t chunks = (samples + rows_per_chunk_ - 1) / rows_per_chunk_;
+    workers_ = mapped() ? int(std::min<std::uint64_t>(std::uint64_t(std::max(1, s.threads)), chunks)) : 1;
   }
 
-  /// Calls f(logits C x rows, targets, first sample) for every chunk, in order.
+  /// The number of workers a pass uses: f is called with worker indices below it.
+  int workers() const { return workers_; }
+
+  /// Calls f(logits C x rows, targets, first sample, worker) for every chunk; each worker sees its
+  /// chunks in order. An exception in any worker is rethrown here (the first worker's first).
   template <class F>
   void pass(const std::string& label, F&& f) {
-    if (in_memory_ && loaded_) {
+    const bool once = !mapped() && rows_per_chunk_ == samples_;
+    if (once && loaded_) {
       f(logits_map(logit_buf_.data(), Eigen::Index(classes_), Eigen::Index(samples_)), targets_map(target_buf_.data(), Eigen::Index(samples_)),
-        std::uint64_t(0));
+        std::uint64_t(0), 0);
       return;
     }
     logits_.rewind();
     targets_.rewind();
     meter_.start(label);
-    for (std::uint64_t first = 0; first < samples_; first += rows_per_chunk_) {
-      const std::uint64_t rows = std::min(rows_per_chunk_, samples_ - first);
-      logits_.read(logit_buf_.data(), std::size_t(rows * classes_ * sizeof(T)));
-      targets_.read(target_buf_.data(), std::size_t(rows * sizeof(I)));
-      f(logits_map(logit_buf_.data(), Eigen::Index(classes_), Eigen::Index(rows)), targets_map(target_buf_.data(), Eigen::Index(rows)), first);
-      meter_.advance((first + rows) * classes_ * sizeof(T));
-    }
+    std::vector<std::exception_ptr> errors(static_cast<std::size_t>(workers_));
+    const auto work = [&](int w) {
+      try {
+        const std::uint64_t stride = rows_per_chunk_ * std::uint64_t(workers_);
+        for (std::uint64_t first = rows_per_chunk_ * std::uint64_t(w); first < samples_; first += stride) {
+          const std::uint64_t rows = std::min(rows_per_chunk_, samples_ - first);
+          const T* x = mapped_logits_ ? mapped_logits_ + first * classes_ : logit_buf_.data();
+          const I* t = mapped_targets_ ? mapped_targets_ + first : target_buf_.data();
+          if (!mapped()) {
+            logits_.read(logit_buf_.data(), std::size_t(rows * classes_ * sizeof(T)));
+            targets_.read(target_buf_.data(), std::size_t(rows * sizeof(I)));
+          }
+          f(logits_map(x, Eigen::Index(classes_), Eigen::Index(rows)), targets_map(t, Eigen::Index(rows)), first, w);
+          if (w == 0) {  // worker 0 speaks for all: the others are at most a chunk apart
+            const std::uint64_t done = (first + rows) * classes_ * sizeof(T);
+            if (workers_ == 1) logits_.release_mapped(done);
+            meter_.advance(std::min<std::uint64_t>(samples_, first + stride) * classes_ * sizeof(T));
+          }
+        }
+      } catch (...) {
+        errors[std::size_t(w)] = std::current_exception();
+      }
+    };
+    std::vector<std::thread> threads;
+    for (int w = 1; w < workers_; ++w) threads.emplace_back(work, w);
+    work(0);
+    for (std::thread& t : threads) t.join();
+    if (workers_ > 1) logits_.release_mapped(samples_ * classes_ * sizeof(T));
+    for (const std::exception_ptr& e : errors)
+      if (e) std::rethrow_exception(e);
     meter_.finish();
-    loaded_ = in_memory_;
+    loaded_ = once;
   }
 
  private:
+  bool mapped() const { return mapped_logits_ && mapped_targets_; }
+
   xent_eval::npy_file& logits_;
   xent_eval::npy_file& targets_;
   std::uint64_t samples_, classes_, rows_per_chunk_;
   progress_meter& meter_;
-  bool in_memory_ = false, loaded_ = false;
+  const T* mapped_logits_ = nullptr;
+  const I* mapped_targets_ = nullptr;
+  int workers_ = 1;
+  bool loaded_ = false;
   std::vector<T> logit_buf_;
   std::vector<I> target_buf_;
 };
@@ -161,11 +211,19 @@ bool nonfinite_sample(const Map& logits, Eigen::Index j, bool allow_masks) {
   return !any_finite;
 }
 
+/// One accumulator per worker, merged in worker order at the end: the accumulators' merge is what
+/// makes the threads free of any lock.
+xent::eval_accumulator merged(std::vector<xent::eval_accumulator>& parts) {
+  for (std::size_t w = 1; w < parts.size(); ++w) parts[0].merge(parts[w]);
+  return parts[0];
+}
+
 template <class T, class I>
 xent_eval::run_result evaluate(const settings& s, xent_eval::npy_file& lf, xent_eval::npy_file& tf, std::uint64_t n, std::uint64_t c,
                                xent_eval::run_result run) {
   progress_meter meter(s.progress, n * c * sizeof(T));
-  dataset<T, I> data(lf, tf, n, c, s.chunk_mb, meter);
+  dataset<T, I> data(lf, tf, n, c, s, meter);
+  const std::size_t workers = std::size_t(data.workers());
 
   xent::eval_options opts;
   opts.ignore_index = s.ignore_index;
@@ -174,9 +232,9 @@ xent_eval::run_result evaluate(const settings& s, xent_eval::npy_file& lf, xent_
   opts.temperature = s.temperature;
   opts.skip_nonfinite = s.skip_nonfinite;
   opts.neg_inf_is_mask = s.allow_masks;
-  xent::eval_accumulator acc(opts);
-  std::int64_t first_bad = -1;
-  data.pass("evaluating " + lf.path(), [&](const auto& logits, const auto& targets, std::uint64_t first) {
+  std::vector<xent::eval_accumulator> accs(workers, xent::eval_accumulator(opts));
+  std::vector<std::int64_t> first_bad(workers, -1);
+  data.pass("evaluating " + lf.path(), [&](const auto& logits, const auto& targets, std::uint64_t first, int w) {
     // The targets are checked here, with their index in the file, before the library sees them.
     for (Eigen::Index j = 0; j < targets.size(); ++j) {
       const long t = long(targets(j));
@@ -184,19 +242,24 @@ xent_eval::run_result evaluate(const settings& s, xent_eval::npy_file& lf, xent_
         throw file_error(tf.path() + ": target[" + std::to_string(first + std::uint64_t(j)) + "] = " + std::to_string(t) + " is outside [0, " +
                          std::to_string(c) + ") and is not the ignore index (" + std::to_string(s.ignore_index) + ")");
     }
+    xent::eval_accumulator& acc = accs[std::size_t(w)];
     const double bad_before = acc[xent::eval_accumulator::nonfinite_samples];
     acc.update(logits, targets);
-    if (first_bad < 0 && acc[xent::eval_accumulator::nonfinite_samples] > bad_before) {
-      for (Eigen::Index j = 0; j < targets.size() && first_bad < 0; ++j)
-        if (long(targets(j)) != s.ignore_index && nonfinite_sample(logits, j, s.allow_masks)) first_bad = std::int64_t(first) + j;
+    std::int64_t& bad = first_bad[std::size_t(w)];
+    if (bad < 0 && acc[xent::eval_accumulator::nonfinite_samples] > bad_before) {
+      for (Eigen::Index j = 0; j < targets.size() && bad < 0; ++j)
+        if (long(targets(j)) != s.ignore_index && nonfinite_sample(logits, j, s.allow_masks)) bad = std::int64_t(first) + j;
     }
   });
-  run.report = acc.report(s.units);
+  run.report = merged(accs).report(s.units);
   const xent::eval_report& r = run.report;
+  std::int64_t first_nonfinite = -1;
+  for (const std::int64_t b : first_bad)
+    if (b >= 0 && (first_nonfinite < 0 || b < first_nonfinite)) first_nonfinite = b;
   if (r.nonfinite_samples > 0 && !s.skip_nonfinite)
     throw file_error(lf.path() + ": " + std::to_string(r.nonfinite_logits) + " non-finite logits (NaN or +-inf) in " +
                      std::to_string(r.nonfinite_samples) + " of " + std::to_string(n) + " samples (the first is sample " +
-                     std::to_string(first_bad) + "); their metrics would be NaN. --skip-nonfinite leaves those samples out" +
+                     std::to_string(first_nonfinite) + "); their metrics would be NaN. --skip-nonfinite leaves those samples out" +
                      (s.allow_masks ? "" : "; --allow-masks treats -inf logits as masked classes"));
   if (r.samples == 0)
     throw file_error(tf.path() + ": no sample left to evaluate (" + std::to_string(r.ignored) + " ignored, " +
@@ -210,19 +273,23 @@ xent_eval::run_result evaluate(const settings& s, xent_eval::npy_file& lf, xent_
     int pass = 0;
     xent::temperature_fit fit = xent::fit_temperature_with(
         [&](double temperature) {
-          xent::temperature_sums sums;
-          data.pass("fitting the temperature, pass " + std::to_string(++pass), [&](const auto& logits, const auto& targets, std::uint64_t) {
-            xent::add_temperature_sums(logits, targets, temperature, topts, sums);
-          });
-          return sums;
+          std::vector<xent::temperature_sums> sums(workers);
+          data.pass("fitting the temperature, pass " + std::to_string(++pass),
+                    [&](const auto& logits, const auto& targets, std::uint64_t, int w) {
+                      xent::add_temperature_sums(logits, targets, temperature, topts, sums[std::size_t(w)]);
+                    });
+          for (std::size_t w = 1; w < workers; ++w) sums[0].merge(sums[w]);
+          return sums[0];
         },
         topts);
     fit.ece_before = r.ece;  // the main pass ran at T = 1 (--temperature excludes --fit-temperature)
     if (std::isfinite(fit.temperature)) {
       opts.temperature = fit.temperature;
-      xent::eval_accumulator after(opts);
-      data.pass("evaluating at the fitted temperature", [&](const auto& logits, const auto& targets, std::uint64_t) { after.update(logits, targets); });
-      fit.ece_after = after.report().ece;
+      std::vector<xent::eval_accumulator> after(workers, xent::eval_accumulator(opts));
+      data.pass("evaluating at the fitted temperature", [&](const auto& logits, const auto& targets, std::uint64_t, int w) {
+        after[std::size_t(w)].update(logits, targets);
+      });
+      fit.ece_after = merged(after).report().ece;
     }
     run.fit = fit;
   }
@@ -280,9 +347,12 @@ int main(int argc, char** argv) {
   app.add_option("--bytes", s.units.bytes, "Bytes of the evaluated text, for bits per byte")->check(CLI::PositiveNumber);
   app.add_option("--dimensions", s.units.dimensions, "Dimensions of the data, for bits per dimension")->check(CLI::PositiveNumber);
   app.add_option("--chunk-mb", s.chunk_mb,
-                 "Logits up to this size (MB) are read into memory at once; larger files stream in chunks of this size")
+                 "Process the logits in chunks of at most this size (MB): the memory used, whatever the file size")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  app.add_option("--threads", s.threads, "Worker threads over the chunks of a memory-mapped file (default: the cores)")
+      ->check(CLI::Range(1, 1024));
+  app.add_flag("!--no-mmap", s.mmap, "Read the files with read() into a chunk buffer instead of memory-mapping them");
   app.add_flag("--json", s.json, "Print the report as JSON");
   app.add_option("--svg", s.svg_path, "Write the reliability diagram to this SVG file");
   app.add_flag("--skip-nonfinite", s.skip_nonfinite, "Leave out samples with NaN or infinite logits (default: refuse them)");

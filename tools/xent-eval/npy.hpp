@@ -21,7 +21,9 @@
 #include <vector>
 
 #ifndef _WIN32
+#include <sys/mman.h>
 #include <sys/types.h>
+#include <unistd.h>
 #endif
 
 namespace xent_eval {
@@ -109,7 +111,7 @@ class dict_parser {
       out += (c >= 32 && c < 127) ? c : '?';
       if (out.size() > 120) return out + "...";
     }
-    return out;
+    return out.erase(out.find_last_not_of(' ') + 1);  // the padding says nothing
   }
   char peek() const { return i_ < s_.size() ? s_[i_] : '\0'; }
   void skip_space() {
@@ -236,9 +238,45 @@ class npy_file {
       throw file_error(path_ + ": read failed" + (std::ferror(file_.get()) ? std::string(" (") + std::strerror(errno) + ")" : std::string(" (unexpected end of file)")));
   }
 
+  /// The data memory-mapped (read-only), or nullptr where mapping is unavailable (not POSIX, or
+  /// the mapping failed) or the data are not aligned for their element type: read() then.
+  /// Mapping reads the page cache in place, without read()'s copy into a buffer.
+  const unsigned char* map_data(std::size_t item_size) {
+#ifndef _WIN32
+    if (!map_ && header_.data_offset % item_size == 0 && data_bytes() > 0) {
+      void* p = mmap(nullptr, std::size_t(file_size_), PROT_READ, MAP_SHARED, fileno(file_.get()), 0);
+      if (p != MAP_FAILED) {
+        map_ = std::unique_ptr<unsigned char, unmapper>(static_cast<unsigned char*>(p), unmapper{std::size_t(file_size_)});
+        madvise(p, std::size_t(file_size_), MADV_SEQUENTIAL);  // read ahead on a cold cache
+      }
+    }
+    return map_ ? map_.get() + header_.data_offset : nullptr;
+#else
+    (void)item_size;
+    return nullptr;
+#endif
+  }
+
+  /// Drops data bytes [0, end) from this process's mapping (they stay in the page cache), so that
+  /// streaming a mapped file keeps one chunk resident, not the whole file.
+  void release_mapped(std::uint64_t end) {
+#ifndef _WIN32
+    if (!map_) return;
+    const std::uint64_t page = std::uint64_t(sysconf(_SC_PAGESIZE));
+    const std::uint64_t upto = (header_.data_offset + end) / page * page;
+    if (upto > released_) {
+      madvise(map_.get() + released_, std::size_t(upto - released_), MADV_DONTNEED);
+      released_ = upto;
+    }
+#else
+    (void)end;
+#endif
+  }
+
   /// Back to the first byte of data, for another pass.
   void rewind() {
     if (seek(std::int64_t(header_.data_offset), SEEK_SET) != 0) throw file_error(path_ + ": cannot seek back to the data");
+    released_ = 0;
   }
 
  private:
@@ -288,8 +326,20 @@ class npy_file {
   struct closer {
     void operator()(std::FILE* f) const { std::fclose(f); }
   };
+  struct unmapper {
+    std::size_t size;
+    void operator()(unsigned char* p) const {
+#ifndef _WIN32
+      munmap(p, size);
+#else
+      (void)p;
+#endif
+    }
+  };
   std::string path_;
   std::unique_ptr<std::FILE, closer> file_;
+  std::unique_ptr<unsigned char, unmapper> map_{nullptr, unmapper{0}};
+  std::uint64_t released_ = 0;
   std::uint64_t file_size_ = 0;
   npy_header header_;
 };

@@ -107,9 +107,10 @@ inline void write_text(std::ostream& out, const run_result& run) {
   out << "xent-eval report\n";
   line("logits", run.logits.path + "  " + run.logits.dtype + " " + detail::shape_text(run.logits.shape));
   line("targets", run.targets.path + "  " + run.targets.dtype + " " + detail::shape_text(run.targets.shape));
-  line("samples", std::to_string(r.samples) + " evaluated, " + std::to_string(r.ignored) + " ignored, " +
-                      std::to_string(r.nonfinite_samples) + " skipped as non-finite (" + std::to_string(r.nonfinite_logits) +
-                      " logits)");
+  line("samples", std::to_string(r.samples) + " evaluated, " + std::to_string(r.ignored) + " ignored" +
+                      (r.nonfinite_samples ? ", " + std::to_string(r.nonfinite_samples) + " skipped as non-finite (" +
+                                                 std::to_string(r.nonfinite_logits) + " logits)"
+                                           : std::string()));
   if (r.temperature != 1) line("temperature", fixed(r.temperature, 4) + " (logits divided by it)");
   out << '\n';
   line("NLL", fixed(r.nll, 6) + " nats/token  (standard error " + fixed(r.nll_stderr, 6) + ")");

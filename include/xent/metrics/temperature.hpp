@@ -30,8 +30,9 @@ struct temperature_options {
   /// perfectly separated data drive T to 0, data no better than chance drive it to infinity.
   double min_temperature = 0.01;
   double max_temperature = 100;
-  /// Stop when a step changes 1 / T by at most this fraction of itself.
-  double tolerance = 1e-7;
+  /// Stop when a step changes 1 / T by at most this fraction of itself. Float logits give the
+  /// derivative to about 1e-7, so much smaller tolerances only add passes.
+  double tolerance = 1e-6;
   int max_iterations = 60;
   /// Bins of the expected calibration error reported before and after (fit_temperature only).
   int bins = 15;
@@ -152,7 +153,8 @@ temperature_fit fit_temperature_with(SumsAt&& sums_at, const temperature_options
     double g = s.gradient / n;
     // Every distribution one-hot to working precision (separable data far out in the tail): the
     // derivative underflowed to 0, but the optimum still lies on the side it pointed to.
-    if (g == 0 && h == 0 && g_prev != 0) g = std::copysign(std::numeric_limits<double>::denorm_min(), g_prev);
+    const bool flat = g == 0 && h == 0 && g_prev != 0;
+    if (flat) g = std::copysign(std::numeric_limits<double>::denorm_min(), g_prev);
     if (g > 0) hi = beta, hi_seen = true;
     if (g < 0) lo = beta, lo_seen = true;
     if (g == 0 || hi - lo <= opts.tolerance * beta) {
@@ -161,18 +163,24 @@ temperature_fit fit_temperature_with(SumsAt&& sums_at, const temperature_options
     }
     const double newton = beta - g / h;  // h > 0 wherever g != 0 (a non-degenerate distribution)
     const bool newton_inside = h > 0 && newton > lo && newton < hi;
-    // Newton converges quadratically near the optimum; a derivative that keeps its sign and shrinks
-    // by less than 4x means an exponential tail (separable data: the optimum is at T -> 0), where
-    // Newton crawls by constant steps. Then, and when no point on the far side is known yet, expand
-    // geometrically toward the bound instead.
+    if (newton_inside && std::fabs(newton - beta) <= opts.tolerance * beta) {
+      fit.converged = true;
+      break;
+    }
+    // Newton converges quadratically near the optimum. A derivative that keeps its sign and shrinks
+    // by less than 4x while nothing is known beyond means an exponential tail (separable data: the
+    // optimum is at T -> 0 or infinity), where Newton crawls by constant steps in beta: expand
+    // geometrically toward the bound instead, as when Newton leaves the interval.
+    const bool far_side_unseen = g < 0 ? !hi_seen : !lo_seen;
     const bool slow = g_prev != 0 && (g > 0) == (g_prev > 0) && std::fabs(g) > 0.25 * std::fabs(g_prev);
     double next;
-    if (newton_inside && !slow)
+    if (newton_inside && !(slow && far_side_unseen))
       next = newton;
-    else if (g < 0 && !hi_seen)
-      next = std::min(hi, std::max(newton_inside ? newton : hi, 2 * beta));
-    else if (g > 0 && !lo_seen)
-      next = std::max(lo, std::min(newton_inside ? newton : lo, beta / 2));
+    else if (far_side_unseen && flat)
+      next = g < 0 ? hi : lo;  // nothing changes any more before the bound
+    else if (far_side_unseen)
+      next = g < 0 ? std::min(hi, newton_inside ? std::max(newton, 2 * beta) : 2 * beta)
+                   : std::max(lo, newton_inside ? std::min(newton, beta / 2) : beta / 2);
     else
       next = std::sqrt(lo * hi);  // bisection in log T: the bracket may span decades
     if (std::fabs(next - beta) <= opts.tolerance * beta) {
