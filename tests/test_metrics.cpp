@@ -156,11 +156,16 @@ TEMPLATE_TEST_CASE("the packet kernel matches the scalar path on every class cou
         for (const Eigen::Index t : {Eigen::Index(0), C / 2, C - 1}) {
           if (j == 2 && t % 3 == 0) continue;  // keep the target unmasked
           INFO("C = " << C << ", sample " << j << ", target " << t << ", beta " << beta);
-          const auto fast = xent::detail::eval_sample_contiguous(x.col(j).data(), C, t, beta);
-          const auto slow = xent::detail::eval_sample_scalar(x.col(j).data(), C, 1, t, beta);
+          const auto slow = xent::detail::eval_sample_scalar(x.col(j).data(), C, 1, t, beta, C);
+          const auto fast = xent::detail::eval_sample_contiguous(x.col(j).data(), C, t, beta, C);
           REQUIRE(fast.defined == slow.defined);
           if (!slow.defined) continue;
           CHECK(fast.rank == slow.rank);
+          // Capped: exact below the cap, the cap above it (whichever chunks the count skipped).
+          for (const Eigen::Index cap : {Eigen::Index(1), Eigen::Index(5), slow.rank, slow.rank + 1}) {
+            if (cap < 1) continue;
+            CHECK(xent::detail::eval_sample_contiguous(x.col(j).data(), C, t, beta, cap).rank == std::min(slow.rank, cap));
+          }
           CHECK(fast.max == T(slow.max));
           CHECK(fast.target == T(slow.target));
           CHECK(fast.neg_inf == slow.neg_inf);
@@ -185,7 +190,7 @@ TEMPLATE_TEST_CASE("the packet kernel matches the scalar path on every class cou
 TEST_CASE("the stable rank: ties go to the lower class index, as argmax's first maximum", "[metrics][rank]") {
   // Classes 1, 2 and 4 share the top logit.
   const Eigen::VectorXf x = (Eigen::VectorXf(5) << 0, 3, 3, 1, 3).finished();
-  const auto rank = [&](Eigen::Index t) { return xent::detail::eval_sample_contiguous(x.data(), 5, t, 1.0f).rank; };
+  const auto rank = [&](Eigen::Index t) { return xent::detail::eval_sample_contiguous(x.data(), 5, t, 1.0f, 5).rank; };
   CHECK(rank(1) == 0);
   CHECK(rank(2) == 1);
   CHECK(rank(4) == 2);

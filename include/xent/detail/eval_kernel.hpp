@@ -5,7 +5,9 @@
 // in the L1-sized chunks of the log-sum-exp kernel: per chunk a max pass (max_contiguous, which
 // brings the chunk into L1), one packet pass that sums exp(beta (x - max)), its square and x - max,
 // and a count of the logits ranked above the target, both over the chunk while it is still in L1.
-// Chunks fold into the running sums with one rescale each, as lse_partial_contiguous does.
+// Chunks fold into the running sums with one rescale each, as lse_partial_contiguous does. The
+// count only runs where it can change the answer: on chunks whose max reaches the target's logit,
+// and until the rank reaches the cap (top-k needs no more than "rank >= k").
 //
 // Also here: the per-sample moments that temperature fitting needs (the NLL at 1/beta and its first
 // two derivatives in beta), and the scalar path (any stride, sums in double) that serves strided
@@ -28,8 +30,9 @@ namespace xent::detail {
 ///   sum     sum_k exp(beta (x_k - max))          (so p_k = exp(beta (x_k - max)) / sum)
 ///   sum_sq  sum_k exp(2 beta (x_k - max))        (so sum_k p_k^2 = sum_sq / sum^2)
 ///   target  the target's logit
-///   rank    the target's position in a stable descending sort of the logits:
-///           #{k : x_k > x_t} + #{k < t : x_k = x_t}; 0 exactly when argmax (first index) = t
+///   rank    the target's position in a stable descending sort of the logits,
+///           #{k : x_k > x_t} + #{k < t : x_k = x_t}, capped at rank_cap (rank < cap is exact);
+///           0 exactly when argmax (first index) = t
 /// `defined` is false when the sample has a NaN or +inf logit, or all its logits are -inf: there is
 /// no distribution then (torch gives NaN) and the other fields are meaningless. `neg_inf` is true
 /// when some logit may be -inf (a mask); it is also set when x - max overflowed, so a caller that
@@ -89,7 +92,9 @@ struct exp_sums {
 };
 
 /// sum exp(beta (x - m)), sum exp(2 beta (x - m)) and sum (x - m) over n contiguous values, for a
-/// finite m >= every x. The last is -inf when some x is -inf (or x - m overflowed).
+/// finite m >= every x. The last is -inf when some x is -inf (or x - m overflowed). The exp is the
+/// sums-only one (exp_for_sum): a term under e^-87.3 may come out as that bound, invisible next to
+/// the max's own 1 in the sum, and squared to 0 in the sum of squares.
 template <class T>
 exp_sums<T> exp_sums_contiguous(const T* x, Index n, T m, T beta) {
   T s = 0, q = 0, z = 0;
@@ -104,8 +109,8 @@ exp_sums<T> exp_sums_contiguous(const T* x, Index n, T m, T beta) {
       for (; i + 2 * ps <= n; i += 2 * ps) {
         const P d0 = simd::psub(simd::load<P>(x + i), vm);
         const P d1 = simd::psub(simd::load<P>(x + i + ps), vm);
-        const P e0 = simd::exp_nonpositive(simd::pmul(d0, vb));
-        const P e1 = simd::exp_nonpositive(simd::pmul(d1, vb));
+        const P e0 = simd::exp_for_sum(simd::pmul(d0, vb));
+        const P e1 = simd::exp_for_sum(simd::pmul(d1, vb));
         s0 = simd::padd(s0, e0);
         s1 = simd::padd(s1, e1);
         q0 = simd::padd(q0, simd::pmul(e0, e0));
@@ -115,7 +120,7 @@ exp_sums<T> exp_sums_contiguous(const T* x, Index n, T m, T beta) {
       }
       for (; i + ps <= n; i += ps) {
         const P d = simd::psub(simd::load<P>(x + i), vm);
-        const P e = simd::exp_nonpositive(simd::pmul(d, vb));
+        const P e = simd::exp_for_sum(simd::pmul(d, vb));
         s0 = simd::padd(s0, e);
         q0 = simd::padd(q0, simd::pmul(e, e));
         z0 = simd::padd(z0, d);
@@ -137,7 +142,7 @@ exp_sums<T> exp_sums_contiguous(const T* x, Index n, T m, T beta) {
 
 /// The sample of n contiguous logits with target class t (0 <= t < n), at inverse temperature beta > 0.
 template <class T>
-eval_sample<T> eval_sample_contiguous(const T* x, Index n, Index t, T beta) {
+eval_sample<T> eval_sample_contiguous(const T* x, Index n, Index t, T beta, Index rank_cap) {
   constexpr T inf = std::numeric_limits<T>::infinity();
   eval_sample<T> r;
   r.target = x[t];
@@ -149,7 +154,8 @@ eval_sample<T> eval_sample_contiguous(const T* x, Index n, Index t, T beta) {
       r.defined = false;
       return r;
     }
-    r.rank += rank_part(chunk, start, len, t, r.target);
+    // A chunk whose max is below the target's logit holds nothing ranked above it.
+    if (r.rank < rank_cap && !(m < r.target)) r.rank = std::min(rank_cap, r.rank + rank_part(chunk, start, len, t, r.target));
     if (m == -inf) {  // every class of the chunk masked
       r.neg_inf = true;
       continue;
@@ -178,7 +184,7 @@ eval_sample<T> eval_sample_contiguous(const T* x, Index n, Index t, T beta) {
 /// The same for n logits `stride` apart: plain scalar loops with compensated sums in double. It serves
 /// strided class axes and is the reference the tests hold eval_sample_contiguous to.
 template <class T>
-eval_sample<double> eval_sample_scalar(const T* x, Index n, Index stride, Index t, T beta) {
+eval_sample<double> eval_sample_scalar(const T* x, Index n, Index stride, Index t, T beta, Index rank_cap) {
   constexpr double inf = std::numeric_limits<double>::infinity();
   eval_sample<double> r;
   r.target = double(x[t * stride]);
@@ -192,6 +198,7 @@ eval_sample<double> eval_sample_scalar(const T* x, Index n, Index stride, Index 
     r.max = std::max(r.max, v);
     r.rank += (v > r.target || (k < t && v == r.target)) ? 1 : 0;
   }
+  r.rank = std::min(r.rank, rank_cap);
   if (r.max == -inf) {
     r.defined = false;
     return r;
@@ -212,9 +219,9 @@ eval_sample<double> eval_sample_scalar(const T* x, Index n, Index stride, Index 
 }
 
 template <class T>
-eval_sample<T> eval_sample_of(const samples_view<const T>& v, Index j, Index t, T beta) {
-  if (v.classes_contiguous()) return eval_sample_contiguous(v.sample(j), v.classes, t, beta);
-  const eval_sample<double> d = eval_sample_scalar(v.sample(j), v.classes, v.class_stride, t, beta);
+eval_sample<T> eval_sample_of(const samples_view<const T>& v, Index j, Index t, T beta, Index rank_cap) {
+  if (v.classes_contiguous()) return eval_sample_contiguous(v.sample(j), v.classes, t, beta, rank_cap);
+  const eval_sample<double> d = eval_sample_scalar(v.sample(j), v.classes, v.class_stride, t, beta, rank_cap);
   return {T(d.max), T(d.sum), T(d.sum_sq), T(d.target), d.rank, d.defined, d.neg_inf};
 }
 

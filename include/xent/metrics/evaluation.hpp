@@ -265,7 +265,7 @@ void eval_accumulator::add(const Eigen::DenseBase<Derived>& logits, const Eigen:
         ign += 1;
         continue;
       }
-      const detail::eval_sample<T> s = detail::eval_sample_of(v, j, Eigen::Index(t), beta_t);
+      const detail::eval_sample<T> s = detail::eval_sample_of(v, j, Eigen::Index(t), beta_t, Eigen::Index(opts_.top_k));
       bool defined = s.defined;
       if (defined && s.neg_inf && !opts_.neg_inf_is_mask)
         defined = detail::count_nonfinite(v.sample(j), v.classes, v.class_stride) == 0;  // rules out an overflow of x - max
