@@ -179,6 +179,70 @@ inline std::string shape_string(const std::vector<std::uint64_t>& shape) {
 
 }  // namespace detail
 
+/// The offset of the data in a .npy file of file_size bytes, from its first n bytes (n >= 12 unless
+/// the file is shorter): checks the magic, the version and that the header fits in the file.
+inline std::uint64_t npy_data_offset(const std::string& path, const unsigned char* prefix, std::size_t n, std::uint64_t file_size) {
+  if (file_size == 0) throw file_error(path + ": the file is empty (0 bytes), not a .npy file");
+  if (n < 8 || std::memcmp(prefix, "\x93NUMPY", 6) != 0)
+    throw file_error(path + ": not a .npy file (it does not start with \"\\x93NUMPY\" and two version bytes)");
+  const int major = prefix[6], minor = prefix[7];
+  if (major < 1 || major > 3 || minor != 0)
+    throw file_error(path + ": .npy format version " + std::to_string(major) + "." + std::to_string(minor) +
+                     " is not supported (1.0, 2.0 and 3.0 are)");
+  // The header length: 2 bytes little-endian in version 1.0, 4 bytes in 2.0 and 3.0.
+  const std::size_t len_bytes = major == 1 ? 2 : 4;
+  if (n < 8 + len_bytes) throw file_error(path + ": truncated in the .npy header");
+  std::uint64_t header_len = 0;
+  for (std::size_t i = len_bytes; i-- > 0;) header_len = header_len * 256 + prefix[8 + i];
+  const std::uint64_t offset = 8 + len_bytes + header_len;
+  if (offset > file_size)
+    throw file_error(path + ": truncated in the .npy header (it announces " + std::to_string(header_len) + " bytes of header, the file has " +
+                     std::to_string(file_size) + " bytes in all)");
+  return offset;
+}
+
+/// The header of a .npy file from its first `offset` bytes (offset = npy_data_offset(...)).
+inline npy_header parse_npy_header(const std::string& path, const unsigned char* bytes, std::uint64_t offset) {
+  const std::size_t text_at = bytes[6] == 1 ? 10 : 12;
+  const std::string text(reinterpret_cast<const char*>(bytes) + text_at, std::size_t(offset) - text_at);
+  npy_header h = detail::dict_parser(text, path).parse();
+  h.major = bytes[6];
+  h.minor = bytes[7];
+  h.data_offset = offset;
+  return h;
+}
+
+/// The element type, or a file_error naming the accepted ones (`what` says what the file holds).
+inline dtype npy_element_type(const std::string& path, const npy_header& h, const std::vector<dtype>& accepted, const std::string& what) {
+  const std::string& d = h.descr;
+  std::string names;
+  for (const dtype t : accepted) names += std::string(names.empty() ? "" : " or ") + dtype_name(t);
+  if (d.size() == 3 && d[0] == '>' && d[2] != '1')
+    throw file_error(path + ": " + what + " are big-endian ('" + d + "'); convert them with a.astype(a.dtype.newbyteorder('<'))");
+  for (const dtype t : accepted) {
+    const char* code = t == dtype::float32 ? "f4" : t == dtype::float64 ? "f8" : t == dtype::int32 ? "i4" : "i8";
+    if (d.size() == 3 && (d[0] == '<' || d[0] == '=' || d[0] == '|') && d.compare(1, 2, code) == 0) return t;
+  }
+  throw file_error(path + ": " + what + " must be " + names + ", but the file holds dtype '" + d + "'");
+}
+
+/// Checks the data size against the header: truncated files and trailing bytes are both errors.
+inline void npy_check_size(const std::string& path, const npy_header& h, std::uint64_t data_bytes, std::size_t item_size) {
+  std::uint64_t items = 1;
+  for (const std::uint64_t d : h.shape) {
+    if (d != 0 && items > std::numeric_limits<std::uint64_t>::max() / d) throw file_error(path + ": the shape overflows 64 bits");
+    items *= d;
+  }
+  if (items > std::numeric_limits<std::uint64_t>::max() / item_size) throw file_error(path + ": the shape overflows 64 bits");
+  const std::uint64_t expected = items * item_size;
+  if (data_bytes < expected)
+    throw file_error(path + ": truncated: shape " + detail::shape_string(h.shape) + " needs " + std::to_string(expected) +
+                     " bytes of data, but the file holds " + std::to_string(data_bytes));
+  if (data_bytes > expected)
+    throw file_error(path + ": " + std::to_string(data_bytes - expected) + " bytes follow the " + std::to_string(expected) +
+                     " bytes of data that shape " + detail::shape_string(h.shape) + " announces");
+}
+
 /// An open .npy file whose header has been read and checked against the file size.
 class npy_file {
  public:
@@ -192,7 +256,6 @@ class npy_file {
     if (end < 0) throw file_error(path_ + ": cannot tell its size");
     file_size_ = std::uint64_t(end);
     std::rewind(file_.get());
-    if (file_size_ == 0) throw file_error(path_ + ": the file is empty (0 bytes), not a .npy file");
     read_header();
   }
 
@@ -201,36 +264,10 @@ class npy_file {
   std::uint64_t file_size() const { return file_size_; }
   std::uint64_t data_bytes() const { return file_size_ - header_.data_offset; }
 
-  /// The element type, or a file_error naming the accepted ones (`what` says what the file holds).
   dtype element_type(const std::vector<dtype>& accepted, const std::string& what) const {
-    const std::string& d = header_.descr;
-    std::string names;
-    for (const dtype t : accepted) names += std::string(names.empty() ? "" : " or ") + dtype_name(t);
-    if (d.size() == 3 && d[0] == '>' && d[2] != '1')
-      throw file_error(path_ + ": " + what + " are big-endian ('" + d + "'); convert them with a.astype(a.dtype.newbyteorder('<'))");
-    for (const dtype t : accepted) {
-      const char* code = t == dtype::float32 ? "f4" : t == dtype::float64 ? "f8" : t == dtype::int32 ? "i4" : "i8";
-      if (d.size() == 3 && (d[0] == '<' || d[0] == '=' || d[0] == '|') && d.compare(1, 2, code) == 0) return t;
-    }
-    throw file_error(path_ + ": " + what + " must be " + names + ", but the file holds dtype '" + d + "'");
+    return npy_element_type(path_, header_, accepted, what);
   }
-
-  /// Checks the data size against the header: truncated files and trailing bytes are both errors.
-  void check_size(std::size_t item_size) const {
-    std::uint64_t items = 1;
-    for (const std::uint64_t d : header_.shape) {
-      if (d != 0 && items > std::numeric_limits<std::uint64_t>::max() / d) throw file_error(path_ + ": the shape overflows 64 bits");
-      items *= d;
-    }
-    if (items > std::numeric_limits<std::uint64_t>::max() / item_size) throw file_error(path_ + ": the shape overflows 64 bits");
-    const std::uint64_t expected = items * item_size;
-    if (data_bytes() < expected)
-      throw file_error(path_ + ": truncated: shape " + detail::shape_string(header_.shape) + " needs " + std::to_string(expected) +
-                       " bytes of data, but the file holds " + std::to_string(data_bytes()));
-    if (data_bytes() > expected)
-      throw file_error(path_ + ": " + std::to_string(data_bytes() - expected) + " bytes follow the " + std::to_string(expected) +
-                       " bytes of data that shape " + detail::shape_string(header_.shape) + " announces");
-  }
+  void check_size(std::size_t item_size) const { npy_check_size(path_, header_, data_bytes(), item_size); }
 
   /// Reads exactly `bytes` bytes of data into `out`, continuing where the last read stopped.
   void read(void* out, std::size_t bytes) {
@@ -281,30 +318,13 @@ class npy_file {
 
  private:
   void read_header() {
-    unsigned char prefix[8];
-    if (std::fread(prefix, 1, 8, file_.get()) != 8 || std::memcmp(prefix, "\x93NUMPY", 6) != 0)
-      throw file_error(path_ + ": not a .npy file (it does not start with \"\\x93NUMPY\" and two version bytes)");
-    header_.major = prefix[6];
-    header_.minor = prefix[7];
-    if (header_.major < 1 || header_.major > 3 || header_.minor != 0)
-      throw file_error(path_ + ": .npy format version " + std::to_string(header_.major) + "." + std::to_string(header_.minor) +
-                       " is not supported (1.0, 2.0 and 3.0 are)");
-    // The header length: 2 bytes little-endian in version 1.0, 4 bytes in 2.0 and 3.0.
-    const std::size_t len_bytes = header_.major == 1 ? 2 : 4;
-    unsigned char len[4];
-    if (std::fread(len, 1, len_bytes, file_.get()) != len_bytes) throw file_error(path_ + ": truncated in the .npy header");
-    std::uint64_t header_len = 0;
-    for (std::size_t i = len_bytes; i-- > 0;) header_len = header_len * 256 + len[i];
-    header_.data_offset = 8 + len_bytes + header_len;
-    if (header_.data_offset > file_size_)
-      throw file_error(path_ + ": truncated in the .npy header (it announces " + std::to_string(header_len) +
-                       " bytes of header, the file has " + std::to_string(file_size_) + " bytes in all)");
-    std::string text(header_len, '\0');
-    read(text.data(), text.size());
-    const npy_header parsed = detail::dict_parser(text, path_).parse();
-    header_.descr = parsed.descr;
-    header_.fortran_order = parsed.fortran_order;
-    header_.shape = parsed.shape;
+    unsigned char prefix[12];
+    const std::size_t n = std::fread(prefix, 1, sizeof prefix, file_.get());
+    const std::uint64_t offset = npy_data_offset(path_, prefix, n, file_size_);
+    std::vector<unsigned char> bytes(static_cast<std::size_t>(offset));
+    std::rewind(file_.get());
+    read(bytes.data(), bytes.size());
+    header_ = parse_npy_header(path_, bytes.data(), offset);
   }
 
   // 64-bit offsets everywhere (std::fseek takes a long, 32 bits on some platforms).
