@@ -297,6 +297,22 @@ TEST_CASE("bits per character, byte and dimension divide the total bits", "[metr
 
 namespace {
 
+/// One target per column of p, drawn from that column's probabilities.
+index_vector draw_targets(const matrix<float>& p) {
+  index_vector t(p.cols());
+  std::uniform_real_distribution<double> u(0, 1);
+  for (Eigen::Index j = 0; j < p.cols(); ++j) {
+    double r = u(xent_test::rng()), acc = 0;
+    Eigen::Index k = 0;
+    for (; k < p.rows() - 1; ++k) {
+      acc += p(k, j);
+      if (r < acc) break;
+    }
+    t(j) = k;
+  }
+  return t;
+}
+
 /// C = 10 logits whose softmax puts `confidence` on class `top` and spreads the rest evenly.
 void set_confidence(matrix<double>& x, Eigen::Index j, double confidence, Eigen::Index top) {
   const double rest = (1 - confidence) / double(x.rows() - 1);
@@ -310,18 +326,7 @@ TEST_CASE("ECE: near 0 for a calibrated set, the closed form for miscalibrated o
   SECTION("targets drawn from the model's own probabilities") {
     const Eigen::Index C = 10, N = 200000;
     const matrix<float> x = xent_test::random_logits<float>(C, N, 2);
-    const matrix<float> p = xent::softmax(x);
-    index_vector t(N);
-    std::uniform_real_distribution<double> u(0, 1);
-    for (Eigen::Index j = 0; j < N; ++j) {
-      double r = u(xent_test::rng()), acc = 0;
-      Eigen::Index k = 0;
-      for (; k < C - 1; ++k) {
-        acc += p(k, j);
-        if (r < acc) break;
-      }
-      t(j) = k;
-    }
+    const index_vector t = draw_targets(xent::softmax(x));
     const xent::eval_report r = xent::evaluate(x, t);
     // Sampling noise: sum_b (n_b / N) sqrt(a_b (1 - a_b) / n_b) <= sqrt(B / N) / 2 ~ 0.004.
     CHECK(r.ece < 0.01);
@@ -393,18 +398,7 @@ TEST_CASE("fit_temperature recovers the temperature that generated the targets",
   for (const double T0 : {0.6, 1.0, 1.7, 3.0}) {
     const Eigen::Index C = 10, N = 60000;
     const matrix<float> x = xent_test::random_logits<float>(C, N, 2.5);
-    const matrix<float> p = xent::softmax(matrix<float>(x / float(T0)));
-    index_vector t(N);
-    std::uniform_real_distribution<double> u(0, 1);
-    for (Eigen::Index j = 0; j < N; ++j) {
-      double r = u(xent_test::rng()), acc = 0;
-      Eigen::Index k = 0;
-      for (; k < C - 1; ++k) {
-        acc += p(k, j);
-        if (r < acc) break;
-      }
-      t(j) = k;
-    }
+    const index_vector t = draw_targets(xent::softmax(matrix<float>(x / float(T0))));
     const xent::temperature_fit fit = xent::fit_temperature(x, t);
     INFO("T0 = " << T0 << ", fitted " << fit.temperature << " in " << fit.iterations << " iterations");
     CHECK(fit.converged);
