@@ -77,7 +77,7 @@ class progress_meter {
     if (!enabled_) return;
     const clock::time_point now = clock::now();
     const double elapsed = seconds(now - start_);
-    if (elapsed < 1 || seconds(now - last_) < (tty_ ? 0.2 : 5)) return;
+    if (elapsed < 1 || (shown_ && seconds(now - last_) < (tty_ ? 0.2 : 5))) return;
     last_ = now;
     shown_ = true;
     std::fprintf(stderr, "%sxent-eval: %s %5.1f%% (%.0f of %.0f MB, %.2f GB/s)%s", tty_ ? "\r" : "", label_.c_str(),
@@ -88,8 +88,9 @@ class progress_meter {
   void finish() {
     if (!shown_) return;
     const double elapsed = seconds(clock::now() - start_);
-    std::fprintf(stderr, "%sxent-eval: %s done in %.1f s (%.2f GB/s)          \n", tty_ ? "\r" : "", label_.c_str(), elapsed,
-                 double(total_) / elapsed / 1e9);
+    // On a terminal the spaces blank out the rest of the longer progress line.
+    std::fprintf(stderr, "%sxent-eval: %s done in %.1f s (%.2f GB/s)%s\n", tty_ ? "\r" : "", label_.c_str(), elapsed,
+                 double(total_) / elapsed / 1e9, tty_ ? "          " : "");
     shown_ = false;
   }
 
