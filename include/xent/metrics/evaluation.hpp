@@ -98,7 +98,8 @@ struct eval_report {
 /// element-wise addition: exact for the counts (integers in double, exact up to 2^53) and
 /// order-independent up to floating-point addition for the rest. Over MPI that is one collective:
 ///   MPI_Allreduce(MPI_IN_PLACE, acc.data(), int(acc.state_size()), MPI_DOUBLE, MPI_SUM, comm);
-/// with the same options on every rank. The layout (docs/metrics.md): the entries named by `field`,
+/// (or xent::parallel::allreduce_sum(acc, comm)) with the same options on every rank. The layout
+/// (docs/metrics.md): the entries named by `field`,
 /// then for each bin b the triple (count, sum of confidences, correct count) at bin_offset(b).
 class eval_accumulator {
  public:
@@ -166,7 +167,10 @@ class eval_accumulator {
   const eval_options& options() const noexcept { return opts_; }
 
   /// The state as a flat array of doubles (layout above), for sending, reducing or saving it.
+  /// data() and size() make the accumulator a contiguous range: xent::parallel::allreduce_sum(acc,
+  /// comm) (<xent/parallel/mpi.hpp>) sums it over the ranks in one MPI_Allreduce.
   std::size_t state_size() const noexcept { return state_.size(); }
+  std::size_t size() const noexcept { return state_.size(); }
   double* data() noexcept { return state_.data(); }
   const double* data() const noexcept { return state_.data(); }
   double operator[](field f) const noexcept { return state_[f]; }
