@@ -99,8 +99,8 @@ struct eval_report {
 /// order-independent up to floating-point addition for the rest. Over MPI that is one collective:
 ///   MPI_Allreduce(MPI_IN_PLACE, acc.data(), int(acc.state_size()), MPI_DOUBLE, MPI_SUM, comm);
 /// (or xent::parallel::allreduce_sum(acc, comm)) with the same options on every rank. The layout
-/// (docs/metrics.md): the entries named by `field`,
-/// then for each bin b the triple (count, sum of confidences, correct count) at bin_offset(b).
+/// (docs/metrics.md): the entries named by `field`, then for each bin b the triple (count, sum of
+/// confidences, correct count) at bin_offset(b).
 class eval_accumulator {
  public:
   enum field : std::size_t {
