@@ -20,4 +20,7 @@
 
 #include "measures/divergence.hpp"
 
+#include "metrics/evaluation.hpp"
+#include "metrics/temperature.hpp"
+
 #endif
