@@ -14,6 +14,8 @@
 // Every iteration of a non-baseline mode also times its baseline on the same buffers, alternating
 // which goes first, and reports the ratio as the counter x_gemm or x_3gemm: on a shared machine a
 // ratio of two timings taken seconds apart is far steadier than two medians taken minutes apart.
+// The _cpu counters are the same ratios of process CPU time (every thread), which time slicing by
+// other processes does not inflate: on a loaded machine they are the ones to read for T:1.
 //
 // Threads: "T:1" runs Eigen's GEMM and xent single-threaded. "T:2" gives the bare GEMMs two OpenMP
 // threads (Eigen::setNbThreads(2); only when built with OpenMP) and xent num_threads = 2 (its own
@@ -41,7 +43,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <random>
 #include <string>
+#include <time.h>
 #include <vector>
 
 namespace {
@@ -71,16 +75,13 @@ Mode baseline_of(Mode m) {
 bool needs_logits(Mode m) { return m == Mode::gemm || m == Mode::gemm_ce || m == Mode::three_gemms || m == Mode::gemm_ce_train; }
 bool needs_grads(Mode m) { return m >= Mode::three_gemms; }
 
-// splitmix64: fast, seedable, the same bytes on every machine.
-struct splitmix64 {
-  std::uint64_t s;
-  std::uint64_t next() {
-    std::uint64_t z = (s += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
+/// Uniform in [-half_width, half_width] from a fixed-seed linear congruential generator: the same
+/// inputs in every run, fast enough for a gigabyte of weights.
+struct uniform_source {
+  std::minstd_rand engine{20240601};
+  float operator()(float half_width) {
+    return float((double(engine() - engine.min()) / double(engine.max() - engine.min()) * 2 - 1) * half_width);
   }
-  float uniform(float half_width) { return float((double(next() >> 11) * 0x1.0p-53 * 2 - 1) * half_width); }
 };
 
 struct Buffers {
@@ -91,14 +92,14 @@ struct Buffers {
   Eigen::MatrixXf grad_hidden, grad_weight;    // D x N, D x V
 
   Buffers(const Shape& s, bool logits_needed, bool grads_needed) : shape(s) {
-    splitmix64 rng{0x5eed};
+    uniform_source rng;
     hidden.resize(s.d, s.n);
     weight.resize(s.d, s.v);
-    for (Index i = 0; i < hidden.size(); ++i) hidden.data()[i] = rng.uniform(std::sqrt(3.0f));
+    for (Index i = 0; i < hidden.size(); ++i) hidden.data()[i] = rng(std::sqrt(3.0f));
     const float w = float(3 * std::sqrt(3.0) / std::sqrt(double(s.d)));
-    for (Index i = 0; i < weight.size(); ++i) weight.data()[i] = rng.uniform(w);
+    for (Index i = 0; i < weight.size(); ++i) weight.data()[i] = rng(w);
     targets.resize(s.n);
-    for (Index j = 0; j < s.n; ++j) targets(j) = std::int64_t(rng.next() % std::uint64_t(s.v));
+    for (Index j = 0; j < s.n; ++j) targets(j) = std::int64_t(rng.engine() % std::uint64_t(s.v));
     if (logits_needed) logits.setZero(s.v, s.n);
     if (logits_needed && grads_needed) grad_logits.setConstant(s.v, s.n, 1e-3f);
     if (grads_needed) {
@@ -168,40 +169,55 @@ double run_mode(Mode m, Buffers& b, int threads) {
   return 0;
 }
 
-double seconds_of(Mode m, Buffers& b, int threads, double& sink) {
+double process_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
+
+struct timing {
+  double wall, cpu;  // seconds; cpu: every thread of the process
+};
+
+timing time_of(Mode m, Buffers& b, int threads, double& sink) {
+  const double cpu = process_cpu_seconds();
   const auto start = std::chrono::steady_clock::now();
   sink += run_mode(m, b, threads);
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return {std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), process_cpu_seconds() - cpu};
 }
 
 void bench_mode(benchmark::State& state, Shape s, Mode m, int threads) {
   Buffers& b = buffers_for(s);
-  double sink = 0, ratio_sum = 0, base_sum = 0;
+  double sink = 0, ratio_sum = 0, cpu_ratio_sum = 0, base_sum = 0, cpu_sum = 0;
   std::int64_t iteration = 0;
   for (auto _ : state) {
-    double t = 0, base = 0;
+    timing t{}, base{};
     if (is_baseline(m)) {
-      t = seconds_of(m, b, threads, sink);
+      t = time_of(m, b, threads, sink);
     } else if (iteration % 2 == 0) {
-      base = seconds_of(baseline_of(m), b, threads, sink);
-      t = seconds_of(m, b, threads, sink);
+      base = time_of(baseline_of(m), b, threads, sink);
+      t = time_of(m, b, threads, sink);
     } else {
-      t = seconds_of(m, b, threads, sink);
-      base = seconds_of(baseline_of(m), b, threads, sink);
+      t = time_of(m, b, threads, sink);
+      base = time_of(baseline_of(m), b, threads, sink);
     }
-    state.SetIterationTime(t);
+    state.SetIterationTime(t.wall);
+    cpu_sum += t.cpu;
     if (!is_baseline(m)) {
-      ratio_sum += t / base;
-      base_sum += base;
+      ratio_sum += t.wall / base.wall;
+      cpu_ratio_sum += t.cpu / base.cpu;
+      base_sum += base.wall;
     }
     ++iteration;
   }
   benchmark::DoNotOptimize(sink);
   const double gemms = (m >= Mode::three_gemms ? 3.0 : 1.0) * s.gemm_flops();
   state.counters["GFLOPS_equiv"] = benchmark::Counter(gemms * double(iteration) / 1e9, benchmark::Counter::kIsRate);
+  state.counters["cpu_s"] = benchmark::Counter(cpu_sum, benchmark::Counter::kAvgIterations);
   if (!is_baseline(m)) {
-    state.counters[baseline_of(m) == Mode::gemm ? "x_gemm" : "x_3gemm"] =
-        benchmark::Counter(ratio_sum, benchmark::Counter::kAvgIterations);
+    const std::string base = baseline_of(m) == Mode::gemm ? "x_gemm" : "x_3gemm";
+    state.counters[base] = benchmark::Counter(ratio_sum, benchmark::Counter::kAvgIterations);
+    state.counters[base + "_cpu"] = benchmark::Counter(cpu_ratio_sum, benchmark::Counter::kAvgIterations);
     state.counters["baseline_s"] = benchmark::Counter(base_sum, benchmark::Counter::kAvgIterations);
   }
 }
@@ -249,8 +265,9 @@ int run_one(const std::string& name, const Shape& s, int threads) {
     if (name == mode_names[i]) {
       Buffers b(s, needs_logits(Mode(i)), needs_grads(Mode(i)));
       double sink = 0;
-      const double t = seconds_of(Mode(i), b, threads, sink);
-      std::printf("%s %s T:%d: %.3f s, loss %.9g\n", name.c_str(), s.name().c_str(), threads, t, sink);
+      const timing t = time_of(Mode(i), b, threads, sink);
+      std::printf("%s %s T:%d: %.3f s (cpu %.3f s), loss %.9g\n", name.c_str(), s.name().c_str(), threads, t.wall, t.cpu,
+                  sink);
       return 0;
     }
   std::fprintf(stderr, "bench_linear: unknown --xent_mode=%s\n", name.c_str());
