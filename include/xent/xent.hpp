@@ -16,6 +16,7 @@
 #include "losses/focal.hpp"
 #include "losses/gce.hpp"
 #include "losses/hvp.hpp"
+#include "losses/linear.hpp"
 #include "losses/options.hpp"
 
 #include "measures/divergence.hpp"

@@ -1,10 +1,16 @@
 #ifndef XENT_DETAIL_THREADS_HPP
 #define XENT_DETAIL_THREADS_HPP
 
-// How many threads one call uses, and the one loop that spreads work over them. Without OpenMP
-// (_OPENMP undefined: the library was not compiled with -fopenmp) every call is serial.
+// How many threads one call uses, and the loops that spread work over them. parallel_for (the
+// cross-entropy kernels) uses OpenMP and is serial without it (_OPENMP undefined); fork_join (the
+// linear cross-entropy) uses std::thread.
 
 #include <Eigen/Core>
+
+#include <exception>
+#include <mutex>
+#include <thread>
+#include <vector>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -43,6 +49,43 @@ void parallel_for(Eigen::Index n, int threads, F&& f) {
   (void)threads;
 #endif
   for (Eigen::Index i = 0; i < n; ++i) f(i);
+}
+
+// fork_join: the linear cross-entropy's workers (std::thread, static assignment: worker r gets items
+// r, r + T, ...), which also run where OpenMP is absent.
+
+/// Runs body(worker) for worker in [0, workers), on the calling thread and workers - 1 others, and
+/// returns when all are done. The first exception thrown by any worker is rethrown here (a
+/// std::thread that lets one escape would call std::terminate).
+template <class Body>
+void fork_join(int workers, Body&& body) {
+  if (workers <= 1) {
+    body(0);
+    return;
+  }
+  std::exception_ptr failure;
+  std::mutex failure_mutex;
+  auto guarded = [&](int worker) {
+    try {
+      body(worker);
+    } catch (...) {
+      const std::lock_guard<std::mutex> lock(failure_mutex);
+      if (!failure) failure = std::current_exception();
+    }
+  };
+  std::vector<std::thread> others;
+  others.reserve(static_cast<std::size_t>(workers - 1));
+  try {
+    for (int r = 1; r < workers; ++r) others.emplace_back(guarded, r);
+  } catch (...) {
+    // Could not start a thread: finish with the ones that did start, then report it.
+    guarded(0);
+    for (std::thread& t : others) t.join();
+    throw;
+  }
+  guarded(0);
+  for (std::thread& t : others) t.join();
+  if (failure) std::rethrow_exception(failure);
 }
 
 }  // namespace xent::detail
