@@ -17,6 +17,7 @@
 #include <limits>
 #include <string>
 #include <type_traits>
+#include <utility>
 
 namespace xent {
 
@@ -313,6 +314,18 @@ inline void check_index_only_options(const char* fn, const cross_entropy_options
   if (!(o.z_loss >= 0 && std::isfinite(o.z_loss))) throw_invalid(fn, "z_loss", "must be finite and >= 0 (0 = off)", o.z_loss);
 }
 
+/// Every check of a class-index cross_entropy call; returns the sample count and the mean's
+/// denominator (the summed weights of the non-ignored targets).
+template <class Derived, class TDerived>
+std::pair<Eigen::Index, double> check_index_cross_entropy(const char* fn, const Eigen::DenseBase<Derived>& logits,
+                                                          const Eigen::DenseBase<TDerived>& targets,
+                                                          const cross_entropy_options& opts) {
+  const Eigen::Index samples = check_categorical(fn, "logits", logits, opts, opts.label_smoothing);
+  check_index_only_options(fn, opts);
+  const Eigen::Index classes = opts.dim == 0 ? logits.rows() : logits.cols();
+  return {samples, check_index_targets(fn, targets, samples, classes, opts.ignore_index, opts.weight)};
+}
+
 template <class Derived, class YDerived>
 void check_prob_targets(const char* fn, const Eigen::DenseBase<Derived>& x, const Eigen::DenseBase<YDerived>& y,
                         const cross_entropy_options& opts) {
@@ -347,10 +360,8 @@ loss_result<detail::compute_t<typename Derived::Scalar>> cross_entropy(const Eig
   using S = typename Derived::Scalar;
   using T = detail::compute_t<S>;
   constexpr const char* fn = "cross_entropy";
-  const Eigen::Index samples = detail::check_categorical(fn, "logits", logits, opts, opts.label_smoothing);
-  detail::check_index_only_options(fn, opts);
-  const Eigen::Index classes = opts.dim == 0 ? logits.rows() : logits.cols();
-  const double denominator = detail::check_index_targets(fn, targets, samples, classes, opts.ignore_index, opts.weight);
+  const auto checked = detail::check_index_cross_entropy(fn, logits, targets, opts);
+  const double denominator = checked.second;
   return detail::with_view(logits, opts.dim, [&](const detail::samples_view<const S>& v) {
     auto no_gradient = [](Eigen::Index) { return T(0); };
     Eigen::Matrix<T, Eigen::Dynamic, 1> lse;
@@ -397,10 +408,9 @@ void cross_entropy_backward(const Eigen::DenseBase<Derived>& logits, const Eigen
   using S = typename Derived::Scalar;
   using T = detail::compute_t<S>;
   constexpr const char* fn = "cross_entropy_backward";
-  const Eigen::Index samples = detail::check_categorical(fn, "logits", logits, opts, opts.label_smoothing);
-  detail::check_index_only_options(fn, opts);
-  const Eigen::Index classes = opts.dim == 0 ? logits.rows() : logits.cols();
-  const double denominator = detail::check_index_targets(fn, targets, samples, classes, opts.ignore_index, opts.weight);
+  const auto checked = detail::check_index_cross_entropy(fn, logits, targets, opts);
+  const Eigen::Index samples = checked.first;
+  const double denominator = checked.second;
   const auto scale = detail::grad_scale_of<T>(fn, opts.reduction, samples, denominator, grad_out);
   detail::with_out_view(fn, "grad_logits_out", logits, grad_logits_out, opts.dim, [&](const detail::samples_view<S>& out) {
     detail::with_view(logits, opts.dim, [&](const detail::samples_view<const S>& v) {
@@ -422,10 +432,8 @@ loss_result<detail::compute_t<typename Derived::Scalar>> cross_entropy_with_grad
   using S = typename Derived::Scalar;
   using T = detail::compute_t<S>;
   constexpr const char* fn = "cross_entropy_with_grad";
-  const Eigen::Index samples = detail::check_categorical(fn, "logits", logits, opts, opts.label_smoothing);
-  detail::check_index_only_options(fn, opts);
-  const Eigen::Index classes = opts.dim == 0 ? logits.rows() : logits.cols();
-  const double denominator = detail::check_index_targets(fn, targets, samples, classes, opts.ignore_index, opts.weight);
+  const auto checked = detail::check_index_cross_entropy(fn, logits, targets, opts);
+  const double denominator = checked.second;
   const T c = opts.reduction == reduction::mean ? static_cast<T>(1.0 / denominator) : T(1);
   auto scale = [c](Eigen::Index) { return c; };
   Eigen::Matrix<T, Eigen::Dynamic, 1> losses, lse;
