@@ -21,4 +21,7 @@
 
 #include "measures/divergence.hpp"
 
+#include "metrics/evaluation.hpp"
+#include "metrics/temperature.hpp"
+
 #endif

@@ -12,7 +12,10 @@ vcpkg_cmake_configure(
         -DXENT_BUILD_TESTS=OFF
         -DXENT_BUILD_EXAMPLES=OFF
         -DXENT_BUILD_BENCH=OFF
+        -DXENT_BUILD_TOOLS=OFF
         -DXENT_INSTALL=ON
+        # No mpi component: whether the builder happens to have a system MPI must not change the package.
+        -DXENT_MPI=OFF
 )
 vcpkg_cmake_install()
 vcpkg_cmake_config_fixup(CONFIG_PATH share/cmake/xent)

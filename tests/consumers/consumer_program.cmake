@@ -10,3 +10,9 @@ function(xent_consumer_program link)
       XENT_EXPECTED_VERSION_PATCH=${CMAKE_MATCH_3})
   endif()
 endfunction()
+
+# The MPI consumer program (find_package_mpi/main.cpp), linked to xent::mpi.
+function(xent_mpi_consumer_program)
+  add_executable(xent_mpi_consumer ${CMAKE_CURRENT_LIST_DIR}/../find_package_mpi/main.cpp)
+  target_link_libraries(xent_mpi_consumer PRIVATE xent::mpi)
+endfunction()

@@ -10,11 +10,12 @@
 #
 # Fixture chain (ctest pulls the setup tests in by itself, e.g. with -R consumer.find_package):
 #   consumer.clean              wipes <build>/consumers (every run starts from nothing)
-#   consumer.install.configure  separate configure of XENT_SOURCE_DIR, tests/examples/bench OFF
+#   consumer.install.configure  separate configure of XENT_SOURCE_DIR, tests/examples/bench/tools OFF
 #   consumer.install            cmake --install into <build>/consumers/prefix
 #   consumer.tarball            cmake -E tar of the source tree, for FetchContent
 #   consumer.layout             check_layout.cmake on the prefix
 #   consumer.find_package / consumer.pkg_config    use the prefix
+#   consumer.find_package_mpi   uses the prefix's mpi component (only when this build has MPI)
 #   consumer.add_subdirectory / consumer.fetch_content  use the source tree / the tarball
 include_guard(GLOBAL)
 
@@ -73,7 +74,7 @@ function(_xent_add_consumer_tests here)
 
   add_test(NAME consumer.install.configure
     COMMAND "${CMAKE_COMMAND}" -S "${src}" -B "${work}/install-build" ${gen_args} ${cache_args}
-            -DXENT_BUILD_TESTS=OFF -DXENT_BUILD_EXAMPLES=OFF -DXENT_BUILD_BENCH=OFF
+            -DXENT_BUILD_TESTS=OFF -DXENT_BUILD_EXAMPLES=OFF -DXENT_BUILD_BENCH=OFF -DXENT_BUILD_TOOLS=OFF
             "-DCMAKE_INSTALL_PREFIX=${prefix}")
   set_tests_properties(consumer.install.configure PROPERTIES
     FIXTURES_REQUIRED xent_consumers_clean
@@ -135,6 +136,19 @@ function(_xent_add_consumer_tests here)
 
   set(tests consumer.clean consumer.install.configure consumer.install consumer.tarball
             consumer.layout consumer.vcpkg_port consumer.find_package consumer.add_subdirectory consumer.fetch_content)
+
+  # The mpi component, when this build has MPI (the install above then exports xent::mpi): built
+  # against the installed package and run on 2 ranks by the consumer project's own test.
+  if(TARGET xent::mpi)
+    list(JOIN XENT_MPIEXEC_FLAGS "$<SEMICOLON>" mpiexec_flags)
+    add_test(NAME consumer.find_package_mpi
+      COMMAND "${CMAKE_CTEST_COMMAND}" --build-and-test "${here}/find_package_mpi" "${work}/find_package_mpi"
+              ${bt_gen_args}
+              --build-options ${cache_args} "-DCMAKE_PREFIX_PATH=${prefix}" "-DXENT_MPIEXEC_FLAGS=${mpiexec_flags}"
+              --test-command "${CMAKE_CTEST_COMMAND}" --output-on-failure)
+    set_tests_properties(consumer.find_package_mpi PROPERTIES FIXTURES_REQUIRED "xent_consumers_clean;xent_installed")
+    list(APPEND tests consumer.find_package_mpi)
+  endif()
 
   find_program(XENT_PKG_CONFIG_EXECUTABLE NAMES pkg-config pkgconf
     DOC "pkg-config used by the consumer.pkg_config test")

@@ -8,7 +8,7 @@ seconds=${1:-60}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${XENT_FUZZ_BUILD:-$root/build-fuzz}
 cmake -S "$root" -B "$build" -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo -DXENT_BUILD_FUZZERS=ON \
-  -DXENT_BUILD_TESTS=OFF -DXENT_BUILD_EXAMPLES=OFF -DXENT_BUILD_BENCH=OFF -DXENT_INSTALL=OFF >/dev/null
+  -DXENT_BUILD_TESTS=OFF -DXENT_BUILD_EXAMPLES=OFF -DXENT_BUILD_BENCH=OFF -DXENT_BUILD_TOOLS=OFF -DXENT_INSTALL=OFF >/dev/null
 cmake --build "$build" -j2
 for fuzzer in "$build"/tests/fuzz/fuzz_*; do
   name=$(basename "$fuzzer")

@@ -49,6 +49,142 @@ T max_contiguous(const T* x, Index n) {
   return m;
 }
 
+/// What one read of a chunk gathers besides its partial: label smoothing needs the sum of the
+/// logits (weighted by the class weights when there are any).
+enum class chunk_sums { none, logits, weighted_logits };
+
+/// One chunk of one sample, summarized in one read: the partial, and (when asked) the sums of the
+/// logits relative to `ref` (the chunk's max when finite, else 0), which keeps the sums of large
+/// logits (1e30, or 1e4 in float) free of cancellation.
+template <class T>
+struct chunk_summary {
+  lse_partial<T> partial = lse_partial<T>::identity();
+  T ref = 0;
+  T logit_sum = 0;     // sum_k (x_k - ref)
+  T weighted_sum = 0;  // sum_k w_k (x_k - ref)
+  T weight_sum = 0;    // sum_k w_k
+};
+
+template <chunk_sums S, class T>
+void add_logit_sums_scalar(chunk_summary<T>& c, const T* x, const T* w, Index begin, Index end) {
+  for (Index i = begin; i < end; ++i) {
+    const T d = x[i] - c.ref;
+    if constexpr (S != chunk_sums::none) c.logit_sum += d;
+    if constexpr (S == chunk_sums::weighted_logits) {
+      c.weighted_sum += w[i] * d;
+      c.weight_sum += w[i];
+    }
+  }
+}
+
+/// The summary of n contiguous logits (n at most a chunk, so that the second pass reads L1): a
+/// lane-wise max pass, then one pass for the exp-sum and the logit sums. w: the chunk's class
+/// weights, read only for chunk_sums::weighted_logits.
+template <chunk_sums S, class T>
+chunk_summary<T> summarize_chunk(const T* x, const T* w, Index n) {
+  constexpr T inf = std::numeric_limits<T>::infinity();
+  chunk_summary<T> c;
+  const T m = max_contiguous(x, n);
+  if (!std::isfinite(m)) {
+    // NaN decides; +inf decides unless a NaN comes (merge sees to that); all -inf adds nothing.
+    c.partial = std::isnan(m) ? lse_partial<T>{m, m} : m == inf ? lse_partial<T>{inf, T(1)} : lse_partial<T>::identity();
+    add_logit_sums_scalar<S>(c, x, w, 0, n);  // -inf logits make the sums -inf (or NaN at weight 0), as torch
+    return c;
+  }
+  c.ref = m;
+  T s = 0;
+  Index i = 0;
+  if constexpr (simd::has_packet_exp<T>) {
+    using P = simd::packet<T>;
+    constexpr Index ps = simd::packet_size<T>;
+    if (n >= 4 * ps) {
+      const P vm = simd::pset1<P>(m), zero = simd::pset1<P>(T(0));
+      P s0 = zero, s1 = zero, s2 = zero, s3 = zero;
+      P a0 = zero, a1 = zero, b0 = zero, b1 = zero, w0 = zero, w1 = zero;
+      auto step = [&](Index at, P& sum, P& logits, P& weighted, P& weights) {
+        const P d = simd::psub(simd::load<P>(x + at), vm);
+        sum = simd::padd(sum, simd::exp_for_sum(d));
+        if constexpr (S != chunk_sums::none) logits = simd::padd(logits, d);
+        if constexpr (S == chunk_sums::weighted_logits) {
+          const P wk = simd::load<P>(w + at);
+          weighted = simd::pmadd(wk, d, weighted);
+          weights = simd::padd(weights, wk);
+        }
+      };
+      // While the exp-sum works on this chunk (in L1), bring in the memory that follows it: the next
+      // chunk's max pass then reads cache instead of waiting on DRAM. One line per packet of 64 bytes.
+      const char* ahead = reinterpret_cast<const char*>(x + n);
+      for (; i + 4 * ps <= n; i += 4 * ps) {
+        for (Index line = 0; line < Index(4 * ps * sizeof(T)); line += 64) simd::prefetch(ahead + Index(i * sizeof(T)) + line);
+        step(i, s0, a0, b0, w0);
+        step(i + ps, s1, a1, b1, w1);
+        step(i + 2 * ps, s2, a0, b0, w0);
+        step(i + 3 * ps, s3, a1, b1, w1);
+      }
+      for (; i + ps <= n; i += ps) step(i, s0, a0, b0, w0);
+      s = simd::predux(simd::padd(simd::padd(s0, s1), simd::padd(s2, s3)));
+      if constexpr (S != chunk_sums::none) c.logit_sum = simd::predux(simd::padd(a0, a1));
+      if constexpr (S == chunk_sums::weighted_logits) {
+        c.weighted_sum = simd::predux(simd::padd(b0, b1));
+        c.weight_sum = simd::predux(simd::padd(w0, w1));
+      }
+    }
+  }
+  for (Index k = i; k < n; ++k) s += simd::exp_nonpositive_scalar(x[k] - m);
+  add_logit_sums_scalar<S>(c, x, w, i, n);
+  c.partial = {m, s};
+  return c;
+}
+
+/// A whole sample's summary: its chunks' summaries folded left to right. The fold is the same
+/// whoever computed the chunks (one thread, or several splitting the classes), so results do not
+/// depend on the thread count.
+template <class T>
+struct sample_summary {
+  lse_partial<T> partial = lse_partial<T>::identity();
+  T ref = 0;  // the first chunk's; the sums below are relative to it
+  T logit_sum = 0;
+  T weighted_sum = 0;
+  T weight_sum = 0;
+  bool empty = true;
+
+  void add(const chunk_summary<T>& c, Index chunk_size) {
+    if (empty) {
+      partial = c.partial;
+      ref = c.ref;
+      logit_sum = c.logit_sum;
+      weighted_sum = c.weighted_sum;
+      weight_sum = c.weight_sum;
+      empty = false;
+      return;
+    }
+    const T shift = c.ref - ref;
+    logit_sum += c.logit_sum + T(chunk_size) * shift;
+    weighted_sum += c.weighted_sum + c.weight_sum * shift;
+    weight_sum += c.weight_sum;
+    // merge with the identity is exact, and skipping it saves an exp per sample at small C.
+    partial = partial.max == -std::numeric_limits<T>::infinity() ? c.partial : merge(partial, c.partial);
+  }
+};
+
+inline Index chunk_count(Index n, Index chunk) { return (n + chunk - 1) / chunk; }
+
+template <chunk_sums S, class T>
+sample_summary<T> summarize_contiguous(const T* x, const T* w, Index n) {
+  sample_summary<T> acc;
+  for (Index start = 0; start < n; start += lse_chunk<T>) {
+    const Index len = std::min(lse_chunk<T>, n - start);
+    acc.add(summarize_chunk<S>(x + start, S == chunk_sums::weighted_logits ? w + start : w, len), len);
+  }
+  return acc;
+}
+
+/// The partial of n contiguous logits.
+template <class T>
+lse_partial<T> lse_partial_contiguous(const T* x, Index n) {
+  return summarize_contiguous<chunk_sums::none>(x, static_cast<const T*>(nullptr), n).partial;
+}
+
 /// Sum of exp(x[i] - m) over n contiguous values, for a finite m >= every x[i].
 template <class T>
 T sum_exp_contiguous(const T* x, Index n, T m) {
@@ -57,43 +193,16 @@ T sum_exp_contiguous(const T* x, Index n, T m) {
   if constexpr (simd::has_packet_exp<T>) {
     using P = simd::packet<T>;
     constexpr Index ps = simd::packet_size<T>;
-    if (n >= 4 * ps) {
-      const P vm = simd::pset1<P>(m);
-      P s0 = simd::pset1<P>(T(0)), s1 = s0, s2 = s0, s3 = s0;
-      for (; i + 4 * ps <= n; i += 4 * ps) {
-        s0 = simd::padd(s0, simd::exp_nonpositive(simd::psub(simd::load<P>(x + i), vm)));
-        s1 = simd::padd(s1, simd::exp_nonpositive(simd::psub(simd::load<P>(x + i + ps), vm)));
-        s2 = simd::padd(s2, simd::exp_nonpositive(simd::psub(simd::load<P>(x + i + 2 * ps), vm)));
-        s3 = simd::padd(s3, simd::exp_nonpositive(simd::psub(simd::load<P>(x + i + 3 * ps), vm)));
-      }
-      for (; i + ps <= n; i += ps) s0 = simd::padd(s0, simd::exp_nonpositive(simd::psub(simd::load<P>(x + i), vm)));
-      s = simd::predux(simd::padd(simd::padd(s0, s1), simd::padd(s2, s3)));
+    const P vm = simd::pset1<P>(m);
+    P s0 = simd::pset1<P>(T(0)), s1 = s0;
+    for (; i + 2 * ps <= n; i += 2 * ps) {
+      s0 = simd::padd(s0, simd::exp_for_sum(simd::psub(simd::load<P>(x + i), vm)));
+      s1 = simd::padd(s1, simd::exp_for_sum(simd::psub(simd::load<P>(x + i + ps), vm)));
     }
+    s = simd::predux(simd::padd(s0, s1));
   }
   for (; i < n; ++i) s += simd::exp_nonpositive_scalar(x[i] - m);
   return s;
-}
-
-/// The partial of n contiguous logits.
-template <class T>
-lse_partial<T> lse_partial_contiguous(const T* x, Index n) {
-  lse_partial<T> acc = lse_partial<T>::identity();
-  for (Index start = 0; start < n; start += lse_chunk<T>) {
-    const Index len = std::min(lse_chunk<T>, n - start);
-    const T m = max_contiguous(x + start, len);
-    if (m == -std::numeric_limits<T>::infinity()) continue;  // all masked: contributes nothing
-    if (std::isnan(m)) return {m, m};
-    if (m == std::numeric_limits<T>::infinity()) {
-      // +inf decides the result unless a NaN follows, as in torch.
-      const Index rest = start + len;
-      const T after = rest < n ? max_contiguous(x + rest, n - rest) : T(0);
-      return std::isnan(after) ? lse_partial<T>{after, after} : lse_partial<T>{m, T(1)};
-    }
-    const lse_partial<T> chunk{m, sum_exp_contiguous(x + start, len, m)};
-    // The first finite chunk needs no rescale: skipping merge saves an exp per sample at small C.
-    acc = acc.max == -std::numeric_limits<T>::infinity() ? chunk : merge(acc, chunk);
-  }
-  return acc;
 }
 
 /// The partial of n logits `stride` apart; a scalar loop in T, for a class axis that is not contiguous.

@@ -5,6 +5,7 @@
 // aten/src/ATen/native/LossNLL.cpp), forward and backward. docs/losses.md is the reference.
 
 #include "../detail/categorical_kernel.hpp"
+#include "../detail/ce_kernel.hpp"
 #include "../detail/layout.hpp"
 #include "../error.hpp"
 #include "../kernels/logsumexp.hpp"
@@ -41,6 +42,17 @@ struct cross_entropy_options {
   /// In [0, 1]: the target becomes (1 - label_smoothing) * target + label_smoothing / C.
   double label_smoothing = 0;
   int dim = 0;
+  /// xent extensions for large vocabularies (not in torch; docs/differences-from-torch.md), class-index
+  /// targets on a contiguous class axis only:
+  /// softcap > 0 replaces each logit x by softcap * tanh(x / softcap) first (Gemma 2); 0 = off.
+  double softcap = 0;
+  /// z_loss > 0 adds z_loss * lse^2 to each non-ignored sample's loss (PaLM), lse its log-sum-exp.
+  double z_loss = 0;
+  /// Keep each sample's log-sum-exp (of the soft-capped logits) in the result: loss_result::lse().
+  bool return_lse = false;
+  /// Threads for one call: 0 takes OpenMP's default (omp_get_max_threads(), OMP_NUM_THREADS), 1 runs
+  /// serially. Without OpenMP every call is serial. Results do not depend on it (docs/fused.md).
+  int num_threads = 0;
 };
 
 /// What a loss returns: one scalar for reduction mean or sum, one loss per sample for none.
@@ -56,6 +68,17 @@ class loss_result {
   }
 
   xent::reduction reduction() const noexcept { return reduction_; }
+  /// Each sample's log-sum-exp (NaN for an ignored sample), when the options asked for it
+  /// (cross_entropy_options::return_lse). \throws xent::invalid_argument otherwise.
+  const vector& lse() const {
+    if (!has_lse_) detail::throw_invalid("loss_result::lse", "return_lse", "must be true in the options", "false");
+    return lse_;
+  }
+  loss_result&& with_lse(vector lse) && {
+    lse_ = std::move(lse);
+    has_lse_ = true;
+    return std::move(*this);
+  }
   /// The reduced loss. \throws xent::invalid_argument for reduction::none.
   T value() const {
     if (reduction_ == xent::reduction::none)
@@ -76,6 +99,8 @@ class loss_result {
   xent::reduction reduction_;
   T value_;
   vector per_sample_;
+  vector lse_;
+  bool has_lse_ = false;
 };
 
 namespace detail {
@@ -84,7 +109,7 @@ namespace detail {
 template <class Derived, class Options>
 Eigen::Index check_categorical(const char* fn, const char* x_name, const Eigen::DenseBase<Derived>& x, const Options& o,
                         double smoothing) {
-  check_real<Derived>();
+  if constexpr (!std::is_same_v<typename Derived::Scalar, Eigen::bfloat16>) check_real<Derived>();
   check_dim(fn, o.dim);
   check_reduction(fn, o.reduction, false);
   if (!(smoothing >= 0 && smoothing <= 1)) throw_invalid(fn, "label_smoothing", "must be in [0, 1]", smoothing);
@@ -217,9 +242,83 @@ void index_target_backward(const char* fn, const Eigen::DenseBase<Derived>& logi
   });
 }
 
+/// The losses of class-index cross_entropy, one per sample (0 when ignored), and when grad is given
+/// the gradient times scale(j) written into it. Contiguous classes run the fused kernel
+/// (ce_kernel.hpp); a strided class axis the scalar reference path.
+template <class S, class TDerived, class Scale>
+Eigen::Matrix<compute_t<S>, Eigen::Dynamic, 1> index_cross_entropy(const char* fn, const samples_view<const S>& v,
+                                                                   const Eigen::DenseBase<TDerived>& targets,
+                                                                   const cross_entropy_options& opts, Scale&& scale,
+                                                                   const samples_view<S>* grad,
+                                                                   Eigen::Matrix<compute_t<S>, Eigen::Dynamic, 1>* lse = nullptr) {
+  using T = compute_t<S>;
+  Eigen::Matrix<T, Eigen::Dynamic, 1> losses(v.samples);
+  if (lse) lse->resize(v.samples);
+  const long ignore = opts.ignore_index;
+  auto target_at = [&targets, ignore](Index j) -> Index {
+    const long t = static_cast<long>(targets.derived().coeff(j));
+    return t == ignore ? Index(-1) : Index(t);
+  };
+  if (v.classes_contiguous() && (!grad || grad->classes_contiguous())) {
+    std::vector<T> weight(static_cast<size_t>(opts.weight.size()));
+    for (size_t k = 0; k < weight.size(); ++k) weight[k] = static_cast<T>(opts.weight(Index(k)));
+    fused_setup<T> st;
+    st.weight = weight.empty() ? nullptr : weight.data();
+    st.smoothing = static_cast<T>(opts.label_smoothing);
+    st.weight_total = weight.empty() ? static_cast<T>(v.classes) : static_cast<T>(opts.weight.sum());
+    st.classes = v.classes;
+    st.softcap = static_cast<T>(opts.softcap);
+    st.z_loss = static_cast<T>(opts.z_loss);
+    fused_cross_entropy_dispatch(v, st, opts.num_threads, target_at, losses.data(), lse ? lse->data() : nullptr, scale, grad);
+    return losses;
+  }
+  if (opts.softcap != 0 || opts.z_loss != 0 || lse)
+    throw_invalid(fn, "logits", "need a contiguous class axis (dim = 0 on column-major storage) for softcap, z_loss or return_lse",
+                  "a strided class axis");
+  if constexpr (!std::is_same_v<S, T>) {
+    throw_invalid(fn, "logits", "bf16 logits need a contiguous class axis (dim = 0 on column-major storage)",
+                  "a strided class axis");
+  } else {
+    const auto setup = setup_of<T>(opts.weight, v.classes, opts.label_smoothing);
+    for (Index j = 0; j < v.samples; ++j) {
+      const Index t = target_at(j);
+      losses(j) = t < 0 ? T(0) : index_target_loss(v, j, t, setup);
+    }
+    if (grad)
+      for (Index j = 0; j < v.samples; ++j) {
+        const Index t = target_at(j);
+        if (t < 0)
+          zero_sample(*grad, j);
+        else
+          index_target_grad(v, j, t, setup, scale(j), *grad);
+      }
+  }
+  return losses;
+}
+
+/// Reduces per-sample losses as torch: in order and in double, so the result does not depend on the
+/// thread count.
+template <class T>
+loss_result<T> reduce_losses(reduction r, Eigen::Matrix<T, Eigen::Dynamic, 1>&& losses, double denominator) {
+  if (r == reduction::none) return loss_result<T>::unreduced(std::move(losses));
+  double total = 0;
+  for (Eigen::Index j = 0; j < losses.size(); ++j) total += static_cast<double>(losses(j));
+  return loss_result<T>::reduced(r, static_cast<T>(r == reduction::mean ? total / denominator : total));
+}
+
+/// The checks of the options only class-index cross_entropy has.
+inline void check_index_only_options(const char* fn, const cross_entropy_options& o) {
+  if (o.num_threads < 0) throw_invalid(fn, "num_threads", "must be >= 0 (0 = OpenMP's default)", o.num_threads);
+  if (!(o.softcap >= 0 && std::isfinite(o.softcap))) throw_invalid(fn, "softcap", "must be finite and >= 0 (0 = off)", o.softcap);
+  if (!(o.z_loss >= 0 && std::isfinite(o.z_loss))) throw_invalid(fn, "z_loss", "must be finite and >= 0 (0 = off)", o.z_loss);
+}
+
 template <class Derived, class YDerived>
 void check_prob_targets(const char* fn, const Eigen::DenseBase<Derived>& x, const Eigen::DenseBase<YDerived>& y,
-                        long ignore_index) {
+                        const cross_entropy_options& opts) {
+  const long ignore_index = opts.ignore_index;
+  if (opts.softcap != 0 || opts.z_loss != 0 || opts.return_lse)
+    throw_invalid(fn, "targets", "must be class indices for softcap, z_loss or return_lse", "probability targets");
   static_assert(std::is_same_v<typename Derived::Scalar, typename YDerived::Scalar>,
                 "probability targets must have the logits' scalar type");
   if (y.rows() != x.rows() || y.cols() != x.cols())
@@ -242,19 +341,26 @@ void check_prob_targets(const char* fn, const Eigen::DenseBase<Derived>& x, cons
 /// \throws xent::invalid_argument on misuse (docs/losses.md lists the checks).
 template <class Derived, class TDerived,
           std::enable_if_t<std::is_integral_v<typename TDerived::Scalar>, int> = 0>
-loss_result<typename Derived::Scalar> cross_entropy(const Eigen::DenseBase<Derived>& logits,
-                                                    const Eigen::DenseBase<TDerived>& targets,
-                                                    const cross_entropy_options& opts = {}) {
-  using T = typename Derived::Scalar;
+loss_result<detail::compute_t<typename Derived::Scalar>> cross_entropy(const Eigen::DenseBase<Derived>& logits,
+                                                                       const Eigen::DenseBase<TDerived>& targets,
+                                                                       const cross_entropy_options& opts = {}) {
+  using S = typename Derived::Scalar;
+  using T = detail::compute_t<S>;
   constexpr const char* fn = "cross_entropy";
   const Eigen::Index samples = detail::check_categorical(fn, "logits", logits, opts, opts.label_smoothing);
+  detail::check_index_only_options(fn, opts);
   const Eigen::Index classes = opts.dim == 0 ? logits.rows() : logits.cols();
   const double denominator = detail::check_index_targets(fn, targets, samples, classes, opts.ignore_index, opts.weight);
-  const auto setup = detail::setup_of<T>(opts.weight, classes, opts.label_smoothing);
-  return detail::index_target_forward(logits, targets, opts.ignore_index, opts.dim, opts.reduction, samples, denominator,
-                                      [&](const auto& v, Eigen::Index j, Eigen::Index t) {
-                                        return detail::index_target_loss(v, j, t, setup);
-                                      });
+  return detail::with_view(logits, opts.dim, [&](const detail::samples_view<const S>& v) {
+    auto no_gradient = [](Eigen::Index) { return T(0); };
+    Eigen::Matrix<T, Eigen::Dynamic, 1> lse;
+    auto result = detail::reduce_losses(
+        opts.reduction,
+        detail::index_cross_entropy(fn, v, targets, opts, no_gradient, static_cast<const detail::samples_view<S>*>(nullptr),
+                                    opts.return_lse ? &lse : nullptr),
+        denominator);
+    return opts.return_lse ? std::move(result).with_lse(std::move(lse)) : result;
+  });
 }
 
 /// Cross-entropy of logits against probability targets (same shape and class axis as logits):
@@ -268,7 +374,7 @@ loss_result<typename Derived::Scalar> cross_entropy(const Eigen::DenseBase<Deriv
   using T = typename Derived::Scalar;
   constexpr const char* fn = "cross_entropy";
   const Eigen::Index samples = detail::check_categorical(fn, "logits", logits, opts, opts.label_smoothing);
-  detail::check_prob_targets(fn, logits, targets, opts.ignore_index);
+  detail::check_prob_targets(fn, logits, targets, opts);
   const Eigen::Index classes = opts.dim == 0 ? logits.rows() : logits.cols();
   const auto setup = detail::setup_of<T>(opts.weight, classes, opts.label_smoothing);
   return detail::with_view(logits, opts.dim, [&](const detail::samples_view<const T>& v) {
@@ -288,17 +394,58 @@ template <class Derived, class TDerived, class G, class OutDerived,
 void cross_entropy_backward(const Eigen::DenseBase<Derived>& logits, const Eigen::DenseBase<TDerived>& targets,
                             const G& grad_out, const cross_entropy_options& opts,
                             const Eigen::DenseBase<OutDerived>& grad_logits_out) {
-  using T = typename Derived::Scalar;
+  using S = typename Derived::Scalar;
+  using T = detail::compute_t<S>;
   constexpr const char* fn = "cross_entropy_backward";
   const Eigen::Index samples = detail::check_categorical(fn, "logits", logits, opts, opts.label_smoothing);
+  detail::check_index_only_options(fn, opts);
   const Eigen::Index classes = opts.dim == 0 ? logits.rows() : logits.cols();
   const double denominator = detail::check_index_targets(fn, targets, samples, classes, opts.ignore_index, opts.weight);
   const auto scale = detail::grad_scale_of<T>(fn, opts.reduction, samples, denominator, grad_out);
-  const auto setup = detail::setup_of<T>(opts.weight, classes, opts.label_smoothing);
-  detail::index_target_backward(fn, logits, targets, opts.ignore_index, opts.dim, grad_logits_out,
-                                [&](const auto& v, Eigen::Index j, Eigen::Index t, const auto& out) {
-                                  detail::index_target_grad(v, j, t, setup, scale(j), out);
-                                });
+  detail::with_out_view(fn, "grad_logits_out", logits, grad_logits_out, opts.dim, [&](const detail::samples_view<S>& out) {
+    detail::with_view(logits, opts.dim, [&](const detail::samples_view<const S>& v) {
+      detail::index_cross_entropy(fn, v, targets, opts, scale, &out);
+    });
+  });
+}
+
+/// Forward and gradient in one call (class-index targets): returns what cross_entropy returns and
+/// writes d loss / d logits into grad_logits_out, with grad_out = 1 (for reduction none: the
+/// gradient of the sum of the per-sample losses). One read of the logits for the loss, one more
+/// (from cache when a sample fits in L2) that writes the gradient; no other N x C buffer.
+/// grad_logits_out may be the logits' own storage: see cross_entropy_with_grad_in_place.
+template <class Derived, class TDerived, class OutDerived,
+          std::enable_if_t<std::is_integral_v<typename TDerived::Scalar>, int> = 0>
+loss_result<detail::compute_t<typename Derived::Scalar>> cross_entropy_with_grad(
+    const Eigen::DenseBase<Derived>& logits, const Eigen::DenseBase<TDerived>& targets, const cross_entropy_options& opts,
+    const Eigen::DenseBase<OutDerived>& grad_logits_out) {
+  using S = typename Derived::Scalar;
+  using T = detail::compute_t<S>;
+  constexpr const char* fn = "cross_entropy_with_grad";
+  const Eigen::Index samples = detail::check_categorical(fn, "logits", logits, opts, opts.label_smoothing);
+  detail::check_index_only_options(fn, opts);
+  const Eigen::Index classes = opts.dim == 0 ? logits.rows() : logits.cols();
+  const double denominator = detail::check_index_targets(fn, targets, samples, classes, opts.ignore_index, opts.weight);
+  const T c = opts.reduction == reduction::mean ? static_cast<T>(1.0 / denominator) : T(1);
+  auto scale = [c](Eigen::Index) { return c; };
+  Eigen::Matrix<T, Eigen::Dynamic, 1> losses, lse;
+  detail::with_out_view(fn, "grad_logits_out", logits, grad_logits_out, opts.dim, [&](const detail::samples_view<S>& out) {
+    detail::with_view(logits, opts.dim, [&](const detail::samples_view<const S>& v) {
+      losses = detail::index_cross_entropy(fn, v, targets, opts, scale, &out, opts.return_lse ? &lse : nullptr);
+    });
+  });
+  auto result = detail::reduce_losses(opts.reduction, std::move(losses), denominator);
+  return opts.return_lse ? std::move(result).with_lse(std::move(lse)) : result;
+}
+
+/// cross_entropy_with_grad that overwrites the logits with their gradient: no N x C buffer beyond
+/// the caller's own. The logits are lost; by explicit opt-in only.
+template <class Derived, class TDerived, std::enable_if_t<std::is_integral_v<typename TDerived::Scalar>, int> = 0>
+loss_result<detail::compute_t<typename Derived::Scalar>> cross_entropy_with_grad_in_place(
+    const Eigen::DenseBase<Derived>& logits_to_overwrite, const Eigen::DenseBase<TDerived>& targets,
+    const cross_entropy_options& opts = {}) {
+  static_assert(detail::has_direct_access<Derived>, "in place needs the logits' own storage (a Matrix, Map or Block)");
+  return cross_entropy_with_grad(logits_to_overwrite, targets, opts, logits_to_overwrite);
 }
 
 /// Gradient of cross_entropy with probability targets with respect to the logits; see the
@@ -311,7 +458,7 @@ void cross_entropy_backward(const Eigen::DenseBase<Derived>& logits, const Eigen
   using T = typename Derived::Scalar;
   constexpr const char* fn = "cross_entropy_backward";
   const Eigen::Index samples = detail::check_categorical(fn, "logits", logits, opts, opts.label_smoothing);
-  detail::check_prob_targets(fn, logits, targets, opts.ignore_index);
+  detail::check_prob_targets(fn, logits, targets, opts);
   const Eigen::Index classes = opts.dim == 0 ? logits.rows() : logits.cols();
   const auto scale = detail::grad_scale_of<T>(fn, opts.reduction, samples, double(samples), grad_out);
   const auto setup = detail::setup_of<T>(opts.weight, classes, opts.label_smoothing);

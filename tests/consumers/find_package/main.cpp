@@ -9,6 +9,11 @@
 #include <cmath>
 #include <cstdio>
 
+// The core has no MPI dependency: only <xent/parallel/mpi.hpp> includes <mpi.h>.
+#if defined(MPI_VERSION) || defined(OMPI_MPI_H)
+#error "<xent/xent.hpp> included <mpi.h>"
+#endif
+
 // The consumer projects ask for C++14 at most; xent's usage requirements must raise it to 17.
 static_assert(__cplusplus >= 201703L, "xent must propagate C++17 to its consumers");
 

@@ -1,0 +1,372 @@
+#ifndef XENT_METRICS_EVALUATION_HPP
+#define XENT_METRICS_EVALUATION_HPP
+
+// Streaming, mergeable evaluation of a classifier or language model from its logits: NLL in nats and
+// bits, perplexity, bits per character / byte / dimension, top-1 and top-k accuracy, the Brier score
+// and the expected calibration error with a reliability diagram. docs/metrics.md is the reference.
+
+#include "../detail/eval_kernel.hpp"
+#include "../detail/layout.hpp"
+#include "../error.hpp"
+#include "../kernels/logsumexp.hpp"
+
+#include <Eigen/Core>
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+namespace xent {
+
+/// Options of eval_accumulator. The defaults match torch's cross_entropy (ignore_index = -100) and
+/// the usual calibration literature (15 equal-width bins, Guo et al. 2017).
+struct eval_options {
+  /// Samples whose target equals this are left out of every metric (and counted as ignored).
+  long ignore_index = -100;
+  /// k of the top-k accuracy (top-1 is always reported).
+  int top_k = 5;
+  /// Number of equal-width confidence bins of the ECE and the reliability diagram.
+  int bins = 15;
+  /// The probabilities are softmax(logits / temperature): 1 evaluates the logits as given,
+  /// fit_temperature's result evaluates the calibrated model.
+  double temperature = 1;
+  /// A sample with a NaN or +inf logit, or with every logit -inf, has no distribution. false (the
+  /// default, as torch): the report's metrics are NaN when any such sample was seen. true: such
+  /// samples are left out. Either way they are counted (nonfinite_samples, nonfinite_logits).
+  bool skip_nonfinite = false;
+  /// true (the default, as xent's other functions): a -inf logit is a masked class of probability
+  /// 0. false: a sample with a -inf logit is non-finite too.
+  bool neg_inf_is_mask = true;
+  /// The class axis, as in cross_entropy: 0 = classes down each column (C x N, a torch [N, C]
+  /// buffer), 1 = classes along each row.
+  int dim = 0;
+};
+
+/// Sizes of the evaluated text or data, for the per-unit figures of the report. 0 = not given.
+struct eval_units {
+  double characters = 0;  ///< characters of the text: bits_per_character = total bits / characters
+  double bytes = 0;       ///< bytes of the text (e.g. UTF-8): bits_per_byte = total bits / bytes
+  double dimensions = 0;  ///< dimensions of the data; 0 = one per evaluated sample (each sample one dimension)
+};
+
+/// One bin of the reliability diagram: the samples whose confidence is in (lower, upper] (the first
+/// bin also holds 0). confidence and accuracy are the bin's means, NaN for an empty bin.
+struct reliability_bin {
+  double lower = 0, upper = 0;
+  std::int64_t count = 0;
+  double confidence = 0, accuracy = 0;
+};
+
+/// What eval_accumulator::report returns. Means are over the evaluated samples; every metric is NaN
+/// when no sample was evaluated, or when a non-finite sample was seen and skip_nonfinite is false.
+struct eval_report {
+  std::int64_t samples = 0;            ///< evaluated: not ignored, not masked out, not skipped as non-finite
+  std::int64_t ignored = 0;            ///< target == ignore_index, or masked out by update's mask
+  std::int64_t nonfinite_samples = 0;  ///< samples without a distribution (see eval_options::skip_nonfinite)
+  std::int64_t nonfinite_logits = 0;   ///< NaN and +-inf logits in those samples
+  double temperature = 1;
+  double nll = 0;                 ///< mean negative log-likelihood, nats per sample (token)
+  double nll_stderr = 0;          ///< standard error of that mean: sample standard deviation / sqrt(samples)
+  double bits_per_token = 0;      ///< nll / ln 2
+  double perplexity = 0;          ///< exp(nll)
+  double perplexity_stderr = 0;   ///< perplexity * nll_stderr (delta method)
+  double total_nats = 0, total_bits = 0;
+  double bits_per_character = 0;  ///< NaN unless eval_units::characters was given
+  double bits_per_byte = 0;       ///< NaN unless eval_units::bytes was given
+  double bits_per_dimension = 0;  ///< total bits / eval_units::dimensions (default: one per sample)
+  double accuracy = 0;            ///< top-1: the first-index argmax equals the target
+  int top_k = 0;
+  double top_k_accuracy = 0;      ///< the target is among the k first of a stable descending sort
+  double brier = 0;               ///< mean of sum_k (p_k - [k = target])^2, in [0, 2]
+  double mean_confidence = 0;     ///< mean of max_k p_k
+  double ece = 0;                 ///< sum_b (n_b / n) |accuracy_b - confidence_b|
+  double mce = 0;                 ///< max over non-empty bins of |accuracy_b - confidence_b|
+  std::vector<reliability_bin> bins;
+};
+
+/// Streaming evaluation: update() it batch by batch with logits and class-index targets, merge()
+/// accumulators of threads, shards or ranks, and report() at the end.
+///
+/// One pass over each sample's logits (detail::eval_sample_contiguous, the log-sum-exp kernel's
+/// chunked sweep) yields every metric; per sample the state grows by a few additions in double.
+///
+/// The state is a flat array of state_size() doubles, every entry a plain sum, so that merging is
+/// element-wise addition: exact for the counts (integers in double, exact up to 2^53) and
+/// order-independent up to floating-point addition for the rest. Over MPI that is one collective:
+///   MPI_Allreduce(MPI_IN_PLACE, acc.data(), int(acc.state_size()), MPI_DOUBLE, MPI_SUM, comm);
+/// (or xent::parallel::allreduce_sum(acc, comm)) with the same options on every rank. The layout
+/// (docs/metrics.md): the entries named by `field`, then for each bin b the triple (count, sum of
+/// confidences, correct count) at bin_offset(b).
+class eval_accumulator {
+ public:
+  enum field : std::size_t {
+    samples,            ///< evaluated samples
+    ignored,            ///< ignore_index or masked out
+    nonfinite_samples,  ///< samples without a distribution (never in the sums below)
+    nonfinite_logits,   ///< NaN / +-inf logits of those samples
+    nll_sum,            ///< sum of per-sample NLL (nats)
+    nll_sq_sum,         ///< sum of squared per-sample NLL
+    correct,            ///< top-1 hits
+    top_k_correct,      ///< top-k hits
+    brier_sum,          ///< sum of per-sample Brier scores
+    confidence_sum,     ///< sum of max_k p_k
+    fields              ///< number of named entries; the bins follow
+  };
+  /// Entries per bin: count, confidence sum, correct count.
+  static constexpr std::size_t bin_fields = 3;
+
+  /// \throws xent::invalid_argument unless bins >= 1, top_k >= 1, 0 < temperature < inf, dim is 0 or 1.
+  explicit eval_accumulator(const eval_options& opts = {}) : opts_(opts) {
+    constexpr const char* fn = "eval_accumulator";
+    if (opts.bins < 1) detail::throw_invalid(fn, "bins", "must be at least 1", opts.bins);
+    if (opts.top_k < 1) detail::throw_invalid(fn, "top_k", "must be at least 1", opts.top_k);
+    if (!(opts.temperature > 0 && opts.temperature < std::numeric_limits<double>::infinity()))
+      detail::throw_invalid(fn, "temperature", "must be positive and finite", opts.temperature);
+    detail::check_dim(fn, opts.dim);
+    state_.assign(fields + bin_fields * std::size_t(opts.bins), 0.0);
+  }
+
+  /// Adds a batch: logits C x N (dim = 0, a torch [N, C] buffer read in place) or N x C (dim = 1),
+  /// float or double; targets one signed integer per sample, in [0, C) or equal to ignore_index.
+  /// \throws xent::invalid_argument (before reading any logit) for empty logits, a targets length
+  /// other than N, or a target out of range.
+  template <class Derived, class TDerived>
+  void update(const Eigen::DenseBase<Derived>& logits, const Eigen::DenseBase<TDerived>& targets) {
+    add(logits, targets, [](Eigen::Index) { return true; });
+  }
+
+  /// The same, with a mask: sample j is evaluated only when mask(j) is non-zero (true).
+  template <class Derived, class TDerived, class MDerived>
+  void update(const Eigen::DenseBase<Derived>& logits, const Eigen::DenseBase<TDerived>& targets,
+              const Eigen::DenseBase<MDerived>& mask) {
+    const Eigen::Index samples = opts_.dim == 0 ? logits.cols() : logits.rows();
+    if (mask.size() != samples)
+      detail::throw_invalid("eval_accumulator::update", "mask", "must have one entry per sample (" + std::to_string(samples) + ")",
+                            mask.size());
+    add(logits, targets, [&mask](Eigen::Index j) { return mask.derived().coeff(j) != typename MDerived::Scalar(0); });
+  }
+
+  /// Adds other's state to this one, as if this accumulator had seen other's batches too.
+  /// \throws xent::invalid_argument if the two differ in bins, top_k, temperature or neg_inf_is_mask.
+  eval_accumulator& merge(const eval_accumulator& other) {
+    check_compatible(other);
+    for (std::size_t i = 0; i < state_.size(); ++i) state_[i] += other.state_[i];
+    return *this;
+  }
+
+  /// The metrics of everything added so far.
+  eval_report report(const eval_units& units = {}) const;
+
+  /// Forgets every sample (keeps the options).
+  void reset() { std::fill(state_.begin(), state_.end(), 0.0); }
+
+  const eval_options& options() const noexcept { return opts_; }
+
+  /// The state as a flat array of doubles (layout above), for sending, reducing or saving it.
+  /// data() and size() make the accumulator a contiguous range: xent::parallel::allreduce_sum(acc,
+  /// comm) (<xent/parallel/mpi.hpp>) sums it over the ranks in one MPI_Allreduce.
+  std::size_t state_size() const noexcept { return state_.size(); }
+  std::size_t size() const noexcept { return state_.size(); }
+  double* data() noexcept { return state_.data(); }
+  const double* data() const noexcept { return state_.data(); }
+  double operator[](field f) const noexcept { return state_[f]; }
+  /// Index of bin b's (count, confidence sum, correct count) in data().
+  static constexpr std::size_t bin_offset(std::size_t b) noexcept { return fields + bin_fields * b; }
+
+ private:
+  template <class Derived, class TDerived, class Included>
+  void add(const Eigen::DenseBase<Derived>& logits, const Eigen::DenseBase<TDerived>& targets, Included&& included);
+
+  void check_compatible(const eval_accumulator& other) const {
+    constexpr const char* fn = "eval_accumulator::merge";
+    const eval_options& o = other.opts_;
+    if (o.bins != opts_.bins) detail::throw_invalid(fn, "other", "must have the same bins (" + std::to_string(opts_.bins) + ")", o.bins);
+    if (o.top_k != opts_.top_k)
+      detail::throw_invalid(fn, "other", "must have the same top_k (" + std::to_string(opts_.top_k) + ")", o.top_k);
+    if (o.temperature != opts_.temperature)
+      detail::throw_invalid(fn, "other", "must have the same temperature (" + std::to_string(opts_.temperature) + ")", o.temperature);
+    if (o.neg_inf_is_mask != opts_.neg_inf_is_mask)
+      detail::throw_invalid(fn, "other", std::string("must have the same neg_inf_is_mask (") + (opts_.neg_inf_is_mask ? "true" : "false") + ")",
+                            o.neg_inf_is_mask ? "true" : "false");
+  }
+
+  eval_options opts_;
+  std::vector<double> state_;
+};
+
+/// a merged with b (see eval_accumulator::merge).
+inline eval_accumulator merge(eval_accumulator a, const eval_accumulator& b) { return a.merge(b); }
+
+namespace detail {
+
+/// The metrics of one sample, in double, from the kernel's sums.
+struct eval_terms {
+  double nll, confidence, brier;
+};
+
+template <class S>
+eval_terms eval_terms_of(const eval_sample<S>& s, double beta) {
+  const double sum = double(s.sum);
+  const double log_sum = std::log(sum);
+  // (max - target) first: exact for the dominant class, so a confident correct sample keeps its digits.
+  const double nll = beta * (double(s.max) - double(s.target)) + log_sum;
+  const double p_target = std::exp(-nll);
+  const double sum_p2 = double(s.sum_sq) / (sum * sum);
+  // sum_k (p_k - y_k)^2 = sum_k p_k^2 - 2 p_t + 1; >= 0 exactly, so rounding below 0 is clamped.
+  return {nll, 1.0 / sum, std::max(0.0, sum_p2 - 2 * p_target + 1)};
+}
+
+/// cross_entropy's target check, except that samples the mask leaves out are not checked (padding
+/// often carries any value there).
+template <class TDerived, class Included>
+void check_eval_targets(const char* fn, const Eigen::DenseBase<TDerived>& targets, Eigen::Index samples, Eigen::Index classes,
+                        long ignore_index, Included&& included) {
+  static_assert(std::is_integral_v<typename TDerived::Scalar> && std::is_signed_v<typename TDerived::Scalar>,
+                "class-index targets must be signed integers (int32 or int64)");
+  if (targets.size() != samples)
+    throw_invalid(fn, "targets", "must have one entry per sample (" + std::to_string(samples) + ")", targets.size());
+  for (Eigen::Index j = 0; j < samples; ++j) {
+    const long t = static_cast<long>(targets.derived().coeff(j));
+    if (t == ignore_index || !included(j)) continue;
+    if (t < 0 || t >= classes)
+      throw_invalid(fn, "target[" + std::to_string(j) + "]",
+                    "must be in [0, " + std::to_string(classes) + ") or ignore_index (" + std::to_string(ignore_index) + ")", t);
+  }
+}
+
+/// The bin of a confidence in (0, 1]: bin b holds (b / B, (b + 1) / B].
+inline std::size_t confidence_bin(double confidence, int bins) {
+  const double b = std::ceil(confidence * bins) - 1;
+  return b <= 0 ? 0 : b >= bins - 1 ? std::size_t(bins - 1) : std::size_t(b);
+}
+
+}  // namespace detail
+
+template <class Derived, class TDerived, class Included>
+void eval_accumulator::add(const Eigen::DenseBase<Derived>& logits, const Eigen::DenseBase<TDerived>& targets, Included&& included) {
+  using T = typename Derived::Scalar;
+  constexpr const char* fn = "eval_accumulator::update";
+  detail::check_real<Derived>();
+  detail::check_not_empty(fn, "logits", logits);
+  const Eigen::Index samples_in = opts_.dim == 0 ? logits.cols() : logits.rows();
+  const Eigen::Index classes = opts_.dim == 0 ? logits.rows() : logits.cols();
+  detail::check_eval_targets(fn, targets, samples_in, classes, opts_.ignore_index, included);
+
+  const double beta = 1.0 / opts_.temperature;
+  const T beta_t = static_cast<T>(beta);
+  const int bins = opts_.bins;
+  // This batch's sums first, then one addition each into the state: the state's sums then grow
+  // by batch totals (a two-level sum), which keeps long streams accurate.
+  double n = 0, ign = 0, bad = 0, bad_logits = 0, nll = 0, nll_sq = 0, hit = 0, hit_k = 0, brier = 0, conf = 0;
+  detail::with_view(logits, opts_.dim, [&](const detail::samples_view<const T>& v) {
+    for (Eigen::Index j = 0; j < v.samples; ++j) {
+      const long t = static_cast<long>(targets.derived().coeff(j));
+      if (t == opts_.ignore_index || !included(j)) {
+        ign += 1;
+        continue;
+      }
+      const detail::eval_sample<T> s = detail::eval_sample_of(v, j, Eigen::Index(t), beta_t, Eigen::Index(opts_.top_k));
+      bool defined = s.defined;
+      if (defined && s.neg_inf && !opts_.neg_inf_is_mask)
+        defined = detail::count_nonfinite(v.sample(j), v.classes, v.class_stride) == 0;  // rules out an overflow of x - max
+      if (!defined) {
+        bad += 1;
+        bad_logits += double(detail::count_nonfinite(v.sample(j), v.classes, v.class_stride));
+        continue;
+      }
+      const detail::eval_terms e = detail::eval_terms_of(s, beta);
+      const double is_hit = s.rank == 0 ? 1 : 0;
+      n += 1;
+      nll += e.nll;
+      nll_sq += e.nll * e.nll;
+      hit += is_hit;
+      hit_k += s.rank < opts_.top_k ? 1 : 0;
+      brier += e.brier;
+      conf += e.confidence;
+      double* bin = state_.data() + bin_offset(detail::confidence_bin(e.confidence, bins));
+      bin[0] += 1;
+      bin[1] += e.confidence;
+      bin[2] += is_hit;
+    }
+  });
+  state_[samples] += n;
+  state_[ignored] += ign;
+  state_[nonfinite_samples] += bad;
+  state_[nonfinite_logits] += bad_logits;
+  state_[nll_sum] += nll;
+  state_[nll_sq_sum] += nll_sq;
+  state_[correct] += hit;
+  state_[top_k_correct] += hit_k;
+  state_[brier_sum] += brier;
+  state_[confidence_sum] += conf;
+}
+
+inline eval_report eval_accumulator::report(const eval_units& units) const {
+  constexpr double nan = std::numeric_limits<double>::quiet_NaN();
+  const double ln2 = std::log(2.0);
+  const double n = state_[samples];
+  eval_report r;
+  r.samples = std::int64_t(n);
+  r.ignored = std::int64_t(state_[ignored]);
+  r.nonfinite_samples = std::int64_t(state_[nonfinite_samples]);
+  r.nonfinite_logits = std::int64_t(state_[nonfinite_logits]);
+  r.temperature = opts_.temperature;
+  r.top_k = opts_.top_k;
+  // As torch: a sample without a distribution makes every mean NaN unless it is skipped.
+  const bool poisoned = r.nonfinite_samples > 0 && !opts_.skip_nonfinite;
+  const auto mean = [&](double sum) { return poisoned ? nan : sum / n; };  // 0 / 0 = NaN when n = 0
+
+  r.nll = mean(state_[nll_sum]);
+  const double variance = n > 1 ? (state_[nll_sq_sum] - state_[nll_sum] * (state_[nll_sum] / n)) / (n - 1) : nan;
+  r.nll_stderr = poisoned ? nan : std::sqrt(std::max(0.0, variance) / n);
+  if (std::isnan(variance)) r.nll_stderr = nan;
+  r.bits_per_token = r.nll / ln2;
+  r.perplexity = std::exp(r.nll);
+  r.perplexity_stderr = r.perplexity * r.nll_stderr;
+  r.total_nats = poisoned ? nan : state_[nll_sum];
+  r.total_bits = r.total_nats / ln2;
+  r.bits_per_character = units.characters > 0 ? r.total_bits / units.characters : nan;
+  r.bits_per_byte = units.bytes > 0 ? r.total_bits / units.bytes : nan;
+  r.bits_per_dimension = r.total_bits / (units.dimensions > 0 ? units.dimensions : n);
+  r.accuracy = mean(state_[correct]);
+  r.top_k_accuracy = mean(state_[top_k_correct]);
+  r.brier = mean(state_[brier_sum]);
+  r.mean_confidence = mean(state_[confidence_sum]);
+
+  r.bins.resize(std::size_t(opts_.bins));
+  double ece = 0, mce = 0;
+  for (std::size_t b = 0; b < r.bins.size(); ++b) {
+    const double* s = state_.data() + bin_offset(b);
+    reliability_bin& out = r.bins[b];
+    out.lower = double(b) / opts_.bins;
+    out.upper = double(b + 1) / opts_.bins;
+    out.count = std::int64_t(s[0]);
+    out.confidence = s[0] > 0 ? s[1] / s[0] : nan;
+    out.accuracy = s[0] > 0 ? s[2] / s[0] : nan;
+    if (s[0] > 0) {
+      const double gap = std::fabs(out.accuracy - out.confidence);
+      ece += s[0] / n * gap;
+      mce = std::max(mce, gap);
+    }
+  }
+  r.ece = poisoned || n == 0 ? nan : ece;
+  r.mce = poisoned || n == 0 ? nan : mce;
+  return r;
+}
+
+/// The report of one batch: eval_accumulator(opts), update(logits, targets), report(units).
+template <class Derived, class TDerived>
+eval_report evaluate(const Eigen::DenseBase<Derived>& logits, const Eigen::DenseBase<TDerived>& targets,
+                     const eval_options& opts = {}, const eval_units& units = {}) {
+  eval_accumulator acc(opts);
+  acc.update(logits, targets);
+  return acc.report(units);
+}
+
+}  // namespace xent
+
+#endif

@@ -1,0 +1,204 @@
+// Inputs and expectations for the xent-eval end-to-end tests (tests/cli/cli_tests.cmake).
+//
+//   xent_eval_inputs make DIR
+//     writes good and bad .npy files into DIR, and DIR/expected.txt: what the library reports for the
+//     good files, evaluated in memory ("key value" lines);
+//   xent_eval_inputs compare EXPECTED REPORT.json TOLERANCE KEY...
+//     checks that each KEY of EXPECTED appears in the JSON report with a value within
+//     TOLERANCE (relative, at max(|expected|, 1)); counts must match exactly.
+
+#include "npy.hpp"
+
+#include <xent/metrics/evaluation.hpp>
+#include <xent/metrics/temperature.hpp>
+
+#include <Eigen/Core>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <limits>
+#include <map>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace {
+
+using xent_eval::write_npy;
+constexpr std::uint64_t N = 300, C = 7;
+
+template <class T>
+void save(const std::string& path, const std::string& descr, const std::vector<std::uint64_t>& shape, const std::vector<T>& v) {
+  write_npy(path, descr, shape, v.data(), v.size() * sizeof(T));
+}
+
+/// A file's bytes, to corrupt them.
+std::string bytes_of(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary);
+  out.write(bytes.data(), std::streamsize(bytes.size()));
+}
+
+/// A .npy with the given raw header dict (padded and ended as numpy does) and data.
+void save_raw(const std::string& path, std::string dict, const std::string& data, int major = 1) {
+  const std::size_t len_bytes = major == 1 ? 2 : 4;
+  const std::size_t unpadded = 8 + len_bytes + dict.size() + 1;
+  dict.append((64 - unpadded % 64) % 64, ' ');
+  dict += '\n';
+  std::string out = "\x93NUMPY";
+  out += char(major);
+  out += char(0);
+  for (std::size_t i = 0; i < len_bytes; ++i) out += char((dict.size() >> (8 * i)) & 0xff);
+  write_bytes(path, out + dict + data);
+}
+
+int make(const std::string& dir) {
+  std::mt19937_64 rng(7007);
+  std::normal_distribution<double> normal(0, 1);
+  std::uniform_real_distribution<double> uniform(0, 1);
+  // An overconfident model: targets drawn from softmax(z), logits 2 z (the fitted T is near 2).
+  std::vector<float> logits(N * C);
+  std::vector<std::int64_t> targets(N);
+  for (std::uint64_t j = 0; j < N; ++j) {
+    double z[C], total = 0;
+    for (std::uint64_t k = 0; k < C; ++k) total += z[k] = std::exp(1.5 * normal(rng));
+    double u = uniform(rng) * total;
+    std::uint64_t t = 0;
+    while (t + 1 < C && (u -= z[t]) > 0) ++t;
+    targets[j] = j % 37 == 5 ? -100 : std::int64_t(t);  // a few ignored
+    for (std::uint64_t k = 0; k < C; ++k) logits[j * C + k] = float(2 * std::log(z[k]));
+  }
+  const std::string d = dir + "/";
+  save(d + "logits_f4.npy", "<f4", {N, C}, logits);
+  save(d + "targets_i8.npy", "<i8", {N}, targets);
+  save(d + "logits_f8.npy", "<f8", {N, C}, std::vector<double>(logits.begin(), logits.end()));
+  save(d + "targets_i4.npy", "<i4", {N}, std::vector<std::int32_t>(targets.begin(), targets.end()));
+  const std::string good_data(reinterpret_cast<const char*>(logits.data()), logits.size() * sizeof(float));
+  save_raw(d + "logits_v2.npy", "{'descr': '<f4', 'fortran_order': False, 'shape': (300, 7), }", good_data, 2);
+  save_raw(d + "logits_spaced.npy", "{\"shape\":(300,7),\"fortran_order\":False,\"descr\":\"<f4\"}", good_data);
+
+  // What the library says, in memory, with xent-eval's defaults.
+  const Eigen::Map<const Eigen::MatrixXf> x(logits.data(), C, N);
+  const Eigen::Map<const Eigen::Matrix<std::int64_t, Eigen::Dynamic, 1>> t(targets.data(), N);
+  const xent::eval_report r = xent::evaluate(x, t, {}, {1000, 2000, 0});
+  const xent::temperature_fit fit = xent::fit_temperature(x, t);
+  std::ofstream expected(d + "expected.txt");
+  expected.precision(17);
+  expected << "samples " << r.samples << "\nignored " << r.ignored << "\nnll " << r.nll << "\nnll_stderr " << r.nll_stderr
+           << "\nperplexity " << r.perplexity << "\naccuracy " << r.accuracy << "\ntop_k_accuracy " << r.top_k_accuracy << "\nbrier "
+           << r.brier << "\nece " << r.ece << "\nmce " << r.mce << "\nbits_per_character " << r.bits_per_character << "\nbits_per_byte "
+           << r.bits_per_byte << "\nfitted_temperature " << fit.temperature << "\nece_after " << fit.ece_after << "\n";
+
+  // ---- bad files
+  const std::string good = bytes_of(d + "logits_f4.npy");
+  write_bytes(d + "empty.npy", "");
+  write_bytes(d + "not_npy.npy", "hello, world: this is text\n");
+  write_bytes(d + "truncated_header.npy", good.substr(0, 30));
+  write_bytes(d + "truncated_data.npy", good.substr(0, good.size() - 100));
+  write_bytes(d + "trailing.npy", good + "12345678");
+  save_raw(d + "bad_header.npy", "{'descr': '<f4', 'fortran_order': False, 'shape': (300, 7 }", good_data);
+  save_raw(d + "bad_bool.npy", "{'descr': '<f4', 'fortran_order': Maybe, 'shape': (300, 7), }", good_data);
+  save_raw(d + "no_shape.npy", "{'descr': '<f4', 'fortran_order': False, }", good_data);
+  std::string v4 = good;
+  v4[6] = 4;
+  write_bytes(d + "version4.npy", v4);
+  save_raw(d + "logits_f2.npy", "{'descr': '<f2', 'fortran_order': False, 'shape': (300, 7), }", std::string(N * C * 2, '\0'));
+  save(d + "logits_i4.npy", "<i4", {N, C}, std::vector<std::int32_t>(N * C, 1));
+  save_raw(d + "logits_big_endian.npy", "{'descr': '>f4', 'fortran_order': False, 'shape': (300, 7), }", good_data);
+  save_raw(d + "logits_fortran.npy", "{'descr': '<f4', 'fortran_order': True, 'shape': (300, 7), }", good_data);
+  save(d + "logits_1d.npy", "<f4", {N * C}, logits);
+  save(d + "logits_3d.npy", "<f4", {N, C, 1}, logits);
+  save(d + "targets_f4.npy", "<f4", {N}, std::vector<float>(N, 1.0f));
+  save(d + "targets_u8.npy", "<u8", {N}, std::vector<std::uint64_t>(N, 1));
+  save(d + "targets_2d.npy", "<i8", {N, 1}, targets);
+  save(d + "targets_short.npy", "<i8", {N - 1}, std::vector<std::int64_t>(targets.begin(), targets.end() - 1));
+  std::vector<std::int64_t> range = targets;
+  range[123] = std::int64_t(C);
+  save(d + "targets_range.npy", "<i8", {N}, range);
+  std::vector<std::int64_t> negative = targets;
+  negative[45] = -5;
+  save(d + "targets_negative.npy", "<i8", {N}, negative);
+  save(d + "targets_all_ignored.npy", "<i8", {N}, std::vector<std::int64_t>(N, -100));
+  std::vector<float> special = logits;
+  special[17 * C + 2] = std::numeric_limits<float>::quiet_NaN();
+  special[40 * C + 0] = std::numeric_limits<float>::infinity();
+  special[41 * C + 6] = -std::numeric_limits<float>::infinity();
+  save(d + "logits_nonfinite.npy", "<f4", {N, C}, special);
+  std::vector<float> masked = logits;
+  for (std::uint64_t j = 0; j < N; j += 10) masked[j * C + (targets[j] == 0 ? 1 : 0)] = -std::numeric_limits<float>::infinity();
+  save(d + "logits_masked.npy", "<f4", {N, C}, masked);
+  save(d + "logits_no_samples.npy", "<f4", {0, C}, std::vector<float>());
+  save(d + "targets_no_samples.npy", "<i8", {0}, std::vector<std::int64_t>());
+  save(d + "logits_no_classes.npy", "<f4", {N, 0}, std::vector<float>());
+  return 0;
+}
+
+/// The number after "key": in a JSON text (the report's numbers are flat "key": value pairs).
+bool json_number(const std::string& json, const std::string& key, double& value) {
+  const std::string needle = "\"" + key + "\": ";
+  const std::size_t at = json.find(needle);
+  if (at == std::string::npos) return false;
+  const char* begin = json.c_str() + at + needle.size();
+  if (std::strncmp(begin, "null", 4) == 0) {
+    value = std::numeric_limits<double>::quiet_NaN();
+    return true;
+  }
+  char* end = nullptr;
+  value = std::strtod(begin, &end);
+  return end != begin;
+}
+
+int compare(const std::string& expected_path, const std::string& json_path, double tolerance, const std::vector<std::string>& keys) {
+  std::ifstream in(expected_path);
+  std::map<std::string, double> expected;
+  for (std::string key; in >> key;) {
+    std::string word;
+    in >> word;
+    expected[key] = std::strtod(word.c_str(), nullptr);
+  }
+  const std::string json = bytes_of(json_path);
+  // fitted_temperature and ece_after live in the temperature_fit object.
+  const std::map<std::string, std::string> json_key = {{"fitted_temperature", "temperature_fit\": {\"temperature"}, {"ece_after", "ece_after"}};
+  int failures = 0;
+  for (const auto& [key, want] : expected) {
+    if (std::find(keys.begin(), keys.end(), key) == keys.end()) continue;
+    double got = 0;
+    const auto renamed = json_key.find(key);
+    if (!json_number(json, renamed == json_key.end() ? key : renamed->second, got)) {
+      std::cerr << key << ": missing from " << json_path << '\n';
+      ++failures;
+      continue;
+    }
+    const bool same_nan = std::isnan(want) && std::isnan(got);
+    const double error = std::fabs(got - want) / std::max(std::fabs(want), 1.0);
+    const bool ok = same_nan || (key == "samples" || key == "ignored" ? got == want : error <= tolerance);
+    std::cout << key << ": expected " << want << ", got " << got << (ok ? "" : "  <-- FAILED") << '\n';
+    failures += ok ? 0 : 1;
+  }
+  return failures == 0 ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    if (argc == 3 && std::string(argv[1]) == "make") return make(argv[2]);
+    if (argc >= 6 && std::string(argv[1]) == "compare")
+      return compare(argv[2], argv[3], std::strtod(argv[4], nullptr), std::vector<std::string>(argv + 5, argv + argc));
+  } catch (const std::exception& e) {
+    std::cerr << "xent_eval_inputs: " << e.what() << '\n';
+    return 1;
+  }
+  std::cerr << "usage: xent_eval_inputs make DIR | compare EXPECTED REPORT.json TOLERANCE KEY...\n";
+  return 2;
+}

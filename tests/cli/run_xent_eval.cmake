@@ -1,0 +1,55 @@
+# Runs xent-eval once and checks what it did; the driver of the cli.* CTest tests.
+#
+#   cmake -DTOOL=<xent-eval> -DARGS=<args separated by |> -DEXPECT=success|error|usage
+#         [-DREGEX=<regex the output must match>] [-DOUTPUT=<file to keep stdout in>]
+#         [-DCOMPARE=<xent_eval_inputs> -DEXPECTED=<expected.txt> -DTOLERANCE=<t> [-DKEYS=<k1|k2>]]
+#         -P run_xent_eval.cmake
+#
+# EXPECT=success: exit 0. EXPECT=error: exit 1 (xent-eval's own "xent-eval: error: ..." message on
+# standard error). EXPECT=usage: a non-zero exit code from the command-line parser. A crash (a
+# signal) never passes. REGEX is matched against standard error for errors, standard output otherwise.
+cmake_minimum_required(VERSION 3.21)
+
+string(REPLACE "|" ";" args "${ARGS}")
+execute_process(COMMAND "${TOOL}" ${args} RESULT_VARIABLE code OUTPUT_VARIABLE out ERROR_VARIABLE err)
+message(STATUS "xent-eval ${args}\n-- exit: ${code}\n-- stdout:\n${out}\n-- stderr:\n${err}")
+
+if(NOT code MATCHES "^[0-9]+$")
+  message(FATAL_ERROR "xent-eval did not exit normally: ${code}")
+endif()
+if(EXPECT STREQUAL "success")
+  if(NOT code EQUAL 0)
+    message(FATAL_ERROR "expected success, got exit code ${code}")
+  endif()
+  set(text "${out}")
+elseif(EXPECT STREQUAL "error")
+  if(NOT code EQUAL 1)
+    message(FATAL_ERROR "expected exit code 1, got ${code}")
+  endif()
+  if(NOT err MATCHES "^xent-eval: error: ")
+    message(FATAL_ERROR "the error message does not start with 'xent-eval: error: '")
+  endif()
+  set(text "${err}")
+elseif(EXPECT STREQUAL "usage")
+  if(code EQUAL 0)
+    message(FATAL_ERROR "expected a usage error, got exit code 0")
+  endif()
+  set(text "${err}")
+else()
+  message(FATAL_ERROR "EXPECT must be success, error or usage")
+endif()
+
+if(DEFINED REGEX AND NOT text MATCHES "${REGEX}")
+  message(FATAL_ERROR "the output does not match '${REGEX}'")
+endif()
+if(DEFINED OUTPUT)
+  file(WRITE "${OUTPUT}" "${out}")
+endif()
+if(DEFINED COMPARE)
+  string(REPLACE "|" ";" keys "${KEYS}")
+  file(WRITE "${OUTPUT}.json" "${out}")
+  execute_process(COMMAND "${COMPARE}" compare "${EXPECTED}" "${OUTPUT}.json" "${TOLERANCE}" ${keys} RESULT_VARIABLE ccode)
+  if(NOT ccode EQUAL 0)
+    message(FATAL_ERROR "the report differs from the library's")
+  endif()
+endif()

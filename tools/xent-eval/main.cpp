@@ -1,0 +1,384 @@
+// xent-eval: evaluates a model's logits against class-index targets, both read from .npy files:
+// NLL, perplexity, bits, accuracy, Brier score, calibration (ECE, reliability diagram), and on
+// request the temperature that calibrates the model. docs/metrics.md documents it.
+//
+// The logits are processed in chunks of --chunk-mb, memory-mapped (or read into a buffer with
+// --no-mmap, or where mapping is unavailable) and released behind, so memory stays at one chunk
+// whatever the file size; --fit-temperature streams the file again for each pass.
+
+#include "npy.hpp"
+#include "report.hpp"
+
+#include <xent/metrics/evaluation.hpp>
+#include <xent/metrics/temperature.hpp>
+#include <xent/version.hpp>
+
+#include <CLI/CLI.hpp>
+#include <Eigen/Core>
+
+#include <algorithm>
+#include <chrono>
+#include <exception>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <limits>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#ifdef _WIN32
+#include <io.h>
+#define XENT_EVAL_ISATTY(fd) _isatty(fd)
+#else
+#include <unistd.h>
+#define XENT_EVAL_ISATTY(fd) isatty(fd)
+#endif
+
+namespace {
+
+using xent_eval::file_error;
+
+struct settings {
+  std::string logits_path, targets_path;
+  long ignore_index = -100;
+  int top_k = 5;
+  int bins = 15;
+  double temperature = 1;
+  bool fit_temperature = false;
+  xent::eval_units units;
+  double chunk_mb = 1;
+  bool json = false;
+  std::string svg_path;
+  bool skip_nonfinite = false;
+  bool allow_masks = false;
+  bool progress = true;
+  bool mmap = true;
+  int threads = int(std::max(1u, std::thread::hardware_concurrency()));
+};
+
+/// Progress on standard error, for passes that take more than a second: a line redrawn in place on
+/// a terminal, a line every few seconds otherwise (logs).
+class progress_meter {
+ public:
+  using clock = std::chrono::steady_clock;
+
+  progress_meter(bool enabled, std::uint64_t total) : enabled_(enabled), total_(total), tty_(XENT_EVAL_ISATTY(2) != 0) {}
+
+  void start(std::string label) {
+    label_ = std::move(label);
+    start_ = last_ = clock::now();
+    shown_ = false;
+  }
+  void advance(std::uint64_t done) {
+    if (!enabled_) return;
+    const clock::time_point now = clock::now();
+    const double elapsed = seconds(now - start_);
+    if (elapsed < 1 || (shown_ && seconds(now - last_) < (tty_ ? 0.2 : 5))) return;
+    last_ = now;
+    shown_ = true;
+    std::fprintf(stderr, "%sxent-eval: %s %5.1f%% (%.0f of %.0f MB, %.2f GB/s)%s", tty_ ? "\r" : "", label_.c_str(),
+                 100.0 * double(done) / double(total_), double(done) / 1e6, double(total_) / 1e6, double(done) / elapsed / 1e9,
+                 tty_ ? "" : "\n");
+    std::fflush(stderr);
+  }
+  void finish() {
+    if (!shown_) return;
+    const double elapsed = seconds(clock::now() - start_);
+    // On a terminal the spaces blank out the rest of the longer progress line.
+    std::fprintf(stderr, "%sxent-eval: %s done in %.1f s (%.2f GB/s)%s\n", tty_ ? "\r" : "", label_.c_str(), elapsed,
+                 double(total_) / elapsed / 1e9, tty_ ? "          " : "");
+    shown_ = false;
+  }
+
+ private:
+  static double seconds(clock::duration d) { return std::chrono::duration<double>(d).count(); }
+  bool enabled_;
+  std::uint64_t total_;
+  bool tty_;
+  bool shown_ = false;
+  std::string label_;
+  clock::time_point start_, last_;
+};
+
+/// The logits and targets as a sequence of chunks of at most --chunk-mb. Memory-mapped files are
+/// read in place, by `threads` workers (worker w takes chunks w, w + threads, ...: a fixed split, so
+/// the sums and hence the report are the same from run to run), and released behind each chunk.
+/// Otherwise one worker reads each chunk into a buffer; a file that fits in one chunk is then read
+/// only once whatever the number of passes.
+template <class T, class I>
+class dataset {
+ public:
+  using logits_map = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>>;
+  using targets_map = Eigen::Map<const Eigen::Matrix<I, Eigen::Dynamic, 1>>;
+
+  dataset(xent_eval::npy_file& logits, xent_eval::npy_file& targets, std::uint64_t samples, std::uint64_t classes, const settings& s,
+          progress_meter& meter)
+      : logits_(logits), targets_(targets), samples_(samples), classes_(classes), meter_(meter) {
+    const double rows = std::floor(s.chunk_mb * 1e6 / (double(classes) * sizeof(T)));
+    rows_per_chunk_ = std::uint64_t(std::max(1.0, std::min(rows, double(samples))));
+    if (s.mmap) {
+      mapped_logits_ = reinterpret_cast<const T*>(logits.map_data(sizeof(T)));
+      mapped_targets_ = reinterpret_cast<const I*>(targets.map_data(sizeof(I)));
+    }
+    if (!mapped()) {
+      mapped_logits_ = nullptr;
+      mapped_targets_ = nullptr;
+      logit_buf_.resize(std::size_t(rows_per_chunk_ * classes));
+      target_buf_.resize(std::size_t(rows_per_chunk_));
+    }
+    const std::uint64_t chunks = (samples + rows_per_chunk_ - 1) / rows_per_chunk_;
+    workers_ = mapped() ? int(std::min<std::uint64_t>(std::uint64_t(std::max(1, s.threads)), chunks)) : 1;
+  }
+
+  /// The number of workers a pass uses: f is called with worker indices below it.
+  int workers() const { return workers_; }
+
+  /// Calls f(logits C x rows, targets, first sample, worker) for every chunk; each worker sees its
+  /// chunks in order. An exception in any worker is rethrown here (the first worker's first).
+  template <class F>
+  void pass(const std::string& label, F&& f) {
+    const bool once = !mapped() && rows_per_chunk_ == samples_;
+    if (once && loaded_) {
+      f(logits_map(logit_buf_.data(), Eigen::Index(classes_), Eigen::Index(samples_)), targets_map(target_buf_.data(), Eigen::Index(samples_)),
+        std::uint64_t(0), 0);
+      return;
+    }
+    logits_.rewind();
+    targets_.rewind();
+    meter_.start(label);
+    std::vector<std::exception_ptr> errors(static_cast<std::size_t>(workers_));
+    const auto work = [&](int w) {
+      try {
+        const std::uint64_t stride = rows_per_chunk_ * std::uint64_t(workers_);
+        for (std::uint64_t first = rows_per_chunk_ * std::uint64_t(w); first < samples_; first += stride) {
+          const std::uint64_t rows = std::min(rows_per_chunk_, samples_ - first);
+          const T* x = mapped_logits_ ? mapped_logits_ + first * classes_ : logit_buf_.data();
+          const I* t = mapped_targets_ ? mapped_targets_ + first : target_buf_.data();
+          if (!mapped()) {
+            logits_.read(logit_buf_.data(), std::size_t(rows * classes_ * sizeof(T)));
+            targets_.read(target_buf_.data(), std::size_t(rows * sizeof(I)));
+          }
+          f(logits_map(x, Eigen::Index(classes_), Eigen::Index(rows)), targets_map(t, Eigen::Index(rows)), first, w);
+          if (w == 0) {  // worker 0 speaks for all: the others are at most a chunk apart
+            const std::uint64_t done = (first + rows) * classes_ * sizeof(T);
+            if (workers_ == 1) logits_.release_mapped(done);
+            meter_.advance(std::min<std::uint64_t>(samples_, first + stride) * classes_ * sizeof(T));
+          }
+        }
+      } catch (...) {
+        errors[std::size_t(w)] = std::current_exception();
+      }
+    };
+    std::vector<std::thread> threads;
+    for (int w = 1; w < workers_; ++w) threads.emplace_back(work, w);
+    work(0);
+    for (std::thread& t : threads) t.join();
+    if (workers_ > 1) logits_.release_mapped(samples_ * classes_ * sizeof(T));
+    for (const std::exception_ptr& e : errors)
+      if (e) std::rethrow_exception(e);
+    meter_.finish();
+    loaded_ = once;
+  }
+
+ private:
+  bool mapped() const { return mapped_logits_ && mapped_targets_; }
+
+  xent_eval::npy_file& logits_;
+  xent_eval::npy_file& targets_;
+  std::uint64_t samples_, classes_, rows_per_chunk_;
+  progress_meter& meter_;
+  const T* mapped_logits_ = nullptr;
+  const I* mapped_targets_ = nullptr;
+  int workers_ = 1;
+  bool loaded_ = false;
+  std::vector<T> logit_buf_;
+  std::vector<I> target_buf_;
+};
+
+/// Whether sample j has no distribution under the options (as eval_accumulator decides).
+template <class Map>
+bool nonfinite_sample(const Map& logits, Eigen::Index j, bool allow_masks) {
+  bool any_finite = false;
+  for (Eigen::Index k = 0; k < logits.rows(); ++k) {
+    const double v = double(logits(k, j));
+    if (std::isnan(v) || v == std::numeric_limits<double>::infinity() || (v == -std::numeric_limits<double>::infinity() && !allow_masks))
+      return true;
+    any_finite = any_finite || std::isfinite(v);
+  }
+  return !any_finite;
+}
+
+/// One accumulator per worker, merged in worker order at the end: the accumulators' merge is what
+/// makes the threads free of any lock.
+xent::eval_accumulator merged(std::vector<xent::eval_accumulator>& parts) {
+  for (std::size_t w = 1; w < parts.size(); ++w) parts[0].merge(parts[w]);
+  return parts[0];
+}
+
+template <class T, class I>
+xent_eval::run_result evaluate(const settings& s, xent_eval::npy_file& lf, xent_eval::npy_file& tf, std::uint64_t n, std::uint64_t c,
+                               xent_eval::run_result run) {
+  progress_meter meter(s.progress, n * c * sizeof(T));
+  dataset<T, I> data(lf, tf, n, c, s, meter);
+  const std::size_t workers = std::size_t(data.workers());
+
+  xent::eval_options opts;
+  opts.ignore_index = s.ignore_index;
+  opts.top_k = s.top_k;
+  opts.bins = s.bins;
+  opts.temperature = s.temperature;
+  opts.skip_nonfinite = s.skip_nonfinite;
+  opts.neg_inf_is_mask = s.allow_masks;
+  std::vector<xent::eval_accumulator> accs(workers, xent::eval_accumulator(opts));
+  std::vector<std::int64_t> first_bad(workers, -1);
+  data.pass("evaluating " + lf.path(), [&](const auto& logits, const auto& targets, std::uint64_t first, int w) {
+    // The targets are checked here, with their index in the file, before the library sees them.
+    for (Eigen::Index j = 0; j < targets.size(); ++j) {
+      const long t = long(targets(j));
+      if (t != s.ignore_index && (t < 0 || std::uint64_t(t) >= c))
+        throw file_error(tf.path() + ": target[" + std::to_string(first + std::uint64_t(j)) + "] = " + std::to_string(t) + " is outside [0, " +
+                         std::to_string(c) + ") and is not the ignore index (" + std::to_string(s.ignore_index) + ")");
+    }
+    xent::eval_accumulator& acc = accs[std::size_t(w)];
+    const double bad_before = acc[xent::eval_accumulator::nonfinite_samples];
+    acc.update(logits, targets);
+    std::int64_t& bad = first_bad[std::size_t(w)];
+    if (bad < 0 && acc[xent::eval_accumulator::nonfinite_samples] > bad_before) {
+      for (Eigen::Index j = 0; j < targets.size() && bad < 0; ++j)
+        if (long(targets(j)) != s.ignore_index && nonfinite_sample(logits, j, s.allow_masks)) bad = std::int64_t(first) + j;
+    }
+  });
+  run.report = merged(accs).report(s.units);
+  const xent::eval_report& r = run.report;
+  std::int64_t first_nonfinite = -1;
+  for (const std::int64_t b : first_bad)
+    if (b >= 0 && (first_nonfinite < 0 || b < first_nonfinite)) first_nonfinite = b;
+  if (r.nonfinite_samples > 0 && !s.skip_nonfinite)
+    throw file_error(lf.path() + ": " + std::to_string(r.nonfinite_logits) + " non-finite logits (NaN or +-inf) in " +
+                     std::to_string(r.nonfinite_samples) + " of " + std::to_string(n) + " samples (the first is sample " +
+                     std::to_string(first_nonfinite) + "); their metrics would be NaN. --skip-nonfinite leaves those samples out" +
+                     (s.allow_masks ? "" : "; --allow-masks treats -inf logits as masked classes"));
+  if (r.samples == 0)
+    throw file_error(tf.path() + ": no sample left to evaluate (" + std::to_string(r.ignored) + " ignored, " +
+                     std::to_string(r.nonfinite_samples) + " non-finite)");
+
+  if (s.fit_temperature) {
+    xent::temperature_options topts;
+    topts.ignore_index = s.ignore_index;
+    topts.bins = s.bins;
+    topts.skip_nonfinite = s.skip_nonfinite;
+    int pass = 0;
+    xent::temperature_fit fit = xent::fit_temperature_with(
+        [&](double temperature) {
+          std::vector<xent::temperature_sums> sums(workers);
+          data.pass("fitting the temperature, pass " + std::to_string(++pass),
+                    [&](const auto& logits, const auto& targets, std::uint64_t, int w) {
+                      xent::add_temperature_sums(logits, targets, temperature, topts, sums[std::size_t(w)]);
+                    });
+          for (std::size_t w = 1; w < workers; ++w) sums[0].merge(sums[w]);
+          return sums[0];
+        },
+        topts);
+    fit.ece_before = r.ece;  // the main pass ran at T = 1 (--temperature excludes --fit-temperature)
+    if (std::isfinite(fit.temperature)) {
+      opts.temperature = fit.temperature;
+      std::vector<xent::eval_accumulator> after(workers, xent::eval_accumulator(opts));
+      data.pass("evaluating at the fitted temperature", [&](const auto& logits, const auto& targets, std::uint64_t, int w) {
+        after[std::size_t(w)].update(logits, targets);
+      });
+      fit.ece_after = merged(after).report().ece;
+    }
+    run.fit = fit;
+  }
+  return run;
+}
+
+xent_eval::run_result run(const settings& s) {
+  xent_eval::npy_file lf(s.logits_path), tf(s.targets_path);
+  const auto& lh = lf.header();
+  const auto& th = tf.header();
+  const xent_eval::dtype lt = lf.element_type({xent_eval::dtype::float32, xent_eval::dtype::float64}, "logits");
+  const xent_eval::dtype tt = tf.element_type({xent_eval::dtype::int32, xent_eval::dtype::int64}, "targets");
+  if (lh.shape.size() != 2)
+    throw file_error(lf.path() + ": logits must have shape (N, C), but the file holds shape " + xent_eval::detail::shape_string(lh.shape));
+  if (lh.fortran_order)
+    throw file_error(lf.path() + ": logits must be in C order (row-major); the file is in Fortran order (save np.ascontiguousarray(a))");
+  if (th.shape.size() != 1)
+    throw file_error(tf.path() + ": targets must have shape (N,), but the file holds shape " + xent_eval::detail::shape_string(th.shape));
+  lf.check_size(xent_eval::dtype_size(lt));
+  tf.check_size(xent_eval::dtype_size(tt));
+  const std::uint64_t n = lh.shape[0], c = lh.shape[1];
+  if (n == 0) throw file_error(lf.path() + ": the logits hold no sample (shape " + xent_eval::detail::shape_string(lh.shape) + ")");
+  if (c == 0) throw file_error(lf.path() + ": the logits hold no class (shape " + xent_eval::detail::shape_string(lh.shape) + ")");
+  if (th.shape[0] != n)
+    throw file_error(tf.path() + ": " + std::to_string(th.shape[0]) + " targets for " + std::to_string(n) + " samples of logits in " +
+                     lf.path() + "; both must have the same N");
+
+  xent_eval::run_result result;
+  result.logits = {lf.path(), xent_eval::dtype_name(lt), lh.shape};
+  result.targets = {tf.path(), xent_eval::dtype_name(tt), th.shape};
+  result.units = s.units;
+  const bool f32 = lt == xent_eval::dtype::float32, i32 = tt == xent_eval::dtype::int32;
+  if (f32 && i32) return evaluate<float, std::int32_t>(s, lf, tf, n, c, result);
+  if (f32) return evaluate<float, std::int64_t>(s, lf, tf, n, c, result);
+  if (i32) return evaluate<double, std::int32_t>(s, lf, tf, n, c, result);
+  return evaluate<double, std::int64_t>(s, lf, tf, n, c, result);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  settings s;
+  CLI::App app{"xent-eval: evaluate a model's logits against class-index targets (.npy files): NLL, perplexity, bits,\n"
+               "accuracy, Brier score, calibration (ECE, reliability diagram) and temperature scaling.",
+               "xent-eval"};
+  app.add_option("logits", s.logits_path, ".npy of float32 or float64 logits, shape (N, C), C order")->required()->check(CLI::ExistingFile);
+  app.add_option("targets", s.targets_path, ".npy of int32 or int64 class indices, shape (N,)")->required()->check(CLI::ExistingFile);
+  app.add_option("--ignore-index", s.ignore_index, "Targets equal to this are left out, as torch's ignore_index")->capture_default_str();
+  app.add_option("--top-k", s.top_k, "k of the top-k accuracy")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--bins", s.bins, "Equal-width confidence bins of the ECE and the diagram")->capture_default_str()->check(CLI::Range(1, 10000));
+  auto* temp = app.add_option("--temperature", s.temperature, "Evaluate softmax(logits / T)")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_flag("--fit-temperature", s.fit_temperature, "Also fit the temperature that minimises the NLL; report NLL and ECE before and after")
+      ->excludes(temp);
+  app.add_option("--characters", s.units.characters, "Characters of the evaluated text, for bits per character")->check(CLI::PositiveNumber);
+  app.add_option("--bytes", s.units.bytes, "Bytes of the evaluated text, for bits per byte")->check(CLI::PositiveNumber);
+  app.add_option("--dimensions", s.units.dimensions, "Dimensions of the data, for bits per dimension")->check(CLI::PositiveNumber);
+  app.add_option("--chunk-mb", s.chunk_mb,
+                 "Process the logits in chunks of at most this size (MB): the memory used, whatever the file size")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--threads", s.threads, "Worker threads over the chunks of a memory-mapped file (default: the cores)")
+      ->check(CLI::Range(1, 1024));
+  app.add_flag("!--no-mmap", s.mmap, "Read the files with read() into a chunk buffer instead of memory-mapping them");
+  app.add_flag("--json", s.json, "Print the report as JSON");
+  app.add_option("--svg", s.svg_path, "Write the reliability diagram to this SVG file");
+  app.add_flag("--skip-nonfinite", s.skip_nonfinite, "Leave out samples with NaN or infinite logits (default: refuse them)");
+  app.add_flag("--allow-masks", s.allow_masks, "Treat -inf logits as masked classes of probability 0 (default: refuse them)");
+  app.add_flag("!--no-progress", s.progress, "No progress on standard error");
+  app.set_version_flag("--version", "xent-eval " + std::to_string(XENT_VERSION_MAJOR) + "." + std::to_string(XENT_VERSION_MINOR) + "." +
+                                        std::to_string(XENT_VERSION_PATCH));
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    const xent_eval::run_result result = run(s);
+    if (!s.svg_path.empty()) {
+      std::ofstream svg(s.svg_path);
+      if (!svg) throw file_error(s.svg_path + ": cannot create the SVG file");
+      xent_eval::write_svg(svg, result);
+      if (!svg.flush()) throw file_error(s.svg_path + ": write failed");
+    }
+    if (s.json)
+      xent_eval::write_json(std::cout, result);
+    else
+      xent_eval::write_text(std::cout, result);
+    return 0;
+  } catch (const std::exception& e) {
+    // file_error and xent::invalid_argument carry the whole story; std::bad_alloc is a chunk too big.
+    std::cerr << "xent-eval: error: " << e.what() << '\n';
+    return 1;
+  }
+}
