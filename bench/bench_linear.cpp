@@ -18,8 +18,9 @@
 // other processes does not inflate: on a loaded machine they are the ones to read for T:1.
 //
 // Threads: "T:1" runs Eigen's GEMM and xent single-threaded. "T:2" gives the bare GEMMs two OpenMP
-// threads (Eigen::setNbThreads(2); only when built with OpenMP) and xent num_threads = 2 (its own
-// std::threads, each calling a single-threaded GEMM); xent::cross_entropy itself stays one thread.
+// threads (Eigen::setNbThreads(2); only when xent is built with OpenMP) and xent num_threads = 2
+// (an OpenMP team of two workers, each calling a single-threaded GEMM); xent::cross_entropy in the
+// materialised rows gets num_threads = T as well.
 //
 // Flags of our own (removed before Google Benchmark sees the command line):
 //   --xent_smoke          small shapes, and an agreement check of every mode (non-zero exit if any
@@ -131,6 +132,8 @@ void eigen_threads(int threads) {
 double run_mode(Mode m, Buffers& b, int threads) {
   xent::linear_cross_entropy_options lo;
   lo.num_threads = threads;
+  xent::cross_entropy_options co;
+  co.num_threads = threads;
   const bool xent_threads = m == Mode::linear_fwd || m == Mode::linear_train || m == Mode::linear_fwd_bwd;
   // xent's workers each call a one-thread GEMM; the bare GEMMs get Eigen's own threads.
   eigen_threads(xent_threads ? 1 : threads);
@@ -140,7 +143,7 @@ double run_mode(Mode m, Buffers& b, int threads) {
       return double(b.logits(0, 0));
     case Mode::gemm_ce:
       b.logits.noalias() = b.weight.transpose() * b.hidden;
-      return xent::cross_entropy(b.logits, b.targets).value();
+      return xent::cross_entropy(b.logits, b.targets, co).value();
     case Mode::linear_fwd:
       return xent::linear_cross_entropy(b.hidden, b.weight, b.targets, lo).loss.value();
     case Mode::three_gemms:
@@ -150,8 +153,8 @@ double run_mode(Mode m, Buffers& b, int threads) {
       return double(b.logits(0, 0) + b.grad_hidden(0, 0) + b.grad_weight(0, 0));
     case Mode::gemm_ce_train: {
       b.logits.noalias() = b.weight.transpose() * b.hidden;
-      const double loss = xent::cross_entropy(b.logits, b.targets).value();
-      xent::cross_entropy_backward(b.logits, b.targets, 1.0f, {}, b.grad_logits);
+      const double loss = xent::cross_entropy(b.logits, b.targets, co).value();
+      xent::cross_entropy_backward(b.logits, b.targets, 1.0f, co, b.grad_logits);
       b.grad_hidden.noalias() = b.weight * b.grad_logits;
       b.grad_weight.noalias() = b.hidden * b.grad_logits.transpose();
       return loss;

@@ -73,10 +73,18 @@ def machine():
                                                          first_line(["c++", "--version"]))
 
 
-def bench(exe, shapes, repetitions, smoke):
-    pattern = "/(%s)/" % "|".join(re.escape(s) for s in shapes)
-    out = run([exe, "--benchmark_filter=" + pattern, "--benchmark_repetitions=%d" % repetitions,
-               "--benchmark_format=json"] + (["--xent_smoke", "--benchmark_min_time=0.01"] if smoke else [])).stdout
+def bench(exe, shape, threads, repetitions, smoke):
+    """One process per shape and thread count: a run lost to a signal costs only its own rows (it is
+    retried once)."""
+    cmd = [exe, "--benchmark_filter=/%s/T:%d(/|$)" % (re.escape(shape), threads),
+           "--benchmark_repetitions=%d" % repetitions, "--benchmark_format=json"]
+    if smoke:
+        cmd += ["--xent_smoke", "--benchmark_min_time=0.01"]
+    try:
+        out = run(cmd).stdout
+    except subprocess.CalledProcessError as e:
+        log("run failed (%s), retrying once" % e)
+        out = run(cmd).stdout
     data = json.loads(out)
     rows = {}
     for b in data["benchmarks"]:
@@ -119,7 +127,8 @@ def main():
     reps_of = {shape: reps[min(i, len(reps) - 1)] for i, shape in enumerate(shapes)}
     rows = {}
     for shape in shapes:
-        rows.update(bench(exe, [shape], reps_of[shape], args.smoke)[1])
+        for threads in (1, 2):
+            rows.update(bench(exe, shape, threads, reps_of[shape], args.smoke)[1])
     load_after = loadavg()
     rss = {m: rss_kib(exe, m, args.rss_shape, 1) for m in ["inputs"] + [m for m, _ in MODES]}
 

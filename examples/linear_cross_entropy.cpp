@@ -26,7 +26,6 @@ int main() {
   opts.label_smoothing = 0.1;
   opts.z_loss = 1e-4;   // + 1e-4 * logsumexp^2 per token
   opts.softcap = 30;    // logits become 30 * tanh(logits / 30)
-  opts.num_threads = 2;
 
   // The same loss on materialised logits, for comparison (what the fused call never allocates).
   {

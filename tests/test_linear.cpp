@@ -607,8 +607,8 @@ TEST_CASE("linear_cross_entropy misuse throws xent::invalid_argument naming func
        ">= 0", "got -1"},
       {"sample_block < 0", [&] { (void)xent::linear_cross_entropy(h, W, t, with([](opts& o) { o.sample_block = -8; })); }, fn,
        "sample_block", ">= 0", "got -8"},
-      {"no threads", [&] { (void)xent::linear_cross_entropy(h, W, t, with([](opts& o) { o.num_threads = 0; })); }, fn,
-       "num_threads", ">= 1", "got 0"},
+      {"negative threads", [&] { (void)xent::linear_cross_entropy(h, W, t, with([](opts& o) { o.num_threads = -2; })); }, fn,
+       "num_threads", ">= 0 (0 = OpenMP's default)", "got -2"},
       {"grad_hidden transposed", [&] { xent::linear_cross_entropy_with_grad(h, W, t, 1.0f, {}, matrix<float>(3, 4), gw); },
        wg, "grad_hidden_out", "hidden's shape (4 x 3)", "got 3 x 4"},
       {"grad_weight in the other layout", [&] { xent::linear_cross_entropy_with_grad(h, W, t, 1.0f, {}, gh, matrix<float>(6, 4)); },
@@ -626,3 +626,36 @@ TEST_CASE("linear_cross_entropy misuse throws xent::invalid_argument naming func
   };
   CHECK(xent_test::check_misuse(all) == int(std::size(all)));
 }
+
+#ifdef _OPENMP
+#include <omp.h>
+
+TEST_CASE("linear_cross_entropy under OpenMP: same bits inside another parallel region; the thread count is restored",
+          "[linear]") {
+  const problem p = random_problem(16, 700, 40, true, xent::reduction::sum, 0.1, 1e-3, 4.0);
+  const matrix<float> h = p.hidden.cast<float>(), W = p.weight.cast<float>();
+  const vector<float> b = p.bias.cast<float>();
+  xent::linear_cross_entropy_options o = p.opts;
+  o.block = 64;
+  o.num_threads = 3;
+  matrix<float> gh(16, 40), gw(16, 700), gh2(16, 40), gw2(16, 700);
+  vector<float> gb(700), gb2(700);
+  const float loss = xent::linear_cross_entropy_with_grad(h, W, b, p.targets, 1.0f, o, gh, gw, gb).loss.value();
+  // Inside a parallel region the nested team has one thread, which runs the three workers in turn.
+  float nested = 0;
+#pragma omp parallel num_threads(2)
+  {
+#pragma omp single
+    nested = xent::linear_cross_entropy_with_grad(h, W, b, p.targets, 1.0f, o, gh2, gw2, gb2).loss.value();
+  }
+  CHECK(nested == loss);
+  CHECK(gh2 == gh);
+  CHECK(gw2 == gw);
+  CHECK(gb2 == gb);
+  // A serial call keeps Eigen's GEMMs on one thread and gives the caller its thread count back.
+  const int before = omp_get_max_threads();
+  o.num_threads = 1;
+  (void)xent::linear_cross_entropy(h, W, b, p.targets, o);
+  CHECK(omp_get_max_threads() == before);
+}
+#endif

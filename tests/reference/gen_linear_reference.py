@@ -52,16 +52,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-F32 = np.float32
-REDUCTIONS = ("none", "mean", "sum")
-
-
-def fmt(v):
-    return repr(float(v))
-
-
-def line(key, values):
-    return key + " " + " ".join(fmt(v) for v in np.asarray(values, dtype=np.float64).ravel()) + "\n"
+# The writers of categorical_cases.txt: the same line format, and its choice of ignored targets.
+from gen_categorical_reference import F32, REDUCTIONS, line, with_ignored
 
 
 def make_set(seed, n, d, v, scale=1.0):
@@ -71,15 +63,6 @@ def make_set(seed, n, d, v, scale=1.0):
     bias = (rs.randn(v) * 0.5).astype(F32)
     target = rs.randint(0, v, size=n)
     return hidden, weight, bias, target
-
-
-def with_ignored(t, ignore_index=-100):
-    t = t.copy()
-    if t.size == 1:
-        t[0] = ignore_index
-    else:
-        t[1::2] = ignore_index
-    return t
 
 
 def write_case(out, name, hidden, weight, bias, target, reduction, ignore_index, smoothing, z_loss, softcap, rs):

@@ -3,7 +3,7 @@
 
 // How many threads one call uses, and the loops that spread work over them. parallel_for (the
 // cross-entropy kernels) uses OpenMP and is serial without it (_OPENMP undefined); fork_join (the
-// linear cross-entropy) uses std::thread.
+// linear cross-entropy) uses OpenMP too, and std::thread without it.
 
 #include <Eigen/Core>
 
@@ -51,12 +51,18 @@ void parallel_for(Eigen::Index n, int threads, F&& f) {
   for (Eigen::Index i = 0; i < n; ++i) f(i);
 }
 
-// fork_join: the linear cross-entropy's workers (std::thread, static assignment: worker r gets items
-// r, r + T, ...), which also run where OpenMP is absent.
+// fork_join: the linear cross-entropy's workers (static assignment: worker r gets items r, r + T,
+// ..., so a given worker count always sums in the same order). An OpenMP team when OpenMP is on,
+// std::threads otherwise.
 
-/// Runs body(worker) for worker in [0, workers), on the calling thread and workers - 1 others, and
-/// returns when all are done. The first exception thrown by any worker is rethrown here (a
-/// std::thread that lets one escape would call std::terminate).
+/// Runs body(worker) for worker in [0, workers) and returns when all are done. The first exception
+/// thrown by any worker is rethrown here (one escaping a std::thread or an OpenMP region would end
+/// the program).
+///
+/// Under OpenMP the workers are a parallel region, so the Eigen GEMMs they call stay on their
+/// thread (Eigen starts no team inside a team). The runtime may give fewer threads than asked
+/// (a call from inside another parallel region gets one): each thread then runs every
+/// team-size-th worker in turn, and the results are the same as with a full team.
 template <class Body>
 void fork_join(int workers, Body&& body) {
   if (workers <= 1) {
@@ -73,6 +79,13 @@ void fork_join(int workers, Body&& body) {
       if (!failure) failure = std::current_exception();
     }
   };
+#ifdef _OPENMP
+#pragma omp parallel num_threads(workers)
+  {
+    const int team = omp_get_num_threads();
+    for (int w = omp_get_thread_num(); w < workers; w += team) guarded(w);
+  }
+#else
   std::vector<std::thread> others;
   others.reserve(static_cast<std::size_t>(workers - 1));
   try {
@@ -85,8 +98,37 @@ void fork_join(int workers, Body&& body) {
   }
   guarded(0);
   for (std::thread& t : others) t.join();
+#endif
   if (failure) std::rethrow_exception(failure);
 }
+
+/// For the lifetime of this object, a serial call keeps Eigen's GEMMs on the calling thread: under
+/// OpenMP Eigen would start a team of omp_get_max_threads() threads for every large product. It
+/// sets the calling thread's OpenMP thread count to 1 and restores it (an explicit
+/// Eigen::setNbThreads(n) still wins: Eigen reads it first).
+class serial_gemm_scope {
+ public:
+  explicit serial_gemm_scope(bool serial) {
+#ifdef _OPENMP
+    if (serial) {
+      saved_ = omp_get_max_threads();
+      omp_set_num_threads(1);
+    }
+#else
+    (void)serial;
+#endif
+  }
+  ~serial_gemm_scope() {
+#ifdef _OPENMP
+    if (saved_ > 0) omp_set_num_threads(saved_);
+#endif
+  }
+  serial_gemm_scope(const serial_gemm_scope&) = delete;
+  serial_gemm_scope& operator=(const serial_gemm_scope&) = delete;
+
+ private:
+  int saved_ = 0;
+};
 
 }  // namespace xent::detail
 

@@ -62,8 +62,10 @@ struct linear_cross_entropy_options {
   /// log-sum-exp pass and the gradient pass when they fit in this many bytes (3 GEMMs in all);
   /// otherwise each tile is recomputed (4 GEMMs, memory one tile per thread).
   std::size_t max_block_bytes = std::size_t(256) << 20;
-  /// Threads (std::thread), splitting the vocabulary tiles of each block; >= 1.
-  int num_threads = 1;
+  /// Threads splitting the vocabulary tiles of each block: 0 = OpenMP's default
+  /// (omp_get_max_threads(); 1 when xent is compiled without OpenMP), 1 = serial (Eigen's GEMMs
+  /// included), T > 1 = an OpenMP team of T (std::threads without OpenMP), each GEMM on one thread.
+  int num_threads = 0;
 };
 
 /// What linear_cross_entropy returns: the loss as cross_entropy's loss_result, and with
@@ -95,7 +97,7 @@ linear_shapes check_linear(const char* fn, const Eigen::DenseBase<HDerived>& hid
     throw_invalid(fn, "softcap", "must be finite and >= 0 (0 turns it off)", o.softcap);
   if (o.block < 0) throw_invalid(fn, "block", "must be >= 0 (0 chooses it)", o.block);
   if (o.sample_block < 0) throw_invalid(fn, "sample_block", "must be >= 0 (0 chooses it)", o.sample_block);
-  if (o.num_threads < 1) throw_invalid(fn, "num_threads", "must be >= 1", o.num_threads);
+  if (o.num_threads < 0) throw_invalid(fn, "num_threads", "must be >= 0 (0 = OpenMP's default)", o.num_threads);
   const int layout = static_cast<int>(o.weight_layout);
   if (layout < 0 || layout > 2)
     throw_invalid(fn, "weight_layout", "must be deduce, hidden_by_vocab or vocab_by_hidden", layout);
@@ -172,10 +174,11 @@ linear_plan plan_linear(const linear_shapes& s, Index kept, const linear_cross_e
   p.hidden_size = s.hidden_size;
   p.classes = s.classes;
   p.weight_v_by_d = s.v_by_d;
-  p.threads = o.num_threads;
-  // Eigen's GEMM reads its cache sizes from function-local statics set on first use: set them
-  // here, before the workers race to.
-  if (p.threads > 1) Eigen::initParallel();
+#ifdef _OPENMP
+  p.threads = o.num_threads > 0 ? o.num_threads : omp_get_max_threads();
+#else
+  p.threads = o.num_threads > 0 ? o.num_threads : 1;
+#endif
   const Index samples = std::max<Index>(kept, 1);
   const auto vocab_block_for = [&](Index nb) {
     if (o.block > 0) return std::min(o.block, s.classes);
@@ -198,6 +201,11 @@ linear_plan plan_linear(const linear_shapes& s, Index kept, const linear_cross_e
   p.sample_block = nb;
   p.vocab_block = vocab_block_for(nb);
   p.tiles = (s.classes + p.vocab_block - 1) / p.vocab_block;
+  // No more workers than tiles; the count alone decides the results' bits (see fork_join).
+  p.threads = int(std::min<Index>(p.threads, p.tiles));
+  // Eigen's GEMM reads its cache sizes from function-local statics set on first use: set them
+  // here, before the workers race to.
+  if (p.threads > 1) Eigen::initParallel();
   return p;
 }
 
@@ -227,6 +235,7 @@ linear_cross_entropy_result<accumulation_t<typename HDerived::Scalar>> linear_ru
   Eigen::Matrix<T, Eigen::Dynamic, 1> lse;
   if (o.return_lse) lse.setConstant(s.samples, std::numeric_limits<T>::quiet_NaN());
 
+  const serial_gemm_scope serial(plan.threads == 1);
   auto go = [&](auto v_by_d) {
     linear_ce_kernel<T, decltype(v_by_d)::value, WDerived, HDerived> kernel(plan, params, weight.derived(), hidden.derived(),
                                                                            bias, active, target, training);
