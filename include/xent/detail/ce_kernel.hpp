@@ -93,20 +93,31 @@ compute_t<S> logit_value(S x, compute_t<S> softcap) {
   return softcap == 0 ? v : softcap * std::tanh(v / softcap);
 }
 
+/// One chunk's summary. next: null, or the logits whose chunk at the same place to bring into cache
+/// meanwhile (instead of the chunk after next).
 template <chunk_sums Sums, class S>
-chunk_summary<compute_t<S>> summarize_chunk_of(const S* x, const fused_setup<compute_t<S>>& st, Index chunk) {
+chunk_summary<compute_t<S>> summarize_chunk_of(const S* x, const fused_setup<compute_t<S>>& st, Index chunk,
+                                               const S* next = nullptr) {
   using T = compute_t<S>;
   const Index n = st.classes, start = chunk * fused_chunk<S>, len = std::min(fused_chunk<S>, n - start);
   T buffer[fused_chunk<S>];
+  const read_ahead ahead = next ? read_ahead{reinterpret_cast<const char*>(next + start), len * Index(sizeof(S))}
+                                : chunk_after_next(x + start, len);
   return summarize_chunk<Sums>(chunk_values(x, start, len, buffer, st.softcap),
-                               Sums == chunk_sums::weighted_logits ? st.weight + start : st.weight, len);
+                               Sums == chunk_sums::weighted_logits ? st.weight + start : st.weight, len, ahead);
 }
 
+/// A sample's summary. next: null, or the next sample's logits, to bring into cache meanwhile: with a
+/// gradient, the pass that writes it is bound by those writes and this one by the exp, so this is
+/// where the next read overlaps best.
 template <chunk_sums Sums, class S>
-sample_summary<compute_t<S>> summarize_sample(const S* x, const fused_setup<compute_t<S>>& st) {
+sample_summary<compute_t<S>> summarize_sample(const S* x, const fused_setup<compute_t<S>>& st, const S* next = nullptr) {
+  if constexpr (std::is_same_v<S, compute_t<S>>)
+    if (st.softcap == 0) return summarize_contiguous<Sums>(x, st.weight, st.classes, next);
   sample_summary<compute_t<S>> s;
   const Index n = st.classes, chunks = chunk_count(n, fused_chunk<S>);
-  for (Index c = 0; c < chunks; ++c) s.add(summarize_chunk_of<Sums>(x, st, c), std::min(fused_chunk<S>, n - c * fused_chunk<S>));
+  for (Index c = 0; c < chunks; ++c)
+    s.add(summarize_chunk_of<Sums>(x, st, c, next), std::min(fused_chunk<S>, n - c * fused_chunk<S>));
   return s;
 }
 
@@ -152,17 +163,13 @@ struct fused_grad {
   T at_target(T x, T w) const { return simd::exp_nonpositive_scalar(x - max) * prob_scale - (target_term + smooth_scale * w); }
 };
 
-/// g_k for n classes in the compute type (w: their weights, or null); g may be x. ahead: memory
-/// to bring into cache meanwhile (the next sample's logits, which the next summary pass reads), or null.
+/// g_k for n classes in the compute type (w: their weights, or null); g may be x.
 template <class T>
-void fused_grad_values(const T* x, T* g, Index n, const fused_grad<T>& k, const T* w, const T* ahead = nullptr) {
+void fused_grad_values(const T* x, T* g, Index n, const fused_grad<T>& k, const T* w) {
   Index i = 0;
   if constexpr (simd::has_packet_exp<T>) {
     using P = simd::packet<T>;
     constexpr Index ps = simd::packet_size<T>;
-    static_assert(ps * sizeof(T) == 64 || ps * sizeof(T) < 64, "one prefetch per packet covers at most a line");
-    if (ahead)
-      for (Index at = 0; at < n; at += 64 / Index(sizeof(T))) simd::prefetch(ahead + at);
     const P vmax = simd::pset1<P>(k.max), vprob = simd::pset1<P>(k.prob_scale), vsmooth = simd::pset1<P>(k.smooth_scale);
     if (w && k.smooth_scale != 0) {
       for (; i + ps <= n; i += ps) {
@@ -184,17 +191,15 @@ void fused_grad_values(const T* x, T* g, Index n, const fused_grad<T>& k, const 
 /// bf16: each value is formed in fp32, by the same code as for fp32 logits, and narrowed once.
 template <class S>
 void fused_grad_range(const S* x, S* g, Index begin, Index end, const fused_grad<compute_t<S>>& k,
-                      const fused_setup<compute_t<S>>& st, const S* ahead = nullptr) {
+                      const fused_setup<compute_t<S>>& st) {
   using T = compute_t<S>;
-  (void)ahead;  // only the unbuffered path prefetches
   if (!k.defined) {
     std::fill(g + begin, g + end, S(std::numeric_limits<T>::quiet_NaN()));  // as torch: a NaN loss, NaN gradients
     return;
   }
   if constexpr (std::is_same_v<S, T>) {
     if (st.softcap == 0) {
-      fused_grad_values(x + begin, g + begin, end - begin, k, st.weight ? st.weight + begin : nullptr,
-                        ahead ? ahead + begin : nullptr);
+      fused_grad_values(x + begin, g + begin, end - begin, k, st.weight ? st.weight + begin : nullptr);
       return;
     }
   }
@@ -339,13 +344,13 @@ void fused_cross_entropy(const samples_view<const S>& v, const fused_setup<compu
     }
     const S* x = v.sample(j);
     const T x_t = logit_value(x[t], st.softcap);  // before the gradient may overwrite it (in place)
-    const sample_summary<T> s = summarize_sample<Sums>(x, st);
+    const S* next = grad && j + 1 < N ? v.sample(j + 1) : nullptr;
+    const sample_summary<T> s = summarize_sample<Sums>(x, st, next);
     losses[j] = fused_loss(s, x_t, t, st);
     if (lse_out) lse_out[j] = s.partial.value();
     if (grad) {
       const fused_grad<T> k(s, t, st, scale(j));
-      // The next sample's logits are read next: have them in cache when its summary starts.
-      fused_grad_range(x, grad->sample(j), 0, C, k, st, j + 1 < N ? v.sample(j + 1) : nullptr);
+      fused_grad_range(x, grad->sample(j), 0, C, k, st);
       fused_grad_target(grad->sample(j), t, x_t, k, st);
     }
   };

@@ -77,11 +77,25 @@ void add_logit_sums_scalar(chunk_summary<T>& c, const T* x, const T* w, Index be
   }
 }
 
+/// Memory the exp-sum pass brings into cache while it computes, one line per packet it reads: what
+/// is read next. The pass is bound by the exp, so the memory would otherwise sit idle.
+struct read_ahead {
+  const char* begin = nullptr;
+  Index bytes = 0;
+};
+
+/// What a chunk's pass reads ahead by default: the chunk after next (prefetched into L2). The next
+/// one was brought in during the previous chunk's pass, so its max pass does not wait on DRAM.
+template <class S>
+read_ahead chunk_after_next(const S* chunk, Index len) {
+  return {reinterpret_cast<const char*>(chunk + 2 * len), len * Index(sizeof(S))};
+}
+
 /// The summary of n contiguous logits (n at most a chunk, so that the second pass reads L1): a
 /// lane-wise max pass, then one pass for the exp-sum and the logit sums. w: the chunk's class
-/// weights, read only for chunk_sums::weighted_logits.
+/// weights, read only for chunk_sums::weighted_logits. ahead: by default chunk_after_next.
 template <chunk_sums S, class T>
-chunk_summary<T> summarize_chunk(const T* x, const T* w, Index n) {
+chunk_summary<T> summarize_chunk(const T* x, const T* w, Index n, read_ahead ahead) {
   constexpr T inf = std::numeric_limits<T>::infinity();
   chunk_summary<T> c;
   const T m = max_contiguous(x, n);
@@ -111,11 +125,10 @@ chunk_summary<T> summarize_chunk(const T* x, const T* w, Index n) {
           weights = simd::padd(weights, wk);
         }
       };
-      // While the exp-sum works on this chunk (in L1), bring in the memory that follows it: the next
-      // chunk's max pass then reads cache instead of waiting on DRAM. One line per packet of 64 bytes.
-      const char* ahead = reinterpret_cast<const char*>(x + n);
       for (; i + 4 * ps <= n; i += 4 * ps) {
-        for (Index line = 0; line < Index(4 * ps * sizeof(T)); line += 64) simd::prefetch(ahead + Index(i * sizeof(T)) + line);
+        const Index offset = i * Index(sizeof(T));
+        if (offset < ahead.bytes)
+          for (Index line = 0; line < Index(4 * ps * sizeof(T)); line += 64) simd::prefetch(ahead.begin + offset + line);
         step(i, s0, a0, b0, w0);
         step(i + ps, s1, a1, b1, w1);
         step(i + 2 * ps, s2, a0, b0, w0);
@@ -134,6 +147,11 @@ chunk_summary<T> summarize_chunk(const T* x, const T* w, Index n) {
   add_logit_sums_scalar<S>(c, x, w, i, n);
   c.partial = {m, s};
   return c;
+}
+
+template <chunk_sums S, class T>
+chunk_summary<T> summarize_chunk(const T* x, const T* w, Index n) {
+  return summarize_chunk<S>(x, w, n, chunk_after_next(x, n));
 }
 
 /// A whole sample's summary: its chunks' summaries folded left to right. The fold is the same
@@ -169,12 +187,16 @@ struct sample_summary {
 
 inline Index chunk_count(Index n, Index chunk) { return (n + chunk - 1) / chunk; }
 
+/// The summary of n contiguous logits. next: null, or n more logits to bring into cache meanwhile
+/// (instead of the chunks after next, which then are in cache already).
 template <chunk_sums S, class T>
-sample_summary<T> summarize_contiguous(const T* x, const T* w, Index n) {
+sample_summary<T> summarize_contiguous(const T* x, const T* w, Index n, const T* next = nullptr) {
   sample_summary<T> acc;
   for (Index start = 0; start < n; start += lse_chunk<T>) {
     const Index len = std::min(lse_chunk<T>, n - start);
-    acc.add(summarize_chunk<S>(x + start, S == chunk_sums::weighted_logits ? w + start : w, len), len);
+    const read_ahead ahead = next ? read_ahead{reinterpret_cast<const char*>(next + start), len * Index(sizeof(T))}
+                                  : chunk_after_next(x + start, len);
+    acc.add(summarize_chunk<S>(x + start, S == chunk_sums::weighted_logits ? w + start : w, len, ahead), len);
   }
   return acc;
 }
