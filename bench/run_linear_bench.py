@@ -142,7 +142,7 @@ def main():
     p()
     p("Machine: %s. Eigen %s (GEMM single-threaded unless T:2, where the bare GEMMs use 2 OpenMP threads"
       % (machine(), "3.4"))
-    p("and xent its own 2 std::threads). Load average %s before, %s after the run (a shared machine:" % (load_before, load_after))
+    p("and xent a team of 2 workers, each running single-threaded GEMMs on its own tiles). Load average %s before, %s after the run (a shared machine:" % (load_before, load_after))
     p("read the ratios, taken in the same iterations on the same buffers, not the absolute times).")
     p()
     p("Command: `%s`" % " ".join(["/usr/bin/python3", "bench/run_linear_bench.py", "--build", args.build,
