@@ -113,7 +113,8 @@ P exp_clamped(const P& d) {
   p = pmadd(p, r, pset1<P>(1.0f));
   p = pmadd(p, r, pset1<P>(1.0f));
 #ifdef EIGEN_VECTORIZE_AVX512
-  // One instruction for p * 2^n: the kernels are bound by these operations (the same bits as below wherever the result is normal; below 2^-126 it rounds the subnormal correctly, which the exponent-field add does not).
+  // One instruction for p * 2^n: the kernels are bound by these operations. The same bits as below
+  // wherever the result is normal; under 2^-126 it rounds the subnormal, which the exponent add cannot.
   if constexpr (unpacket_traits<P>::size == 16) return _mm512_scalef_ps(p, n);
 #endif
   // t's low 9 bits hold n mod 512; shifted into the exponent field they add n to p's exponent
