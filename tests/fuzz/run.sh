@@ -16,7 +16,9 @@ for fuzzer in "$build"/tests/fuzz/fuzz_*; do
   scratch=$(mktemp -d)
   cp -r "$corpus/." "$scratch/"
   echo "== $name: $seconds s on $(ls "$corpus" | wc -l) corpus inputs"
-  "$fuzzer" -max_total_time="$seconds" -print_final_stats=1 "$scratch" 2>&1 | grep -E "stat::number_of_executed_units|stat::new_units_added|ERROR|SUMMARY|fuzz_[a-z_]+:|Done" || true
+  # Crash inputs land in the build tree (ignored by git), never in the working directory.
+  mkdir -p "$build/artifacts"
+  "$fuzzer" -max_total_time="$seconds" -print_final_stats=1 -artifact_prefix="$build/artifacts/$name-" "$scratch" 2>&1 | grep -E "stat::number_of_executed_units|stat::new_units_added|ERROR|SUMMARY|fuzz_[a-z_]+:|Done" || true
   "$fuzzer" -runs=0 "$scratch" >/dev/null 2>&1 || { echo "$name: an input in $scratch fails"; exit 1; }
   rm -rf "$scratch"
 done
