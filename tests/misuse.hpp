@@ -4,7 +4,7 @@
 // The error policy as a test table: each misuse must throw xent::invalid_argument whose function(),
 // argument() and message ("xent::<function>: <argument> ..., but got ...") say what went wrong.
 
-#include <xent/error.hpp>
+#include <xent/core/error.hpp>
 
 #include <catch2/catch.hpp>
 

@@ -109,7 +109,7 @@ TEST_CASE("bad input across the API throws xent::invalid_argument naming functio
 
       // ---- loss_result
       {"value() of reduction none", [&] { (void)xent::cross_entropy(x, t, with(ce_opts{}, [](auto& o) { o.reduction = xent::reduction::none; })).value(); },
-       "loss_result::value", "reduction", "must be mean or sum", "got none"},
+       "loss_result::value", "reduction", "must be mean, sum or batchmean", "got none"},
       {"per_sample() of reduction sum", [&] { (void)xent::cross_entropy(x, t, with(ce_opts{}, [](auto& o) { o.reduction = xent::reduction::sum; })).per_sample(); },
        "loss_result::per_sample", "reduction", "must be none", "got sum"},
 

@@ -102,7 +102,7 @@ void check_case(const xent_test::reference_case& c, int dim, worst& w) {
     }
   } else if (kind == 1 || kind == 2) {
     const auto red = reduction_of(c);
-    xent::loss_result<T> result = xent::loss_result<T>::reduced(xent::reduction::sum, T(0));
+    xent::loss_result<T> result = xent::loss_result<T>::reduced(xent::reduction::sum, T(0), 0.0);
     auto run = [&](const auto& grad_out) {
       if (kind == 1) {
         xent::softmax_focal_loss_options o;

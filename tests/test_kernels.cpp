@@ -1,6 +1,7 @@
 // The vectorised kernels held to the scalar long-double reference path, on every layout, plus the
 // identities of the field. Budgets as in test_reference_data.cpp.
 
+#include "reference.hpp"
 #include "support.hpp"
 
 #include <xent/xent.hpp>
@@ -13,7 +14,7 @@ namespace {
 
 using Eigen::Index;
 using xent_test::ulps;
-namespace ref = xent::detail::reference;
+namespace ref = xent_test::reference;
 
 template <class T>
 using matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;

@@ -1,23 +1,24 @@
 #ifndef XENT_XENT_HPP
 #define XENT_XENT_HPP
 
-// The umbrella header: everything public in xent.
+// The umbrella header: everything public in xent (but xent/parallel/, which needs MPI).
 
-#include "error.hpp"
+#include "core/error.hpp"
+#include "core/loss_result.hpp"
+#include "core/lse_partial.hpp"
+#include "core/reduction.hpp"
 #include "version.hpp"
 
-#include "kernels/logsumexp.hpp"
-#include "kernels/lse_partial.hpp"
-#include "kernels/softmax.hpp"
+#include "logsumexp.hpp"
+#include "softmax.hpp"
 
 #include "losses/binary.hpp"
-#include "losses/categorical.hpp"
+#include "losses/cross_entropy.hpp"
 #include "losses/distill.hpp"
 #include "losses/focal.hpp"
 #include "losses/gce.hpp"
 #include "losses/hvp.hpp"
 #include "losses/linear.hpp"
-#include "losses/options.hpp"
 
 #include "measures/divergence.hpp"
 

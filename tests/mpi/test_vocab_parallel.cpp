@@ -425,7 +425,7 @@ void run_case(const spec& s, worst& w) {
 
   const xent::parallel::vocab_shard shard = shard_of(s.split, C);
   matrix<T> g(s.dim == 0 ? shard.size : N, s.dim == 0 ? N : shard.size);
-  xent::loss_result<T> got = xent::loss_result<T>::reduced(opts.reduction, T(0));
+  xent::loss_result<T> got = xent::loss_result<T>::reduced(opts.reduction, T(0), 0.0);
   xent::loss_result<T> forward_only = got;
   auto run = [&](const auto& local) {
     expect_one_allreduce([&] { got = xent::parallel::vocab_parallel_cross_entropy_with_grad(local, targets, shard, opts, MPI_COMM_WORLD, g); },
@@ -585,7 +585,7 @@ void bf16_logits() {
     const xent::parallel::vocab_shard shard = shard_of(s.split, C);
     opts.dim = s.dim;
     matrix<bf16> g(s.dim == 0 ? shard.size : N, s.dim == 0 ? N : shard.size);
-    xent::loss_result<float> got = xent::loss_result<float>::reduced(opts.reduction, 0.0f);
+    xent::loss_result<float> got = xent::loss_result<float>::reduced(opts.reduction, 0.0f, 0.0);
     const matrix<bf16> xt = x.transpose();
     expect_one_allreduce(
         [&] {

@@ -4,7 +4,7 @@
 // How a 2-D Eigen object is seen by the kernels: `samples` runs of `classes` values each, with the
 // strides between classes and between samples, read from the object's own storage (no copy).
 
-#include "../error.hpp"
+#include "../core/error.hpp"
 
 #include <Eigen/Core>
 

@@ -15,7 +15,7 @@
 // Ignored samples are dropped before the GEMMs: no work is spent on padding, and a padding row of
 // garbage (NaN) hidden state cannot reach the weight gradient through 0 * NaN.
 
-#include "../kernels/lse_partial.hpp"
+#include "../core/lse_partial.hpp"
 #include "layout.hpp"
 #include "lse_kernel.hpp"
 #include "packet.hpp"

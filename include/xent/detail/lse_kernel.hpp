@@ -5,10 +5,9 @@
 // then an exp-sum pass over the chunk while it is still in L1, folded into the running partial with
 // one rescale per chunk (instead of one per element, as a per-element online softmax would need).
 
-#include "../kernels/lse_partial.hpp"
+#include "../core/lse_partial.hpp"
 #include "layout.hpp"
 #include "packet.hpp"
-#include "reference.hpp"
 
 #include <algorithm>
 #include <cmath>

@@ -5,8 +5,8 @@
 // argument checks, torch's broadcast of a per-class tensor over [N, C], torch's xlogy, and a
 // compensated sum (terms of kl_div have both signs, so plain summation could lose digits to cancellation).
 
-#include "../error.hpp"
-#include "../losses/options.hpp"
+#include "../core/error.hpp"
+#include "../core/reduction.hpp"
 #include "layout.hpp"
 
 #include <Eigen/Core>

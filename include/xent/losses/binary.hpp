@@ -3,13 +3,13 @@
 
 // Binary (and multi-label) cross-entropy with torch 1.13's formulas (aten/src/ATen/native/Loss.cpp).
 // Every entry of the input is an independent Bernoulli prediction; the class axis (`dim`, see
-// kernels/logsumexp.hpp) only says how a per-class weight / pos_weight broadcasts, as torch broadcasts a
+// logsumexp.hpp) only says how a per-class weight / pos_weight broadcasts, as torch broadcasts a
 // [C] tensor over [N, C].
 
 #include "../detail/layout.hpp"
 #include "../detail/pointwise.hpp"
-#include "../error.hpp"
-#include "options.hpp"
+#include "../core/error.hpp"
+#include "../core/reduction.hpp"
 
 #include <Eigen/Core>
 

@@ -10,9 +10,9 @@
 #include "../detail/categorical_kernel.hpp"
 #include "../detail/layout.hpp"
 #include "../detail/pointwise.hpp"
-#include "../error.hpp"
-#include "categorical.hpp"
-#include "options.hpp"
+#include "../core/error.hpp"
+#include "cross_entropy.hpp"
+#include "../core/reduction.hpp"
 
 #include <Eigen/Core>
 

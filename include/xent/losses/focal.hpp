@@ -9,10 +9,10 @@
 #include "../detail/categorical_kernel.hpp"
 #include "../detail/layout.hpp"
 #include "../detail/pointwise.hpp"
-#include "../error.hpp"
+#include "../core/error.hpp"
 #include "binary.hpp"
-#include "categorical.hpp"
-#include "options.hpp"
+#include "cross_entropy.hpp"
+#include "../core/reduction.hpp"
 
 #include <Eigen/Core>
 

@@ -6,10 +6,10 @@
 // q -> 0 gives cross_entropy, q = 1 the mean absolute error 1 - p_y. docs/losses.md is the reference.
 
 #include "../detail/categorical_kernel.hpp"
-#include "../error.hpp"
-#include "categorical.hpp"
+#include "../core/error.hpp"
+#include "cross_entropy.hpp"
 #include "focal.hpp"
-#include "options.hpp"
+#include "../core/reduction.hpp"
 
 #include <Eigen/Core>
 

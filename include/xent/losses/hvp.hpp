@@ -9,8 +9,8 @@
 #include "../detail/categorical_kernel.hpp"
 #include "../detail/layout.hpp"
 #include "../detail/pointwise.hpp"
-#include "../error.hpp"
-#include "categorical.hpp"
+#include "../core/error.hpp"
+#include "cross_entropy.hpp"
 
 #include <Eigen/Core>
 

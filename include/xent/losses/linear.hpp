@@ -8,9 +8,9 @@
 
 #include "../detail/layout.hpp"
 #include "../detail/linear_kernel.hpp"
-#include "../error.hpp"
-#include "categorical.hpp"
-#include "options.hpp"
+#include "../core/error.hpp"
+#include "cross_entropy.hpp"
+#include "../core/reduction.hpp"
 
 #include <Eigen/Core>
 

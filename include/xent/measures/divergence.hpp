@@ -2,14 +2,14 @@
 #define XENT_MEASURES_DIVERGENCE_HPP
 
 // Information measures between discrete distributions, per sample along the class axis (`dim`, see
-// kernels/logsumexp.hpp), in any log base; and torch's kl_div loss with its gradient.
+// logsumexp.hpp), in any log base; and torch's kl_div loss with its gradient.
 // 0 log 0 = 0 throughout (torch.xlogy), so zeros in a distribution are fine.
 
 #include "../detail/layout.hpp"
 #include "../detail/pointwise.hpp"
-#include "../error.hpp"
-#include "../kernels/softmax.hpp"
-#include "../losses/options.hpp"
+#include "../core/error.hpp"
+#include "../softmax.hpp"
+#include "../core/reduction.hpp"
 
 #include <Eigen/Core>
 

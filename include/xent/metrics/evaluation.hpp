@@ -7,8 +7,8 @@
 
 #include "../detail/eval_kernel.hpp"
 #include "../detail/layout.hpp"
-#include "../error.hpp"
-#include "../kernels/logsumexp.hpp"
+#include "../core/error.hpp"
+#include "../logsumexp.hpp"
 
 #include <Eigen/Core>
 

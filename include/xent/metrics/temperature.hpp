@@ -8,7 +8,7 @@
 
 #include "../detail/eval_kernel.hpp"
 #include "../detail/layout.hpp"
-#include "../error.hpp"
+#include "../core/error.hpp"
 #include "evaluation.hpp"
 
 #include <Eigen/Core>

@@ -8,10 +8,10 @@
 // Not part of <xent/xent.hpp>, so that the core needs no MPI: include this header and link
 // xent::mpi (CMake: find_package(xent CONFIG REQUIRED COMPONENTS mpi)).
 
-#include "../error.hpp"
-#include "../kernels/logsumexp.hpp"
-#include "../losses/categorical.hpp"
-#include "../losses/options.hpp"
+#include "../core/error.hpp"
+#include "../logsumexp.hpp"
+#include "../losses/cross_entropy.hpp"
+#include "../core/reduction.hpp"
 #include "detail/mpi_support.hpp"
 #include "detail/vocab_record.hpp"
 

@@ -5,7 +5,7 @@
 // datatype and merge op (created and freed around each call: both are local, cheap operations, and
 // nothing outlives MPI_Finalize), and return codes turned into exceptions.
 
-#include "../../error.hpp"
+#include "../../core/error.hpp"
 #include "vocab_record.hpp"
 
 #include <mpi.h>

@@ -14,7 +14,7 @@
 #include "../../detail/ce_kernel.hpp"
 #include "../../detail/layout.hpp"
 #include "../../detail/lse_kernel.hpp"
-#include "../../kernels/lse_partial.hpp"
+#include "../../core/lse_partial.hpp"
 
 #include <algorithm>
 #include <cmath>

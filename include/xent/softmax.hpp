@@ -1,8 +1,8 @@
-#ifndef XENT_KERNELS_SOFTMAX_HPP
-#define XENT_KERNELS_SOFTMAX_HPP
+#ifndef XENT_SOFTMAX_HPP
+#define XENT_SOFTMAX_HPP
 
-#include "../detail/layout.hpp"
-#include "../detail/softmax_kernel.hpp"
+#include "detail/layout.hpp"
+#include "detail/softmax_kernel.hpp"
 #include "logsumexp.hpp"
 
 #include <Eigen/Core>

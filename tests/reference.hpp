@@ -1,7 +1,7 @@
-#ifndef XENT_DETAIL_REFERENCE_HPP
-#define XENT_DETAIL_REFERENCE_HPP
+#ifndef XENT_TESTS_REFERENCE_HPP
+#define XENT_TESTS_REFERENCE_HPP
 
-// The scalar reference path: long double, two passes, compensated sum. Slow and plain on purpose;
+// The scalar reference path of the normalisers (test oracle, not installed): long double, two passes, compensated sum. Slow and plain on purpose;
 // the tests hold every fast kernel to it.
 
 #include <Eigen/Core>
@@ -9,7 +9,7 @@
 #include <cmath>
 #include <limits>
 
-namespace xent::detail::reference {
+namespace xent_test::reference {
 
 /// log-sum-exp of n values x[0], x[stride], ... with torch's special values (NaN; +inf; all -inf).
 template <class T>
@@ -44,6 +44,6 @@ long double softmax_at(const T* x, Eigen::Index i, Eigen::Index stride, long dou
   return std::exp(log_softmax_at(x, i, stride, lse));
 }
 
-}  // namespace xent::detail::reference
+}  // namespace xent_test::reference
 
 #endif

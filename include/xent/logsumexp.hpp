@@ -1,9 +1,9 @@
-#ifndef XENT_KERNELS_LOGSUMEXP_HPP
-#define XENT_KERNELS_LOGSUMEXP_HPP
+#ifndef XENT_LOGSUMEXP_HPP
+#define XENT_LOGSUMEXP_HPP
 
-#include "../detail/layout.hpp"
-#include "../detail/lse_kernel.hpp"
-#include "lse_partial.hpp"
+#include "detail/layout.hpp"
+#include "detail/lse_kernel.hpp"
+#include "core/lse_partial.hpp"
 
 #include <Eigen/Core>
 

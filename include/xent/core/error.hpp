@@ -1,5 +1,5 @@
-#ifndef XENT_ERROR_HPP
-#define XENT_ERROR_HPP
+#ifndef XENT_CORE_ERROR_HPP
+#define XENT_CORE_ERROR_HPP
 
 #include <sstream>
 #include <stdexcept>

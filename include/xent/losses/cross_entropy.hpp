@@ -1,5 +1,5 @@
-#ifndef XENT_LOSSES_CATEGORICAL_HPP
-#define XENT_LOSSES_CATEGORICAL_HPP
+#ifndef XENT_LOSSES_CROSS_ENTROPY_HPP
+#define XENT_LOSSES_CROSS_ENTROPY_HPP
 
 // cross_entropy and nll_loss with torch.nn.functional's semantics (torch 1.13,
 // aten/src/ATen/native/LossNLL.cpp), forward and backward. docs/losses.md is the reference.
@@ -7,9 +7,10 @@
 #include "../detail/categorical_kernel.hpp"
 #include "../detail/ce_kernel.hpp"
 #include "../detail/layout.hpp"
-#include "../error.hpp"
-#include "../kernels/logsumexp.hpp"
-#include "options.hpp"
+#include "../core/error.hpp"
+#include "../logsumexp.hpp"
+#include "../core/loss_result.hpp"
+#include "../core/reduction.hpp"
 
 #include <Eigen/Core>
 
@@ -54,54 +55,6 @@ struct cross_entropy_options {
   /// Threads for one call: 0 takes OpenMP's default (omp_get_max_threads(), OMP_NUM_THREADS), 1 runs
   /// serially. Without OpenMP every call is serial. Results do not depend on it (docs/fused.md).
   int num_threads = 0;
-};
-
-/// What a loss returns: one scalar for reduction mean or sum, one loss per sample for none.
-/// Asking for the form the reduction did not produce throws, so a mismatch cannot go unnoticed.
-template <class T>
-class loss_result {
- public:
-  using vector = Eigen::Matrix<T, Eigen::Dynamic, 1>;
-
-  static loss_result reduced(xent::reduction r, T value) { return loss_result(r, value, vector()); }
-  static loss_result unreduced(vector per_sample) {
-    return loss_result(xent::reduction::none, std::numeric_limits<T>::quiet_NaN(), std::move(per_sample));
-  }
-
-  xent::reduction reduction() const noexcept { return reduction_; }
-  /// Each sample's log-sum-exp (NaN for an ignored sample), when the options asked for it
-  /// (cross_entropy_options::return_lse). \throws xent::invalid_argument otherwise.
-  const vector& lse() const {
-    if (!has_lse_) detail::throw_invalid("loss_result::lse", "return_lse", "must be true in the options", "false");
-    return lse_;
-  }
-  loss_result&& with_lse(vector lse) && {
-    lse_ = std::move(lse);
-    has_lse_ = true;
-    return std::move(*this);
-  }
-  /// The reduced loss. \throws xent::invalid_argument for reduction::none.
-  T value() const {
-    if (reduction_ == xent::reduction::none)
-      detail::throw_invalid("loss_result::value", "reduction", "must be mean or sum for a scalar loss", "none");
-    return value_;
-  }
-  /// One loss per sample. \throws xent::invalid_argument unless reduction::none.
-  const vector& per_sample() const {
-    if (reduction_ != xent::reduction::none)
-      detail::throw_invalid("loss_result::per_sample", "reduction", "must be none for per-sample losses",
-                            to_string(reduction_));
-    return per_sample_;
-  }
-
- private:
-  loss_result(xent::reduction r, T value, vector per_sample)
-      : reduction_(r), value_(value), per_sample_(std::move(per_sample)) {}
-  xent::reduction reduction_;
-  T value_;
-  vector per_sample_;
-  vector lse_;
-  bool has_lse_ = false;
 };
 
 namespace detail {
@@ -160,12 +113,12 @@ loss_result<T> reduce(reduction r, Eigen::Index samples, double denominator, F&&
   if (r == reduction::none) {
     typename loss_result<T>::vector v(samples);
     for (Eigen::Index j = 0; j < samples; ++j) v(j) = loss_of(j);
-    return loss_result<T>::unreduced(std::move(v));
+    return loss_result<T>::per_sample_losses(std::move(v), denominator);
   }
   double total = 0;
   for (Eigen::Index j = 0; j < samples; ++j) total += static_cast<double>(loss_of(j));
   // mean with every target ignored: 0 / 0 = NaN, as torch.
-  return loss_result<T>::reduced(r, static_cast<T>(r == reduction::mean ? total / denominator : total));
+  return loss_result<T>::reduced(r, static_cast<T>(r == reduction::mean ? total / denominator : total), denominator);
 }
 
 /// The upstream gradient of each sample's loss: grad_out for sum, grad_out / denominator for mean,
@@ -301,10 +254,10 @@ Eigen::Matrix<compute_t<S>, Eigen::Dynamic, 1> index_cross_entropy(const char* f
 /// thread count.
 template <class T>
 loss_result<T> reduce_losses(reduction r, Eigen::Matrix<T, Eigen::Dynamic, 1>&& losses, double denominator) {
-  if (r == reduction::none) return loss_result<T>::unreduced(std::move(losses));
+  if (r == reduction::none) return loss_result<T>::per_sample_losses(std::move(losses), denominator);
   double total = 0;
   for (Eigen::Index j = 0; j < losses.size(); ++j) total += static_cast<double>(losses(j));
-  return loss_result<T>::reduced(r, static_cast<T>(r == reduction::mean ? total / denominator : total));
+  return loss_result<T>::reduced(r, static_cast<T>(r == reduction::mean ? total / denominator : total), denominator);
 }
 
 /// The checks of the options only class-index cross_entropy has.

@@ -1,11 +1,11 @@
-#ifndef XENT_LOSSES_OPTIONS_HPP
-#define XENT_LOSSES_OPTIONS_HPP
+#ifndef XENT_CORE_REDUCTION_HPP
+#define XENT_CORE_REDUCTION_HPP
 
 // What the losses share: torch's reduction names. Each loss has its own small options struct with
 // torch's field names and defaults (e.g. cross_entropy_options{weight, ignore_index = -100,
 // reduction = mean, label_smoothing = 0}), built on these.
 
-#include "../error.hpp"
+#include "error.hpp"
 
 namespace xent {
 

@@ -1,5 +1,5 @@
-#ifndef XENT_KERNELS_LSE_PARTIAL_HPP
-#define XENT_KERNELS_LSE_PARTIAL_HPP
+#ifndef XENT_CORE_LSE_PARTIAL_HPP
+#define XENT_CORE_LSE_PARTIAL_HPP
 
 #include <cmath>
 #include <limits>
