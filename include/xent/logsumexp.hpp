@@ -1,7 +1,7 @@
 #ifndef XENT_LOGSUMEXP_HPP
 #define XENT_LOGSUMEXP_HPP
 
-#include "detail/layout.hpp"
+#include "detail/engine/view.hpp"
 #include "detail/lse_kernel.hpp"
 #include "core/lse_partial.hpp"
 

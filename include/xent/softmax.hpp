@@ -1,7 +1,7 @@
 #ifndef XENT_SOFTMAX_HPP
 #define XENT_SOFTMAX_HPP
 
-#include "detail/layout.hpp"
+#include "detail/engine/view.hpp"
 #include "detail/softmax_kernel.hpp"
 #include "logsumexp.hpp"
 

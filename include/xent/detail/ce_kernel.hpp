@@ -12,7 +12,7 @@
 #include "categorical_kernel.hpp"
 #include "lse_kernel.hpp"
 #include "softmax_kernel.hpp"
-#include "threads.hpp"
+#include "engine/threads.hpp"
 
 #include <Eigen/Core>
 
@@ -62,12 +62,12 @@ inline constexpr Index fused_chunk = lse_chunk<compute_t<S>>;
 template <class T>
 void apply_softcap(T* z, Index n, T cap) {
   Index i = 0;
-  if constexpr (simd::has_packet_exp<T> && Eigen::internal::packet_traits<T>::HasTanh) {
+  if constexpr (simd::has_packet_exp<T> && simd::has_packet_tanh<T>) {
     using P = simd::packet<T>;
     constexpr Index ps = simd::packet_size<T>;
     const P vcap = simd::pset1<P>(cap), inv = simd::pset1<P>(T(1) / cap);
     for (; i + ps <= n; i += ps)
-      simd::store(z + i, simd::pmul(vcap, Eigen::internal::ptanh(simd::pmul(simd::load<P>(z + i), inv))));
+      simd::store(z + i, simd::pmul(vcap, simd::tanh(simd::pmul(simd::load<P>(z + i), inv))));
   }
   for (; i < n; ++i) z[i] = cap * std::tanh(z[i] / cap);
 }
@@ -240,7 +240,7 @@ bool small_classes_block(const T* x, Index j0, const fused_setup<T>& st, TargetA
                          T* g) {
   using P = simd::packet<T>;
   constexpr Index ps = simd::packet_size<T>;
-  using namespace Eigen::internal;
+  using namespace simd;
   const T* block = x + j0 * C;
   P v[C];
   for (int k = 0; k < C; ++k) v[k] = pgather<T, P>(block + k, C);

@@ -13,9 +13,9 @@
 // two derivatives in beta), and the scalar path (any stride, sums in double) that serves strided
 // class axes and that the tests hold the packet path to.
 
-#include "layout.hpp"
+#include "engine/view.hpp"
 #include "lse_kernel.hpp"
-#include "packet.hpp"
+#include "simd/math.hpp"
 
 #include <algorithm>
 #include <cmath>

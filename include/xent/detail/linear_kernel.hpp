@@ -16,10 +16,10 @@
 // garbage (NaN) hidden state cannot reach the weight gradient through 0 * NaN.
 
 #include "../core/lse_partial.hpp"
-#include "layout.hpp"
+#include "engine/view.hpp"
 #include "lse_kernel.hpp"
-#include "packet.hpp"
-#include "threads.hpp"
+#include "simd/math.hpp"
+#include "engine/threads.hpp"
 
 #include <Eigen/Core>
 

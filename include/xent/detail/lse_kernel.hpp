@@ -6,8 +6,8 @@
 // one rescale per chunk (instead of one per element, as a per-element online softmax would need).
 
 #include "../core/lse_partial.hpp"
-#include "layout.hpp"
-#include "packet.hpp"
+#include "engine/view.hpp"
+#include "simd/math.hpp"
 
 #include <algorithm>
 #include <cmath>

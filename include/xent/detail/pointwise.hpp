@@ -7,7 +7,7 @@
 
 #include "../core/error.hpp"
 #include "../core/reduction.hpp"
-#include "layout.hpp"
+#include "engine/view.hpp"
 
 #include <Eigen/Core>
 

@@ -6,7 +6,7 @@
 // logsumexp.hpp) only says how a per-class weight / pos_weight broadcasts, as torch broadcasts a
 // [C] tensor over [N, C].
 
-#include "../detail/layout.hpp"
+#include "../detail/engine/view.hpp"
 #include "../detail/pointwise.hpp"
 #include "../core/error.hpp"
 #include "../core/reduction.hpp"

@@ -6,7 +6,7 @@
 
 #include "../detail/categorical_kernel.hpp"
 #include "../detail/ce_kernel.hpp"
-#include "../detail/layout.hpp"
+#include "../detail/engine/view.hpp"
 #include "../core/error.hpp"
 #include "../logsumexp.hpp"
 #include "../core/loss_result.hpp"

@@ -8,7 +8,7 @@
 // with the gradient w.r.t. the student logits. docs/losses.md is the reference.
 
 #include "../detail/categorical_kernel.hpp"
-#include "../detail/layout.hpp"
+#include "../detail/engine/view.hpp"
 #include "../detail/pointwise.hpp"
 #include "../core/error.hpp"
 #include "cross_entropy.hpp"

@@ -7,7 +7,7 @@
 // docs/losses.md is the reference.
 
 #include "../detail/categorical_kernel.hpp"
-#include "../detail/layout.hpp"
+#include "../detail/engine/view.hpp"
 #include "../detail/pointwise.hpp"
 #include "../core/error.hpp"
 #include "binary.hpp"

@@ -7,7 +7,7 @@
 // computed in O(C) without forming the C x C matrix.
 
 #include "../detail/categorical_kernel.hpp"
-#include "../detail/layout.hpp"
+#include "../detail/engine/view.hpp"
 #include "../detail/pointwise.hpp"
 #include "../core/error.hpp"
 #include "cross_entropy.hpp"

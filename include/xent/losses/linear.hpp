@@ -6,7 +6,7 @@
 // on the CPU with Eigen's GEMM). With z-loss (PaLM) and logit soft-capping (Gemma 2).
 // docs/losses.md ("Linear cross-entropy") is the reference.
 
-#include "../detail/layout.hpp"
+#include "../detail/engine/view.hpp"
 #include "../detail/linear_kernel.hpp"
 #include "../core/error.hpp"
 #include "cross_entropy.hpp"

@@ -5,7 +5,7 @@
 // logsumexp.hpp), in any log base; and torch's kl_div loss with its gradient.
 // 0 log 0 = 0 throughout (torch.xlogy), so zeros in a distribution are fine.
 
-#include "../detail/layout.hpp"
+#include "../detail/engine/view.hpp"
 #include "../detail/pointwise.hpp"
 #include "../core/error.hpp"
 #include "../softmax.hpp"

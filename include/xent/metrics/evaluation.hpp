@@ -6,7 +6,7 @@
 // and the expected calibration error with a reliability diagram. docs/metrics.md is the reference.
 
 #include "../detail/eval_kernel.hpp"
-#include "../detail/layout.hpp"
+#include "../detail/engine/view.hpp"
 #include "../core/error.hpp"
 #include "../logsumexp.hpp"
 

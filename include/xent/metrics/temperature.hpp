@@ -7,7 +7,7 @@
 // bracket kept from the sign of the derivative, converges in a handful of passes over the data.
 
 #include "../detail/eval_kernel.hpp"
-#include "../detail/layout.hpp"
+#include "../detail/engine/view.hpp"
 #include "../core/error.hpp"
 #include "evaluation.hpp"
 

@@ -12,7 +12,7 @@
 // the special values (-inf masks, +inf, NaN) and bf16's widening are those of cross_entropy.
 
 #include "../../detail/ce_kernel.hpp"
-#include "../../detail/layout.hpp"
+#include "../../detail/engine/view.hpp"
 #include "../../detail/lse_kernel.hpp"
 #include "../../core/lse_partial.hpp"
 

@@ -1,10 +1,10 @@
-#ifndef XENT_DETAIL_LAYOUT_HPP
-#define XENT_DETAIL_LAYOUT_HPP
+#ifndef XENT_DETAIL_ENGINE_VIEW_HPP
+#define XENT_DETAIL_ENGINE_VIEW_HPP
 
 // How a 2-D Eigen object is seen by the kernels: `samples` runs of `classes` values each, with the
 // strides between classes and between samples, read from the object's own storage (no copy).
 
-#include "../core/error.hpp"
+#include "../../core/error.hpp"
 
 #include <Eigen/Core>
 

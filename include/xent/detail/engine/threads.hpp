@@ -1,5 +1,5 @@
-#ifndef XENT_DETAIL_THREADS_HPP
-#define XENT_DETAIL_THREADS_HPP
+#ifndef XENT_DETAIL_ENGINE_THREADS_HPP
+#define XENT_DETAIL_ENGINE_THREADS_HPP
 
 // How many threads one call uses, and the loops that spread work over them. parallel_for (the
 // cross-entropy kernels) uses OpenMP and is serial without it (_OPENMP undefined); fork_join (the

@@ -1,0 +1,379 @@
+#ifndef XENT_DETAIL_ENGINE_ELEMENTWISE_HPP
+#define XENT_DETAIL_ENGINE_ELEMENTWISE_HPP
+
+// The elementwise driver: one loop for every elementwise loss (binary_cross_entropy,
+// binary_cross_entropy_with_logits, kl_div, sigmoid_focal_loss), as ATen's cpu_kernel_vec is for
+// torch's. A loss supplies a formula (detail/losses/): loss(x, t, e), d loss / d x and the mask of
+// invalid inputs, each a template over V (a packet, or a scalar); the driver owns the rest:
+//  - storage order: it walks the first input in memory order, runs of its contiguous axis; other
+//    operands are read with their own strides, gathered into a block buffer when they are not
+//    contiguous along the run;
+//  - short runs (C = 10 along the contiguous axis) are taken several at a time as one flat block,
+//    with a per-class weight tiled once per call to the block's length: no per-element branch,
+//    no per-element index arithmetic;
+//  - packet loops over each block, the ragged end through the same packet code on a padded copy;
+//  - threads over blocks; the reduction policy of reduce.hpp (the block size is fixed, so the
+//    sum is the same bits for any thread count);
+//  - the input checks the formula defines, folded into the same loop (one read of the data): a
+//    violation is reported after the loop by the first bad element in storage order.
+
+#include "../simd/math.hpp"
+#include "reduce.hpp"
+#include "threads.hpp"
+#include "view.hpp"
+
+#include <Eigen/Core>
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+namespace xent::detail::engine {
+
+/// An operand of an elementwise call: element (i, j) of the call's rows x cols shape is
+/// data[i * row_stride + j * col_stride]. A per-class vector broadcast over the samples has stride
+/// 0 along the sample axis. Null data: an optional operand that is absent.
+template <class T>
+struct operand {
+  T* data = nullptr;
+  Index row_stride = 0;
+  Index col_stride = 0;
+  explicit operator bool() const noexcept { return data != nullptr; }
+};
+
+/// The operand of a matrix's own storage (any Matrix, Map or Block).
+template <class Derived>
+auto operand_of(Derived& m) {
+  using T = std::remove_pointer_t<decltype(m.data())>;
+  return operand<T>{m.data(), m.rowStride(), m.colStride()};
+}
+
+/// One elementwise call. The formula sees (x, t, e); w multiplies the loss and the gradient.
+template <class T>
+struct elementwise_call {
+  Index rows = 0, cols = 0;
+  operand<const T> x, t, w, e;
+  operand<const T> grad_out;    // backward of reduction none: the upstream gradient per element
+  T scale = 1;                  // upstream factor otherwise (grad_out scalar and the reduction's 1/n)
+  operand<T> losses;            // reduction none: the losses, in the input's shape
+  bool sum = false;             // add the losses up (mean, sum, batchmean)
+  operand<T> grad;              // the gradient w.r.t. x
+  int num_threads = 0;          // the options' num_threads
+};
+
+/// What a call returns: the sum of the losses (when asked) and, when the formula's check failed,
+/// the first bad element (row, col) in the first input's storage order.
+struct elementwise_outcome {
+  double sum = 0;
+  bool invalid = false;
+  Index bad_row = -1, bad_col = -1;
+};
+
+namespace elementwise_detail {
+
+/// Elements per block: 8 KiB of float, 16 KiB of double (the block buffers of a gathered call
+/// stay in L1 together).
+inline constexpr Index block_elements = 2048;
+
+/// How the call's elements are cut into blocks. Runs follow the first input's contiguous axis.
+struct plan {
+  bool runs_are_columns = true;
+  Index run_length = 0, runs = 0;
+  bool flat = false;          // several whole runs per block
+  Index runs_per_block = 1;   // flat
+  Index segments = 1;         // per run, when not flat
+  Index blocks = 0;
+
+  Index pos_stride(Index row_stride, Index col_stride) const { return runs_are_columns ? row_stride : col_stride; }
+  Index run_stride(Index row_stride, Index col_stride) const { return runs_are_columns ? col_stride : row_stride; }
+  // (row, col) of position p of run r
+  Index row(Index r, Index p) const { return runs_are_columns ? p : r; }
+  Index col(Index r, Index p) const { return runs_are_columns ? r : p; }
+};
+
+template <class T>
+plan make_plan(const elementwise_call<T>& c) {
+  plan p;
+  // Column runs unless the first input is contiguous along its rows only.
+  p.runs_are_columns = !(c.x.col_stride == 1 && c.x.row_stride != 1 && c.cols > 1);
+  p.run_length = p.runs_are_columns ? c.rows : c.cols;
+  p.runs = p.runs_are_columns ? c.cols : c.rows;
+  if (p.run_length <= block_elements / 2) {
+    p.flat = true;
+    p.runs_per_block = block_elements / p.run_length;
+    p.blocks = (p.runs + p.runs_per_block - 1) / p.runs_per_block;
+  } else {
+    p.segments = (p.run_length + block_elements - 1) / block_elements;
+    p.blocks = p.runs * p.segments;
+  }
+  return p;
+}
+
+/// Where one block's elements are: runs [run, run + count) from position `position` on, `length`
+/// elements in all (a flat block holds count whole runs; a segment block, part of one run).
+struct block_span {
+  Index run = 0, count = 1, position = 0, length = 0;
+};
+
+inline block_span span_of(const plan& p, Index b) {
+  block_span s;
+  if (p.flat) {
+    s.run = b * p.runs_per_block;
+    s.count = std::min(p.runs_per_block, p.runs - s.run);
+    s.length = s.count * p.run_length;
+  } else {
+    s.run = b / p.segments;
+    s.position = (b % p.segments) * block_elements;
+    s.length = std::min(block_elements, p.run_length - s.position);
+  }
+  return s;
+}
+
+/// A read-only operand made contiguous over a block: the operand's own memory when it already is,
+/// a tile made once per call for a per-position vector under flat blocks, or the block buffer.
+template <class T>
+class block_reader {
+ public:
+  block_reader(const operand<const T>& a, const plan& p) : a_(a), p_(p) {
+    if (!a) return;
+    pos_ = p.pos_stride(a.row_stride, a.col_stride);
+    run_ = p.run_stride(a.row_stride, a.col_stride);
+    if (p.flat && run_ == 0 && !(pos_ == 1 && p.runs_per_block == 1)) {
+      // The same values for every run: tile them once to a whole block's length.
+      tile_.resize(std::size_t(p.runs_per_block * p.run_length));
+      for (Index r = 0; r < p.runs_per_block; ++r)
+        for (Index i = 0; i < p.run_length; ++i) tile_[std::size_t(r * p.run_length + i)] = a.data[i * pos_];
+    }
+  }
+  /// The block's values, contiguous: in place, the tile, or gathered into buffer.
+  const T* read(const block_span& s, T* buffer) const {
+    if (!a_) return nullptr;
+    const T* base = a_.data + s.run * run_ + s.position * pos_;
+    if (!p_.flat) {
+      if (pos_ == 1) return base;
+      for (Index i = 0; i < s.length; ++i) buffer[i] = base[i * pos_];
+      return buffer;
+    }
+    if (pos_ == 1 && (run_ == p_.run_length || s.count == 1)) return base;
+    if (!tile_.empty()) return tile_.data();
+    for (Index r = 0; r < s.count; ++r)
+      for (Index i = 0; i < p_.run_length; ++i) buffer[r * p_.run_length + i] = base[r * run_ + i * pos_];
+    return buffer;
+  }
+
+ private:
+  operand<const T> a_;
+  plan p_;
+  Index pos_ = 0, run_ = 0;
+  std::vector<T> tile_;
+};
+
+/// An output made contiguous over a block: the operand's memory when it is, else the block buffer,
+/// scattered back by commit().
+template <class T>
+class block_writer {
+ public:
+  block_writer(const operand<T>& a, const plan& p) : a_(a), p_(p) {
+    if (!a) return;
+    pos_ = p.pos_stride(a.row_stride, a.col_stride);
+    run_ = p.run_stride(a.row_stride, a.col_stride);
+  }
+  T* target(const block_span& s, T* buffer) const {
+    if (!a_) return nullptr;
+    return direct(s) ? a_.data + s.run * run_ + s.position * pos_ : buffer;
+  }
+  void commit(const block_span& s, const T* buffer) const {
+    if (!a_ || direct(s)) return;
+    T* base = a_.data + s.run * run_ + s.position * pos_;
+    if (!p_.flat) {
+      for (Index i = 0; i < s.length; ++i) base[i * pos_] = buffer[i];
+      return;
+    }
+    for (Index r = 0; r < s.count; ++r)
+      for (Index i = 0; i < p_.run_length; ++i) base[r * run_ + i * pos_] = buffer[r * p_.run_length + i];
+  }
+
+ private:
+  bool direct(const block_span& s) const {
+    return pos_ == 1 && (!p_.flat || run_ == p_.run_length || s.count == 1);
+  }
+  operand<T> a_;
+  plan p_;
+  Index pos_ = 0, run_ = 0;
+};
+
+/// What a block kernel computes; the flags are compile-time so that each loop carries only its work.
+struct mode {
+  bool weight, extra, grad_out, store_loss, sum, grad;
+};
+
+/// The block's contiguous operands.
+template <class T>
+struct block_data {
+  const T *x, *t, *w, *e, *go;
+  T* loss;
+  T* grad;
+  Index n;
+};
+
+template <class T>
+struct block_result {
+  double sum = 0;
+  bool invalid = false;
+};
+
+/// One block: packets of the formula over n elements, the ragged end on a padded copy.
+template <bool W, bool E, bool GO, bool Store, bool Sum, bool Grad, class F, class T>
+block_result<T> run_block(const F& f, const block_data<T>& d, T scale) {
+  using V = std::conditional_t<simd::has_packet_exp<T>, simd::packet<T>, T>;
+  constexpr Index ps = simd::lanes<V>;
+  const V one = simd::pset1<V>(T(1)), vscale = simd::pset1<V>(scale), zero = simd::pset1<V>(T(0));
+  V bad = zero;
+  exact_sum total;
+
+  // The loss (when needed) of the ps elements at x[i] ..., writing what the mode stores.
+  auto lanes_at = [&](const T* x, const T* t, const T* w, const T* e, const T* go, T* loss, T* grad, Index i) -> V {
+    const V xv = simd::load<V>(x + i), tv = simd::load<V>(t + i);
+    const V ev = E ? simd::load<V>(e + i) : one;
+    bad = simd::por(bad, f.invalid(xv, tv));
+    V l = zero;
+    if constexpr (Grad) {
+      V g;
+      if constexpr (Store || Sum)
+        l = f.loss_grad(xv, tv, ev, g);
+      else
+        g = f.grad(xv, tv, ev);
+      V c = GO ? simd::pmul(simd::load<V>(go + i), vscale) : vscale;
+      if constexpr (W) c = simd::pmul(c, simd::load<V>(w + i));
+      simd::store(grad + i, simd::pmul(g, c));
+    } else {
+      l = f.loss(xv, tv, ev);
+    }
+    if constexpr (W && (Store || Sum)) l = simd::pmul(l, simd::load<V>(w + i));
+    if constexpr (Store) simd::store(loss + i, l);
+    return l;
+  };
+
+  // Lanes of a chain: the chains restart every chain_terms steps and fold into double.
+  auto fold = [&](const V& chain) {
+    alignas(64) T lanes_out[ps];
+    simd::store(lanes_out, chain);
+    double s = 0;
+    for (Index l = 0; l < ps; ++l) s += double(lanes_out[l]);
+    total.add(s);
+  };
+
+  Index i = 0;
+  const Index n = d.n;
+  while (i + 2 * ps <= n) {
+    V a0 = zero, a1 = zero;
+    for (const Index end = std::min(n, i + 2 * ps * chain_terms); i + 2 * ps <= end; i += 2 * ps) {
+      a0 = simd::padd(a0, lanes_at(d.x, d.t, d.w, d.e, d.go, d.loss, d.grad, i));
+      a1 = simd::padd(a1, lanes_at(d.x, d.t, d.w, d.e, d.go, d.loss, d.grad, i + ps));
+    }
+    if constexpr (Sum) fold(simd::padd(a0, a1));
+  }
+  if (i < n) {
+    // The last (up to 2 ps - 1) elements, ps at a time on a copy padded with inputs the formula
+    // accepts (they are neither reported nor summed).
+    alignas(64) T x[ps], t[ps], w[ps], e[ps], go[ps], loss[ps], grad[ps];
+    for (; i < n; i += ps) {
+      const Index m = std::min(ps, n - i);
+      for (Index l = 0; l < ps; ++l) {
+        const bool in = l < m;
+        x[l] = in ? d.x[i + l] : F::pad_x;
+        t[l] = in ? d.t[i + l] : F::pad_t;
+        w[l] = W && in ? d.w[i + l] : T(0);
+        e[l] = E && in ? d.e[i + l] : T(1);
+        go[l] = GO && in ? d.go[i + l] : T(0);
+      }
+      const V l = lanes_at(x, t, w, e, go, loss, grad, 0);
+      if constexpr (Sum) {
+        alignas(64) T lanes_out[ps];
+        simd::store(lanes_out, l);
+        double s = 0;
+        for (Index k = 0; k < m; ++k) s += double(lanes_out[k]);
+        total.add(s);
+      }
+      if constexpr (Store) std::copy(loss, loss + m, d.loss + i);
+      if constexpr (Grad) std::copy(grad, grad + m, d.grad + i);
+    }
+  }
+  block_result<T> r;
+  r.sum = total.value();
+  r.invalid = simd::predux_any(bad);
+  return r;
+}
+
+/// run_block with the mode's flags made compile-time.
+template <class F, class T>
+block_result<T> dispatch_block(const F& f, const mode& m, const block_data<T>& d, T scale) {
+  auto with = [&](auto w, auto e) -> block_result<T> {
+    constexpr bool W = decltype(w)::value, E = decltype(e)::value;
+    if (m.grad) {
+      if (m.grad_out) return run_block<W, E, true, false, false, true>(f, d, scale);
+      if (m.store_loss) return run_block<W, E, false, true, false, true>(f, d, scale);
+      if (m.sum) return run_block<W, E, false, false, true, true>(f, d, scale);
+      return run_block<W, E, false, false, false, true>(f, d, scale);
+    }
+    if (m.store_loss) return run_block<W, E, false, true, false, false>(f, d, scale);
+    return run_block<W, E, false, false, true, false>(f, d, scale);
+  };
+  using yes = std::true_type;
+  using no = std::false_type;
+  if (m.weight) return m.extra ? with(yes{}, yes{}) : with(yes{}, no{});
+  return m.extra ? with(no{}, yes{}) : with(no{}, no{});
+}
+
+}  // namespace elementwise_detail
+
+/// Runs formula f over every element of the call.
+template <class F, class T>
+elementwise_outcome run_elementwise(const F& f, const elementwise_call<T>& c) {
+  using namespace elementwise_detail;
+  const plan p = make_plan(c);
+  const block_reader<T> x(c.x, p), t(c.t, p), w(c.w, p), e(c.e, p), go(c.grad_out, p);
+  const block_writer<T> losses(c.losses, p), grad(c.grad, p);
+  const mode m{bool(c.w), bool(c.e), bool(c.grad_out), bool(c.losses), c.sum, bool(c.grad)};
+  std::vector<double> block_sums(c.sum ? std::size_t(p.blocks) : 0);
+  std::vector<char> block_invalid(std::size_t(p.blocks), 0);
+  const int threads = thread_count(c.num_threads, c.rows * c.cols);
+
+  parallel_for(p.blocks, threads, [&](Index b) {
+    const block_span s = span_of(p, b);
+    alignas(64) T bx[block_elements], bt[block_elements], bw[block_elements], be[block_elements], bgo[block_elements],
+        bloss[block_elements], bgrad[block_elements];
+    block_data<T> d{x.read(s, bx), t.read(s, bt), w.read(s, bw), e.read(s, be), go.read(s, bgo),
+                    losses.target(s, bloss), grad.target(s, bgrad), s.length};
+    const block_result<T> r = dispatch_block(f, m, d, c.scale);
+    losses.commit(s, d.loss);
+    grad.commit(s, d.grad);
+    if (c.sum) block_sums[std::size_t(b)] = r.sum;
+    block_invalid[std::size_t(b)] = r.invalid;
+  });
+
+  elementwise_outcome out;
+  if (c.sum) out.sum = ordered_sum(block_sums.data(), Index(block_sums.size()));
+  const auto first_bad = std::find(block_invalid.begin(), block_invalid.end(), char(1));
+  if (first_bad != block_invalid.end()) {
+    // Find the element in the block, in storage order, with the formula's scalar check.
+    const block_span s = span_of(p, Index(first_bad - block_invalid.begin()));
+    for (Index r = 0; r < s.count && !out.invalid; ++r)
+      for (Index i = 0; i < (p.flat ? p.run_length : s.length) && !out.invalid; ++i) {
+        const Index row = p.row(s.run + r, s.position + i), col = p.col(s.run + r, s.position + i);
+        const T xv = c.x.data[row * c.x.row_stride + col * c.x.col_stride];
+        const T tv = c.t.data[row * c.t.row_stride + col * c.t.col_stride];
+        if (f.invalid(xv, tv) != T(0) || std::isnan(f.invalid(xv, tv))) {
+          out.invalid = true;
+          out.bad_row = row;
+          out.bad_col = col;
+        }
+      }
+  }
+  return out;
+}
+
+}  // namespace xent::detail::engine
+
+#endif

@@ -1,0 +1,58 @@
+#ifndef XENT_DETAIL_ENGINE_REDUCE_HPP
+#define XENT_DETAIL_ENGINE_REDUCE_HPP
+
+// The one reduction policy of every xent loss (docs/kernels.md, "Reductions"):
+//  - the work is cut into blocks whose size does not depend on the thread count;
+//  - inside a block, terms are added in packets of the compute type, in chains of at most
+//    `chain_terms` terms each; every finished chain is widened to double and added, with
+//    Neumaier's compensation, to the block's total;
+//  - block totals (and per-sample losses) are combined in block (sample) order, compensated, in double.
+// The error is then independent of the element count: a few ulp of the compute type relative to
+// the sum of |terms| from the chains, plus about one ulp of double from the rest; and the result
+// is the same bits for any thread count.
+
+#include "view.hpp"
+
+#include <Eigen/Core>
+
+#include <cmath>
+#include <vector>
+
+namespace xent::detail::engine {
+
+using Eigen::Index;
+
+/// Terms a packet chain adds before it is folded into double.
+inline constexpr int chain_terms = 8;
+
+/// A sum in double with Neumaier's compensation: the lost low parts of every addition are kept
+/// and added back once, so that n terms cost about one rounding, not n.
+struct exact_sum {
+  double sum = 0;
+  double compensation = 0;
+
+  void add(double x) noexcept {
+    const double t = sum + x;
+    // The larger operand is exact in t; what the smaller lost is recovered. An infinite or NaN
+    // sum is the answer as it stands (its compensation would only turn it into NaN).
+    if (std::isfinite(t)) compensation += std::fabs(sum) >= std::fabs(x) ? (sum - t) + x : (x - t) + sum;
+    sum = t;
+  }
+  void add(const exact_sum& o) noexcept {
+    add(o.sum);
+    add(o.compensation);
+  }
+  double value() const noexcept { return std::isfinite(sum) ? sum + compensation : sum; }
+};
+
+/// Sum of n values in order, compensated (per-sample losses, block totals).
+template <class T>
+double ordered_sum(const T* x, Index n) {
+  exact_sum s;
+  for (Index i = 0; i < n; ++i) s.add(double(x[i]));
+  return s.value();
+}
+
+}  // namespace xent::detail::engine
+
+#endif
