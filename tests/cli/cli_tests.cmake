@@ -101,3 +101,10 @@ xent_eval_test(all_ignored error ARGS logits_f4.npy targets_all_ignored.npy REGE
 xent_eval_test(missing_file usage ARGS does_not_exist.npy targets_i8.npy REGEX "does_not_exist.npy")
 xent_eval_test(bad_option_value usage ARGS logits_f4.npy targets_i8.npy --bins 0 REGEX "--bins")
 xent_eval_test(temperature_and_fit usage ARGS logits_f4.npy targets_i8.npy --temperature 2 --fit-temperature REGEX "excludes")
+
+# ---- robustness: no signal kills it, no report is lost, every message reads well
+# Linux only: its devices (/dev/zero) and FIFOs.
+if(CMAKE_SYSTEM_NAME STREQUAL "Linux")
+  xent_eval_test(dev_zero error ARGS /dev/zero targets_i8.npy REGEX "^xent-eval: error: /dev/zero: not a regular file but a character device")
+  xent_eval_test(fifo error ARGS fifo.npy targets_i8.npy REGEX "fifo.npy: not a regular file but a FIFO \\(named pipe\\)")
+endif()

@@ -15,6 +15,7 @@
 #include <Eigen/Core>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -28,6 +29,11 @@
 #include <sstream>
 #include <string>
 #include <vector>
+
+#ifndef _WIN32
+#include <sys/stat.h>
+#include <unistd.h>
+#endif
 
 namespace {
 
@@ -140,6 +146,12 @@ int make(const std::string& dir) {
   save(d + "logits_no_samples.npy", "<f4", {0, C}, std::vector<float>());
   save(d + "targets_no_samples.npy", "<i8", {0}, std::vector<std::int64_t>());
   save(d + "logits_no_classes.npy", "<f4", {N, 0}, std::vector<float>());
+#ifndef _WIN32
+  // A FIFO without a writer: opening it to read would wait forever.
+  const std::string fifo = d + "fifo.npy";
+  std::remove(fifo.c_str());
+  if (mkfifo(fifo.c_str(), 0600) != 0) throw xent_eval::file_error(fifo + ": mkfifo failed (" + std::strerror(errno) + ")");
+#endif
   return 0;
 }
 

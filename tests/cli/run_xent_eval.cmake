@@ -7,11 +7,12 @@
 #
 # EXPECT=success: exit 0. EXPECT=error: exit 1 (xent-eval's own "xent-eval: error: ..." message on
 # standard error). EXPECT=usage: a non-zero exit code from the command-line parser. A crash (a
-# signal) never passes. REGEX is matched against standard error for errors, standard output otherwise.
+# signal) or a hang (30 s) never passes. REGEX is matched against standard error for errors,
+# standard output otherwise.
 cmake_minimum_required(VERSION 3.21)
 
 string(REPLACE "|" ";" args "${ARGS}")
-execute_process(COMMAND "${TOOL}" ${args} RESULT_VARIABLE code OUTPUT_VARIABLE out ERROR_VARIABLE err)
+execute_process(COMMAND "${TOOL}" ${args} RESULT_VARIABLE code OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 30)
 message(STATUS "xent-eval ${args}\n-- exit: ${code}\n-- stdout:\n${out}\n-- stderr:\n${err}")
 
 if(NOT code MATCHES "^[0-9]+$")

@@ -21,7 +21,9 @@
 #include <vector>
 
 #ifndef _WIN32
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
 #endif
@@ -247,15 +249,9 @@ inline void npy_check_size(const std::string& path, const npy_header& h, std::ui
 class npy_file {
  public:
   explicit npy_file(std::string path) : path_(std::move(path)) {
-    file_.reset(std::fopen(path_.c_str(), "rb"));
-    if (!file_) throw file_error(path_ + ": cannot open (" + std::strerror(errno) + ")");
+    open_regular_file();
     // Large sequential reads go straight to the caller's buffer; stdio's own buffer would add a copy.
     std::setvbuf(file_.get(), nullptr, _IONBF, 0);
-    if (seek(0, SEEK_END) != 0) throw file_error(path_ + ": cannot seek (not a regular file?)");
-    const std::int64_t end = tell();
-    if (end < 0) throw file_error(path_ + ": cannot tell its size");
-    file_size_ = std::uint64_t(end);
-    std::rewind(file_.get());
     read_header();
   }
 
@@ -317,6 +313,46 @@ class npy_file {
   }
 
  private:
+  void open_regular_file() {
+#ifndef _WIN32
+    // O_NONBLOCK: opening a FIFO would wait for a writer, forever if there is none. It has no effect
+    // on the reads of a regular file, the only kind accepted.
+    const int fd = open(path_.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) throw file_error(path_ + ": cannot open (" + std::strerror(errno) + ")");
+    struct stat st {};
+    if (fstat(fd, &st) != 0) {
+      const int error = errno;
+      close(fd);
+      throw file_error(path_ + ": cannot stat (" + std::strerror(error) + ")");
+    }
+    if (!S_ISREG(st.st_mode)) {
+      close(fd);
+      const char* kind = S_ISFIFO(st.st_mode)  ? "a FIFO (named pipe)"
+                         : S_ISCHR(st.st_mode) ? "a character device"
+                         : S_ISBLK(st.st_mode) ? "a block device"
+                         : S_ISDIR(st.st_mode) ? "a directory"
+                         : S_ISSOCK(st.st_mode) ? "a socket"
+                                                : "not a regular file";
+      throw file_error(path_ + ": not a regular file but " + kind + "; xent-eval reads .npy files, which it seeks in and maps");
+    }
+    file_.reset(fdopen(fd, "rb"));
+    if (!file_) {
+      const int error = errno;
+      close(fd);
+      throw file_error(path_ + ": cannot open (" + std::strerror(error) + ")");
+    }
+    file_size_ = std::uint64_t(st.st_size);
+#else
+    file_.reset(std::fopen(path_.c_str(), "rb"));
+    if (!file_) throw file_error(path_ + ": cannot open (" + std::strerror(errno) + ")");
+    if (seek(0, SEEK_END) != 0) throw file_error(path_ + ": cannot seek (not a regular file?)");
+    const std::int64_t end = tell();
+    if (end < 0) throw file_error(path_ + ": cannot tell its size");
+    file_size_ = std::uint64_t(end);
+    std::rewind(file_.get());
+#endif
+  }
+
   void read_header() {
     unsigned char prefix[12];
     const std::size_t n = std::fread(prefix, 1, sizeof prefix, file_.get());
