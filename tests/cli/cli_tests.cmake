@@ -13,10 +13,11 @@ add_test(NAME cli.write_inputs COMMAND xent_eval_inputs make ${cli_dir})
 set_tests_properties(cli.make_inputs PROPERTIES FIXTURES_SETUP xent_eval_dir)
 set_tests_properties(cli.write_inputs PROPERTIES FIXTURES_REQUIRED xent_eval_dir FIXTURES_SETUP xent_eval_inputs)
 
-# xent_eval_test(NAME EXPECT ARGS <args...> [REGEX r] [COMPARE tolerance [KEYS k...]])
-# File names in ARGS are relative to ${cli_dir}.
+# xent_eval_test(NAME EXPECT ARGS <args...> [REGEX r] [WRAP <conditions...>] [COMPARE tolerance [KEYS k...]])
+# File names in ARGS, and the FILE of a WRAP truncate=FILE:BYTES, are relative to ${cli_dir}.
+# WRAP runs xent-eval through `xent_eval_inputs run <conditions> --` (Linux).
 function(xent_eval_test name expect)
-  cmake_parse_arguments(PARSE_ARGV 2 T "" "REGEX;COMPARE" "ARGS;KEYS")
+  cmake_parse_arguments(PARSE_ARGV 2 T "" "REGEX;COMPARE" "ARGS;KEYS;WRAP")
   set(args "")
   foreach(a IN LISTS T_ARGS)
     if(a MATCHES "\\.(npy|svg)$")
@@ -27,6 +28,11 @@ function(xent_eval_test name expect)
   list(JOIN args "|" joined)
   list(JOIN T_KEYS "|" keys)
   set(defs -DTOOL=$<TARGET_FILE:xent-eval> "-DARGS=${joined}" -DEXPECT=${expect} -DOUTPUT=${cli_dir}/${name}.out)
+  if(DEFINED T_WRAP)
+    list(TRANSFORM T_WRAP REPLACE "^truncate=" "truncate=${cli_dir}/")
+    list(JOIN T_WRAP "|" wrap)
+    list(APPEND defs "-DWRAP=$<TARGET_FILE:xent_eval_inputs>|run|${wrap}|--")
+  endif()
   if(DEFINED T_REGEX)
     list(APPEND defs "-DREGEX=${T_REGEX}")
   endif()
@@ -103,8 +109,23 @@ xent_eval_test(bad_option_value usage ARGS logits_f4.npy targets_i8.npy --bins 0
 xent_eval_test(temperature_and_fit usage ARGS logits_f4.npy targets_i8.npy --temperature 2 --fit-temperature REGEX "excludes")
 
 # ---- robustness: no signal kills it, no report is lost, every message reads well
-# Linux only: its devices (/dev/zero) and FIFOs.
+# Linux only: its devices (/dev/zero), FIFOs, and xent_eval_inputs run (ptrace, /proc, rusage).
 if(CMAKE_SYSTEM_NAME STREQUAL "Linux")
   xent_eval_test(dev_zero error ARGS /dev/zero targets_i8.npy REGEX "^xent-eval: error: /dev/zero: not a regular file but a character device")
   xent_eval_test(fifo error ARGS fifo.npy targets_i8.npy REGEX "fifo.npy: not a regular file but a FIFO \\(named pipe\\)")
+  # The file shrinks to 4096 bytes after xent-eval checked its size: mapped, the pages past the new end
+  # raise SIGBUS in the workers; read, the read comes up short; either way the same message.
+  set(truncated_logits "truncated while being read: it had 8528 bytes when opened and has 4096 now \\(shape \\(300, 7\\) needs 8400 bytes of data\\)")
+  xent_eval_test(truncated_while_mapped error WRAP truncate=truncate_mapped.npy:4096
+                 ARGS truncate_mapped.npy targets_i8.npy --threads 2 --chunk-mb 0.001 REGEX "truncate_mapped.npy: ${truncated_logits}")
+  xent_eval_test(truncated_while_read error WRAP truncate=truncate_read.npy:4096
+                 ARGS truncate_read.npy targets_i8.npy --no-mmap REGEX "truncate_read.npy: ${truncated_logits}")
+  # Within the last page: no SIGBUS, the 28 lost bytes read as zeros; the size check after the chunk finds it.
+  xent_eval_test(truncated_in_last_page error WRAP truncate=truncate_last_page.npy:8500 ARGS truncate_last_page.npy targets_i8.npy
+                 REGEX "truncate_last_page.npy: truncated while being read: it had 8528 bytes when opened and has 8500 now")
+  xent_eval_test(truncated_targets error WRAP truncate=truncate_targets.npy:1000 ARGS logits_f4.npy truncate_targets.npy
+                 REGEX "truncate_targets.npy: truncated while being read: it had 2528 bytes when opened and has 1000 now")
+  # Memory: 64 MiB of logits, two workers, 1 MB chunks: a few chunks resident, not the file.
+  xent_eval_test(memory_bounded_two_threads success WRAP max-rss-mb=48
+                 ARGS logits_big.npy targets_big.npy --threads 2 --chunk-mb 1 --json --no-progress REGEX "\"samples\": 2048,")
 endif()

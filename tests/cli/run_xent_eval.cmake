@@ -2,18 +2,20 @@
 #
 #   cmake -DTOOL=<xent-eval> -DARGS=<args separated by |> -DEXPECT=success|error|usage
 #         [-DREGEX=<regex the output must match>] [-DOUTPUT=<file to keep stdout in>]
+#         [-DWRAP=<command prefix separated by |>]
 #         [-DCOMPARE=<xent_eval_inputs> -DEXPECTED=<expected.txt> -DTOLERANCE=<t> [-DKEYS=<k1|k2>]]
 #         -P run_xent_eval.cmake
 #
 # EXPECT=success: exit 0. EXPECT=error: exit 1 (xent-eval's own "xent-eval: error: ..." message on
 # standard error). EXPECT=usage: a non-zero exit code from the command-line parser. A crash (a
 # signal) or a hang (30 s) never passes. REGEX is matched against standard error for errors,
-# standard output otherwise.
+# standard output otherwise. WRAP runs xent-eval through a wrapper (xent_eval_inputs run ... --).
 cmake_minimum_required(VERSION 3.21)
 
 string(REPLACE "|" ";" args "${ARGS}")
-execute_process(COMMAND "${TOOL}" ${args} RESULT_VARIABLE code OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 30)
-message(STATUS "xent-eval ${args}\n-- exit: ${code}\n-- stdout:\n${out}\n-- stderr:\n${err}")
+string(REPLACE "|" ";" wrap "${WRAP}")
+execute_process(COMMAND ${wrap} "${TOOL}" ${args} RESULT_VARIABLE code OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 30)
+message(STATUS "${wrap} xent-eval ${args}\n-- exit: ${code}\n-- stdout:\n${out}\n-- stderr:\n${err}")
 
 if(NOT code MATCHES "^[0-9]+$")
   message(FATAL_ERROR "xent-eval did not exit normally: ${code}")

@@ -4,7 +4,7 @@
 //
 // The logits are processed in chunks of --chunk-mb, memory-mapped (or read into a buffer with
 // --no-mmap, or where mapping is unavailable) and released behind, so memory stays at one chunk
-// whatever the file size; --fit-temperature streams the file again for each pass.
+// per worker whatever the file size; --fit-temperature streams the file again for each pass.
 
 #include "npy.hpp"
 #include "report.hpp"
@@ -106,7 +106,8 @@ class progress_meter {
 
 /// The logits and targets as a sequence of chunks of at most --chunk-mb. Memory-mapped files are
 /// read in place, by `threads` workers (worker w takes chunks w, w + threads, ...: a fixed split, so
-/// the sums and hence the report are the same from run to run), and released behind each chunk.
+/// the sums and hence the report are the same from run to run); each worker checks that the file
+/// did not shrink under its chunk and releases the chunk behind it.
 /// Otherwise one worker reads each chunk into a buffer; a file that fits in one chunk is then read
 /// only once whatever the number of passes.
 template <class T, class I>
@@ -120,13 +121,8 @@ class dataset {
       : logits_(logits), targets_(targets), samples_(samples), classes_(classes), meter_(meter) {
     const double rows = std::floor(s.chunk_mb * 1e6 / (double(classes) * sizeof(T)));
     rows_per_chunk_ = std::uint64_t(std::max(1.0, std::min(rows, double(samples))));
-    if (s.mmap) {
-      mapped_logits_ = reinterpret_cast<const T*>(logits.map_data(sizeof(T)));
-      mapped_targets_ = reinterpret_cast<const I*>(targets.map_data(sizeof(I)));
-    }
+    if (s.mmap) mapped_logits_ = reinterpret_cast<const T*>(logits.map_data(sizeof(T)));
     if (!mapped()) {
-      mapped_logits_ = nullptr;
-      mapped_targets_ = nullptr;
       logit_buf_.resize(std::size_t(rows_per_chunk_ * classes));
       target_buf_.resize(std::size_t(rows_per_chunk_));
     }
@@ -153,21 +149,28 @@ class dataset {
     std::vector<std::exception_ptr> errors(static_cast<std::size_t>(workers_));
     const auto work = [&](int w) {
       try {
+        std::vector<I> chunk_targets(mapped() ? std::size_t(rows_per_chunk_) : 0);
         const std::uint64_t stride = rows_per_chunk_ * std::uint64_t(workers_);
         for (std::uint64_t first = rows_per_chunk_ * std::uint64_t(w); first < samples_; first += stride) {
           const std::uint64_t rows = std::min(rows_per_chunk_, samples_ - first);
           const T* x = mapped_logits_ ? mapped_logits_ + first * classes_ : logit_buf_.data();
-          const I* t = mapped_targets_ ? mapped_targets_ + first : target_buf_.data();
-          if (!mapped()) {
+          const I* t = mapped() ? chunk_targets.data() : target_buf_.data();
+          if (mapped()) {
+            // The targets, C times smaller, are read: a copy of them costs less than their own
+            // mapping and its release.
+            targets_.read_at(chunk_targets.data(), std::size_t(rows * sizeof(I)), first * sizeof(I));
+          } else {
             logits_.read(logit_buf_.data(), std::size_t(rows * classes_ * sizeof(T)));
             targets_.read(target_buf_.data(), std::size_t(rows * sizeof(I)));
           }
           f(logits_map(x, Eigen::Index(classes_), Eigen::Index(rows)), targets_map(t, Eigen::Index(rows)), first, w);
-          if (w == 0) {  // worker 0 speaks for all: the others are at most a chunk apart
-            const std::uint64_t done = (first + rows) * classes_ * sizeof(T);
-            if (workers_ == 1) logits_.release_mapped(done);
-            meter_.advance(std::min<std::uint64_t>(samples_, first + stride) * classes_ * sizeof(T));
+          if (mapped()) {
+            const std::uint64_t end = (first + rows) * classes_ * sizeof(T);
+            logits_.check_intact(end);
+            logits_.release_mapped(first * classes_ * sizeof(T), end);
           }
+          if (w == 0)  // worker 0 speaks for all: the others are at most a chunk apart
+            meter_.advance(std::min<std::uint64_t>(samples_, first + stride) * classes_ * sizeof(T));
         }
       } catch (...) {
         errors[std::size_t(w)] = std::current_exception();
@@ -177,7 +180,6 @@ class dataset {
     for (int w = 1; w < workers_; ++w) threads.emplace_back(work, w);
     work(0);
     for (std::thread& t : threads) t.join();
-    if (workers_ > 1) logits_.release_mapped(samples_ * classes_ * sizeof(T));
     for (const std::exception_ptr& e : errors)
       if (e) std::rethrow_exception(e);
     meter_.finish();
@@ -185,14 +187,13 @@ class dataset {
   }
 
  private:
-  bool mapped() const { return mapped_logits_ && mapped_targets_; }
+  bool mapped() const { return mapped_logits_ != nullptr; }
 
   xent_eval::npy_file& logits_;
   xent_eval::npy_file& targets_;
   std::uint64_t samples_, classes_, rows_per_chunk_;
   progress_meter& meter_;
   const T* mapped_logits_ = nullptr;
-  const I* mapped_targets_ = nullptr;
   int workers_ = 1;
   bool loaded_ = false;
   std::vector<T> logit_buf_;
@@ -348,7 +349,7 @@ int main(int argc, char** argv) {
   app.add_option("--bytes", s.units.bytes, "Bytes of the evaluated text, for bits per byte")->check(CLI::PositiveNumber);
   app.add_option("--dimensions", s.units.dimensions, "Dimensions of the data, for bits per dimension")->check(CLI::PositiveNumber);
   app.add_option("--chunk-mb", s.chunk_mb,
-                 "Process the logits in chunks of at most this size (MB): the memory used, whatever the file size")
+                 "Process the logits in chunks of at most this size (MB): the memory used per worker, whatever the file size")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   app.add_option("--threads", s.threads, "Worker threads over the chunks of a memory-mapped file (default: the cores)")
