@@ -13,11 +13,12 @@ add_test(NAME cli.write_inputs COMMAND xent_eval_inputs make ${cli_dir})
 set_tests_properties(cli.make_inputs PROPERTIES FIXTURES_SETUP xent_eval_dir)
 set_tests_properties(cli.write_inputs PROPERTIES FIXTURES_REQUIRED xent_eval_dir FIXTURES_SETUP xent_eval_inputs)
 
-# xent_eval_test(NAME EXPECT ARGS <args...> [REGEX r] [WRAP <conditions...>] [COMPARE tolerance [KEYS k...]])
-# File names in ARGS, and the FILE of a WRAP truncate=FILE:BYTES, are relative to ${cli_dir}.
-# WRAP runs xent-eval through `xent_eval_inputs run <conditions> --` (Linux).
+# xent_eval_test(NAME EXPECT ARGS <args...> [REGEX r] [OUT_REGEX r] [STDOUT file] [WRAP <conditions...>]
+#                [ABSENT <files...>] [COMPARE tolerance [KEYS k...]])
+# File names in ARGS and ABSENT, and the FILE of a WRAP truncate=FILE:BYTES, are relative to
+# ${cli_dir}. WRAP runs xent-eval through `xent_eval_inputs run <conditions> --` (Linux).
 function(xent_eval_test name expect)
-  cmake_parse_arguments(PARSE_ARGV 2 T "" "REGEX;COMPARE" "ARGS;KEYS;WRAP")
+  cmake_parse_arguments(PARSE_ARGV 2 T "" "REGEX;OUT_REGEX;STDOUT;COMPARE" "ARGS;KEYS;WRAP;ABSENT")
   set(args "")
   foreach(a IN LISTS T_ARGS)
     if(a MATCHES "\\.(npy|svg)$")
@@ -25,17 +26,24 @@ function(xent_eval_test name expect)
     endif()
     list(APPEND args "${a}")
   endforeach()
+  set(absent "")
+  foreach(a IN LISTS T_ABSENT)
+    list(APPEND absent "${cli_dir}/${a}")
+  endforeach()
   list(JOIN args "|" joined)
   list(JOIN T_KEYS "|" keys)
-  set(defs -DTOOL=$<TARGET_FILE:xent-eval> "-DARGS=${joined}" -DEXPECT=${expect} -DOUTPUT=${cli_dir}/${name}.out)
+  list(JOIN absent "|" absent)
+  set(defs -DTOOL=$<TARGET_FILE:xent-eval> "-DARGS=${joined}" -DEXPECT=${expect} -DOUTPUT=${cli_dir}/${name}.out "-DABSENT=${absent}")
   if(DEFINED T_WRAP)
     list(TRANSFORM T_WRAP REPLACE "^truncate=" "truncate=${cli_dir}/")
     list(JOIN T_WRAP "|" wrap)
     list(APPEND defs "-DWRAP=$<TARGET_FILE:xent_eval_inputs>|run|${wrap}|--")
   endif()
-  if(DEFINED T_REGEX)
-    list(APPEND defs "-DREGEX=${T_REGEX}")
-  endif()
+  foreach(key REGEX OUT_REGEX STDOUT)
+    if(DEFINED T_${key})
+      list(APPEND defs "-D${key}=${T_${key}}")
+    endif()
+  endforeach()
   if(DEFINED T_COMPARE)
     list(APPEND defs -DCOMPARE=$<TARGET_FILE:xent_eval_inputs> -DEXPECTED=${cli_dir}/expected.txt -DTOLERANCE=${T_COMPARE} "-DKEYS=${keys}")
   endif()
@@ -109,10 +117,27 @@ xent_eval_test(bad_option_value usage ARGS logits_f4.npy targets_i8.npy --bins 0
 xent_eval_test(temperature_and_fit usage ARGS logits_f4.npy targets_i8.npy --temperature 2 --fit-temperature REGEX "excludes")
 
 # ---- robustness: no signal kills it, no report is lost, every message reads well
-# Linux only: its devices (/dev/zero), FIFOs, and xent_eval_inputs run (ptrace, /proc, rusage).
+xent_eval_test(svg_names_input error ARGS logits_svg_target.npy targets_i8.npy --svg logits_svg_target.npy
+               REGEX "--svg .*logits_svg_target.npy names the logits file .*; the diagram would overwrite an input")
+xent_eval_test(svg_no_directory error ARGS logits_f4.npy targets_i8.npy --svg no_such_dir/reliability.svg
+               REGEX "reliability.svg: cannot write the reliability diagram \\(there is no directory .*no_such_dir\\)")
+# Linux only: its devices (/dev/zero, /dev/full), FIFOs, and xent_eval_inputs run (ptrace, /proc, rusage).
 if(CMAKE_SYSTEM_NAME STREQUAL "Linux")
   xent_eval_test(dev_zero error ARGS /dev/zero targets_i8.npy REGEX "^xent-eval: error: /dev/zero: not a regular file but a character device")
+  # Not a regular file: written in place (never renamed over); the report still comes out.
+  xent_eval_test(svg_dev_full error ARGS logits_f4.npy targets_i8.npy --svg /dev/full
+                 REGEX "^xent-eval: error: /dev/full: cannot write the reliability diagram \\(No space left on device\\)" OUT_REGEX "ECE")
+  xent_eval_test(json_to_dev_full error ARGS logits_f4.npy targets_i8.npy --json STDOUT /dev/full
+                 REGEX "^xent-eval: error: cannot write the report to standard output \\(No space left on device\\)\n$")
+  xent_eval_test(text_to_dev_full error ARGS logits_f4.npy targets_i8.npy STDOUT /dev/full
+                 REGEX "^xent-eval: error: cannot write the report to standard output \\(No space left on device\\)\n$")
+  xent_eval_test(help_to_dev_full error ARGS --help STDOUT /dev/full REGEX "cannot write to standard output \\(No space left on device\\)")
   xent_eval_test(fifo error ARGS fifo.npy targets_i8.npy REGEX "fifo.npy: not a regular file but a FIFO \\(named pipe\\)")
+  xent_eval_test(stdout_closed error WRAP close-stdout ARGS logits_f4.npy targets_i8.npy
+                 REGEX "^xent-eval: error: cannot write the report to standard output \\(Bad file descriptor\\)\n$")
+  # A disk full after 4 KiB: the 8 KB diagram fails, and neither it nor its temporary file remains.
+  xent_eval_test(svg_disk_full error WRAP fsize=4096 ARGS logits_f4.npy targets_i8.npy --svg disk_full.svg ABSENT disk_full.svg
+                 REGEX "disk_full.svg: cannot write the reliability diagram \\(File too large\\)" OUT_REGEX "ECE")
   # The file shrinks to 4096 bytes after xent-eval checked its size: mapped, the pages past the new end
   # raise SIGBUS in the workers; read, the read comes up short; either way the same message.
   set(truncated_logits "truncated while being read: it had 8528 bytes when opened and has 4096 now \\(shape \\(300, 7\\) needs 8400 bytes of data\\)")

@@ -8,6 +8,8 @@
 //     TOLERANCE (relative, at max(|expected|, 1)); counts must match exactly;
 //   xent_eval_inputs run [CONDITION...] -- TOOL ARGS...   (Linux)
 //     runs TOOL under the conditions and exits as it did (a signal that kills TOOL kills this too):
+//       close-stdout          TOOL starts with its standard output closed;
+//       fsize=BYTES           TOOL may not write files beyond BYTES (RLIMIT_FSIZE): a full disk;
 //       truncate=FILE:BYTES   FILE shrinks to BYTES while TOOL reads it, after TOOL checked its size:
 //                             right after TOOL maps FILE, or before its first read() or pread() of
 //                             more than 1 KiB (more than a header) from FILE (found by tracing
@@ -175,6 +177,7 @@ int make(const std::string& dir) {
   write_bytes(d + "truncate_last_page.npy", good);
   write_bytes(d + "truncate_read.npy", good);
   write_bytes(d + "truncate_targets.npy", bytes_of(d + "targets_i8.npy"));
+  write_bytes(d + "logits_svg_target.npy", good);
 
   // ---- 64 MiB of logits, for the memory bound: 2048 samples x 8192 classes, any finite values
   constexpr std::uint64_t big_n = 2048, big_c = 8192;
@@ -233,13 +236,18 @@ bool truncate_while_read(pid_t pid, const std::string& path, long long bytes, in
 }
 
 int run(int argc, char** argv) {
-  long long truncate_to = -1;
+  bool close_stdout = false;
+  long long fsize = -1, truncate_to = -1;
   double max_rss_mb = -1;
   std::string truncate_path;
   int i = 0;
   for (; i < argc && std::string(argv[i]) != "--"; ++i) {
     const std::string a = argv[i];
-    if (a.rfind("max-rss-mb=", 0) == 0) {
+    if (a == "close-stdout") {
+      close_stdout = true;
+    } else if (a.rfind("fsize=", 0) == 0) {
+      fsize = std::stoll(a.substr(6));
+    } else if (a.rfind("max-rss-mb=", 0) == 0) {
       max_rss_mb = std::stod(a.substr(11));
     } else if (a.rfind("truncate=", 0) == 0 && a.rfind(':') > 9) {
       truncate_path = a.substr(9, a.rfind(':') - 9);
@@ -255,6 +263,11 @@ int run(int argc, char** argv) {
   if (pid < 0) throw std::runtime_error(std::string("fork failed: ") + std::strerror(errno));
   if (pid == 0) {
     if (!truncate_path.empty()) ptrace(PTRACE_TRACEME, 0, nullptr, nullptr);
+    if (close_stdout) close(STDOUT_FILENO);
+    if (fsize >= 0) {
+      const rlimit limit{rlim_t(fsize), rlim_t(fsize)};
+      setrlimit(RLIMIT_FSIZE, &limit);
+    }
     execv(tool[0], tool);
     std::fprintf(stderr, "xent_eval_inputs: cannot run %s (%s)\n", tool[0], std::strerror(errno));
     _exit(127);

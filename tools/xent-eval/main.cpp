@@ -17,25 +17,36 @@
 #include <Eigen/Core>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
-#include <exception>
 #include <cmath>
+#include <csignal>
 #include <cstdint>
 #include <cstdio>
-#include <fstream>
+#include <cstring>
+#include <exception>
+#include <filesystem>
 #include <iostream>
 #include <limits>
+#include <memory>
 #include <optional>
+#include <sstream>
+#include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #ifdef _WIN32
 #include <io.h>
+#include <process.h>
 #define XENT_EVAL_ISATTY(fd) _isatty(fd)
+#define XENT_EVAL_GETPID() _getpid()
 #else
+#include <fcntl.h>
 #include <unistd.h>
 #define XENT_EVAL_ISATTY(fd) isatty(fd)
+#define XENT_EVAL_GETPID() getpid()
 #endif
 
 namespace {
@@ -330,9 +341,70 @@ xent_eval::run_result run(const settings& s) {
   return evaluate<double, std::int64_t>(s, lf, tf, n, c, result);
 }
 
+std::string system_reason() { return std::string(" (") + std::strerror(errno) + ")"; }
+
+/// Writes `text` to `out` and flushes it: a full disk, a closed descriptor or a pipe without a
+/// reader throws, with the system's reason.
+void write_all(std::FILE* out, const std::string& text, const std::string& what) {
+  if (std::fwrite(text.data(), 1, text.size(), out) != text.size() || std::fflush(out) != 0) throw std::runtime_error(what + system_reason());
+}
+
+/// Refuses, before the evaluation, an SVG path that would overwrite an input or whose directory
+/// does not exist.
+void check_svg_path(const settings& s) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  for (const auto& [input, what] : {std::pair{&s.logits_path, "logits"}, std::pair{&s.targets_path, "targets"}})
+    if (fs::equivalent(s.svg_path, *input, ec))
+      throw std::invalid_argument("--svg " + s.svg_path + " names the " + what + " file " + *input + "; the diagram would overwrite an input");
+  const fs::path dir = fs::path(s.svg_path).parent_path();
+  if (!fs::is_directory(dir.empty() ? fs::path(".") : dir, ec))
+    throw file_error(s.svg_path + ": cannot write the reliability diagram (there is no directory " + dir.string() + ")");
+}
+
+/// The diagram goes to a temporary file next to `path`, renamed over it once complete: a full disk
+/// leaves neither a truncated SVG nor a damaged older one. An existing path that is not a regular
+/// file (/dev/stdout, a FIFO) is written in place, since renaming would replace it.
+void write_svg_file(const std::string& path, const std::string& svg) {
+  namespace fs = std::filesystem;
+  const std::string what = path + ": cannot write the reliability diagram";
+  std::error_code ec;
+  const fs::file_status st = fs::status(path, ec);
+  if (fs::exists(st) && !fs::is_regular_file(st)) {
+    std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(path.c_str(), "wb"), &std::fclose);
+    if (!f) throw std::runtime_error(what + system_reason());
+    write_all(f.get(), svg, what);
+    if (std::fclose(f.release()) != 0) throw std::runtime_error(what + system_reason());
+    return;
+  }
+  const std::string temp = path + ".tmp-" + std::to_string(XENT_EVAL_GETPID());
+  std::FILE* f = std::fopen(temp.c_str(), "wbx");  // x: never through an existing file or link
+  if (!f) throw std::runtime_error(what + system_reason());
+  try {
+    write_all(f, svg, what);
+    const int closed = std::fclose(f);
+    f = nullptr;
+    if (closed != 0) throw std::runtime_error(what + system_reason());
+    fs::rename(temp, path, ec);
+    if (ec) throw std::runtime_error(what + " (" + ec.message() + ")");
+  } catch (...) {
+    if (f) std::fclose(f);
+    std::remove(temp.c_str());
+    throw;
+  }
+}
+
+void print_error(const std::string& message) { std::cerr << "xent-eval: error: " << message << '\n'; }
+
 }  // namespace
 
 int main(int argc, char** argv) {
+#ifndef _WIN32
+  // Writing to a pipe without a reader, or past the file-size limit, then fails with EPIPE or EFBIG,
+  // which the check on every write reports, instead of killing the process without a word.
+  std::signal(SIGPIPE, SIG_IGN);
+  std::signal(SIGXFSZ, SIG_IGN);
+#endif
   settings s;
   CLI::App app{"xent-eval: evaluate a model's logits against class-index targets (.npy files): NLL, perplexity, bits,\n"
                "accuracy, Brier score, calibration (ECE, reliability diagram) and temperature scaling.",
@@ -362,24 +434,46 @@ int main(int argc, char** argv) {
   app.add_flag("!--no-progress", s.progress, "No progress on standard error");
   app.set_version_flag("--version", "xent-eval " + std::to_string(XENT_VERSION_MAJOR) + "." + std::to_string(XENT_VERSION_MINOR) + "." +
                                         std::to_string(XENT_VERSION_PATCH));
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = app.exit(e);  // --help and --version print on standard output
+    if (code == 0 && (std::fflush(stdout) != 0 || std::ferror(stdout))) {
+      print_error("cannot write to standard output" + system_reason());
+      return 1;
+    }
+    return code;
+  }
 
   try {
+#ifndef _WIN32
+    // Closed, it would lose the report, and the next file opened would take its descriptor.
+    if (fcntl(STDOUT_FILENO, F_GETFD) == -1) throw std::runtime_error("cannot write the report to standard output" + system_reason());
+#endif
+    if (!s.svg_path.empty()) check_svg_path(s);
     const xent_eval::run_result result = run(s);
-    if (!s.svg_path.empty()) {
-      std::ofstream svg(s.svg_path);
-      if (!svg) throw file_error(s.svg_path + ": cannot create the SVG file");
-      xent_eval::write_svg(svg, result);
-      if (!svg.flush()) throw file_error(s.svg_path + ": write failed");
-    }
+    std::ostringstream report;
     if (s.json)
-      xent_eval::write_json(std::cout, result);
+      xent_eval::write_json(report, result);
     else
-      xent_eval::write_text(std::cout, result);
-    return 0;
+      xent_eval::write_text(report, result);
+    // A diagram that cannot be written does not cost the report.
+    int status = 0;
+    if (!s.svg_path.empty()) {
+      try {
+        std::ostringstream svg;
+        xent_eval::write_svg(svg, result);
+        write_svg_file(s.svg_path, svg.str());
+      } catch (const std::exception& e) {
+        print_error(e.what());
+        status = 1;
+      }
+    }
+    write_all(stdout, report.str(), "cannot write the report to standard output");
+    return status;
   } catch (const std::exception& e) {
     // file_error and xent::invalid_argument carry the whole story; std::bad_alloc is a chunk too big.
-    std::cerr << "xent-eval: error: " << e.what() << '\n';
+    print_error(e.what());
     return 1;
   }
 }
