@@ -330,6 +330,15 @@ xent_eval::run_result run(const settings& s) {
     throw file_error(tf.path() + ": " + std::to_string(th.shape[0]) + " targets for " + std::to_string(n) + " samples of logits in " +
                      lf.path() + "; both must have the same N");
 
+  // The library refuses such a temperature too, but in its own terms.
+  const double largest = lt == xent_eval::dtype::float32 ? double(std::numeric_limits<float>::max()) : std::numeric_limits<double>::max();
+  if (!(1 / s.temperature <= largest)) {
+    std::ostringstream m;
+    m << "--temperature " << s.temperature << " is too small for the " << xent_eval::dtype_name(lt) << " logits of " << lf.path()
+      << ": 1 / T = " << 1 / s.temperature << " overflows " << xent_eval::dtype_name(lt) << " (T must be at least " << 1 / largest << ")";
+    throw std::invalid_argument(m.str());
+  }
+
   xent_eval::run_result result;
   result.logits = {lf.path(), xent_eval::dtype_name(lt), lh.shape};
   result.targets = {tf.path(), xent_eval::dtype_name(tt), th.shape};
