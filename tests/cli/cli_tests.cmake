@@ -117,11 +117,19 @@ xent_eval_test(bad_option_value usage ARGS logits_f4.npy targets_i8.npy --bins 0
 xent_eval_test(temperature_and_fit usage ARGS logits_f4.npy targets_i8.npy --temperature 2 --fit-temperature REGEX "excludes")
 
 # ---- robustness: no signal kills it, no report is lost, every message reads well
+xent_eval_test(top_k_zero usage ARGS logits_f4.npy targets_i8.npy --top-k 0 REGEX "^--top-k: must be ≥ 1, but got 0\n")
+xent_eval_test(chunk_mb_zero usage ARGS logits_f4.npy targets_i8.npy --chunk-mb 0 REGEX "^--chunk-mb: must be a finite number > 0, but got 0\n")
+xent_eval_test(temperature_infinite usage ARGS logits_f4.npy targets_i8.npy --temperature inf
+               REGEX "^--temperature: must be a finite number > 0, but got inf\n")
 # 1 / 1e-40 overflows float32, not float64: there the ranks (both accuracies) are those at T = 1.
 xent_eval_test(temperature_overflows_float32 error ARGS logits_f4.npy targets_i8.npy --temperature 1e-40
                REGEX "--temperature 1e-40 is too small for the float32 logits of .*logits_f4.npy: 1 / T = 1e\\+40 overflows float32 \\(T must be at least 2.93874e-39\\)")
+xent_eval_test(temperature_overflows_float64 error ARGS logits_f8.npy targets_i4.npy --temperature 1e-310
+               REGEX "too small for the float64 logits .*: 1 / T = inf overflows float64 \\(T must be at least 5.56268e-309\\)")
 xent_eval_test(temperature_tiny_float64 success ARGS logits_f8.npy targets_i4.npy --temperature 1e-40 --json
                COMPARE 1e-15 KEYS samples ignored accuracy top_k_accuracy)
+xent_eval_test(descr_escaped error ARGS logits_escape.npy targets_i8.npy
+               REGEX "but the file holds dtype '\\\\x1b\\[2J\\\\x1b\\[31m<f4'\n")
 xent_eval_test(svg_names_input error ARGS logits_svg_target.npy targets_i8.npy --svg logits_svg_target.npy
                REGEX "--svg .*logits_svg_target.npy names the logits file .*; the diagram would overwrite an input")
 xent_eval_test(svg_no_directory error ARGS logits_f4.npy targets_i8.npy --svg no_such_dir/reliability.svg

@@ -165,6 +165,7 @@ int make(const std::string& dir) {
   save(d + "logits_no_samples.npy", "<f4", {0, C}, std::vector<float>());
   save(d + "targets_no_samples.npy", "<i8", {0}, std::vector<std::int64_t>());
   save(d + "logits_no_classes.npy", "<f4", {N, 0}, std::vector<float>());
+  save_raw(d + "logits_escape.npy", "{'descr': '\x1b[2J\x1b[31m<f4', 'fortran_order': False, 'shape': (300, 7), }", good_data);
 #ifndef _WIN32
   // A FIFO without a writer: opening it to read would wait forever.
   const std::string fifo = d + "fifo.npy";

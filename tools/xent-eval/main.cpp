@@ -247,7 +247,7 @@ xent_eval::run_result evaluate(const settings& s, xent_eval::npy_file& lf, xent_
   opts.neg_inf_is_mask = s.allow_masks;
   std::vector<xent::eval_accumulator> accs(workers, xent::eval_accumulator(opts));
   std::vector<std::int64_t> first_bad(workers, -1);
-  data.pass("evaluating " + lf.path(), [&](const auto& logits, const auto& targets, std::uint64_t first, int w) {
+  data.pass("evaluating " + xent_eval::printable(lf.path()), [&](const auto& logits, const auto& targets, std::uint64_t first, int w) {
     // The targets are checked here, with their index in the file, before the library sees them.
     for (Eigen::Index j = 0; j < targets.size(); ++j) {
       const long t = long(targets(j));
@@ -350,6 +350,29 @@ xent_eval::run_result run(const settings& s) {
   return evaluate<double, std::int64_t>(s, lf, tf, n, c, result);
 }
 
+/// Bounds as a reader writes them. CLI11's PositiveNumber prints its range with every one of the 309
+/// digits of the largest double. (The help says ">=": CLI11 aligns its columns by bytes, not by the
+/// characters of a UTF-8 "≥".)
+CLI::Validator at_least(int low) {
+  return CLI::Validator(
+      [low](std::string& text) {
+        double v = 0;
+        // A word that is no number is left to the option's conversion, which names the type it wants.
+        if (!CLI::detail::lexical_cast(text, v) || v >= low) return std::string();
+        return "must be ≥ " + std::to_string(low) + ", but got " + text;
+      },
+      ">= " + std::to_string(low));
+}
+CLI::Validator positive() {
+  return CLI::Validator(
+      [](std::string& text) {
+        double v = 0;
+        if (!CLI::detail::lexical_cast(text, v) || (v > 0 && std::isfinite(v))) return std::string();
+        return "must be a finite number > 0, but got " + text;
+      },
+      "> 0");
+}
+
 std::string system_reason() { return std::string(" (") + std::strerror(errno) + ")"; }
 
 /// Writes `text` to `out` and flushes it: a full disk, a closed descriptor or a pipe without a
@@ -403,7 +426,7 @@ void write_svg_file(const std::string& path, const std::string& svg) {
   }
 }
 
-void print_error(const std::string& message) { std::cerr << "xent-eval: error: " << message << '\n'; }
+void print_error(const std::string& message) { std::cerr << "xent-eval: error: " << xent_eval::printable(message) << '\n'; }
 
 }  // namespace
 
@@ -421,18 +444,18 @@ int main(int argc, char** argv) {
   app.add_option("logits", s.logits_path, ".npy of float32 or float64 logits, shape (N, C), C order")->required()->check(CLI::ExistingFile);
   app.add_option("targets", s.targets_path, ".npy of int32 or int64 class indices, shape (N,)")->required()->check(CLI::ExistingFile);
   app.add_option("--ignore-index", s.ignore_index, "Targets equal to this are left out, as torch's ignore_index")->capture_default_str();
-  app.add_option("--top-k", s.top_k, "k of the top-k accuracy")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--top-k", s.top_k, "k of the top-k accuracy")->capture_default_str()->check(at_least(1));
   app.add_option("--bins", s.bins, "Equal-width confidence bins of the ECE and the diagram")->capture_default_str()->check(CLI::Range(1, 10000));
-  auto* temp = app.add_option("--temperature", s.temperature, "Evaluate softmax(logits / T)")->capture_default_str()->check(CLI::PositiveNumber);
+  auto* temp = app.add_option("--temperature", s.temperature, "Evaluate softmax(logits / T)")->capture_default_str()->check(positive());
   app.add_flag("--fit-temperature", s.fit_temperature, "Also fit the temperature that minimises the NLL; report NLL and ECE before and after")
       ->excludes(temp);
-  app.add_option("--characters", s.units.characters, "Characters of the evaluated text, for bits per character")->check(CLI::PositiveNumber);
-  app.add_option("--bytes", s.units.bytes, "Bytes of the evaluated text, for bits per byte")->check(CLI::PositiveNumber);
-  app.add_option("--dimensions", s.units.dimensions, "Dimensions of the data, for bits per dimension")->check(CLI::PositiveNumber);
+  app.add_option("--characters", s.units.characters, "Characters of the evaluated text, for bits per character")->check(positive());
+  app.add_option("--bytes", s.units.bytes, "Bytes of the evaluated text, for bits per byte")->check(positive());
+  app.add_option("--dimensions", s.units.dimensions, "Dimensions of the data, for bits per dimension")->check(positive());
   app.add_option("--chunk-mb", s.chunk_mb,
                  "Process the logits in chunks of at most this size (MB): the memory used per worker, whatever the file size")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
   app.add_option("--threads", s.threads, "Worker threads over the chunks of a memory-mapped file (default: the cores)")
       ->check(CLI::Range(1, 1024));
   app.add_flag("!--no-mmap", s.mmap, "Read the files with read() into a chunk buffer instead of memory-mapping them");
@@ -443,6 +466,7 @@ int main(int argc, char** argv) {
   app.add_flag("!--no-progress", s.progress, "No progress on standard error");
   app.set_version_flag("--version", "xent-eval " + std::to_string(XENT_VERSION_MAJOR) + "." + std::to_string(XENT_VERSION_MINOR) + "." +
                                         std::to_string(XENT_VERSION_PATCH));
+  app.failure_message([](const CLI::App* a, const CLI::Error& e) { return xent_eval::printable(CLI::FailureMessage::simple(a, e)); });
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
