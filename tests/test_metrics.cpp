@@ -568,3 +568,51 @@ TEST_CASE("metrics misuse throws xent::invalid_argument naming function and argu
   CHECK(xent_test::check_misuse(table) == int(std::size(table)));
   CHECK(acc.report().samples == 0);  // nothing was added by the failed calls
 }
+
+TEST_CASE("a temperature whose inverse overflows the logits' type is refused by name", "[metrics][temperature][bad-input]") {
+  // 1 / 1e-40 = 1e40 is beyond float's 3.4e38 but within double's range: refused for float logits
+  // only. 1e-310 (subnormal) has an inverse beyond double's range too.
+  const matrix<double> x = xent_test::random_logits<double>(4, 3);
+  const matrix<float> xf = x.cast<float>();
+  const index_vector t = (index_vector(3) << 0, 1, 3).finished();
+  const auto with = [](auto opts, auto&& edit) { edit(opts); return opts; };
+  using eo = xent::eval_options;
+  using to = xent::temperature_options;
+  const eo tiny = with(eo{}, [](auto& o) { o.temperature = 1e-40; });
+  const xent_test::misuse table[] = {
+      {"update, float", [&] { xent::eval_accumulator(tiny).update(xf, t); }, "eval_accumulator::update", "temperature",
+       "must be at least 2.93874e-39 so that 1 / temperature is finite in float", "got 1e-40"},
+      {"update, double", [&] { xent::eval_accumulator(with(eo{}, [](auto& o) { o.temperature = 1e-310; })).update(x, t); },
+       "eval_accumulator::update", "temperature", "must be at least 5.56268e-309 so that 1 / temperature is finite in double",
+       "got 1e-310"},
+      {"evaluate, float", [&] { (void)xent::evaluate(xf, t, tiny); }, "eval_accumulator::update", "temperature", "finite in float"},
+      {"sums, float", [&] { xent::temperature_sums s; xent::add_temperature_sums(xf, t, 1e-40, {}, s); }, "add_temperature_sums",
+       "temperature", "finite in float", "got 1e-40"},
+      {"sums, double", [&] { xent::temperature_sums s; xent::add_temperature_sums(x, t, 1e-310, {}, s); }, "add_temperature_sums",
+       "temperature", "finite in double", "got 1e-310"},
+      {"fit, float", [&] { (void)xent::fit_temperature(xf, t, with(to{}, [](auto& o) { o.min_temperature = 1e-40; })); },
+       "fit_temperature", "min_temperature", "must be at least 2.93874e-39 so that 1 / min_temperature is finite in float",
+       "got 1e-40"},
+      {"fit, double", [&] { (void)xent::fit_temperature(x, t, with(to{}, [](auto& o) { o.min_temperature = 1e-310; })); },
+       "fit_temperature", "min_temperature", "finite in double", "got 1e-310"},
+      {"fit_with", [&] {
+         (void)xent::fit_temperature_with([](double) { return xent::temperature_sums{}; },
+                                          with(to{}, [](auto& o) { o.min_temperature = 1e-310; }));
+       },
+       "fit_temperature", "min_temperature", "finite in double", "got 1e-310"},
+  };
+  CHECK(xent_test::check_misuse(table) == int(std::size(table)));
+
+  // The same 1e-40 is fine for double logits: softmax(x / T) is one-hot at the first argmax, so
+  // the ranks, hence both accuracies, are those at T = 1, and every confidence is 1.
+  const xent::eval_report sharp = xent::evaluate(x, t, tiny);
+  const xent::eval_report plain = xent::evaluate(x, t);
+  CHECK(sharp.samples == 3);
+  CHECK(sharp.accuracy == plain.accuracy);
+  CHECK(sharp.top_k_accuracy == plain.top_k_accuracy);
+  CHECK(sharp.mean_confidence == 1);
+  // And the smallest float temperature the check lets through still gives ranks, not NaN.
+  const xent::eval_report edge = xent::evaluate(xf, t, with(eo{}, [](auto& o) { o.temperature = 2.93874e-39; }));
+  CHECK(edge.accuracy == plain.accuracy);
+  CHECK(edge.top_k_accuracy == plain.top_k_accuracy);
+}

@@ -13,10 +13,12 @@ add_test(NAME cli.write_inputs COMMAND xent_eval_inputs make ${cli_dir})
 set_tests_properties(cli.make_inputs PROPERTIES FIXTURES_SETUP xent_eval_dir)
 set_tests_properties(cli.write_inputs PROPERTIES FIXTURES_REQUIRED xent_eval_dir FIXTURES_SETUP xent_eval_inputs)
 
-# xent_eval_test(NAME EXPECT ARGS <args...> [REGEX r] [COMPARE tolerance [KEYS k...]])
-# File names in ARGS are relative to ${cli_dir}.
+# xent_eval_test(NAME EXPECT ARGS <args...> [REGEX r] [OUT_REGEX r] [STDOUT file] [WRAP <conditions...>]
+#                [ABSENT <files...>] [COMPARE tolerance [KEYS k...]])
+# File names in ARGS and ABSENT, and the FILE of a WRAP truncate=FILE:BYTES, are relative to
+# ${cli_dir}. WRAP runs xent-eval through `xent_eval_inputs run <conditions> --` (Linux).
 function(xent_eval_test name expect)
-  cmake_parse_arguments(PARSE_ARGV 2 T "" "REGEX;COMPARE" "ARGS;KEYS")
+  cmake_parse_arguments(PARSE_ARGV 2 T "" "REGEX;OUT_REGEX;STDOUT;COMPARE" "ARGS;KEYS;WRAP;ABSENT")
   set(args "")
   foreach(a IN LISTS T_ARGS)
     if(a MATCHES "\\.(npy|svg)$")
@@ -24,12 +26,24 @@ function(xent_eval_test name expect)
     endif()
     list(APPEND args "${a}")
   endforeach()
+  set(absent "")
+  foreach(a IN LISTS T_ABSENT)
+    list(APPEND absent "${cli_dir}/${a}")
+  endforeach()
   list(JOIN args "|" joined)
   list(JOIN T_KEYS "|" keys)
-  set(defs -DTOOL=$<TARGET_FILE:xent-eval> "-DARGS=${joined}" -DEXPECT=${expect} -DOUTPUT=${cli_dir}/${name}.out)
-  if(DEFINED T_REGEX)
-    list(APPEND defs "-DREGEX=${T_REGEX}")
+  list(JOIN absent "|" absent)
+  set(defs -DTOOL=$<TARGET_FILE:xent-eval> "-DARGS=${joined}" -DEXPECT=${expect} -DOUTPUT=${cli_dir}/${name}.out "-DABSENT=${absent}")
+  if(DEFINED T_WRAP)
+    list(TRANSFORM T_WRAP REPLACE "^truncate=" "truncate=${cli_dir}/")
+    list(JOIN T_WRAP "|" wrap)
+    list(APPEND defs "-DWRAP=$<TARGET_FILE:xent_eval_inputs>|run|${wrap}|--")
   endif()
+  foreach(key REGEX OUT_REGEX STDOUT)
+    if(DEFINED T_${key})
+      list(APPEND defs "-D${key}=${T_${key}}")
+    endif()
+  endforeach()
   if(DEFINED T_COMPARE)
     list(APPEND defs -DCOMPARE=$<TARGET_FILE:xent_eval_inputs> -DEXPECTED=${cli_dir}/expected.txt -DTOLERANCE=${T_COMPARE} "-DKEYS=${keys}")
   endif()
@@ -101,3 +115,55 @@ xent_eval_test(all_ignored error ARGS logits_f4.npy targets_all_ignored.npy REGE
 xent_eval_test(missing_file usage ARGS does_not_exist.npy targets_i8.npy REGEX "does_not_exist.npy")
 xent_eval_test(bad_option_value usage ARGS logits_f4.npy targets_i8.npy --bins 0 REGEX "--bins")
 xent_eval_test(temperature_and_fit usage ARGS logits_f4.npy targets_i8.npy --temperature 2 --fit-temperature REGEX "excludes")
+
+# ---- robustness: no signal kills it, no report is lost, every message reads well
+xent_eval_test(top_k_zero usage ARGS logits_f4.npy targets_i8.npy --top-k 0 REGEX "^--top-k: must be ≥ 1, but got 0\n")
+xent_eval_test(chunk_mb_zero usage ARGS logits_f4.npy targets_i8.npy --chunk-mb 0 REGEX "^--chunk-mb: must be a finite number > 0, but got 0\n")
+xent_eval_test(temperature_infinite usage ARGS logits_f4.npy targets_i8.npy --temperature inf
+               REGEX "^--temperature: must be a finite number > 0, but got inf\n")
+# 1 / 1e-40 overflows float32, not float64: there the ranks (both accuracies) are those at T = 1.
+xent_eval_test(temperature_overflows_float32 error ARGS logits_f4.npy targets_i8.npy --temperature 1e-40
+               REGEX "--temperature 1e-40 is too small for the float32 logits of .*logits_f4.npy: 1 / T = 1e\\+40 overflows float32 \\(T must be at least 2.93874e-39\\)")
+xent_eval_test(temperature_overflows_float64 error ARGS logits_f8.npy targets_i4.npy --temperature 1e-310
+               REGEX "too small for the float64 logits .*: 1 / T = inf overflows float64 \\(T must be at least 5.56268e-309\\)")
+xent_eval_test(temperature_tiny_float64 success ARGS logits_f8.npy targets_i4.npy --temperature 1e-40 --json
+               COMPARE 1e-15 KEYS samples ignored accuracy top_k_accuracy)
+xent_eval_test(descr_escaped error ARGS logits_escape.npy targets_i8.npy
+               REGEX "but the file holds dtype '\\\\x1b\\[2J\\\\x1b\\[31m<f4'\n")
+xent_eval_test(svg_names_input error ARGS logits_svg_target.npy targets_i8.npy --svg logits_svg_target.npy
+               REGEX "--svg .*logits_svg_target.npy names the logits file .*; the diagram would overwrite an input")
+xent_eval_test(svg_no_directory error ARGS logits_f4.npy targets_i8.npy --svg no_such_dir/reliability.svg
+               REGEX "reliability.svg: cannot write the reliability diagram \\(there is no directory .*no_such_dir\\)")
+# Linux only: its devices (/dev/zero, /dev/full), FIFOs, and xent_eval_inputs run (ptrace, /proc, rusage).
+if(CMAKE_SYSTEM_NAME STREQUAL "Linux")
+  xent_eval_test(dev_zero error ARGS /dev/zero targets_i8.npy REGEX "^xent-eval: error: /dev/zero: not a regular file but a character device")
+  # Not a regular file: written in place (never renamed over); the report still comes out.
+  xent_eval_test(svg_dev_full error ARGS logits_f4.npy targets_i8.npy --svg /dev/full
+                 REGEX "^xent-eval: error: /dev/full: cannot write the reliability diagram \\(No space left on device\\)" OUT_REGEX "ECE")
+  xent_eval_test(json_to_dev_full error ARGS logits_f4.npy targets_i8.npy --json STDOUT /dev/full
+                 REGEX "^xent-eval: error: cannot write the report to standard output \\(No space left on device\\)\n$")
+  xent_eval_test(text_to_dev_full error ARGS logits_f4.npy targets_i8.npy STDOUT /dev/full
+                 REGEX "^xent-eval: error: cannot write the report to standard output \\(No space left on device\\)\n$")
+  xent_eval_test(help_to_dev_full error ARGS --help STDOUT /dev/full REGEX "cannot write to standard output \\(No space left on device\\)")
+  xent_eval_test(fifo error ARGS fifo.npy targets_i8.npy REGEX "fifo.npy: not a regular file but a FIFO \\(named pipe\\)")
+  xent_eval_test(stdout_closed error WRAP close-stdout ARGS logits_f4.npy targets_i8.npy
+                 REGEX "^xent-eval: error: cannot write the report to standard output \\(Bad file descriptor\\)\n$")
+  # A disk full after 4 KiB: the 8 KB diagram fails, and neither it nor its temporary file remains.
+  xent_eval_test(svg_disk_full error WRAP fsize=4096 ARGS logits_f4.npy targets_i8.npy --svg disk_full.svg ABSENT disk_full.svg
+                 REGEX "disk_full.svg: cannot write the reliability diagram \\(File too large\\)" OUT_REGEX "ECE")
+  # The file shrinks to 4096 bytes after xent-eval checked its size: mapped, the pages past the new end
+  # raise SIGBUS in the workers; read, the read comes up short; either way the same message.
+  set(truncated_logits "truncated while being read: it had 8528 bytes when opened and has 4096 now \\(shape \\(300, 7\\) needs 8400 bytes of data\\)")
+  xent_eval_test(truncated_while_mapped error WRAP truncate=truncate_mapped.npy:4096
+                 ARGS truncate_mapped.npy targets_i8.npy --threads 2 --chunk-mb 0.001 REGEX "truncate_mapped.npy: ${truncated_logits}")
+  xent_eval_test(truncated_while_read error WRAP truncate=truncate_read.npy:4096
+                 ARGS truncate_read.npy targets_i8.npy --no-mmap REGEX "truncate_read.npy: ${truncated_logits}")
+  # Within the last page: no SIGBUS, the 28 lost bytes read as zeros; the size check after the chunk finds it.
+  xent_eval_test(truncated_in_last_page error WRAP truncate=truncate_last_page.npy:8500 ARGS truncate_last_page.npy targets_i8.npy
+                 REGEX "truncate_last_page.npy: truncated while being read: it had 8528 bytes when opened and has 8500 now")
+  xent_eval_test(truncated_targets error WRAP truncate=truncate_targets.npy:1000 ARGS logits_f4.npy truncate_targets.npy
+                 REGEX "truncate_targets.npy: truncated while being read: it had 2528 bytes when opened and has 1000 now")
+  # Memory: 64 MiB of logits, two workers, 1 MB chunks: a few chunks resident, not the file.
+  xent_eval_test(memory_bounded_two_threads success WRAP max-rss-mb=48
+                 ARGS logits_big.npy targets_big.npy --threads 2 --chunk-mb 1 --json --no-progress REGEX "\"samples\": 2048,")
+endif()

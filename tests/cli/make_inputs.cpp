@@ -5,7 +5,16 @@
 //     good files, evaluated in memory ("key value" lines);
 //   xent_eval_inputs compare EXPECTED REPORT.json TOLERANCE KEY...
 //     checks that each KEY of EXPECTED appears in the JSON report with a value within
-//     TOLERANCE (relative, at max(|expected|, 1)); counts must match exactly.
+//     TOLERANCE (relative, at max(|expected|, 1)); counts must match exactly;
+//   xent_eval_inputs run [CONDITION...] -- TOOL ARGS...   (Linux)
+//     runs TOOL under the conditions and exits as it did (a signal that kills TOOL kills this too):
+//       close-stdout          TOOL starts with its standard output closed;
+//       fsize=BYTES           TOOL may not write files beyond BYTES (RLIMIT_FSIZE): a full disk;
+//       truncate=FILE:BYTES   FILE shrinks to BYTES while TOOL reads it, after TOOL checked its size:
+//                             right after TOOL maps FILE, or before its first read() or pread() of
+//                             more than 1 KiB (more than a header) from FILE (found by tracing
+//                             TOOL's system calls);
+//       max-rss-mb=MB         exit 3 if TOOL's peak resident set size exceeded MB (its rusage).
 
 #include "npy.hpp"
 
@@ -15,6 +24,8 @@
 #include <Eigen/Core>
 
 #include <algorithm>
+#include <cerrno>
+#include <climits>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -28,6 +39,20 @@
 #include <sstream>
 #include <string>
 #include <vector>
+
+#ifndef _WIN32
+#include <sys/stat.h>
+#include <unistd.h>
+#endif
+#ifdef __linux__
+#include <csignal>
+#include <sys/ptrace.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#endif
 
 namespace {
 
@@ -140,8 +165,133 @@ int make(const std::string& dir) {
   save(d + "logits_no_samples.npy", "<f4", {0, C}, std::vector<float>());
   save(d + "targets_no_samples.npy", "<i8", {0}, std::vector<std::int64_t>());
   save(d + "logits_no_classes.npy", "<f4", {N, 0}, std::vector<float>());
+  save_raw(d + "logits_escape.npy", "{'descr': '\x1b[2J\x1b[31m<f4', 'fortran_order': False, 'shape': (300, 7), }", good_data);
+#ifndef _WIN32
+  // A FIFO without a writer: opening it to read would wait forever.
+  const std::string fifo = d + "fifo.npy";
+  std::remove(fifo.c_str());
+  if (mkfifo(fifo.c_str(), 0600) != 0) throw xent_eval::file_error(fifo + ": mkfifo failed (" + std::strerror(errno) + ")");
+#endif
+
+  // ---- files the tests truncate, or must leave alone
+  write_bytes(d + "truncate_mapped.npy", good);
+  write_bytes(d + "truncate_last_page.npy", good);
+  write_bytes(d + "truncate_read.npy", good);
+  write_bytes(d + "truncate_targets.npy", bytes_of(d + "targets_i8.npy"));
+  write_bytes(d + "logits_svg_target.npy", good);
+
+  // ---- 64 MiB of logits, for the memory bound: 2048 samples x 8192 classes, any finite values
+  constexpr std::uint64_t big_n = 2048, big_c = 8192;
+  std::vector<float> big(big_n * big_c);
+  for (std::uint64_t i = 0; i < big.size(); ++i) big[i] = float((i * 2654435761u) % 1000) / 100;
+  std::vector<std::int64_t> big_targets(big_n);
+  for (std::uint64_t j = 0; j < big_n; ++j) big_targets[j] = std::int64_t(j * 7 % big_c);
+  save(d + "logits_big.npy", "<f4", {big_n, big_c}, big);
+  save(d + "targets_big.npy", "<i8", {big_n}, big_targets);
   return 0;
 }
+
+#ifdef __linux__
+/// Whether descriptor fd of process pid is the file at `path` (a canonical path).
+bool is_file(pid_t pid, long long fd, const std::string& path) {
+  if (fd < 0) return false;
+  char link[4096];
+  const std::string proc = "/proc/" + std::to_string(pid) + "/fd/" + std::to_string(fd);
+  const ssize_t n = readlink(proc.c_str(), link, sizeof link);
+  return n > 0 && std::string(link, std::size_t(n)) == path;
+}
+
+/// Follows pid's system calls until it maps `path` or starts reading its data, truncates the file
+/// to `bytes` there, and lets pid go on untraced. Returns false if pid ended first (its status in
+/// `status` and its rusage in `usage`).
+bool truncate_while_read(pid_t pid, const std::string& path, long long bytes, int& status, rusage& usage) {
+  char canonical[PATH_MAX];
+  if (!realpath(path.c_str(), canonical)) throw xent_eval::file_error(path + ": " + std::strerror(errno));
+  if (wait4(pid, &status, 0, &usage) != pid || !WIFSTOPPED(status)) return false;  // the stop after execve
+  ptrace(PTRACE_SETOPTIONS, pid, nullptr, reinterpret_cast<void*>(long(PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL)));
+  bool mapping = false;
+  long deliver = 0;
+  for (;;) {
+    ptrace(PTRACE_SYSCALL, pid, nullptr, reinterpret_cast<void*>(deliver));
+    deliver = 0;
+    if (wait4(pid, &status, 0, &usage) != pid || !WIFSTOPPED(status)) return false;
+    if (WSTOPSIG(status) != (SIGTRAP | 0x80)) {  // a signal, not a system call: pass it on
+      deliver = WSTOPSIG(status);
+      continue;
+    }
+    __ptrace_syscall_info info{};
+    if (ptrace(PTRACE_GET_SYSCALL_INFO, pid, reinterpret_cast<void*>(sizeof info), &info) <= 0) continue;
+    if (info.op == PTRACE_SYSCALL_INFO_ENTRY) {
+      const auto& a = info.entry.args;
+      const bool read =
+          (info.entry.nr == SYS_read || info.entry.nr == SYS_pread64) && a[2] > 1024 && is_file(pid, static_cast<long long>(a[0]), canonical);
+      mapping = info.entry.nr == SYS_mmap && is_file(pid, static_cast<int>(a[4]), canonical);  // fd -1: anonymous
+      if (read) break;
+    } else if (info.op == PTRACE_SYSCALL_INFO_EXIT && mapping) {
+      break;
+    }
+  }
+  if (truncate(canonical, off_t(bytes)) != 0) throw xent_eval::file_error(path + ": truncate failed (" + std::strerror(errno) + ")");
+  ptrace(PTRACE_DETACH, pid, nullptr, nullptr);
+  return true;
+}
+
+int run(int argc, char** argv) {
+  bool close_stdout = false;
+  long long fsize = -1, truncate_to = -1;
+  double max_rss_mb = -1;
+  std::string truncate_path;
+  int i = 0;
+  for (; i < argc && std::string(argv[i]) != "--"; ++i) {
+    const std::string a = argv[i];
+    if (a == "close-stdout") {
+      close_stdout = true;
+    } else if (a.rfind("fsize=", 0) == 0) {
+      fsize = std::stoll(a.substr(6));
+    } else if (a.rfind("max-rss-mb=", 0) == 0) {
+      max_rss_mb = std::stod(a.substr(11));
+    } else if (a.rfind("truncate=", 0) == 0 && a.rfind(':') > 9) {
+      truncate_path = a.substr(9, a.rfind(':') - 9);
+      truncate_to = std::stoll(a.substr(a.rfind(':') + 1));
+    } else {
+      throw std::invalid_argument("run: unknown condition " + a);
+    }
+  }
+  if (i + 1 >= argc) throw std::invalid_argument("run: no command after --");
+  char** tool = argv + i + 1;
+  std::fflush(nullptr);
+  const pid_t pid = fork();
+  if (pid < 0) throw std::runtime_error(std::string("fork failed: ") + std::strerror(errno));
+  if (pid == 0) {
+    if (!truncate_path.empty()) ptrace(PTRACE_TRACEME, 0, nullptr, nullptr);
+    if (close_stdout) close(STDOUT_FILENO);
+    if (fsize >= 0) {
+      const rlimit limit{rlim_t(fsize), rlim_t(fsize)};
+      setrlimit(RLIMIT_FSIZE, &limit);
+    }
+    execv(tool[0], tool);
+    std::fprintf(stderr, "xent_eval_inputs: cannot run %s (%s)\n", tool[0], std::strerror(errno));
+    _exit(127);
+  }
+  int status = 0;
+  rusage usage{};
+  if (truncate_path.empty() || truncate_while_read(pid, truncate_path, truncate_to, status, usage)) {
+    if (wait4(pid, &status, 0, &usage) != pid) throw std::runtime_error(std::string("wait4 failed: ") + std::strerror(errno));
+  } else {
+    std::fprintf(stderr, "xent_eval_inputs: %s ended before it read %s\n", tool[0], truncate_path.c_str());
+  }
+  if (WIFSIGNALED(status)) {
+    std::signal(WTERMSIG(status), SIG_DFL);
+    raise(WTERMSIG(status));
+  }
+  if (max_rss_mb >= 0) {
+    const double rss_mb = double(usage.ru_maxrss) * 1024 / 1e6;  // ru_maxrss is in KiB on Linux
+    std::fprintf(stderr, "xent_eval_inputs: peak resident set size of %s: %.1f MB (at most %.1f MB)\n", tool[0], rss_mb, max_rss_mb);
+    if (rss_mb > max_rss_mb) return 3;
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 2;
+}
+#endif
 
 /// The number after "key": in a JSON text (the report's numbers are flat "key": value pairs).
 bool json_number(const std::string& json, const std::string& key, double& value) {
@@ -195,10 +345,13 @@ int main(int argc, char** argv) {
     if (argc == 3 && std::string(argv[1]) == "make") return make(argv[2]);
     if (argc >= 6 && std::string(argv[1]) == "compare")
       return compare(argv[2], argv[3], std::strtod(argv[4], nullptr), std::vector<std::string>(argv + 5, argv + argc));
+#ifdef __linux__
+    if (argc >= 4 && std::string(argv[1]) == "run") return run(argc - 2, argv + 2);
+#endif
   } catch (const std::exception& e) {
     std::cerr << "xent_eval_inputs: " << e.what() << '\n';
     return 1;
   }
-  std::cerr << "usage: xent_eval_inputs make DIR | compare EXPECTED REPORT.json TOLERANCE KEY...\n";
+  std::cerr << "usage: xent_eval_inputs make DIR | compare EXPECTED REPORT.json TOLERANCE KEY... | run [CONDITION...] -- TOOL ARGS...\n";
   return 2;
 }

@@ -1,18 +1,32 @@
 # Runs xent-eval once and checks what it did; the driver of the cli.* CTest tests.
 #
 #   cmake -DTOOL=<xent-eval> -DARGS=<args separated by |> -DEXPECT=success|error|usage
-#         [-DREGEX=<regex the output must match>] [-DOUTPUT=<file to keep stdout in>]
+#         [-DREGEX=<regex the output must match>] [-DOUT_REGEX=<regex standard output must match>]
+#         [-DOUTPUT=<file to keep stdout in>] [-DSTDOUT=<file standard output goes to instead>]
+#         [-DWRAP=<command prefix separated by |>] [-DABSENT=<files that must not exist after, by |>]
 #         [-DCOMPARE=<xent_eval_inputs> -DEXPECTED=<expected.txt> -DTOLERANCE=<t> [-DKEYS=<k1|k2>]]
 #         -P run_xent_eval.cmake
 #
 # EXPECT=success: exit 0. EXPECT=error: exit 1 (xent-eval's own "xent-eval: error: ..." message on
 # standard error). EXPECT=usage: a non-zero exit code from the command-line parser. A crash (a
-# signal) never passes. REGEX is matched against standard error for errors, standard output otherwise.
+# signal) or a hang (30 s) never passes. REGEX is matched against standard error for errors,
+# standard output otherwise. WRAP runs xent-eval through a wrapper (xent_eval_inputs run ... --).
+# The files named by ABSENT are removed before the run. After it, no temporary file of an --svg
+# file may be left behind.
 cmake_minimum_required(VERSION 3.21)
 
 string(REPLACE "|" ";" args "${ARGS}")
-execute_process(COMMAND "${TOOL}" ${args} RESULT_VARIABLE code OUTPUT_VARIABLE out ERROR_VARIABLE err)
-message(STATUS "xent-eval ${args}\n-- exit: ${code}\n-- stdout:\n${out}\n-- stderr:\n${err}")
+string(REPLACE "|" ";" wrap "${WRAP}")
+string(REPLACE "|" ";" absent "${ABSENT}")
+if(absent)
+  file(REMOVE ${absent})
+endif()
+set(out_args OUTPUT_VARIABLE out)
+if(DEFINED STDOUT)
+  set(out_args OUTPUT_FILE "${STDOUT}")
+endif()
+execute_process(COMMAND ${wrap} "${TOOL}" ${args} RESULT_VARIABLE code ${out_args} ERROR_VARIABLE err TIMEOUT 30)
+message(STATUS "${wrap} xent-eval ${args}\n-- exit: ${code}\n-- stdout:\n${out}\n-- stderr:\n${err}")
 
 if(NOT code MATCHES "^[0-9]+$")
   message(FATAL_ERROR "xent-eval did not exit normally: ${code}")
@@ -41,6 +55,23 @@ endif()
 
 if(DEFINED REGEX AND NOT text MATCHES "${REGEX}")
   message(FATAL_ERROR "the output does not match '${REGEX}'")
+endif()
+if(DEFINED OUT_REGEX AND NOT out MATCHES "${OUT_REGEX}")
+  message(FATAL_ERROR "standard output does not match '${OUT_REGEX}'")
+endif()
+foreach(f IN LISTS absent)
+  if(EXISTS "${f}")
+    message(FATAL_ERROR "${f} exists; it should not")
+  endif()
+endforeach()
+list(FIND args "--svg" at)
+if(at GREATER_EQUAL 0)
+  math(EXPR at "${at} + 1")
+  list(GET args ${at} svg)
+  file(GLOB leftovers "${svg}.tmp-*")
+  if(leftovers)
+    message(FATAL_ERROR "temporary files left behind: ${leftovers}")
+  endif()
 endif()
 if(DEFINED OUTPUT)
   file(WRITE "${OUTPUT}" "${out}")

@@ -4,7 +4,7 @@
 //
 // The logits are processed in chunks of --chunk-mb, memory-mapped (or read into a buffer with
 // --no-mmap, or where mapping is unavailable) and released behind, so memory stays at one chunk
-// whatever the file size; --fit-temperature streams the file again for each pass.
+// per worker whatever the file size; --fit-temperature streams the file again for each pass.
 
 #include "npy.hpp"
 #include "report.hpp"
@@ -17,25 +17,36 @@
 #include <Eigen/Core>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
-#include <exception>
 #include <cmath>
+#include <csignal>
 #include <cstdint>
 #include <cstdio>
-#include <fstream>
+#include <cstring>
+#include <exception>
+#include <filesystem>
 #include <iostream>
 #include <limits>
+#include <memory>
 #include <optional>
+#include <sstream>
+#include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #ifdef _WIN32
 #include <io.h>
+#include <process.h>
 #define XENT_EVAL_ISATTY(fd) _isatty(fd)
+#define XENT_EVAL_GETPID() _getpid()
 #else
+#include <fcntl.h>
 #include <unistd.h>
 #define XENT_EVAL_ISATTY(fd) isatty(fd)
+#define XENT_EVAL_GETPID() getpid()
 #endif
 
 namespace {
@@ -106,7 +117,8 @@ class progress_meter {
 
 /// The logits and targets as a sequence of chunks of at most --chunk-mb. Memory-mapped files are
 /// read in place, by `threads` workers (worker w takes chunks w, w + threads, ...: a fixed split, so
-/// the sums and hence the report are the same from run to run), and released behind each chunk.
+/// the sums and hence the report are the same from run to run); each worker checks that the file
+/// did not shrink under its chunk and releases the chunk behind it.
 /// Otherwise one worker reads each chunk into a buffer; a file that fits in one chunk is then read
 /// only once whatever the number of passes.
 template <class T, class I>
@@ -120,13 +132,8 @@ class dataset {
       : logits_(logits), targets_(targets), samples_(samples), classes_(classes), meter_(meter) {
     const double rows = std::floor(s.chunk_mb * 1e6 / (double(classes) * sizeof(T)));
     rows_per_chunk_ = std::uint64_t(std::max(1.0, std::min(rows, double(samples))));
-    if (s.mmap) {
-      mapped_logits_ = reinterpret_cast<const T*>(logits.map_data(sizeof(T)));
-      mapped_targets_ = reinterpret_cast<const I*>(targets.map_data(sizeof(I)));
-    }
+    if (s.mmap) mapped_logits_ = reinterpret_cast<const T*>(logits.map_data(sizeof(T)));
     if (!mapped()) {
-      mapped_logits_ = nullptr;
-      mapped_targets_ = nullptr;
       logit_buf_.resize(std::size_t(rows_per_chunk_ * classes));
       target_buf_.resize(std::size_t(rows_per_chunk_));
     }
@@ -153,21 +160,28 @@ class dataset {
     std::vector<std::exception_ptr> errors(static_cast<std::size_t>(workers_));
     const auto work = [&](int w) {
       try {
+        std::vector<I> chunk_targets(mapped() ? std::size_t(rows_per_chunk_) : 0);
         const std::uint64_t stride = rows_per_chunk_ * std::uint64_t(workers_);
         for (std::uint64_t first = rows_per_chunk_ * std::uint64_t(w); first < samples_; first += stride) {
           const std::uint64_t rows = std::min(rows_per_chunk_, samples_ - first);
           const T* x = mapped_logits_ ? mapped_logits_ + first * classes_ : logit_buf_.data();
-          const I* t = mapped_targets_ ? mapped_targets_ + first : target_buf_.data();
-          if (!mapped()) {
+          const I* t = mapped() ? chunk_targets.data() : target_buf_.data();
+          if (mapped()) {
+            // The targets, C times smaller, are read: a copy of them costs less than their own
+            // mapping and its release.
+            targets_.read_at(chunk_targets.data(), std::size_t(rows * sizeof(I)), first * sizeof(I));
+          } else {
             logits_.read(logit_buf_.data(), std::size_t(rows * classes_ * sizeof(T)));
             targets_.read(target_buf_.data(), std::size_t(rows * sizeof(I)));
           }
           f(logits_map(x, Eigen::Index(classes_), Eigen::Index(rows)), targets_map(t, Eigen::Index(rows)), first, w);
-          if (w == 0) {  // worker 0 speaks for all: the others are at most a chunk apart
-            const std::uint64_t done = (first + rows) * classes_ * sizeof(T);
-            if (workers_ == 1) logits_.release_mapped(done);
-            meter_.advance(std::min<std::uint64_t>(samples_, first + stride) * classes_ * sizeof(T));
+          if (mapped()) {
+            const std::uint64_t end = (first + rows) * classes_ * sizeof(T);
+            logits_.check_intact(end);
+            logits_.release_mapped(first * classes_ * sizeof(T), end);
           }
+          if (w == 0)  // worker 0 speaks for all: the others are at most a chunk apart
+            meter_.advance(std::min<std::uint64_t>(samples_, first + stride) * classes_ * sizeof(T));
         }
       } catch (...) {
         errors[std::size_t(w)] = std::current_exception();
@@ -177,7 +191,6 @@ class dataset {
     for (int w = 1; w < workers_; ++w) threads.emplace_back(work, w);
     work(0);
     for (std::thread& t : threads) t.join();
-    if (workers_ > 1) logits_.release_mapped(samples_ * classes_ * sizeof(T));
     for (const std::exception_ptr& e : errors)
       if (e) std::rethrow_exception(e);
     meter_.finish();
@@ -185,14 +198,13 @@ class dataset {
   }
 
  private:
-  bool mapped() const { return mapped_logits_ && mapped_targets_; }
+  bool mapped() const { return mapped_logits_ != nullptr; }
 
   xent_eval::npy_file& logits_;
   xent_eval::npy_file& targets_;
   std::uint64_t samples_, classes_, rows_per_chunk_;
   progress_meter& meter_;
   const T* mapped_logits_ = nullptr;
-  const I* mapped_targets_ = nullptr;
   int workers_ = 1;
   bool loaded_ = false;
   std::vector<T> logit_buf_;
@@ -235,7 +247,7 @@ xent_eval::run_result evaluate(const settings& s, xent_eval::npy_file& lf, xent_
   opts.neg_inf_is_mask = s.allow_masks;
   std::vector<xent::eval_accumulator> accs(workers, xent::eval_accumulator(opts));
   std::vector<std::int64_t> first_bad(workers, -1);
-  data.pass("evaluating " + lf.path(), [&](const auto& logits, const auto& targets, std::uint64_t first, int w) {
+  data.pass("evaluating " + xent_eval::printable(lf.path()), [&](const auto& logits, const auto& targets, std::uint64_t first, int w) {
     // The targets are checked here, with their index in the file, before the library sees them.
     for (Eigen::Index j = 0; j < targets.size(); ++j) {
       const long t = long(targets(j));
@@ -318,6 +330,15 @@ xent_eval::run_result run(const settings& s) {
     throw file_error(tf.path() + ": " + std::to_string(th.shape[0]) + " targets for " + std::to_string(n) + " samples of logits in " +
                      lf.path() + "; both must have the same N");
 
+  // The library refuses such a temperature too, but in its own terms.
+  const double largest = lt == xent_eval::dtype::float32 ? double(std::numeric_limits<float>::max()) : std::numeric_limits<double>::max();
+  if (!(1 / s.temperature <= largest)) {
+    std::ostringstream m;
+    m << "--temperature " << s.temperature << " is too small for the " << xent_eval::dtype_name(lt) << " logits of " << lf.path()
+      << ": 1 / T = " << 1 / s.temperature << " overflows " << xent_eval::dtype_name(lt) << " (T must be at least " << 1 / largest << ")";
+    throw std::invalid_argument(m.str());
+  }
+
   xent_eval::run_result result;
   result.logits = {lf.path(), xent_eval::dtype_name(lt), lh.shape};
   result.targets = {tf.path(), xent_eval::dtype_name(tt), th.shape};
@@ -329,9 +350,93 @@ xent_eval::run_result run(const settings& s) {
   return evaluate<double, std::int64_t>(s, lf, tf, n, c, result);
 }
 
+/// Bounds as a reader writes them. CLI11's PositiveNumber prints its range with every one of the 309
+/// digits of the largest double. (The help says ">=": CLI11 aligns its columns by bytes, not by the
+/// characters of a UTF-8 "≥".)
+CLI::Validator at_least(int low) {
+  return CLI::Validator(
+      [low](std::string& text) {
+        double v = 0;
+        // A word that is no number is left to the option's conversion, which names the type it wants.
+        if (!CLI::detail::lexical_cast(text, v) || v >= low) return std::string();
+        return "must be ≥ " + std::to_string(low) + ", but got " + text;
+      },
+      ">= " + std::to_string(low));
+}
+CLI::Validator positive() {
+  return CLI::Validator(
+      [](std::string& text) {
+        double v = 0;
+        if (!CLI::detail::lexical_cast(text, v) || (v > 0 && std::isfinite(v))) return std::string();
+        return "must be a finite number > 0, but got " + text;
+      },
+      "> 0");
+}
+
+std::string system_reason() { return std::string(" (") + std::strerror(errno) + ")"; }
+
+/// Writes `text` to `out` and flushes it: a full disk, a closed descriptor or a pipe without a
+/// reader throws, with the system's reason.
+void write_all(std::FILE* out, const std::string& text, const std::string& what) {
+  if (std::fwrite(text.data(), 1, text.size(), out) != text.size() || std::fflush(out) != 0) throw std::runtime_error(what + system_reason());
+}
+
+/// Refuses, before the evaluation, an SVG path that would overwrite an input or whose directory
+/// does not exist.
+void check_svg_path(const settings& s) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  for (const auto& [input, what] : {std::pair{&s.logits_path, "logits"}, std::pair{&s.targets_path, "targets"}})
+    if (fs::equivalent(s.svg_path, *input, ec))
+      throw std::invalid_argument("--svg " + s.svg_path + " names the " + what + " file " + *input + "; the diagram would overwrite an input");
+  const fs::path dir = fs::path(s.svg_path).parent_path();
+  if (!fs::is_directory(dir.empty() ? fs::path(".") : dir, ec))
+    throw file_error(s.svg_path + ": cannot write the reliability diagram (there is no directory " + dir.string() + ")");
+}
+
+/// The diagram goes to a temporary file next to `path`, renamed over it once complete: a full disk
+/// leaves neither a truncated SVG nor a damaged older one. An existing path that is not a regular
+/// file (/dev/stdout, a FIFO) is written in place, since renaming would replace it.
+void write_svg_file(const std::string& path, const std::string& svg) {
+  namespace fs = std::filesystem;
+  const std::string what = path + ": cannot write the reliability diagram";
+  std::error_code ec;
+  const fs::file_status st = fs::status(path, ec);
+  if (fs::exists(st) && !fs::is_regular_file(st)) {
+    std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(path.c_str(), "wb"), &std::fclose);
+    if (!f) throw std::runtime_error(what + system_reason());
+    write_all(f.get(), svg, what);
+    if (std::fclose(f.release()) != 0) throw std::runtime_error(what + system_reason());
+    return;
+  }
+  const std::string temp = path + ".tmp-" + std::to_string(XENT_EVAL_GETPID());
+  std::FILE* f = std::fopen(temp.c_str(), "wbx");  // x: never through an existing file or link
+  if (!f) throw std::runtime_error(what + system_reason());
+  try {
+    write_all(f, svg, what);
+    const int closed = std::fclose(f);
+    f = nullptr;
+    if (closed != 0) throw std::runtime_error(what + system_reason());
+    fs::rename(temp, path, ec);
+    if (ec) throw std::runtime_error(what + " (" + ec.message() + ")");
+  } catch (...) {
+    if (f) std::fclose(f);
+    std::remove(temp.c_str());
+    throw;
+  }
+}
+
+void print_error(const std::string& message) { std::cerr << "xent-eval: error: " << xent_eval::printable(message) << '\n'; }
+
 }  // namespace
 
 int main(int argc, char** argv) {
+#ifndef _WIN32
+  // Writing to a pipe without a reader, or past the file-size limit, then fails with EPIPE or EFBIG,
+  // which the check on every write reports, instead of killing the process without a word.
+  std::signal(SIGPIPE, SIG_IGN);
+  std::signal(SIGXFSZ, SIG_IGN);
+#endif
   settings s;
   CLI::App app{"xent-eval: evaluate a model's logits against class-index targets (.npy files): NLL, perplexity, bits,\n"
                "accuracy, Brier score, calibration (ECE, reliability diagram) and temperature scaling.",
@@ -339,18 +444,18 @@ int main(int argc, char** argv) {
   app.add_option("logits", s.logits_path, ".npy of float32 or float64 logits, shape (N, C), C order")->required()->check(CLI::ExistingFile);
   app.add_option("targets", s.targets_path, ".npy of int32 or int64 class indices, shape (N,)")->required()->check(CLI::ExistingFile);
   app.add_option("--ignore-index", s.ignore_index, "Targets equal to this are left out, as torch's ignore_index")->capture_default_str();
-  app.add_option("--top-k", s.top_k, "k of the top-k accuracy")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--top-k", s.top_k, "k of the top-k accuracy")->capture_default_str()->check(at_least(1));
   app.add_option("--bins", s.bins, "Equal-width confidence bins of the ECE and the diagram")->capture_default_str()->check(CLI::Range(1, 10000));
-  auto* temp = app.add_option("--temperature", s.temperature, "Evaluate softmax(logits / T)")->capture_default_str()->check(CLI::PositiveNumber);
+  auto* temp = app.add_option("--temperature", s.temperature, "Evaluate softmax(logits / T)")->capture_default_str()->check(positive());
   app.add_flag("--fit-temperature", s.fit_temperature, "Also fit the temperature that minimises the NLL; report NLL and ECE before and after")
       ->excludes(temp);
-  app.add_option("--characters", s.units.characters, "Characters of the evaluated text, for bits per character")->check(CLI::PositiveNumber);
-  app.add_option("--bytes", s.units.bytes, "Bytes of the evaluated text, for bits per byte")->check(CLI::PositiveNumber);
-  app.add_option("--dimensions", s.units.dimensions, "Dimensions of the data, for bits per dimension")->check(CLI::PositiveNumber);
+  app.add_option("--characters", s.units.characters, "Characters of the evaluated text, for bits per character")->check(positive());
+  app.add_option("--bytes", s.units.bytes, "Bytes of the evaluated text, for bits per byte")->check(positive());
+  app.add_option("--dimensions", s.units.dimensions, "Dimensions of the data, for bits per dimension")->check(positive());
   app.add_option("--chunk-mb", s.chunk_mb,
-                 "Process the logits in chunks of at most this size (MB): the memory used, whatever the file size")
+                 "Process the logits in chunks of at most this size (MB): the memory used per worker, whatever the file size")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
   app.add_option("--threads", s.threads, "Worker threads over the chunks of a memory-mapped file (default: the cores)")
       ->check(CLI::Range(1, 1024));
   app.add_flag("!--no-mmap", s.mmap, "Read the files with read() into a chunk buffer instead of memory-mapping them");
@@ -361,24 +466,47 @@ int main(int argc, char** argv) {
   app.add_flag("!--no-progress", s.progress, "No progress on standard error");
   app.set_version_flag("--version", "xent-eval " + std::to_string(XENT_VERSION_MAJOR) + "." + std::to_string(XENT_VERSION_MINOR) + "." +
                                         std::to_string(XENT_VERSION_PATCH));
-  CLI11_PARSE(app, argc, argv);
+  app.failure_message([](const CLI::App* a, const CLI::Error& e) { return xent_eval::printable(CLI::FailureMessage::simple(a, e)); });
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = app.exit(e);  // --help and --version print on standard output
+    if (code == 0 && (std::fflush(stdout) != 0 || std::ferror(stdout))) {
+      print_error("cannot write to standard output" + system_reason());
+      return 1;
+    }
+    return code;
+  }
 
   try {
+#ifndef _WIN32
+    // Closed, it would lose the report, and the next file opened would take its descriptor.
+    if (fcntl(STDOUT_FILENO, F_GETFD) == -1) throw std::runtime_error("cannot write the report to standard output" + system_reason());
+#endif
+    if (!s.svg_path.empty()) check_svg_path(s);
     const xent_eval::run_result result = run(s);
-    if (!s.svg_path.empty()) {
-      std::ofstream svg(s.svg_path);
-      if (!svg) throw file_error(s.svg_path + ": cannot create the SVG file");
-      xent_eval::write_svg(svg, result);
-      if (!svg.flush()) throw file_error(s.svg_path + ": write failed");
-    }
+    std::ostringstream report;
     if (s.json)
-      xent_eval::write_json(std::cout, result);
+      xent_eval::write_json(report, result);
     else
-      xent_eval::write_text(std::cout, result);
-    return 0;
+      xent_eval::write_text(report, result);
+    // A diagram that cannot be written does not cost the report.
+    int status = 0;
+    if (!s.svg_path.empty()) {
+      try {
+        std::ostringstream svg;
+        xent_eval::write_svg(svg, result);
+        write_svg_file(s.svg_path, svg.str());
+      } catch (const std::exception& e) {
+        print_error(e.what());
+        status = 1;
+      }
+    }
+    write_all(stdout, report.str(), "cannot write the report to standard output");
+    return status;
   } catch (const std::exception& e) {
     // file_error and xent::invalid_argument carry the whole story; std::bad_alloc is a chunk too big.
-    std::cerr << "xent-eval: error: " << e.what() << '\n';
+    print_error(e.what());
     return 1;
   }
 }

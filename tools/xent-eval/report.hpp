@@ -35,6 +35,23 @@ struct run_result {
   std::optional<xent::temperature_fit> fit;
 };
 
+/// `text` with its control characters, but for newlines and tabs, as \xNN: a file name or a .npy
+/// header may hold any byte, and an escape sequence printed raw would drive the terminal.
+inline std::string printable(const std::string& text) {
+  std::string out;
+  for (const char c : text) {
+    const unsigned char u = static_cast<unsigned char>(c);
+    if ((u < 0x20 && c != '\n' && c != '\t') || u == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", unsigned(u));
+      out += buf;
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
 namespace detail {
 
 inline std::string fixed(double v, int digits) {
@@ -105,8 +122,8 @@ inline void write_text(std::ostream& out, const run_result& run) {
     out << "  " << label << std::string(label.size() < 18 ? 18 - label.size() : 1, ' ') << value << '\n';
   };
   out << "xent-eval report\n";
-  line("logits", run.logits.path + "  " + run.logits.dtype + " " + detail::shape_text(run.logits.shape));
-  line("targets", run.targets.path + "  " + run.targets.dtype + " " + detail::shape_text(run.targets.shape));
+  line("logits", printable(run.logits.path) + "  " + run.logits.dtype + " " + detail::shape_text(run.logits.shape));
+  line("targets", printable(run.targets.path) + "  " + run.targets.dtype + " " + detail::shape_text(run.targets.shape));
   line("samples", std::to_string(r.samples) + " evaluated, " + std::to_string(r.ignored) + " ignored" +
                       (r.nonfinite_samples ? ", " + std::to_string(r.nonfinite_samples) + " skipped as non-finite (" +
                                                  std::to_string(r.nonfinite_logits) + " logits)"

@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <sstream>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -32,7 +33,8 @@ struct eval_options {
   /// Number of equal-width confidence bins of the ECE and the reliability diagram.
   int bins = 15;
   /// The probabilities are softmax(logits / temperature): 1 evaluates the logits as given,
-  /// fit_temperature's result evaluates the calibrated model.
+  /// fit_temperature's result evaluates the calibrated model. 1 / temperature must be finite in the
+  /// logits' type (temperature >= 2.9e-39 for float logits).
   double temperature = 1;
   /// A sample with a NaN or +inf logit, or with every logit -inf, has no distribution. false (the
   /// default, as torch): the report's metrics are NaN when any such sample was seen. true: such
@@ -133,7 +135,7 @@ class eval_accumulator {
   /// Adds a batch: logits C x N (dim = 0, a torch [N, C] buffer read in place) or N x C (dim = 1),
   /// float or double; targets one signed integer per sample, in [0, C) or equal to ignore_index.
   /// \throws xent::invalid_argument (before reading any logit) for empty logits, a targets length
-  /// other than N, or a target out of range.
+  /// other than N, a target out of range, or a temperature whose inverse overflows the logits' type.
   template <class Derived, class TDerived>
   void update(const Eigen::DenseBase<Derived>& logits, const Eigen::DenseBase<TDerived>& targets) {
     add(logits, targets, [](Eigen::Index) { return true; });
@@ -238,6 +240,19 @@ void check_eval_targets(const char* fn, const Eigen::DenseBase<TDerived>& target
   }
 }
 
+/// The kernels scale the logits by 1 / temperature in the logits' own type T: an inverse beyond T's
+/// range would be +inf there (converting it is undefined behaviour) and turn every metric into NaN.
+template <class T>
+void check_inverse_temperature(const char* fn, const char* argument, double temperature) {
+  constexpr double largest = double(std::numeric_limits<T>::max());
+  if (!(1 / temperature <= largest)) {
+    std::ostringstream expected;
+    expected << "must be at least " << 1 / largest << " so that 1 / " << argument << " is finite in "
+             << (std::is_same_v<T, float> ? "float" : "double") << " (the logits' type)";
+    throw_invalid(fn, argument, expected.str(), temperature);
+  }
+}
+
 /// The bin of a confidence in (0, 1]: bin b holds (b / B, (b + 1) / B].
 inline std::size_t confidence_bin(double confidence, int bins) {
   const double b = std::ceil(confidence * bins) - 1;
@@ -256,6 +271,7 @@ void eval_accumulator::add(const Eigen::DenseBase<Derived>& logits, const Eigen:
   const Eigen::Index classes = opts_.dim == 0 ? logits.rows() : logits.cols();
   detail::check_eval_targets(fn, targets, samples_in, classes, opts_.ignore_index, included);
 
+  detail::check_inverse_temperature<T>(fn, "temperature", opts_.temperature);
   const double beta = 1.0 / opts_.temperature;
   const T beta_t = static_cast<T>(beta);
   const int bins = opts_.bins;

@@ -81,6 +81,9 @@ inline void check_temperature_options(const char* fn, const temperature_options&
   if (!(o.min_temperature > 0 && o.min_temperature < o.max_temperature && o.max_temperature < std::numeric_limits<double>::infinity()))
     throw_invalid(fn, "min_temperature", "must be positive and below a finite max_temperature (" + std::to_string(o.max_temperature) + ")",
                   o.min_temperature);
+  // The fit evaluates 1 / T up to 1 / min_temperature: in double here, and fit_temperature checks it
+  // in the logits' type too. max_temperature, above min_temperature, has the smaller inverse.
+  check_inverse_temperature<double>(fn, "min_temperature", o.min_temperature);
   if (!(o.tolerance > 0)) throw_invalid(fn, "tolerance", "must be positive", o.tolerance);
   if (o.max_iterations < 1) throw_invalid(fn, "max_iterations", "must be at least 1", o.max_iterations);
   if (o.bins < 1) throw_invalid(fn, "bins", "must be at least 1", o.bins);
@@ -95,6 +98,7 @@ void add_temperature_sums(const char* fn, const Eigen::DenseBase<Derived>& logit
   check_not_empty(fn, "logits", logits);
   if (!(temperature > 0 && temperature < std::numeric_limits<double>::infinity()))
     throw_invalid(fn, "temperature", "must be positive and finite", temperature);
+  check_inverse_temperature<T>(fn, "temperature", temperature);
   const Eigen::Index samples = opts.dim == 0 ? logits.cols() : logits.rows();
   const Eigen::Index classes = opts.dim == 0 ? logits.rows() : logits.cols();
   check_eval_targets(fn, targets, samples, classes, opts.ignore_index, [](Eigen::Index) { return true; });
@@ -208,6 +212,7 @@ template <class Derived, class TDerived>
 temperature_fit fit_temperature(const Eigen::DenseBase<Derived>& logits, const Eigen::DenseBase<TDerived>& targets,
                                 const temperature_options& opts = {}) {
   detail::check_temperature_options("fit_temperature", opts);
+  detail::check_inverse_temperature<typename Derived::Scalar>("fit_temperature", "min_temperature", opts.min_temperature);
   temperature_fit fit = fit_temperature_with(
       [&](double temperature) {
         temperature_sums s;
