@@ -91,14 +91,15 @@ void check_case(const xent_test::reference_case& c, int dim, worst& w) {
     o.reduction = reduction_of(c);
     const matrix<T> y0 = as_matrix<T>(c["target_prob"], C, N);
     const matrix<T> y = dim == 0 ? y0 : matrix<T>(y0.transpose());
-    const matrix<T> loss = xent::sigmoid_focal_loss(x, y, o);
+    const auto result = xent::sigmoid_focal_loss(x, y, o);
+    const matrix<T> loss = o.reduction == xent::reduction::none ? result.elementwise() : matrix<T>::Constant(1, 1, result.value());
     if (o.reduction == xent::reduction::none) {
       compare_values<T>(back_to_dim0(loss), c["loss"], tol, w.loss, true);
       const matrix<T> go0 = as_matrix<T>(c["grad_out"], C, N);
-      xent::sigmoid_focal_loss_backward(dim == 0 ? go0 : matrix<T>(go0.transpose()), x, y, g, o);
+      xent::sigmoid_focal_loss_backward(x, y, dim == 0 ? go0 : matrix<T>(go0.transpose()), o, g);
     } else {
       compare_values<T>(loss, c["loss"], tol, w.loss, true);
-      xent::sigmoid_focal_loss_backward(T(c["grad_out"][0]), x, y, g, o);
+      xent::sigmoid_focal_loss_backward(x, y, T(c["grad_out"][0]), o, g);
     }
   } else if (kind == 1 || kind == 2) {
     const auto red = reduction_of(c);
@@ -225,9 +226,9 @@ TEST_CASE("focal, GCE and distillation gradients agree with central finite diffe
       o.alpha = alpha;
       o.gamma = gamma;
       o.reduction = xent::reduction::mean;
-      xent::sigmoid_focal_loss_backward(1.0, x, y, g, o);
+      xent::sigmoid_focal_loss_backward(x, y, 1.0, o, g);
       check_fd("sigmoid_focal_loss", g, numeric_gradient(x, [&](const matrix<double>& z) {
-                 return xent::sigmoid_focal_loss(z, y, o)(0, 0);
+                 return xent::sigmoid_focal_loss(z, y, o).value();
                }));
     }
   for (double gamma : {2.0, 0.5, 0.0}) {
@@ -293,11 +294,11 @@ TEST_CASE("focal identities: gamma 0 is BCE / CE, GCE tends to CE, distillation 
   so.gamma = 0;
   so.alpha = -1;
   so.reduction = xent::reduction::mean;
-  const double bce = xent::binary_cross_entropy_with_logits(x, y)(0, 0);
-  CHECK(xent::sigmoid_focal_loss(x, y, so)(0, 0) == Approx(bce).epsilon(1e-14));
+  const double bce = xent::binary_cross_entropy_with_logits(x, y).value();
+  CHECK(xent::sigmoid_focal_loss(x, y, so).value() == Approx(bce).epsilon(1e-14));
   matrix<double> g1(6, 8), g2(6, 8);
-  xent::sigmoid_focal_loss_backward(1.0, x, y, g1, so);
-  xent::binary_cross_entropy_with_logits_backward(1.0, x, y, g2);
+  xent::sigmoid_focal_loss_backward(x, y, 1.0, so, g1);
+  xent::binary_cross_entropy_with_logits_backward(x, y, 1.0, {}, g2);
   CHECK((g1 - g2).cwiseAbs().maxCoeff() <= 1e-16);
 
   // softmax: gamma = 0, no alpha is cross_entropy (same mean over non-ignored samples).
@@ -333,7 +334,7 @@ TEST_CASE("focal identities: gamma 0 is BCE / CE, GCE tends to CE, distillation 
   const matrix<double> te = xent_test::random_logits<double>(6, 8, 2);
   xent::kl_div_options ko;
   ko.reduction = xent::reduction::batchmean;
-  const double kl = xent::kl_div(xent::log_softmax(x), xent::softmax(te), ko)(0, 0);
+  const double kl = xent::kl_div(xent::log_softmax(x), xent::softmax(te), ko).value();
   CHECK(xent::distillation_loss(x, te, 1.0) == Approx(kl).epsilon(1e-13));
   // alpha = 0 is the hard cross-entropy alone.
   xent::distillation_options dop;
@@ -379,10 +380,10 @@ TEST_CASE("focal, GCE, distillation and softmax_hvp misuse throws xent::invalid_
                         "targets", "must hold probabilities in [0, 1]");
     require_throws_with([&] { xent::sigmoid_focal_loss(matrix<double>(0, 0), matrix<double>(0, 0)); },
                         "sigmoid_focal_loss", "logits", "must not be empty");
-    require_throws_with([&] { xent::sigmoid_focal_loss_backward(1.0, x, y, matrix<double>(2, 2)); },
-                        "sigmoid_focal_loss_backward", "grad_input", "must have the shape of the input");
-    require_throws_with([&] { xent::sigmoid_focal_loss_backward(matrix<double>(2, 2), x, y, g); },
-                        "sigmoid_focal_loss_backward", "grad_out", "must be 1 x 1");
+    require_throws_with([&] { xent::sigmoid_focal_loss_backward(x, y, 1.0, {}, matrix<double>(2, 2)); },
+                        "sigmoid_focal_loss_backward", "grad_logits_out", "must have the shape of the input");
+    require_throws_with([&] { xent::sigmoid_focal_loss_backward(x, y, matrix<double>(2, 2), {}, g); },
+                        "sigmoid_focal_loss_backward", "grad_out", "must have the shape of the input (3 x 4) for reduction none");
   }
   SECTION("softmax_focal_loss") {
     xent::softmax_focal_loss_options o;

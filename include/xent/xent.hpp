@@ -18,6 +18,7 @@
 #include "losses/focal.hpp"
 #include "losses/gce.hpp"
 #include "losses/hvp.hpp"
+#include "losses/kl_div.hpp"
 #include "losses/linear.hpp"
 
 #include "measures/divergence.hpp"

@@ -76,8 +76,8 @@ void run(fuzz::reader& in, std::uint8_t flags, std::uint8_t opt) {
   const auto forward = [&](xent::reduction r) {
     bo.reduction = lo.reduction = r;
     matrix<T> out;
-    if (logits_form) out = lazy ? xent::binary_cross_entropy_with_logits(x * T(1), t, lo) : xent::binary_cross_entropy_with_logits(x, t, lo);
-    else out = lazy ? xent::binary_cross_entropy(x * T(1), t, bo) : xent::binary_cross_entropy(x, t, bo);
+    if (logits_form) out = fuzz::dense_of(lazy ? xent::binary_cross_entropy_with_logits(x * T(1), t, lo) : xent::binary_cross_entropy_with_logits(x, t, lo));
+    else out = fuzz::dense_of(lazy ? xent::binary_cross_entropy(x * T(1), t, bo) : xent::binary_cross_entropy(x, t, bo));
     bo.reduction = lo.reduction = red;
     return out;
   };
@@ -107,11 +107,12 @@ void run(fuzz::reader& in, std::uint8_t flags, std::uint8_t opt) {
   const Eigen::Index gr = grad_mode < 2 ? 1 : grad_mode == 2 ? rows : rows + 1, gc = grad_mode < 2 ? 1 : cols;
   matrix<T> grad_out(gr, gc);
   for (Eigen::Index i = 0; i < grad_out.size(); ++i) grad_out.data()[i] = in.bounded<T>(1.0 / 16);
-  const bool grad_ok = (gr == 1 && gc == 1) || (none && gr == rows && gc == cols);
+  // A number (1 x 1) for a reduced loss, the input's shape for none.
+  const bool grad_ok = none ? gr == rows && gc == cols : gr == 1 && gc == 1;
   matrix<T> grad(rows, cols);
   fuzz::expect_accepted_iff(harness, fn + "_backward", grad_ok, "grad_out", [&] {
-    if (logits_form) xent::binary_cross_entropy_with_logits_backward(grad_out, x, t, grad, lo);
-    else xent::binary_cross_entropy_backward(grad_out, x, t, grad, bo);
+    if (logits_form) xent::binary_cross_entropy_with_logits_backward(x, t, grad_out, lo, grad);
+    else xent::binary_cross_entropy_backward(x, t, grad_out, bo, grad);
   });
   if (grad_ok && check_finite && !fuzz::all_finite(grad)) fuzz::fail(harness, "non-finite gradient with finite inputs");
 }

@@ -86,6 +86,13 @@ bool all_finite(const M& m) {
   return true;
 }
 
+/// An elementwise loss's result as a matrix: the losses for none, 1 x 1 otherwise.
+template <class T>
+Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> dense_of(const xent::loss_result<T>& r) {
+  if (r.reduction() == xent::reduction::none) return r.elementwise();
+  return Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>::Constant(1, 1, r.value());
+}
+
 }  // namespace fuzz
 
 #endif

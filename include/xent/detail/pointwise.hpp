@@ -7,6 +7,7 @@
 
 #include "../core/error.hpp"
 #include "../core/reduction.hpp"
+#include "engine/checks.hpp"
 #include "engine/view.hpp"
 
 #include <Eigen/Core>
@@ -21,14 +22,6 @@ namespace xent::detail {
 inline Index row_of(int dim, Index j, Index k) { return dim == 0 ? k : j; }
 inline Index col_of(int dim, Index j, Index k) { return dim == 0 ? j : k; }
 
-template <class A, class B>
-void check_same_shape(const char* function, const char* argument, const Eigen::DenseBase<A>& a, const char* reference,
-                      const Eigen::DenseBase<B>& b) {
-  if (a.rows() != b.rows() || a.cols() != b.cols())
-    throw_invalid(function, argument, std::string("must have the shape of ") + reference + " (" +
-                                          shape_string(b.rows(), b.cols()) + ")",
-                  shape_string(a.rows(), a.cols()));
-}
 
 /// Class k of sample j.
 template <class T>

@@ -10,6 +10,7 @@
 #include "../detail/engine/view.hpp"
 #include "../detail/pointwise.hpp"
 #include "../core/error.hpp"
+#include "../detail/losses/binary.hpp"
 #include "binary.hpp"
 #include "cross_entropy.hpp"
 #include "../core/reduction.hpp"
@@ -29,6 +30,7 @@ struct sigmoid_focal_loss_options {
   double gamma = 2;
   /// torchvision's default is none; mean averages over every element.
   xent::reduction reduction = xent::reduction::none;
+  int num_threads = 0;  ///< 0: OpenMP's default; 1: serial. Results do not depend on it.
 };
 
 /// Options of softmax_focal_loss.
@@ -59,32 +61,19 @@ T pow_derivative(T m, T gamma) {
   return gamma == T(1) ? T(1) : T(0);
 }
 
-/// torchvision's sigmoid focal loss of one element (logit x, target t in [0, 1]) and its derivative.
-/// 1 - p_t is computed as p (1 - t) + sigmoid(-x) t, without the cancellation of 1 - p_t.
-template <class T>
-struct sigmoid_focal_element {
-  T alpha, gamma;
-  T alpha_t(T t) const { return alpha < T(0) ? T(1) : alpha * t + (T(1) - alpha) * (T(1) - t); }
-  T loss(T x, T t) const {
-    const T m = sigmoid(x) * (T(1) - t) + sigmoid(-x) * t;
-    return alpha_t(t) * bce_logits_element(x, t, T(1)) * std::pow(m, gamma);
-  }
-  T grad(T x, T t) const {
-    const T p = sigmoid(x), q = sigmoid(-x);
-    const T m = p * (T(1) - t) + q * t;
-    // d m / d x = p q (1 - 2 t); d ce / d x = p - t.
-    const T dm = p * q * (T(1) - T(2) * t);
-    return alpha_t(t) * (bce_logits_element_grad(x, t, T(1)) * std::pow(m, gamma) +
-                         bce_logits_element(x, t, T(1)) * pow_derivative(m, gamma) * dm);
-  }
-};
-
-template <class T>
-sigmoid_focal_element<T> sigmoid_focal_of(const char* fn, const sigmoid_focal_loss_options& o) {
-  check_reduction(fn, o.reduction, false);
+/// The sigmoid focal formula of the options, checked.
+inline losses::sigmoid_focal sigmoid_focal_of(const char* fn, const sigmoid_focal_loss_options& o) {
   check_gamma(fn, o.gamma);
   if (!(o.alpha <= 1)) throw_invalid(fn, "alpha", "must be <= 1 (negative disables it)", o.alpha);
-  return {static_cast<T>(o.alpha), static_cast<T>(o.gamma)};
+  return {o.alpha, o.gamma};
+}
+
+template <class T>
+engine::elementwise_args<T> args_of(const char* fn, const sigmoid_focal_loss_options& o) {
+  engine::elementwise_args<T> a{fn, "logits", "targets"};
+  a.r = o.reduction;
+  a.num_threads = o.num_threads;
+  return a;
 }
 
 /// What check_categorical reads, with alpha checked separately (its message names "alpha").
@@ -139,55 +128,40 @@ void softmax_focal_sample_grad(const samples_view<const T>& v, Index j, Index t,
 
 /// torchvision.ops.sigmoid_focal_loss: per element
 ///   alpha_t * BCEWithLogits(x, t) * (1 - p_t)^gamma,  p = sigmoid(x), p_t = p t + (1 - p)(1 - t),
-///   alpha_t = alpha t + (1 - alpha)(1 - t) (1 when alpha < 0).
-/// Returns the input's shape for reduction none (torchvision's default), else a 1 x 1 matrix (mean over all elements, or sum).
+///   alpha_t = alpha t + (1 - alpha)(1 - t) (1 when alpha < 0),
+/// with 1 - p_t formed without cancellation (detail/losses/binary.hpp).
+/// \returns loss_result: elementwise() for reduction none (torchvision's default), value() for mean
+///   (over all elements) and sum.
 /// \throws xent::invalid_argument for empty logits, targets of another shape or outside [0, 1], gamma < 0,
 ///   alpha > 1, reduction batchmean.
 template <class X, class Tg>
-Eigen::Matrix<typename X::Scalar, Eigen::Dynamic, Eigen::Dynamic> sigmoid_focal_loss(
-    const Eigen::DenseBase<X>& logits, const Eigen::DenseBase<Tg>& targets, const sigmoid_focal_loss_options& opts = {}) {
-  using T = typename X::Scalar;
+loss_result<typename X::Scalar> sigmoid_focal_loss(const Eigen::DenseBase<X>& logits, const Eigen::DenseBase<Tg>& targets,
+                                                   const sigmoid_focal_loss_options& opts = {}) {
   constexpr const char* fn = "sigmoid_focal_loss";
-  const auto e = detail::sigmoid_focal_of<T>(fn, opts);
-  detail::check_not_empty(fn, "logits", logits);
-  detail::check_same_shape(fn, "targets", targets, "logits", logits);
-  return detail::with_view(logits, 0, [&](const detail::samples_view<const T>& x) {
-    return detail::with_view(targets, 0, [&](const detail::samples_view<const T>& t) {
-      detail::check_range<T>(fn, "targets", t, 0, 0, 1, "must hold probabilities in [0, 1]");
-      return detail::reduce_elementwise<T>(logits.rows(), logits.cols(), 0, opts.reduction, [&](auto j, auto k) {
-        return e.loss(detail::at(x, j, k), detail::at(t, j, k));
-      });
-    });
-  });
+  return detail::elementwise_forward(detail::sigmoid_focal_of(fn, opts), detail::args_of<typename X::Scalar>(fn, opts),
+                                     logits, targets);
 }
 
-/// Gradient of sigmoid_focal_loss w.r.t. the logits, times grad_out (1 x 1, or the input's shape for none),
-/// into grad_input (the logits' shape; a Map over the caller's buffer is written in place).
-template <class G, class X, class Tg, class Out>
-void sigmoid_focal_loss_backward(const Eigen::DenseBase<G>& grad_out, const Eigen::DenseBase<X>& logits,
-                                 const Eigen::DenseBase<Tg>& targets, const Eigen::DenseBase<Out>& grad_input,
-                                 const sigmoid_focal_loss_options& opts = {}) {
-  using T = typename X::Scalar;
-  constexpr const char* fn = "sigmoid_focal_loss_backward";
-  const auto e = detail::sigmoid_focal_of<T>(fn, opts);
-  detail::check_not_empty(fn, "logits", logits);
-  detail::check_same_shape(fn, "targets", targets, "logits", logits);
-  detail::with_view(logits, 0, [&](const detail::samples_view<const T>& x) {
-    detail::with_view(targets, 0, [&](const detail::samples_view<const T>& t) {
-      detail::check_range<T>(fn, "targets", t, 0, 0, 1, "must hold probabilities in [0, 1]");
-      detail::write_gradient<T>(fn, grad_out, grad_input, logits.rows(), logits.cols(), 0, opts.reduction,
-                                [&](auto j, auto k) { return e.grad(detail::at(x, j, k), detail::at(t, j, k)); });
-    });
-  });
-}
-
-/// The scalar-seed form of sigmoid_focal_loss_backward.
+/// sigmoid_focal_loss and its gradient w.r.t. the logits in one pass, into grad_logits_out (the
+/// logits' shape; it may be the logits themselves). For reduction none, the gradient of the sum.
 template <class X, class Tg, class Out>
-void sigmoid_focal_loss_backward(typename X::Scalar grad_out, const Eigen::DenseBase<X>& logits,
-                                 const Eigen::DenseBase<Tg>& targets, const Eigen::DenseBase<Out>& grad_input,
-                                 const sigmoid_focal_loss_options& opts = {}) {
-  sigmoid_focal_loss_backward(Eigen::Matrix<typename X::Scalar, 1, 1>::Constant(grad_out), logits, targets, grad_input,
-                              opts);
+loss_result<typename X::Scalar> sigmoid_focal_loss_with_grad(const Eigen::DenseBase<X>& logits,
+                                                             const Eigen::DenseBase<Tg>& targets,
+                                                             const sigmoid_focal_loss_options& opts,
+                                                             const Eigen::DenseBase<Out>& grad_logits_out) {
+  constexpr const char* fn = "sigmoid_focal_loss_with_grad";
+  return detail::elementwise_with_grad(detail::sigmoid_focal_of(fn, opts), detail::args_of<typename X::Scalar>(fn, opts),
+                                       "grad_logits_out", logits, targets, grad_logits_out);
+}
+
+/// Gradient of sigmoid_focal_loss w.r.t. the logits, times grad_out (a number for mean and sum, the
+/// logits' shape for none), into grad_logits_out.
+template <class X, class Tg, class G, class Out>
+void sigmoid_focal_loss_backward(const Eigen::DenseBase<X>& logits, const Eigen::DenseBase<Tg>& targets, const G& grad_out,
+                                 const sigmoid_focal_loss_options& opts, const Eigen::DenseBase<Out>& grad_logits_out) {
+  constexpr const char* fn = "sigmoid_focal_loss_backward";
+  detail::elementwise_backward(detail::sigmoid_focal_of(fn, opts), detail::args_of<typename X::Scalar>(fn, opts),
+                               "grad_logits_out", logits, targets, grad_out, grad_logits_out);
 }
 
 /// Multi-class focal loss of logits (C x N for dim = 0) at class-index targets: per sample

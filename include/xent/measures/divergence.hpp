@@ -2,7 +2,7 @@
 #define XENT_MEASURES_DIVERGENCE_HPP
 
 // Information measures between discrete distributions, per sample along the class axis (`dim`, see
-// logsumexp.hpp), in any log base; and torch's kl_div loss with its gradient.
+// logsumexp.hpp), in any log base. (torch's kl_div loss is in losses/kl_div.hpp.)
 // 0 log 0 = 0 throughout (torch.xlogy), so zeros in a distribution are fine.
 
 #include "../detail/engine/view.hpp"
@@ -27,13 +27,6 @@ inline constexpr double bits = 2;
 struct measure_options {
   int dim = 0;          ///< the class axis
   double base = nats;   ///< the log base: e (nats, default), 2 (bits), any base > 0 and != 1
-};
-
-/// Options of kl_div, with torch's names and defaults.
-struct kl_div_options {
-  xent::reduction reduction = xent::reduction::mean;  ///< none, mean (over all elements), sum, batchmean (sum / samples)
-  bool log_target = false;                            ///< the target holds log-probabilities
-  int dim = 0;                                        ///< the class axis; batchmean divides by the other one's length
 };
 
 namespace detail {
@@ -176,63 +169,6 @@ Eigen::Matrix<typename P::Scalar, Eigen::Dynamic, 1> js_divergence(const Eigen::
           return ((pk == T(0) ? T(0) : pk * std::log(pk / m)) + (qk == T(0) ? T(0) : qk * std::log(qk / m))) / T(2);
         });
       });
-}
-
-/// torch.nn.functional.kl_div(input, target, reduction, log_target): input holds log-probabilities;
-/// elementwise target (log target - input) with 0 log 0 = 0 (torch.xlogy), or exp(target) (target -
-/// input) when log_target. Reductions: none (the input's shape), sum, mean (over all elements, torch's
-/// default), batchmean (sum / samples, the KL divergence per sample). mean/sum/batchmean return 1 x 1.
-/// \throws xent::invalid_argument if input is empty, target's shape differs, a (non-log) target is
-///   negative or not finite, or dim is not 0/1.
-template <class I, class Tg>
-Eigen::Matrix<typename I::Scalar, Eigen::Dynamic, Eigen::Dynamic> kl_div(const Eigen::DenseBase<I>& input,
-                                                                        const Eigen::DenseBase<Tg>& target,
-                                                                        const kl_div_options& opts = {}) {
-  using T = typename I::Scalar;
-  constexpr const char* fn = "kl_div";
-  detail::check_dim(fn, opts.dim);
-  detail::check_reduction(fn, opts.reduction, true);
-  detail::check_not_empty(fn, "input", input);
-  detail::check_same_shape(fn, "target", target, "input", input);
-  return detail::with_view(input, opts.dim, [&](const detail::samples_view<const T>& x) {
-    return detail::with_view(target, opts.dim, [&](const detail::samples_view<const T>& t) {
-      if (!opts.log_target) detail::check_range<T>(fn, "target", t, opts.dim, 0, detail::inf<T>, detail::probabilities_expected);
-      return detail::reduce_elementwise<T>(input.rows(), input.cols(), opts.dim, opts.reduction, [&](auto j, auto k) {
-        const T xk = detail::at(x, j, k), tk = detail::at(t, j, k);
-        return opts.log_target ? std::exp(tk) * (tk - xk) : detail::xlogy(tk, tk) - tk * xk;
-      });
-    });
-  });
-}
-
-/// The gradient of kl_div w.r.t. input, times grad_out, into grad_input (the input's shape):
-/// -target (or -exp(target) when log_target), divided by numel for mean and by the samples for batchmean.
-/// grad_out: 1 x 1, or the input's shape for reduction none.
-template <class G, class I, class Tg, class Out>
-void kl_div_backward(const Eigen::DenseBase<G>& grad_out, const Eigen::DenseBase<I>& input,
-                     const Eigen::DenseBase<Tg>& target, const Eigen::DenseBase<Out>& grad_input,
-                     const kl_div_options& opts = {}) {
-  using T = typename I::Scalar;
-  constexpr const char* fn = "kl_div_backward";
-  detail::check_dim(fn, opts.dim);
-  detail::check_reduction(fn, opts.reduction, true);
-  detail::check_not_empty(fn, "input", input);
-  detail::check_same_shape(fn, "target", target, "input", input);
-  detail::with_view(target, opts.dim, [&](const detail::samples_view<const T>& t) {
-    if (!opts.log_target) detail::check_range<T>(fn, "target", t, opts.dim, 0, detail::inf<T>, detail::probabilities_expected);
-    detail::write_gradient<T>(fn, grad_out, grad_input, input.rows(), input.cols(), opts.dim, opts.reduction,
-                              [&](auto j, auto k) {
-                                const T tk = detail::at(t, j, k);
-                                return opts.log_target ? -std::exp(tk) : -tk;
-                              });
-  });
-}
-
-/// The scalar-seed form of kl_div_backward.
-template <class I, class Tg, class Out>
-void kl_div_backward(typename I::Scalar grad_out, const Eigen::DenseBase<I>& input, const Eigen::DenseBase<Tg>& target,
-                     const Eigen::DenseBase<Out>& grad_input, const kl_div_options& opts = {}) {
-  kl_div_backward(Eigen::Matrix<typename I::Scalar, 1, 1>::Constant(grad_out), input, target, grad_input, opts);
 }
 
 }  // namespace xent

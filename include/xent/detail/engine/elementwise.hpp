@@ -17,7 +17,10 @@
 //  - the input checks the formula defines, folded into the same loop (one read of the data): a
 //    violation is reported after the loop by the first bad element in storage order.
 
+#include "../../core/loss_result.hpp"
+#include "../../core/reduction.hpp"
 #include "../simd/math.hpp"
+#include "checks.hpp"
 #include "reduce.hpp"
 #include "threads.hpp"
 #include "view.hpp"
@@ -27,6 +30,9 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <sstream>
+#include <string>
+#include <type_traits>
 #include <vector>
 
 namespace xent::detail::engine {
@@ -39,6 +45,13 @@ struct operand {
   T* data = nullptr;
   Index row_stride = 0;
   Index col_stride = 0;
+
+  operand() = default;
+  operand(T* d, Index rows_apart, Index cols_apart) : data(d), row_stride(rows_apart), col_stride(cols_apart) {}
+  /// A writable operand read as a read-only one.
+  template <class U, std::enable_if_t<std::is_same_v<const U, T> && !std::is_same_v<U, T>, int> = 0>
+  operand(const operand<U>& o) : data(o.data), row_stride(o.row_stride), col_stride(o.col_stride) {}
+
   explicit operator bool() const noexcept { return data != nullptr; }
 };
 
@@ -226,8 +239,8 @@ struct block_result {
 /// One block: packets of the formula over n elements, the ragged end on a padded copy.
 template <bool W, bool E, bool GO, bool Store, bool Sum, bool Grad, class F, class T>
 block_result<T> run_block(const F& f, const block_data<T>& d, T scale) {
-  using V = std::conditional_t<simd::has_packet_exp<T>, simd::packet<T>, T>;
-  constexpr Index ps = simd::lanes<V>;
+  using V = simd::vector_of<T>;
+  constexpr Index ps = simd::vector_lanes<T>;
   const V one = simd::pset1<V>(T(1)), vscale = simd::pset1<V>(scale), zero = simd::pset1<V>(T(0));
   V bad = zero;
   exact_sum total;
@@ -282,8 +295,8 @@ block_result<T> run_block(const F& f, const block_data<T>& d, T scale) {
       const Index m = std::min(ps, n - i);
       for (Index l = 0; l < ps; ++l) {
         const bool in = l < m;
-        x[l] = in ? d.x[i + l] : F::pad_x;
-        t[l] = in ? d.t[i + l] : F::pad_t;
+        x[l] = in ? d.x[i + l] : T(F::pad_x);
+        t[l] = in ? d.t[i + l] : T(F::pad_t);
         w[l] = W && in ? d.w[i + l] : T(0);
         e[l] = E && in ? d.e[i + l] : T(1);
         go[l] = GO && in ? d.go[i + l] : T(0);
@@ -364,7 +377,7 @@ elementwise_outcome run_elementwise(const F& f, const elementwise_call<T>& c) {
         const Index row = p.row(s.run + r, s.position + i), col = p.col(s.run + r, s.position + i);
         const T xv = c.x.data[row * c.x.row_stride + col * c.x.col_stride];
         const T tv = c.t.data[row * c.t.row_stride + col * c.t.col_stride];
-        if (f.invalid(xv, tv) != T(0) || std::isnan(f.invalid(xv, tv))) {
+        if (f.invalid(xv, tv) != T(0)) {  // a scalar mask: all bits set (NaN) or 0
           out.invalid = true;
           out.bad_row = row;
           out.bad_col = col;
@@ -372,6 +385,181 @@ elementwise_outcome run_elementwise(const F& f, const elementwise_call<T>& c) {
       }
   }
   return out;
+}
+
+// ---- The front end: a public elementwise loss's Eigen arguments as one driver call.
+
+/// What a public elementwise loss passes besides its inputs: names for messages, its options, and
+/// its weight and extra (pos_weight) tensors, each empty, one per class along dim, or elementwise.
+template <class T>
+struct elementwise_args {
+  const char* function;
+  const char* x_name;  // "logits", "probs", "input"
+  const char* t_name;  // "targets", "target"
+  reduction r = reduction::mean;
+  int dim = 0;
+  int num_threads = 0;
+  bool batchmean_allowed = false;
+  const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>* weight = nullptr;
+  const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>* extra = nullptr;
+  const char* extra_name = nullptr;
+};
+
+/// torch's broadcast of a tensor against the input [N, C]: empty (absent), one entry per class (a
+/// vector of C entries along dim), or the input's own shape.
+template <class T>
+operand<const T> broadcast_operand(const char* function, const char* name,
+                                   const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>* w, Index rows, Index cols,
+                                   int dim) {
+  if (w == nullptr || w->size() == 0) return {};
+  if (w->rows() == rows && w->cols() == cols) return {w->data(), 1, w->rows()};
+  const Index classes = dim == 0 ? rows : cols;
+  if (w->size() == classes && (w->rows() == 1 || w->cols() == 1))
+    return dim == 0 ? operand<const T>{w->data(), 1, 0} : operand<const T>{w->data(), 0, 1};
+  throw_invalid(function, name,
+                "must have one entry per class (" + std::to_string(classes) + ") or the shape of the input (" +
+                    shape_string(rows, cols) + ")",
+                shape_string(w->rows(), w->cols()));
+}
+
+template <class T, class X, class Tg>
+void check_elementwise(const elementwise_args<T>& a, const Eigen::DenseBase<X>& x, const Eigen::DenseBase<Tg>& t) {
+  static_assert(std::is_same_v<typename X::Scalar, T> && std::is_same_v<typename Tg::Scalar, T>,
+                "the inputs and targets of an elementwise loss have one scalar type, float or double");
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "elementwise losses take float or double");
+  check_dim(a.function, a.dim);
+  check_reduction(a.function, a.r, a.batchmean_allowed);
+  check_num_threads(a.function, a.num_threads);
+  check_not_empty(a.function, a.x_name, x);
+  check_same_shape(a.function, a.t_name, t, a.x_name, x);
+  (void)broadcast_operand(a.function, "weight", a.weight, x.rows(), x.cols(), a.dim);
+  if (a.extra) (void)broadcast_operand(a.function, a.extra_name, a.extra, x.rows(), x.cols(), a.dim);
+}
+
+/// What reduction::mean (batchmean) divides by.
+inline double elementwise_denominator(reduction r, Index rows, Index cols, int dim) {
+  if (r == reduction::batchmean) return double(dim == 0 ? cols : rows);
+  return double(rows) * double(cols);
+}
+
+/// The upstream gradient of a call: a number for mean, sum and batchmean (a 1 x 1 matrix is taken
+/// as that number), the input's shape for none.
+template <class T, class G>
+struct upstream {
+  T scale = 1;
+  operand<const T> per_element;
+  Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> evaluated;  // grad_out when it had no storage of its own
+};
+
+template <class T, class G>
+upstream<T, G> upstream_of(const char* function, const G& grad_out, reduction r, Index rows, Index cols, int dim) {
+  upstream<T, G> u;
+  const T reduce = r == reduction::none ? T(1) : T(1.0 / elementwise_denominator(r, rows, cols, dim));
+  const T per = r == reduction::sum ? T(1) : reduce;
+  if constexpr (std::is_arithmetic_v<G>) {
+    if (r == reduction::none)
+      throw_invalid(function, "grad_out", "must have the shape of the input (" + shape_string(rows, cols) + ") for reduction none, not a number",
+                    grad_out);
+    u.scale = T(grad_out) * per;
+  } else {
+    static_assert(std::is_same_v<typename G::Scalar, T>, "grad_out must have the input's scalar type");
+    const bool scalar = grad_out.rows() == 1 && grad_out.cols() == 1;
+    if (r != reduction::none) {
+      if (!scalar)
+        throw_invalid(function, "grad_out", std::string("must be a number (or 1 x 1) for reduction ") + to_string(r),
+                      shape_string(grad_out.rows(), grad_out.cols()));
+      u.scale = T(grad_out.derived().coeff(0, 0)) * per;
+    } else {
+      if (grad_out.rows() != rows || grad_out.cols() != cols)
+        throw_invalid(function, "grad_out", "must have the shape of the input (" + shape_string(rows, cols) + ") for reduction none",
+                      shape_string(grad_out.rows(), grad_out.cols()));
+      if constexpr (has_direct_access<G>) {
+        u.per_element = operand_of(grad_out.derived());
+      } else {
+        u.evaluated = grad_out;
+        u.per_element = operand_of(u.evaluated);
+      }
+    }
+  }
+  return u;
+}
+
+/// The message of an input the formula rejects: "targets must hold probabilities in [0, 1], but
+/// got targets(3, 1) = 1.5", naming the first bad element by its (row, col).
+template <class F, class T>
+[[noreturn]] void throw_bad_element(const elementwise_args<T>& a, const elementwise_outcome& o, T x, T t) {
+  const bool blame_x = F::x_checked && F{}.invalid(x, T(F::pad_t)) != T(0);
+  const char* name = blame_x ? a.x_name : a.t_name;
+  std::ostringstream got;
+  got << name << '(' << o.bad_row << ", " << o.bad_col << ") = " << (blame_x ? x : t);
+  throw_invalid(a.function, name, blame_x ? F::x_expected : F::t_expected, got.str());
+}
+
+/// Runs f over x and t. losses_wanted: the forward's result (none: the elementwise losses); grad:
+/// null, or the gradient's destination with its upstream.
+template <class F, class T, class X, class Tg, class Out = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>,
+          class G = T>
+loss_result<T> elementwise(const F& f, const elementwise_args<T>& a, const Eigen::DenseBase<X>& x,
+                           const Eigen::DenseBase<Tg>& t, bool losses_wanted, const upstream<T, G>* up = nullptr,
+                           const Eigen::DenseBase<Out>* grad_out_buffer = nullptr) {
+  using matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
+  const Index rows = x.rows(), cols = x.cols();
+  const double denominator = elementwise_denominator(a.r, rows, cols, a.dim);
+  return with_storage(x, [&](const auto& xs) {
+    return with_storage(t, [&](const auto& ts) {
+    elementwise_call<T> c;
+    c.rows = rows;
+    c.cols = cols;
+    c.x = operand_of(xs);
+    c.t = operand_of(ts);
+    c.w = broadcast_operand(a.function, "weight", a.weight, rows, cols, a.dim);
+    if (a.extra) c.e = broadcast_operand(a.function, a.extra_name, a.extra, rows, cols, a.dim);
+    c.num_threads = a.num_threads;
+    matrix losses;
+    if (losses_wanted && a.r == reduction::none) {
+      losses.resize(rows, cols);
+      c.losses = operand_of(losses);
+    }
+    c.sum = losses_wanted && a.r != reduction::none;
+    matrix grad_temporary;
+    if (up) {
+      c.scale = up->scale;
+      c.grad_out = up->per_element;
+      auto& out = const_cast<Out&>(grad_out_buffer->derived());
+      if constexpr (has_direct_access<Out>) {
+        c.grad = operand_of(out);
+      } else {
+        grad_temporary.resize(rows, cols);
+        c.grad = operand_of(grad_temporary);
+      }
+    }
+    const elementwise_outcome o = run_elementwise(f, c);
+    if (o.invalid)
+      throw_bad_element<F>(a, o, c.x.data[o.bad_row * c.x.row_stride + o.bad_col * c.x.col_stride],
+                           c.t.data[o.bad_row * c.t.row_stride + o.bad_col * c.t.col_stride]);
+    if constexpr (!has_direct_access<Out>) {
+      if (up) const_cast<Out&>(grad_out_buffer->derived()) = grad_temporary;
+    }
+    if (a.r == reduction::none) return loss_result<T>::elementwise_losses(std::move(losses), denominator);
+    const double total = a.r == reduction::sum ? o.sum : o.sum / denominator;
+    return loss_result<T>::reduced(a.r, static_cast<T>(total), denominator);
+    });
+  });
+}
+
+/// Checks the gradient buffer: the input's shape and scalar type, no memory shared with the
+/// targets or the weights, and either x's own storage (in place) or none of it.
+template <class T, class X, class Tg, class Out>
+void check_gradient_buffer(const elementwise_args<T>& a, const char* out_name, const Eigen::DenseBase<X>& x,
+                           const Eigen::DenseBase<Tg>& t, const Eigen::DenseBase<Out>& out) {
+  static_assert(std::is_same_v<typename Out::Scalar, T>, "the gradient buffer must have the input's scalar type");
+  if (out.rows() != x.rows() || out.cols() != x.cols())
+    throw_invalid(a.function, out_name, "must have the shape of the input (" + shape_string(x.rows(), x.cols()) + ")",
+                  shape_string(out.rows(), out.cols()));
+  check_no_overlap(a.function, out_name, out, a.x_name, x, true);
+  check_no_overlap(a.function, out_name, out, a.t_name, t, false);
+  if (a.weight) check_no_overlap(a.function, out_name, out, "weight", *a.weight, false);
+  if (a.extra) check_no_overlap(a.function, out_name, out, a.extra_name, *a.extra, false);
 }
 
 }  // namespace xent::detail::engine

@@ -56,6 +56,18 @@ auto view_of(Derived& x, int dim) {
   return samples_view<T>{x.data(), x.rows(), x.cols(), cs, rs};
 }
 
+/// Calls f with x itself when it has storage of its own (Map, Block, Matrix), otherwise with the
+/// matrix of its evaluation: a lazy expression is evaluated exactly once.
+template <class Derived, class F>
+decltype(auto) with_storage(const Eigen::DenseBase<Derived>& x, F&& f) {
+  if constexpr (has_direct_access<Derived>) {
+    return f(x.derived());
+  } else {
+    const typename Derived::PlainObject evaluated = x;
+    return f(evaluated);
+  }
+}
+
 /// Calls f with a read-only view of x: x's own storage when it has one (Map, Block, Matrix),
 /// otherwise (a lazy expression) the storage of its evaluation.
 template <class Derived, class F>

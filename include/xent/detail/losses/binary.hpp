@@ -27,6 +27,9 @@ V outside_unit_interval(const V& t) {  // t < 0, t > 1 or NaN
 /// and each is formed without cancellation, for every finite x. Targets must be in [0, 1].
 struct bce_with_logits {
   static constexpr double pad_x = 0, pad_t = 0.5;
+  static constexpr bool x_checked = false;
+  static constexpr const char* x_expected = "";
+  static constexpr const char* t_expected = "must hold probabilities in [0, 1]";
 
   template <class V>
   static V loss_of(const simd::softplus_parts<V>& s, const V& t, const V& e) {
@@ -67,6 +70,9 @@ struct bce_with_logits {
 /// its EPSILON is the float 1e-12 also in double. log(1 - p) as log1p(-p), exact for tiny p.
 struct bce {
   static constexpr double pad_x = 0.5, pad_t = 0.5;
+  static constexpr bool x_checked = true;
+  static constexpr const char* x_expected = "must hold probabilities in [0, 1]";
+  static constexpr const char* t_expected = "must hold probabilities in [0, 1]";
 
   template <class V>
   V loss(const V& p, const V& t, const V&) const {
@@ -103,6 +109,9 @@ struct bce {
 struct sigmoid_focal {
   double alpha = 0.25, gamma = 2;
   static constexpr double pad_x = 0, pad_t = 0.5;
+  static constexpr bool x_checked = false;
+  static constexpr const char* x_expected = "";
+  static constexpr const char* t_expected = "must hold probabilities in [0, 1]";
 
   template <class V>
   V alpha_t(const V& t) const {

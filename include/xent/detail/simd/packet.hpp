@@ -27,6 +27,23 @@ template <class T>
 inline constexpr bool has_packet_exp = Eigen::internal::packet_traits<T>::Vectorizable &&
                                        Eigen::internal::packet_traits<T>::HasExp && (packet_size<T> > 1);
 
+/// What the kernels compute on: packets of T where there are (with a vectorised exp), else T
+/// itself (a packet of one lane). (Spelled through a struct: std::conditional_t<.., packet<T>, T>
+/// draws GCC's -Wignored-attributes.)
+template <class T, bool = has_packet_exp<T>>
+struct vector_of_t {
+  using type = T;
+};
+template <class T>
+struct vector_of_t<T, true> {
+  using type = packet<T>;
+};
+template <class T>
+using vector_of = typename vector_of_t<T>::type;
+/// Lanes of vector_of<T>.
+template <class T>
+inline constexpr Eigen::Index vector_lanes = has_packet_exp<T> ? packet_size<T> : 1;
+
 /// The scalar type of a packet, or the type itself for a scalar.
 template <class V>
 using scalar_of = typename Eigen::internal::unpacket_traits<V>::type;
