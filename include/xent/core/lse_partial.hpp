@@ -18,8 +18,9 @@ namespace xent {
 /// all -inf set gives -inf.
 template <class T>
 struct lse_partial {
-  T max;
-  T sum;
+  // A default-constructed partial is the identity (no logits folded in yet).
+  T max = -std::numeric_limits<T>::infinity();
+  T sum = 0;
 
   static constexpr lse_partial identity() noexcept { return {-std::numeric_limits<T>::infinity(), T(0)}; }
 

@@ -263,8 +263,8 @@ linear_cross_entropy_result<accumulation_t<typename HDerived::Scalar>> linear_ru
     go(std::true_type{});
   else
     go(std::false_type{});
-  return {reduce<T>(o.reduction, s.samples, denominator, [&](Index j) { return per_sample[std::size_t(j)]; }),
-          std::move(lse)};
+  Eigen::Matrix<T, Eigen::Dynamic, 1> losses = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>(per_sample.data(), s.samples);
+  return {reduce_losses(o.reduction, std::move(losses), denominator), std::move(lse)};
 }
 
 template <class T, class BDerived>
