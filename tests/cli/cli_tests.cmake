@@ -159,6 +159,9 @@ if(xent_eval_safetensors)
                  REGEX "st_header_huge.safetensors: the .safetensors header length must be at most 100000000 bytes \\(the format's limit\\), but got 1099511627776")
   xent_eval_test(safetensors_malformed_json error ARGS st_bad_json.safetensors targets_i8.npy
                  REGEX "st_bad_json.safetensors: the .safetensors header must be JSON, but got a parse error at line 1, column [0-9]+: syntax error while parsing object key")
+  # JSON allows numbers beyond a double; nlohmann-json refuses them with an error of its own kind.
+  xent_eval_test(safetensors_number_overflow error ARGS st_number_overflow.safetensors targets_i8.npy
+                 REGEX "st_number_overflow.safetensors: the .safetensors header must be JSON, but got a number overflow parsing '1e999'")
   xent_eval_test(safetensors_not_object error ARGS st_not_object.safetensors targets_i8.npy
                  REGEX "st_not_object.safetensors: the .safetensors header must be a JSON object of tensors, but got array \\[\"logits\",\"F32\"\\]")
   xent_eval_test(safetensors_no_offsets error ARGS st_no_offsets.safetensors targets_i8.npy

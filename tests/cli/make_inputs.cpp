@@ -213,6 +213,8 @@ int make(const std::string& dir) {
   write_bytes(d + "st_header_beyond.safetensors", std::string("\x40\x42\x0f\0\0\0\0\0", 8) + one);  // 1000000 bytes of header
   write_bytes(d + "st_header_huge.safetensors", std::string("\0\0\0\0\0\x01\0\0", 8) + one);        // 2^40
   save_safetensors(d + "st_bad_json.safetensors", "{" + entry("logits", "F32", shape_nc, 0, f4_bytes) + ",}", good_data);
+  save_safetensors(d + "st_number_overflow.safetensors", "{\"logits\": {\"dtype\": \"F32\", \"shape\": [300, 7], \"data_offsets\": [0, 1e999]}}",
+                   good_data);
   save_safetensors(d + "st_not_object.safetensors", "[\"logits\", \"F32\"]", "");
   save_safetensors(d + "st_no_offsets.safetensors", "{\"logits\": {\"dtype\": \"F32\", \"shape\": [300, 7]}}", good_data);
   save_safetensors(d + "st_bad_shape.safetensors", "{" + entry("logits", "F32", "[300, -7]", 0, f4_bytes) + "}", good_data);

@@ -136,11 +136,7 @@ inline file_format open_logits(tensor_file& f, const logits_request& r) {
   const file_format format = detect_format(f, true);
   if (format == file_format::safetensors) {
     const safetensors_header h = read_safetensors(f);
-    const auto suits = [](const safetensor& t) {
-      const std::optional<dtype> e = safetensors_element_type(t.dtype);
-      return t.shape.size() == 2 && e && (*e == dtype::float16 || *e == dtype::bfloat16 || *e == dtype::float32 || *e == dtype::float64);
-    };
-    const safetensor& t = select_safetensor(path, h, r.key, "logits", suits, "a 2-D tensor of F16, BF16, F32 or F64", "--logits-key");
+    const safetensor& t = select_safetensor(path, h, r.key, "logits", safetensor_suits_logits, safetensors_logits_wanted, "--logits-key");
     const dtype type = *safetensors_element_type(t.dtype);
     if (r.type && *r.type != type)
       throw file_error(path + ": " + dtype_option(*r.type) + " must agree with the file, but tensor '" + t.name + "' is " + t.dtype + " (" +
@@ -181,8 +177,7 @@ inline file_format open_targets(tensor_file& f, const std::string& key) {
   const file_format format = detect_format(f, false);
   if (format == file_format::safetensors) {
     const safetensors_header h = read_safetensors(f);
-    const auto suits = [](const safetensor& t) { return t.shape.size() == 1 && (t.dtype == "I32" || t.dtype == "I64"); };
-    const safetensor& t = select_safetensor(path, h, key, "targets", suits, "a 1-D tensor of I32 or I64", "--targets-key");
+    const safetensor& t = select_safetensor(path, h, key, "targets", safetensor_suits_targets, safetensors_targets_wanted, "--targets-key");
     f.select(safetensors_tensor(h, t, *safetensors_element_type(t.dtype)));
     return format;
   }

@@ -145,7 +145,8 @@ inline safetensors_header parse_safetensors_header(const std::string& path, cons
   json header;
   try {
     header = json::parse(text, text + length, note_names);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
+    // parse_error, and out_of_range for a number beyond a double (1e999), which JSON allows.
     std::string what = e.what();
     const std::size_t tag = what.find("] ");  // "[json.exception.parse_error.101] parse error at ..."
     if (tag != std::string::npos) what = what.substr(tag + 2);
@@ -242,6 +243,15 @@ inline safetensors_header parse_safetensors_header(const std::string& path, cons
   return h;
 }
 #endif
+
+/// What xent-eval takes for logits and for targets in a .safetensors file, and how it says so.
+inline bool safetensor_suits_logits(const safetensor& t) {
+  const std::optional<dtype> e = safetensors_element_type(t.dtype);
+  return t.shape.size() == 2 && e && (*e == dtype::float16 || *e == dtype::bfloat16 || *e == dtype::float32 || *e == dtype::float64);
+}
+inline bool safetensor_suits_targets(const safetensor& t) { return t.shape.size() == 1 && (t.dtype == "I32" || t.dtype == "I64"); }
+constexpr const char* safetensors_logits_wanted = "a 2-D tensor of F16, BF16, F32 or F64";
+constexpr const char* safetensors_targets_wanted = "a 1-D tensor of I32 or I64";
 
 /// One line per tensor, at most `limit` of them, for the messages that list a file's tensors.
 inline std::string safetensors_listing(const safetensors_header& h, std::size_t limit = 12) {
