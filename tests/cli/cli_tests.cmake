@@ -304,8 +304,9 @@ if(CMAKE_SYSTEM_NAME STREQUAL "Linux")
                    ARGS st_truncate.safetensors targets_i8.npy --threads 2 --chunk-mb 0.001
                    REGEX "st_truncate.safetensors: truncated while being read: it had 8488 bytes when opened and has 4096 now \\(shape \\(300, 7\\) needs 8400 bytes of data\\)")
   endif()
-  # Memory with float16 logits widened per chunk: 32 MiB in the file, 64 MiB once widened.
-  xent_eval_test(memory_bounded_float16 success WRAP max-rss-mb=48
+  # Memory with float16 logits widened per chunk: 32 MiB in the file, 64 MiB once widened. 32 MB
+  # fails both a whole-file widening and a mapping never released (12 MB measured, 18 under ASan).
+  xent_eval_test(memory_bounded_float16 success WRAP max-rss-mb=32
                  ARGS logits_big_f2.npy targets_big.npy --threads 2 --chunk-mb 1 --json --no-progress REGEX "\"dtype\": \"float16\", \"shape\": \\[2048, 8192\\]")
   # Memory: 64 MiB of logits, two workers, 1 MB chunks: a few chunks resident, not the file.
   xent_eval_test(memory_bounded_two_threads success WRAP max-rss-mb=48
