@@ -10,6 +10,9 @@ target_compile_options(xent_eval_inputs PRIVATE ${XENT_DEV_FLAGS})
 set(cli_dir ${CMAKE_CURRENT_BINARY_DIR}/cli)
 add_test(NAME cli.make_inputs COMMAND ${CMAKE_COMMAND} -E make_directory ${cli_dir})
 add_test(NAME cli.write_inputs COMMAND xent_eval_inputs make ${cli_dir})
+# xent-eval's float16 and bfloat16 widening against Eigen's conversion, on every value.
+add_test(NAME cli.widen_exhaustive COMMAND xent_eval_inputs widen-check)
+set_tests_properties(cli.widen_exhaustive PROPERTIES LABELS cli)
 set_tests_properties(cli.make_inputs PROPERTIES FIXTURES_SETUP xent_eval_dir)
 set_tests_properties(cli.write_inputs PROPERTIES FIXTURES_REQUIRED xent_eval_dir FIXTURES_SETUP xent_eval_inputs)
 

