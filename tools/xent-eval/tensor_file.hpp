@@ -11,6 +11,7 @@
 #include <Eigen/Core>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
 #include <immintrin.h>
 #define XENT_EVAL_F16C_DISPATCH 1
 #endif
@@ -61,7 +62,14 @@ inline void widen(const Eigen::bfloat16* in, float* out, std::size_t n) {
 namespace detail {
 #if XENT_EVAL_F16C_DISPATCH
 // Compiled for F16C whatever the build's flags, chosen at run time by the processor: an xent-eval
-// built for any x86-64 gets the fast path on the machines that have it.
+// built for any x86-64 gets the fast path on the machines that have it. The F16C bit is read from
+// CPUID itself: Clang 14's __builtin_cpu_supports does not know "f16c" (AVX's covers the OS's
+// saving of the registers).
+inline bool has_f16c() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __builtin_cpu_supports("avx") && __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) != 0;
+}
+
 __attribute__((target("avx,f16c"))) inline void widen_f16c(const Eigen::half* in, float* out, std::size_t n) {
   for (std::size_t i = 0; i < n; i += 8)
     _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(in + i))));
@@ -76,7 +84,7 @@ __attribute__((target("avx,f16c"))) inline void widen_f16c(const Eigen::half* in
 inline void widen(const Eigen::half* in, float* out, std::size_t n) {
   std::size_t i = 0;
 #if XENT_EVAL_F16C_DISPATCH
-  static const bool f16c = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+  static const bool f16c = detail::has_f16c();
   if (f16c) {
     i = n / 8 * 8;
     detail::widen_f16c(in, out, i);
