@@ -18,9 +18,12 @@ namespace xent {
 /// all -inf set gives -inf.
 template <class T>
 struct lse_partial {
+  /// The largest logit seen: -inf for none, NaN once a NaN was seen.
   T max;
+  /// sum of exp(x - max) over the logits seen; 0 for none.
   T sum;
 
+  /// The partial of no logit, {-inf, 0}: merge(identity(), p) is p, and its value() is -inf.
   static constexpr lse_partial identity() noexcept { return {-std::numeric_limits<T>::infinity(), T(0)}; }
 
   /// max + log(sum); -inf for the identity.
