@@ -13,6 +13,7 @@ vcpkg_cmake_configure(
         -DXENT_BUILD_EXAMPLES=OFF
         -DXENT_BUILD_BENCH=OFF
         -DXENT_BUILD_TOOLS=OFF
+        -DXENT_BUILD_DOCS=OFF
         -DXENT_INSTALL=ON
         # No mpi component: whether the builder happens to have a system MPI must not change the package.
         -DXENT_MPI=OFF

@@ -64,7 +64,7 @@ execute_process(COMMAND "${CMAKE_COMMAND}" --install "${build}" RESULT_VARIABLE 
 if(NOT configured EQUAL 0 OR NOT installed EQUAL 0)
   list(APPEND errors "configure (${configured}) or install (${installed}) with the portfile's options failed")
 endif()
-foreach(skipped IN ITEMS tests examples bench)
+foreach(skipped IN ITEMS tests examples bench docs)
   if(EXISTS "${build}/${skipped}")
     list(APPEND errors "the portfile's options still configure ${skipped}/")
   endif()

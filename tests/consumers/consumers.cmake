@@ -10,7 +10,7 @@
 #
 # Fixture chain (ctest pulls the setup tests in by itself, e.g. with -R consumer.find_package):
 #   consumer.clean              wipes <build>/consumers (every run starts from nothing)
-#   consumer.install.configure  separate configure of XENT_SOURCE_DIR, tests/examples/bench/tools OFF
+#   consumer.install.configure  separate configure of XENT_SOURCE_DIR, tests/examples/bench/tools/docs OFF
 #   consumer.install            cmake --install into <build>/consumers/prefix
 #   consumer.tarball            cmake -E tar of the source tree, for FetchContent
 #   consumer.layout             check_layout.cmake on the prefix
@@ -86,7 +86,7 @@ function(_xent_add_consumer_tests here)
   add_test(NAME consumer.install.configure
     COMMAND "${CMAKE_COMMAND}" -S "${src}" -B "${work}/install-build" ${gen_args} ${cache_args}
             -DXENT_BUILD_TESTS=OFF -DXENT_BUILD_EXAMPLES=OFF -DXENT_BUILD_BENCH=OFF -DXENT_BUILD_TOOLS=OFF
-            "-DCMAKE_INSTALL_PREFIX=${prefix}")
+            -DXENT_BUILD_DOCS=OFF "-DCMAKE_INSTALL_PREFIX=${prefix}")
   set_tests_properties(consumer.install.configure PROPERTIES
     FIXTURES_REQUIRED xent_consumers_clean
     FIXTURES_SETUP xent_install_configured)
