@@ -35,6 +35,7 @@ struct binary_cross_entropy_with_logits_options {
   xent::reduction reduction = xent::reduction::mean;
   /// The class axis, for a per-class weight or pos_weight.
   int dim = 0;
+  /// 0: OpenMP's default; 1: serial. Results do not depend on it.
   int num_threads = 0;
 };
 
