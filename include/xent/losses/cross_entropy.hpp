@@ -30,7 +30,9 @@ struct nll_loss_options {
   Eigen::VectorXd weight;
   /// Samples whose target equals this contribute nothing (not to the mean's denominator either).
   long ignore_index = -100;
+  /// none (one loss per sample), mean (divided by the summed weights of the kept samples) or sum.
   xent::reduction reduction = xent::reduction::mean;
+  /// The class axis: 0 = classes down each column (C x N), 1 = along each row (N x C).
   int dim = 0;
   /// 0: OpenMP's default; 1: serial. Results do not depend on it.
   int num_threads = 0;
@@ -43,9 +45,12 @@ struct cross_entropy_options {
   Eigen::VectorXd weight;
   /// Class-index targets only (torch rejects it for probability targets, and so do we).
   long ignore_index = -100;
+  /// none (one loss per sample), mean (divided by the summed weights of the kept samples; with
+  /// probability targets, by the sample count) or sum.
   xent::reduction reduction = xent::reduction::mean;
   /// In [0, 1]: the target becomes (1 - label_smoothing) * target + label_smoothing / C.
   double label_smoothing = 0;
+  /// The class axis: 0 = classes down each column (C x N), 1 = along each row (N x C).
   int dim = 0;
   /// xent extensions for large vocabularies (not in torch; docs/differences-from-torch.md), class-index
   /// targets only:

@@ -39,10 +39,12 @@ struct softmax_focal_loss_options {
   Eigen::VectorXd alpha;
   /// Focusing exponent, >= 0; 0 (with alpha empty) gives cross_entropy.
   double gamma = 2;
+  /// Samples whose target equals this contribute nothing (not to the mean's denominator either).
   long ignore_index = -100;
   /// mean divides by the number of non-ignored samples (alpha is a focusing factor, not a weight
   /// of the denominator); every sample ignored gives NaN.
   xent::reduction reduction = xent::reduction::mean;
+  /// The class axis: 0 = classes down each column (C x N), 1 = along each row (N x C).
   int dim = 0;
   int num_threads = 0;  ///< 0: OpenMP's default; 1: serial. Results do not depend on it.
 };

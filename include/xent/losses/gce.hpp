@@ -22,9 +22,11 @@ namespace xent {
 struct generalized_cross_entropy_options {
   /// In (0, 1]; the paper's default 0.7.
   double q = 0.7;
+  /// Samples whose target equals this contribute nothing (not to the mean's denominator either).
   long ignore_index = -100;
   /// mean divides by the number of non-ignored samples (NaN when all are ignored).
   xent::reduction reduction = xent::reduction::mean;
+  /// The class axis: 0 = classes down each column (C x N), 1 = along each row (N x C).
   int dim = 0;
   int num_threads = 0;  ///< 0: OpenMP's default; 1: serial. Results do not depend on it.
 };
