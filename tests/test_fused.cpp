@@ -2,7 +2,7 @@
 // scalar reference path (tests/categorical_reference.hpp), on the
 // shapes where its code paths change (C = 1, 2, 7, 16, 17 for the one-sample-per-lane blocks,
 // chunk edges, 128256 for a vocabulary) and on adversarial values; its thread-count invariance;
-// forward + gradient in one call against the separate calls; bf16 logits; and xent's own exp.
+// forward + gradient in one call against the separate calls; bf16 logits.
 
 #include "categorical_reference.hpp"
 #include "support.hpp"
@@ -326,57 +326,6 @@ TEST_CASE("bf16 logits on a strided class axis give the contiguous axis's bits",
   const auto a = xent::cross_entropy_with_grad(x, t, opts, g), b = xent::cross_entropy_with_grad(xt, t, strided, gt);
   for (Index j = 0; j < 5; ++j) REQUIRE(same_bits(a.per_sample()(j), b.per_sample()(j)));
   REQUIRE(matrix<Eigen::bfloat16>(gt.transpose()) == g);
-}
-
-/// ulps of got against the exact exp(x), at the float spacing of the exact value.
-double exp_error_ulps(float got, float x) {
-  const long double exact = std::exp(static_cast<long double>(x));
-  int e = 0;
-  std::frexp(static_cast<double>(exact), &e);
-  const long double ulp = std::ldexp(1.0L, e - 24);
-  return static_cast<double>(std::fabs(static_cast<long double>(got) - exact) / ulp);
-}
-
-TEST_CASE("xent's float exp is within 2 ulp on [-87.3, 0]", "[exp]") {
-  using xent::detail::simd::packet;
-  using P = packet<float>;
-  constexpr Index ps = xent::detail::simd::packet_size<float>;
-  if constexpr (!xent::detail::simd::has_fast_exp_for<float>) {
-    WARN("this ISA has no integer packets: the kernels use Eigen's pexp, not xent's exp");
-  } else {
-    // Every float in [-87.3, 0] by bit pattern: all 1.1e9 with XENT_EXP_EXHAUSTIVE=1, else every 61st.
-    const bool exhaustive = std::getenv("XENT_EXP_EXHAUSTIVE") != nullptr;
-    const std::uint32_t step = exhaustive ? 1 : 61;
-    const float lowest = -87.3f;
-    std::uint32_t last;
-    std::memcpy(&last, &lowest, sizeof last);
-    double worst = 0;
-    float worst_at = 0;
-    alignas(64) float in[ps], out[ps];
-    std::uint64_t count = 0;
-    for (std::uint64_t bits = 0x80000000u; bits <= last; bits += step * ps) {
-      for (Index i = 0; i < ps; ++i) {
-        const std::uint32_t b = static_cast<std::uint32_t>(std::min<std::uint64_t>(bits + std::uint64_t(i) * step, last));
-        std::memcpy(&in[i], &b, sizeof b);
-      }
-      Eigen::internal::pstore(out, xent::detail::simd::exp_clamped(Eigen::internal::pload<P>(in)));
-      for (Index i = 0; i < ps; ++i) {
-        const double e = exp_error_ulps(out[i], in[i]);
-        if (e > worst) worst = e, worst_at = in[i];
-      }
-      count += ps;
-    }
-    WARN("xent exp: worst " << worst << " ulp at " << worst_at << " over " << count << " floats in [-87.3, 0]");
-    REQUIRE(worst <= 2);
-    // The ends: exactly 1 at 0, and below the clamp a value no sum can see.
-    Eigen::internal::pstore(out, xent::detail::simd::exp_clamped(Eigen::internal::pset1<P>(0.0f)));
-    REQUIRE(out[0] == 1.0f);
-    Eigen::internal::pstore(out, xent::detail::simd::exp_clamped(Eigen::internal::pset1<P>(-inf<float>)));
-    REQUIRE(out[0] >= 0.0f);
-    REQUIRE(out[0] < 2e-38f);
-    Eigen::internal::pstore(out, xent::detail::simd::exp_nonpositive(Eigen::internal::pset1<P>(-inf<float>)));
-    REQUIRE(out[0] == 0.0f);
-  }
 }
 
 }  // namespace

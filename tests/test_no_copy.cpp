@@ -2,7 +2,8 @@
 // run-time malloc check on, any hidden temporary of the logits would abort this program (the
 // kernels allocate nothing). cross_entropy keeps O(N) per-sample losses (so that its sum does not
 // depend on the thread count) and O(C) weights in the logits' type: every allocation it makes is
-// recorded by the operator new below and must stay far below the logits' size.
+// recorded by the operator new below and must stay far below the logits' size; so must every
+// allocation of every other loss, forward and with its gradient.
 
 #undef NDEBUG  // eigen_assert must be live for EIGEN_RUNTIME_NO_MALLOC to check anything
 #define EIGEN_RUNTIME_NO_MALLOC
@@ -12,6 +13,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <new>
 #include <vector>
 
@@ -60,7 +62,7 @@ int main() {
   xent::cross_entropy_options ce;
   ce.label_smoothing = 0.1;
   ce.weight = Eigen::VectorXd::Ones(classes);
-  const float loss = xent::cross_entropy(x, t, ce).value();
+  const float loss = xent::cross_entropy(x, t, ce).value();  // (the largest allocation is kept across the runs below)
   xent::cross_entropy_backward(x, t, 1.0f, ce, p);
   (void)xent::cross_entropy_with_grad(x, t, ce, p);
   ce.dim = 1;
@@ -72,6 +74,62 @@ int main() {
   if (largest_allocation > limit) {
     std::printf("cross_entropy allocated %zu bytes at once (limit %zu; the logits are %zu)\n", largest_allocation, limit,
                 logits.size() * sizeof(float));
+    return 1;
+  }
+
+  // Every other loss, forward and with its gradient, on the caller's buffers: each allocation stays
+  // O(N) + O(C) (per-sample losses, block sums, weights), never of the logits' size.
+  std::vector<float> second(logits.size());
+  for (std::size_t i = 0; i < second.size(); ++i) second[i] = float(int(i % 89)) / 89.0f;  // in [0, 1)
+  Eigen::Map<const Eigen::MatrixXf> y(second.data(), classes, samples);  // probabilities, targets, teacher logits
+  struct loss_run {
+    const char* name;
+    std::function<float()> call;
+  };
+  xent::binary_cross_entropy_with_logits_options<float> bcel;
+  bcel.pos_weight = Eigen::VectorXf::Constant(classes, 2.0f);
+  xent::binary_cross_entropy_options<float> bce;
+  xent::kl_div_options kl;
+  kl.reduction = xent::reduction::batchmean;
+  xent::sigmoid_focal_loss_options sfocal;
+  sfocal.reduction = xent::reduction::mean;
+  xent::distillation_options kd;
+  kd.temperature = 2;
+  xent::distillation_options kd_mixed = kd;
+  kd_mixed.alpha = 0.5;
+  xent::cross_entropy_options plain;
+  const loss_run runs[] = {
+      {"cross_entropy (probability targets)", [&] { return xent::cross_entropy(x, y, plain).value(); }},
+      {"cross_entropy_with_grad (probability targets)", [&] { return xent::cross_entropy_with_grad(x, y, plain, p).value(); }},
+      {"nll_loss_with_grad", [&] { return xent::nll_loss_with_grad(x, t, {}, p).value(); }},
+      {"binary_cross_entropy_with_logits", [&] { return xent::binary_cross_entropy_with_logits(x, y, bcel).value(); }},
+      {"binary_cross_entropy_with_logits_with_grad", [&] { return xent::binary_cross_entropy_with_logits_with_grad(x, y, bcel, p).value(); }},
+      {"binary_cross_entropy_with_grad", [&] { return xent::binary_cross_entropy_with_grad(y, y, bce, p).value(); }},
+      {"kl_div_with_grad", [&] { return xent::kl_div_with_grad(x, y, kl, p).value(); }},
+      {"sigmoid_focal_loss_with_grad", [&] { return xent::sigmoid_focal_loss_with_grad(x, y, sfocal, p).value(); }},
+      {"softmax_focal_loss_with_grad", [&] { return xent::softmax_focal_loss_with_grad(x, t, {}, p).value(); }},
+      {"generalized_cross_entropy_with_grad", [&] { return xent::generalized_cross_entropy_with_grad(x, t, {}, p).value(); }},
+      {"distillation_loss_with_grad", [&] { return xent::distillation_loss_with_grad(x, y, kd, p).value(); }},
+      {"distillation_loss_with_grad (with hard targets)", [&] { return xent::distillation_loss_with_grad(x, y, t, kd_mixed, p).value(); }},
+      {"softmax_hvp_into", [&] { xent::softmax_hvp_into(x, y, p); return p(0, 0); }},
+      {"entropy_from_logits_with_grad", [&] { return xent::entropy_from_logits_with_grad(x, {}, p)(0); }},
+  };
+  bool all_finite = true;
+  for (const loss_run& r : runs) {
+    largest_allocation = 0;
+    recording = true;
+    const float value = r.call();
+    recording = false;
+    all_finite = all_finite && std::isfinite(value) && p.allFinite();
+    if (largest_allocation > limit) {
+      std::printf("%s allocated %zu bytes at once (limit %zu; the logits are %zu)\n", r.name, largest_allocation, limit,
+                  logits.size() * sizeof(float));
+      return 1;
+    }
+    std::printf("%s: largest allocation %zu bytes\n", r.name, largest_allocation);
+  }
+  if (!all_finite) {
+    std::printf("a loss gave a non-finite value or gradient on finite inputs\n");
     return 1;
   }
 

@@ -1,4 +1,4 @@
-"""The polynomial of xent's float exp (include/xent/detail/packet.hpp, exp_clamped).
+"""The polynomial of xent's float exp (include/xent/detail/simd/math.hpp, exp_clamped).
 
 e^r on [-ln 2 / 2, ln 2 / 2] by a Chebyshev fit (near-minimax) on a 1% wider interval (r carries the
 rounding of the Cody-Waite reduction), converted to monomial coefficients and rounded to float. The

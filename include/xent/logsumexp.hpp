@@ -51,7 +51,7 @@ std::vector<lse_partial<typename Derived::Scalar>> logsumexp_partials(const Eige
 ///
 /// Stable for every input: the max is subtracted before exp. Special values as torch.logsumexp:
 /// a sample with a NaN gives NaN; else with a +inf gives +inf; all -inf gives -inf.
-/// Accuracy (tests/test_logsumexp.cpp): within 4 ulp of the exact value, ulps taken at max(|lse|, 1).
+/// Accuracy (tests/test_reference_data.cpp, against mpmath): within 4 ulp of the exact value, ulps taken at max(|lse|, 1).
 /// \throws xent::invalid_argument if x is empty, dim is not 0 or 1, or out.size() != the sample count.
 template <class Derived, class OutDerived>
 void logsumexp_into(const Eigen::DenseBase<Derived>& x, const Eigen::DenseBase<OutDerived>& out, int dim = 0,

@@ -2,21 +2,29 @@
 #define XENT_MEASURES_DIVERGENCE_HPP
 
 // Information measures between discrete distributions, per sample along the class axis (`dim`, see
-// logsumexp.hpp), in any log base. (torch's kl_div loss is in losses/kl_div.hpp.)
-// 0 log 0 = 0 throughout (torch.xlogy), so zeros in a distribution are fine.
+// logsumexp.hpp), in any log base, with their gradients. (torch's kl_div loss is in losses/kl_div.hpp.)
+// 0 log 0 = 0 throughout (torch.xlogy), so zeros in a distribution are fine. Each measure is one
+// sweep (the per-sample sums, the probability check in the same read); its gradients are one
+// elementwise pass each (they need no per-sample statistic): detail/losses/measures.hpp.
 
-#include "../detail/engine/view.hpp"
-#include "../detail/pointwise.hpp"
 #include "../core/error.hpp"
+#include "../core/reduction.hpp"
+#include "../detail/engine/checks.hpp"
+#include "../detail/engine/elementwise.hpp"
 #include "../detail/engine/per_sample.hpp"
+#include "../detail/engine/view.hpp"
+#include "../detail/losses/measures.hpp"
 #include "../detail/losses/softmax_moments.hpp"
 #include "../softmax.hpp"
-#include "../core/reduction.hpp"
 
 #include <Eigen/Core>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <string>
+#include <type_traits>
+#include <vector>
 
 namespace xent {
 
@@ -29,6 +37,7 @@ inline constexpr double bits = 2;
 struct measure_options {
   int dim = 0;          ///< the class axis
   double base = nats;   ///< the log base: e (nats, default), 2 (bits), any base > 0 and != 1
+  int num_threads = 0;  ///< 0: OpenMP's default; 1: serial. Results do not depend on it.
 };
 
 namespace detail {
@@ -43,54 +52,130 @@ inline double inverse_log_base(const char* function, double base) {
 template <class T>
 constexpr T inf = std::numeric_limits<T>::infinity();
 
-constexpr const char* probabilities_expected = "must hold probabilities (finite and >= 0)";
-
-/// f(j) for every sample j of p, scaled to the base; p is checked to hold probabilities.
-template <class P, class F>
-Eigen::Matrix<typename P::Scalar, Eigen::Dynamic, 1> per_sample(const char* function, const char* argument,
-                                                                 const Eigen::DenseBase<P>& p, const measure_options& opts,
-                                                                 bool check_probabilities, F&& f) {
+template <class P, class Q>
+void check_measure_inputs(const char* function, const Eigen::DenseBase<P>& p, const Eigen::DenseBase<Q>& q,
+                          const measure_options& opts, bool two) {
   using T = typename P::Scalar;
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "the measures take float or double");
+  static_assert(std::is_same_v<typename Q::Scalar, T>, "p and q must have one scalar type");
   check_dim(function, opts.dim);
-  check_not_empty(function, argument, p);
-  const T scale = T(inverse_log_base(function, opts.base));
-  return with_view(p, opts.dim, [&](const samples_view<const T>& v) {
-    if (check_probabilities) check_range<T>(function, argument, v, opts.dim, 0, inf<T>, probabilities_expected);
-    Eigen::Matrix<T, Eigen::Dynamic, 1> out(v.samples);
-    for (Index j = 0; j < v.samples; ++j) out(j) = f(v, j) * scale;
-    return out;
-  });
-}
-
-/// As per_sample, for two distributions of the same shape.
-template <class P, class Q, class F>
-Eigen::Matrix<typename P::Scalar, Eigen::Dynamic, 1> per_sample_pair(const char* function, const Eigen::DenseBase<P>& p,
-                                                                      const Eigen::DenseBase<Q>& q,
-                                                                      const measure_options& opts, F&& f) {
-  using T = typename P::Scalar;
-  check_dim(function, opts.dim);
+  check_num_threads(function, opts.num_threads);
   check_not_empty(function, "p", p);
-  check_same_shape(function, "q", q, "p", p);
-  return with_view(q, opts.dim, [&](const samples_view<const T>& vq) {
-    check_range<T>(function, "q", vq, opts.dim, 0, inf<T>, probabilities_expected);
-    return per_sample(function, "p", p, opts, true, [&](const samples_view<const T>& vp, Index j) { return f(vp, vq, j); });
+  if (two) check_same_shape(function, "q", q, "p", p);
+  (void)inverse_log_base(function, opts.base);
+}
+
+/// Measure M of every sample of p (and q): one sweep, the probability check folded into its read;
+/// a failed check is then located and reported by the first bad entry, e.g. "p(3, 1) = -0.2".
+template <losses::measure M, class P, class Q>
+Eigen::Matrix<typename P::Scalar, Eigen::Dynamic, 1> measure_values(const char* function, const Eigen::DenseBase<P>& p,
+                                                                    const Eigen::DenseBase<Q>& q,
+                                                                    const measure_options& opts) {
+  using T = typename P::Scalar;
+  constexpr bool two = M != losses::measure::entropy;
+  check_measure_inputs(function, p, q, opts, two);
+  const double scale = inverse_log_base(function, opts.base);
+  return with_view(p, opts.dim, [&](const samples_view<const T>& vp) {
+    return with_view(q, opts.dim, [&](const samples_view<const T>& vq) {
+      Eigen::Matrix<T, Eigen::Dynamic, 1> values(vp.samples);
+      std::vector<char> invalid(std::size_t(vp.samples), 0);
+      const losses::measure_policy<T, M> policy(values.data(), invalid.data(), scale);
+      engine::sweep(policy, engine::sweep_views<T>{vp, two ? &vq : nullptr, nullptr}, opts.num_threads);
+      if (std::find(invalid.begin(), invalid.end(), char(1)) != invalid.end()) {
+        check_range<T>(function, "p", vp, opts.dim, 0, inf<T>, losses::probabilities_expected);
+        if (two) check_range<T>(function, "q", vq, opts.dim, 0, inf<T>, losses::probabilities_expected);
+        throw_invalid(function, "p", losses::probabilities_expected, "an entry that is not");  // not reached
+      }
+      return values;
+    });
   });
 }
 
-template <class T, class F>
-T sum_classes(Index classes, F&& f) {
-  compensated_sum<T> s;
-  for (Index k = 0; k < classes; ++k) s.add(f(k));
-  return s.value();
+/// The upstream gradient of a measure: a number for every sample, or one per sample.
+template <class T, class G>
+struct measure_upstream {
+  T scale = 1;
+  Eigen::Matrix<T, Eigen::Dynamic, 1> per_sample;  // empty: scale alone
+};
+
+template <class T, class G>
+measure_upstream<T, G> measure_upstream_of(const char* function, const G& grad_out, Index samples) {
+  measure_upstream<T, G> u;
+  if constexpr (std::is_arithmetic_v<G>) {
+    u.scale = T(grad_out);
+  } else {
+    static_assert(std::is_same_v<typename G::Scalar, T>, "grad_out must have the inputs' scalar type");
+    if (grad_out.size() == 1) {
+      u.scale = T(grad_out.derived().coeff(0));
+    } else if (grad_out.size() == samples && (grad_out.rows() == 1 || grad_out.cols() == 1)) {
+      u.per_sample = grad_out.derived().template cast<T>();
+    } else {
+      throw_invalid(function, "grad_out", "must be a number or hold one value per sample (" + std::to_string(samples) + ")",
+                    shape_string(grad_out.rows(), grad_out.cols()));
+    }
+  }
+  return u;
 }
 
-/// Sum over k of p_k log(p_k / q_k), one p log(p/q) per term: no cancellation between H(p, q) and H(p).
-template <class T>
-T kl_of_sample(const samples_view<const T>& p, const samples_view<const T>& q, Index j) {
-  return sum_classes<T>(p.classes, [&](Index k) {
-    const T pk = at(p, j, k), qk = at(q, j, k);
-    return pk == T(0) ? T(0) : pk * std::log(pk / qk);
-  });
+/// d (sum_j g_j M_j) / d x into out, for x = p (WrtP) or q, by the elementwise driver; out may be
+/// empty (0 x 0): not wanted. scale: 1 / ln(base).
+template <losses::measure M, bool WrtP, class T, class G, class P, class Q, class Out>
+void measure_gradient(const char* function, const Eigen::DenseBase<P>& p,
+                      const Eigen::DenseBase<Q>& q, const measure_upstream<T, G>& up, const measure_options& opts,
+                      const Eigen::DenseBase<Out>& out) {
+  static_assert(std::is_same_v<typename Out::Scalar, T>, "a gradient buffer must have the inputs' scalar type");
+  if (out.size() == 0) return;
+  engine::elementwise_args<T> a{function, WrtP ? "p" : "q", WrtP ? "q" : "p"};
+  a.r = reduction::sum;
+  a.dim = opts.dim;
+  a.num_threads = opts.num_threads;
+  engine::upstream<T, G> u;
+  u.scale = up.scale * T(inverse_log_base(function, opts.base));
+  if (up.per_sample.size() != 0)
+    u.per_element = opts.dim == 0 ? engine::operand<const T>{up.per_sample.data(), 0, 1}
+                                  : engine::operand<const T>{up.per_sample.data(), 1, 0};
+  const losses::measure_derivative<M, WrtP> f;
+  if constexpr (WrtP) {
+    (void)engine::elementwise(f, a, p, M == losses::measure::entropy ? p : q, false, &u, &out);
+  } else {
+    (void)engine::elementwise(f, a, q, p, false, &u, &out);
+  }
+}
+
+/// The gradient buffers of a measure: each the inputs' shape (or empty: not wanted), overlapping
+/// neither input nor each other; for entropy, grad_p may be p itself (in place).
+template <class P, class Q, class GP, class GQ>
+void check_measure_gradients(const char* function, const Eigen::DenseBase<P>& p, const Eigen::DenseBase<Q>& q,
+                             const Eigen::DenseBase<GP>& grad_p, const Eigen::DenseBase<GQ>* grad_q) {
+  auto check = [&](const char* name, const auto& g) {
+    if (g.size() == 0) return;
+    if (g.rows() != p.rows() || g.cols() != p.cols())
+      throw_invalid(function, name, "must have the shape of p (" + shape_string(p.rows(), p.cols()) + ") or be empty (not wanted)",
+                    shape_string(g.rows(), g.cols()));
+    check_no_overlap(function, name, g, "p", p, grad_q == nullptr);
+    if (grad_q) check_no_overlap(function, name, g, "q", q, false);
+  };
+  check("grad_p", grad_p);
+  if (grad_q) {
+    check("grad_q", *grad_q);
+    check_no_overlap(function, "grad_q", *grad_q, "grad_p", grad_p, false);
+  }
+}
+
+/// A measure's gradients into grad_p (and grad_q), times the upstream grad_out; the values too when
+/// `values` is not null. Every check before any work.
+template <losses::measure M, class P, class Q, class G, class GP, class GQ>
+void measure_backward(const char* function, const Eigen::DenseBase<P>& p, const Eigen::DenseBase<Q>& q, const G& grad_out,
+                      const measure_options& opts, const Eigen::DenseBase<GP>& grad_p, const Eigen::DenseBase<GQ>* grad_q,
+                      Eigen::Matrix<typename P::Scalar, Eigen::Dynamic, 1>* values) {
+  using T = typename P::Scalar;
+  constexpr bool two = M != losses::measure::entropy;
+  check_measure_inputs(function, p, q, opts, two);
+  check_measure_gradients(function, p, q, grad_p, grad_q);
+  const auto up = measure_upstream_of<T>(function, grad_out, opts.dim == 0 ? p.cols() : p.rows());
+  if (values) *values = measure_values<M>(function, p, q, opts);
+  if constexpr (two) measure_gradient<M, false>(function, p, q, up, opts, *grad_q);
+  measure_gradient<M, true>(function, p, q, up, opts, grad_p);
 }
 
 }  // namespace detail
@@ -100,10 +185,27 @@ T kl_of_sample(const samples_view<const T>& p, const samples_view<const T>& q, I
 /// \throws xent::invalid_argument if p is empty, has a negative or non-finite entry, dim is not 0/1, or base is bad.
 template <class P>
 Eigen::Matrix<typename P::Scalar, Eigen::Dynamic, 1> entropy(const Eigen::DenseBase<P>& p, const measure_options& opts = {}) {
-  using T = typename P::Scalar;
-  return detail::per_sample("entropy", "p", p, opts, true, [](const detail::samples_view<const T>& v, Eigen::Index j) {
-    return -detail::sum_classes<T>(v.classes, [&](Eigen::Index k) { const T x = detail::at(v, j, k); return detail::xlogy(x, x); });
-  });
+  return detail::measure_values<detail::losses::measure::entropy>("entropy", p, p, opts);
+}
+
+/// entropy and its gradient d (sum_j H_j) / d p = -(log p + 1) (scaled to the base; +inf where
+/// p = 0) into grad_p (p's shape; it may be p itself, in place).
+template <class P, class GP>
+Eigen::Matrix<typename P::Scalar, Eigen::Dynamic, 1> entropy_with_grad(const Eigen::DenseBase<P>& p, const measure_options& opts,
+                                                                       const Eigen::DenseBase<GP>& grad_p) {
+  Eigen::Matrix<typename P::Scalar, Eigen::Dynamic, 1> h;
+  detail::measure_backward<detail::losses::measure::entropy>("entropy_with_grad", p, p, typename P::Scalar(1), opts, grad_p,
+                                                             static_cast<const Eigen::DenseBase<GP>*>(nullptr), &h);
+  return h;
+}
+
+/// The gradient of sum_j grad_out_j H_j w.r.t. p into grad_p; grad_out is a number (the same for
+/// every sample) or a vector of one value per sample.
+template <class P, class G, class GP>
+void entropy_backward(const Eigen::DenseBase<P>& p, const G& grad_out, const measure_options& opts,
+                      const Eigen::DenseBase<GP>& grad_p) {
+  detail::measure_backward<detail::losses::measure::entropy>("entropy_backward", p, p, grad_out, opts, grad_p,
+                                                             static_cast<const Eigen::DenseBase<GP>*>(nullptr), nullptr);
 }
 
 /// The entropy of softmax(x) per sample, from logits: log S - sum_k e_k (x_k - max) / S with
@@ -117,13 +219,14 @@ Eigen::Matrix<typename X::Scalar, Eigen::Dynamic, 1> entropy_from_logits(const E
   constexpr const char* fn = "entropy_from_logits";
   detail::check_real<X>();
   detail::check_dim(fn, opts.dim);
+  detail::check_num_threads(fn, opts.num_threads);
   detail::check_not_empty(fn, "x", x);
   const T scale = T(detail::inverse_log_base(fn, opts.base));
   Eigen::Matrix<T, Eigen::Dynamic, 1> h(opts.dim == 0 ? x.cols() : x.rows());
   auto none = [](Eigen::Index) { return T(0); };
   detail::with_view(x, opts.dim, [&](const detail::samples_view<const T>& v) {
     const detail::moment_policy<T, true, decltype(none)> policy(h.data(), none, false);
-    detail::engine::sweep(policy, detail::engine::sweep_views<T>{v, nullptr, nullptr}, 0);
+    detail::engine::sweep(policy, detail::engine::sweep_views<T>{v, nullptr, nullptr}, opts.num_threads);
   });
   if (scale != T(1)) h *= scale;
   return h;
@@ -139,6 +242,7 @@ Eigen::Matrix<typename X::Scalar, Eigen::Dynamic, 1> entropy_from_logits_with_gr
   constexpr const char* fn = "entropy_from_logits_with_grad";
   detail::check_real<X>();
   detail::check_dim(fn, opts.dim);
+  detail::check_num_threads(fn, opts.num_threads);
   detail::check_not_empty(fn, "x", x);
   const T scale = T(detail::inverse_log_base(fn, opts.base));
   Eigen::Matrix<T, Eigen::Dynamic, 1> h(opts.dim == 0 ? x.cols() : x.rows());
@@ -146,11 +250,35 @@ Eigen::Matrix<typename X::Scalar, Eigen::Dynamic, 1> entropy_from_logits_with_gr
   detail::with_out_view(fn, "grad_out", x, grad_out, opts.dim, [&](const detail::samples_view<T>& g) {
     detail::with_view(x, opts.dim, [&](const detail::samples_view<const T>& v) {
       const detail::moment_policy<T, true, decltype(c)> policy(h.data(), c, true);
-      detail::engine::sweep(policy, detail::engine::sweep_views<T>{v, nullptr, &g}, 0);
+      detail::engine::sweep(policy, detail::engine::sweep_views<T>{v, nullptr, &g}, opts.num_threads);
     });
   });
   if (scale != T(1)) h *= scale;
   return h;
+}
+
+/// The gradient of sum_j grad_out_j H_j, H_j the entropy of softmax of sample j, w.r.t. the logits
+/// x into grad_x (x's shape; it may be x); grad_out is a number or a vector of one value per sample.
+template <class X, class G, class Out>
+void entropy_from_logits_backward(const Eigen::DenseBase<X>& x, const G& grad_out, const measure_options& opts,
+                                  const Eigen::DenseBase<Out>& grad_x) {
+  using T = typename X::Scalar;
+  constexpr const char* fn = "entropy_from_logits_backward";
+  detail::check_real<X>();
+  detail::check_dim(fn, opts.dim);
+  detail::check_num_threads(fn, opts.num_threads);
+  detail::check_not_empty(fn, "x", x);
+  using CT = detail::compute_t<T>;
+  const CT scale = CT(detail::inverse_log_base(fn, opts.base));
+  const Eigen::Index samples = opts.dim == 0 ? x.cols() : x.rows();
+  const auto up = detail::measure_upstream_of<CT>(fn, grad_out, samples);
+  auto c = [&](Eigen::Index j) { return scale * up.scale * (up.per_sample.size() ? up.per_sample(j) : CT(1)); };
+  detail::with_out_view(fn, "grad_x", x, grad_x, opts.dim, [&](const detail::samples_view<T>& g) {
+    detail::with_view(x, opts.dim, [&](const detail::samples_view<const T>& v) {
+      const detail::moment_policy<T, true, decltype(c)> policy(nullptr, c, true);
+      detail::engine::sweep(policy, detail::engine::sweep_views<T>{v, nullptr, &g}, opts.num_threads);
+    });
+  });
 }
 
 /// Cross-entropy between distributions H(p, q) = -sum_k p_k log q_k per sample (0 log q = 0 for any q;
@@ -161,14 +289,29 @@ template <class P, class Q>
 Eigen::Matrix<typename P::Scalar, Eigen::Dynamic, 1> cross_entropy_between(const Eigen::DenseBase<P>& p,
                                                                            const Eigen::DenseBase<Q>& q,
                                                                            const measure_options& opts = {}) {
-  using T = typename P::Scalar;
-  return detail::per_sample_pair("cross_entropy_between", p, q, opts,
-                                 [](const detail::samples_view<const T>& vp, const detail::samples_view<const T>& vq,
-                                    Eigen::Index j) {
-                                   return -detail::sum_classes<T>(vp.classes, [&](Eigen::Index k) {
-                                     return detail::xlogy(detail::at(vp, j, k), detail::at(vq, j, k));
-                                   });
-                                 });
+  return detail::measure_values<detail::losses::measure::cross_entropy>("cross_entropy_between", p, q, opts);
+}
+
+/// cross_entropy_between and its gradients: d (sum_j M_j) / d p into grad_p and / d q into grad_q (-log q and -p / q, 0 where p = 0),
+/// scaled to the base. Either buffer may be empty (0 x 0) when that gradient is not wanted; neither may
+/// overlap p, q or the other.
+template <class P, class Q, class GP, class GQ>
+Eigen::Matrix<typename P::Scalar, Eigen::Dynamic, 1> cross_entropy_between_with_grad(const Eigen::DenseBase<P>& p, const Eigen::DenseBase<Q>& q,
+                                                                      const measure_options& opts,
+                                                                      const Eigen::DenseBase<GP>& grad_p,
+                                                                      const Eigen::DenseBase<GQ>& grad_q) {
+  Eigen::Matrix<typename P::Scalar, Eigen::Dynamic, 1> values;
+  detail::measure_backward<detail::losses::measure::cross_entropy>("cross_entropy_between_with_grad", p, q, typename P::Scalar(1), opts, grad_p,
+                                                            &grad_q, &values);
+  return values;
+}
+
+/// The gradients of sum_j grad_out_j M_j (M = cross_entropy_between) w.r.t. p and q; grad_out is a number or a
+/// vector of one value per sample. Buffers as cross_entropy_between_with_grad.
+template <class P, class Q, class G, class GP, class GQ>
+void cross_entropy_between_backward(const Eigen::DenseBase<P>& p, const Eigen::DenseBase<Q>& q, const G& grad_out,
+                     const measure_options& opts, const Eigen::DenseBase<GP>& grad_p, const Eigen::DenseBase<GQ>& grad_q) {
+  detail::measure_backward<detail::losses::measure::cross_entropy>("cross_entropy_between_backward", p, q, grad_out, opts, grad_p, &grad_q, nullptr);
 }
 
 /// Kullback-Leibler divergence KL(p || q) = sum_k p_k log(p_k / q_k) per sample (+inf where p_k > 0 = q_k).
@@ -177,10 +320,29 @@ template <class P, class Q>
 Eigen::Matrix<typename P::Scalar, Eigen::Dynamic, 1> kl_divergence(const Eigen::DenseBase<P>& p,
                                                                    const Eigen::DenseBase<Q>& q,
                                                                    const measure_options& opts = {}) {
-  using T = typename P::Scalar;
-  return detail::per_sample_pair("kl_divergence", p, q, opts,
-                                 [](const detail::samples_view<const T>& vp, const detail::samples_view<const T>& vq,
-                                    Eigen::Index j) { return detail::kl_of_sample(vp, vq, j); });
+  return detail::measure_values<detail::losses::measure::kl>("kl_divergence", p, q, opts);
+}
+
+/// kl_divergence and its gradients: d (sum_j M_j) / d p into grad_p and / d q into grad_q (log(p / q) + 1 and -p / q),
+/// scaled to the base. Either buffer may be empty (0 x 0) when that gradient is not wanted; neither may
+/// overlap p, q or the other.
+template <class P, class Q, class GP, class GQ>
+Eigen::Matrix<typename P::Scalar, Eigen::Dynamic, 1> kl_divergence_with_grad(const Eigen::DenseBase<P>& p, const Eigen::DenseBase<Q>& q,
+                                                                      const measure_options& opts,
+                                                                      const Eigen::DenseBase<GP>& grad_p,
+                                                                      const Eigen::DenseBase<GQ>& grad_q) {
+  Eigen::Matrix<typename P::Scalar, Eigen::Dynamic, 1> values;
+  detail::measure_backward<detail::losses::measure::kl>("kl_divergence_with_grad", p, q, typename P::Scalar(1), opts, grad_p,
+                                                            &grad_q, &values);
+  return values;
+}
+
+/// The gradients of sum_j grad_out_j M_j (M = kl_divergence) w.r.t. p and q; grad_out is a number or a
+/// vector of one value per sample. Buffers as kl_divergence_with_grad.
+template <class P, class Q, class G, class GP, class GQ>
+void kl_divergence_backward(const Eigen::DenseBase<P>& p, const Eigen::DenseBase<Q>& q, const G& grad_out,
+                     const measure_options& opts, const Eigen::DenseBase<GP>& grad_p, const Eigen::DenseBase<GQ>& grad_q) {
+  detail::measure_backward<detail::losses::measure::kl>("kl_divergence_backward", p, q, grad_out, opts, grad_p, &grad_q, nullptr);
 }
 
 /// Jensen-Shannon divergence JS(p, q) = (KL(p || m) + KL(q || m)) / 2, m = (p + q) / 2, per sample.
@@ -189,16 +351,29 @@ template <class P, class Q>
 Eigen::Matrix<typename P::Scalar, Eigen::Dynamic, 1> js_divergence(const Eigen::DenseBase<P>& p,
                                                                    const Eigen::DenseBase<Q>& q,
                                                                    const measure_options& opts = {}) {
-  using T = typename P::Scalar;
-  return detail::per_sample_pair(
-      "js_divergence", p, q, opts,
-      [](const detail::samples_view<const T>& vp, const detail::samples_view<const T>& vq, Eigen::Index j) {
-        return detail::sum_classes<T>(vp.classes, [&](Eigen::Index k) {
-          const T pk = detail::at(vp, j, k), qk = detail::at(vq, j, k), m = (pk + qk) / T(2);
-          // p / m <= 2: each log is finite wherever its factor is nonzero.
-          return ((pk == T(0) ? T(0) : pk * std::log(pk / m)) + (qk == T(0) ? T(0) : qk * std::log(qk / m))) / T(2);
-        });
-      });
+  return detail::measure_values<detail::losses::measure::js>("js_divergence", p, q, opts);
+}
+
+/// js_divergence and its gradients: d (sum_j M_j) / d p into grad_p and / d q into grad_q (log(p / m) / 2 and log(q / m) / 2),
+/// scaled to the base. Either buffer may be empty (0 x 0) when that gradient is not wanted; neither may
+/// overlap p, q or the other.
+template <class P, class Q, class GP, class GQ>
+Eigen::Matrix<typename P::Scalar, Eigen::Dynamic, 1> js_divergence_with_grad(const Eigen::DenseBase<P>& p, const Eigen::DenseBase<Q>& q,
+                                                                      const measure_options& opts,
+                                                                      const Eigen::DenseBase<GP>& grad_p,
+                                                                      const Eigen::DenseBase<GQ>& grad_q) {
+  Eigen::Matrix<typename P::Scalar, Eigen::Dynamic, 1> values;
+  detail::measure_backward<detail::losses::measure::js>("js_divergence_with_grad", p, q, typename P::Scalar(1), opts, grad_p,
+                                                            &grad_q, &values);
+  return values;
+}
+
+/// The gradients of sum_j grad_out_j M_j (M = js_divergence) w.r.t. p and q; grad_out is a number or a
+/// vector of one value per sample. Buffers as js_divergence_with_grad.
+template <class P, class Q, class G, class GP, class GQ>
+void js_divergence_backward(const Eigen::DenseBase<P>& p, const Eigen::DenseBase<Q>& q, const G& grad_out,
+                     const measure_options& opts, const Eigen::DenseBase<GP>& grad_p, const Eigen::DenseBase<GQ>& grad_q) {
+  detail::measure_backward<detail::losses::measure::js>("js_divergence_backward", p, q, grad_out, opts, grad_p, &grad_q, nullptr);
 }
 
 }  // namespace xent

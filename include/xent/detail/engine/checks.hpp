@@ -1,7 +1,7 @@
 #ifndef XENT_DETAIL_ENGINE_CHECKS_HPP
 #define XENT_DETAIL_ENGINE_CHECKS_HPP
 
-// The argument checks every loss shares (docs/errors.md): shapes, broadcasts, thread counts, and
+// The argument checks every loss shares (docs/errors.md): shapes, broadcasts, thread counts, value ranges and
 // outputs that must not overlap an input. Each throws xent::invalid_argument naming the function,
 // the argument, what was expected and what was got.
 
@@ -10,7 +10,9 @@
 
 #include <Eigen/Core>
 
+#include <cmath>
 #include <cstdint>
+#include <sstream>
 #include <string>
 
 namespace xent::detail {
@@ -83,6 +85,33 @@ void check_no_overlap(const char* function, const char* out_name, const Eigen::D
                 std::string("must not overlap ") + in_name +
                     (in_place_ok ? " (it may be exactly " + std::string(in_name) + ", in place)" : std::string()),
                 "memory shared with " + std::string(in_name));
+}
+
+/// (row, col) of the input for class k of sample j.
+inline Index row_of(int dim, Index j, Index k) { return dim == 0 ? k : j; }
+inline Index col_of(int dim, Index j, Index k) { return dim == 0 ? j : k; }
+
+
+/// Class k of sample j.
+template <class T>
+T at(const samples_view<const T>& v, Index j, Index k) {
+  return v.sample(j)[k * v.class_stride];
+}
+
+/// Throws unless every entry is finite and in [lo, hi]; the message names the first bad entry by its
+/// (row, col) in the caller's matrix, e.g. "p(3, 1) = -0.2".
+template <class T>
+void check_range(const char* function, const char* argument, const samples_view<const T>& v, int dim, T lo, T hi,
+                 const char* expected) {
+  for (Index j = 0; j < v.samples; ++j)
+    for (Index k = 0; k < v.classes; ++k) {
+      const T x = at(v, j, k);
+      if (!(std::isfinite(x) && x >= lo && x <= hi)) {
+        std::ostringstream got;
+        got << argument << '(' << row_of(dim, j, k) << ", " << col_of(dim, j, k) << ") = " << x;
+        throw_invalid(function, argument, expected, got.str());
+      }
+    }
 }
 
 }  // namespace xent::detail

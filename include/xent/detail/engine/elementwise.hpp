@@ -2,8 +2,8 @@
 #define XENT_DETAIL_ENGINE_ELEMENTWISE_HPP
 
 // The elementwise driver: one loop for every elementwise loss (binary_cross_entropy,
-// binary_cross_entropy_with_logits, kl_div, sigmoid_focal_loss), as ATen's cpu_kernel_vec is for
-// torch's. A loss supplies a formula (detail/losses/): loss(x, t, e), d loss / d x and the mask of
+// binary_cross_entropy_with_logits, kl_div, sigmoid_focal_loss, the measures' gradients), as
+// ATen's cpu_kernel_vec is for torch's. A loss supplies a formula (detail/losses/): loss(x, t, e), d loss / d x and the mask of
 // invalid inputs, each a template over V (a packet, or a scalar); the driver owns the rest:
 //  - storage order: it walks the first input in memory order, runs of its contiguous axis; other
 //    operands are read with their own strides, gathered into a block buffer when they are not
