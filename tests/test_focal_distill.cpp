@@ -138,14 +138,14 @@ void check_case(const xent_test::reference_case& c, int dim, worst& w) {
     o.alpha = double(c["alpha"][0]);
     o.ignore_index = long(c["ignore_index"][0]);
     o.dim = dim;
-    const double temperature = double(c["T"][0]);
+    o.temperature = double(c["T"][0]);
     T loss;
     if (c.has("target")) {
-      loss = xent::distillation_loss(x, te, t, temperature, o);
-      xent::distillation_loss_backward(x, te, t, temperature, T(1), o, g);
+      loss = xent::distillation_loss(x, te, t, o).value();
+      xent::distillation_loss_backward(x, te, t, T(1), o, g);
     } else {
-      loss = xent::distillation_loss(x, te, temperature, o);
-      xent::distillation_loss_backward(x, te, temperature, T(1), o, g);
+      loss = xent::distillation_loss(x, te, o).value();
+      xent::distillation_loss_backward(x, te, T(1), o, g);
     }
     compare_values<T>(matrix<T>::Constant(1, 1, loss), c["loss"], tol, w.loss, true);
   } else {
@@ -256,14 +256,15 @@ TEST_CASE("focal, GCE and distillation gradients agree with central finite diffe
   }
   for (double T : {0.5, 1.0, 3.0}) {
     xent::distillation_options o;
-    xent::distillation_loss_backward(x, te, T, 1.0, o, g);
+    o.temperature = T;
+    xent::distillation_loss_backward(x, te, 1.0, o, g);
     check_fd("distillation_loss soft", g, numeric_gradient(x, [&](const matrix<double>& z) {
-               return xent::distillation_loss(z, te, T, o);
+               return xent::distillation_loss(z, te, o).value();
              }));
     o.alpha = 0.4;
-    xent::distillation_loss_backward(x, te, t, T, 1.0, o, g);
+    xent::distillation_loss_backward(x, te, t, 1.0, o, g);
     check_fd("distillation_loss mixed", g, numeric_gradient(x, [&](const matrix<double>& z) {
-               return xent::distillation_loss(z, te, t, T, o);
+               return xent::distillation_loss(z, te, t, o).value();
              }));
   }
   {  // HVP: the finite difference of cross_entropy's gradient along v.
@@ -335,13 +336,16 @@ TEST_CASE("focal identities: gamma 0 is BCE / CE, GCE tends to CE, distillation 
   xent::kl_div_options ko;
   ko.reduction = xent::reduction::batchmean;
   const double kl = xent::kl_div(xent::log_softmax(x), xent::softmax(te), ko).value();
-  CHECK(xent::distillation_loss(x, te, 1.0) == Approx(kl).epsilon(1e-13));
+  CHECK(xent::distillation_loss(x, te).value() == Approx(kl).epsilon(1e-13));
   // alpha = 0 is the hard cross-entropy alone.
   xent::distillation_options dop;
   dop.alpha = 0;
-  CHECK(xent::distillation_loss(x, te, t, 3.0, dop) == Approx(ce).epsilon(1e-14));
+  dop.temperature = 3;
+  CHECK(xent::distillation_loss(x, te, t, dop).value() == Approx(ce).epsilon(1e-14));
   // teacher = student: the soft loss and its gradient vanish.
-  CHECK(std::fabs(xent::distillation_loss(x, x, 2.0)) <= 1e-14);
+  xent::distillation_options at2;
+  at2.temperature = 2;
+  CHECK(std::fabs(xent::distillation_loss(x, x, at2).value()) <= 1e-14);
 
   // HVP: each sample sums to 0, and it is linear in v.
   const matrix<double> v = xent_test::random_logits<double>(6, 8, 1);
@@ -421,22 +425,31 @@ TEST_CASE("focal, GCE, distillation and softmax_hvp misuse throws xent::invalid_
                         "must be none, mean or sum");
   }
   SECTION("distillation_loss") {
-    require_throws_with([&] { xent::distillation_loss(x, x, 0.0); }, "distillation_loss", "T", "must be finite and > 0");
-    require_throws_with([&] { xent::distillation_loss(x, x, -2.0); }, "distillation_loss", "T", "but got -2");
-    require_throws_with([&] { xent::distillation_loss_backward(x, x, 0.0, 1.0, xent::distillation_options{}, g); },
-                        "distillation_loss_backward", "T", "must be finite and > 0");
-    require_throws_with([&] { xent::distillation_loss(x, matrix<double>(x.transpose()), 1.0); }, "distillation_loss",
+    auto at = [](double temperature) {
+      xent::distillation_options o;
+      o.temperature = temperature;
+      return o;
+    };
+    require_throws_with([&] { xent::distillation_loss(x, x, at(0.0)); }, "distillation_loss", "temperature", "must be finite and > 0");
+    require_throws_with([&] { xent::distillation_loss(x, x, at(-2.0)); }, "distillation_loss", "temperature", "but got -2");
+    require_throws_with([&] { xent::distillation_loss_backward(x, x, 1.0, at(0.0), g); },
+                        "distillation_loss_backward", "temperature", "must be finite and > 0");
+    require_throws_with([&] { xent::distillation_loss(x, x, at(1e-320)); }, "distillation_loss", "temperature",
+                        "1 / temperature is finite");
+    require_throws_with([&] { xent::distillation_loss(x, matrix<double>(x.transpose())); }, "distillation_loss",
                         "teacher_logits", "must have the shape of student_logits (3 x 4)");
     xent::distillation_options o;
     o.alpha = 0.5;
-    require_throws_with([&] { xent::distillation_loss(x, x, 1.0, o); }, "distillation_loss", "alpha",
+    require_throws_with([&] { xent::distillation_loss(x, x, o); }, "distillation_loss", "alpha",
                         "must be 1 without hard targets");
     o.alpha = 1.5;
-    require_throws_with([&] { xent::distillation_loss(x, x, t, 1.0, o); }, "distillation_loss", "alpha", "must be in [0, 1]");
+    require_throws_with([&] { xent::distillation_loss(x, x, t, o); }, "distillation_loss", "alpha", "must be in [0, 1]");
     o.alpha = 0.5;
     index_vector bad = t;
     bad(0) = 7;
-    require_throws_with([&] { xent::distillation_loss(x, x, bad, 1.0, o); }, "cross_entropy", "target[0]", "must be in [0, 3)");
+    require_throws_with([&] { xent::distillation_loss(x, x, bad, o); }, "distillation_loss", "target[0]", "must be in [0, 3)");
+    o.reduction = xent::reduction::mean;
+    require_throws_with([&] { xent::distillation_loss(x, x, t, o); }, "distillation_loss", "reduction", "batchmean, sum or none");
   }
   SECTION("softmax_hvp") {
     require_throws_with([&] { xent::softmax_hvp(x, matrix<double>(4, 3)); }, "softmax_hvp", "v",

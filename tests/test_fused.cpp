@@ -1,8 +1,10 @@
-// The fused cross-entropy kernel (detail/ce_kernel.hpp) held to the scalar reference path, on the
+// The fused cross-entropy kernel (detail/losses/cross_entropy.hpp on the sweep driver) held to the
+// scalar reference path (tests/categorical_reference.hpp), on the
 // shapes where its code paths change (C = 1, 2, 7, 16, 17 for the one-sample-per-lane blocks,
 // chunk edges, 128256 for a vocabulary) and on adversarial values; its thread-count invariance;
 // forward + gradient in one call against the separate calls; bf16 logits; and xent's own exp.
 
+#include "categorical_reference.hpp"
 #include "support.hpp"
 
 #include <xent/xent.hpp>
@@ -96,8 +98,40 @@ struct worst_error {
   double loss = 0, grad = 0;
 };
 
-/// The fused path (contiguous classes, dim 0) against the scalar path (the same logits with the
-/// classes along strided rows, dim 1), loss and gradient.
+/// The scalar reference's result for the options' reduction, and its gradient (N x C) of the
+/// returned loss.
+template <class T>
+xent::loss_result<T> reference_result(const matrix<T>& x, const Eigen::VectorXi& t, const xent::cross_entropy_options& opts,
+                                      matrix<T>& grad) {
+  namespace ref = xent_test::reference;
+  const Index C = x.rows(), N = x.cols();
+  long double denominator = 0;
+  for (Index j = 0; j < N; ++j)
+    if (t(j) >= 0) denominator += opts.weight.size() ? opts.weight(t(j)) : 1.0;
+  const long double c = opts.reduction == xent::reduction::mean ? 1 / denominator : 1;
+  vector<T> losses(N);
+  long double total = 0;
+  grad.resize(N, C);
+  std::vector<long double> g(static_cast<std::size_t>(C));
+  for (Index j = 0; j < N; ++j) {
+    if (t(j) < 0) {
+      losses(j) = 0;
+      grad.row(j).setZero();
+      continue;
+    }
+    const long double l = ref::index_ce(x.col(j).data(), C, 1, t(j), opts.weight, opts.label_smoothing);
+    losses(j) = T(l);
+    total += l;
+    ref::index_ce_grad(x.col(j).data(), C, 1, t(j), opts.weight, opts.label_smoothing, c, g.data());
+    for (Index k = 0; k < C; ++k) grad(j, k) = T(g[std::size_t(k)]);
+  }
+  if (opts.reduction == xent::reduction::none) return xent::loss_result<T>::per_sample_losses(losses, double(denominator));
+  return xent::loss_result<T>::reduced(opts.reduction, T(total * c), double(denominator));
+}
+
+/// The fused path (contiguous classes, dim 0) against the scalar reference, loss and gradient; and
+/// the same logits with the classes along strided rows (dim 1), which the kernel gathers into its
+/// chunk buffer: the same bits.
 template <class T>
 void check_fused_against_scalar(const matrix<T>& x, const option_set& o, worst_error& worst, int threads = 1) {
   const Index C = x.rows(), N = x.cols();
@@ -109,10 +143,23 @@ void check_fused_against_scalar(const matrix<T>& x, const option_set& o, worst_e
   opts_strided.dim = 1;
 
   const auto fused = xent::cross_entropy(x, t, opts);
-  const auto scalar = xent::cross_entropy(xt, t, opts_strided);
-  matrix<T> g(C, N), gt(N, C);
+  matrix<T> g(C, N), gt(N, C), g_strided(N, C);
+  const auto scalar = reference_result(x, t, opts, gt);
   const auto fused_with_grad = xent::cross_entropy_with_grad(x, t, opts, g);
-  const auto scalar_with_grad = xent::cross_entropy_with_grad(xt, t, opts_strided, gt);
+  const auto strided_with_grad = xent::cross_entropy_with_grad(xt, t, opts_strided, g_strided);
+  {
+    // Above 16 classes both layouts run the chunked sweep: the same bits. At 16 and below the
+    // contiguous one takes the one-sample-per-lane blocks, which add the classes in another order.
+    INFO(o.name << ", C = " << C << ", N = " << N << ": the strided class axis against the contiguous one");
+    auto same = [&](T a, T b) { return C > 16 ? same_bits(a, b) : error_in_eps(a, b, 1.0) <= 16; };
+    if (o.reduction == xent::reduction::none) {
+      for (Index j = 0; j < N; ++j) REQUIRE(same(strided_with_grad.per_sample()(j), fused_with_grad.per_sample()(j)));
+    } else {
+      REQUIRE(same(strided_with_grad.value(), fused_with_grad.value()));
+    }
+    for (Index j = 0; j < N; ++j)
+      for (Index k = 0; k < C; ++k) REQUIRE(same(g_strided(j, k), g(k, j)));
+  }
   INFO(o.name << ", C = " << C << ", N = " << N << ", threads " << threads);
   // Under smoothing a loss sums C log-probabilities, in a different order on each path: the two
   // paths' rounding errors then grow like sqrt(C) (and with the logits' size, hence the floor).
@@ -267,12 +314,18 @@ TEST_CASE("bf16 logits: read into fp32, the gradient formed in fp32 and narrowed
     }
 }
 
-TEST_CASE("bf16 logits need a contiguous class axis", "[fused][bf16]") {
-  const matrix<Eigen::bfloat16> x = matrix<float>::Zero(4, 3).cast<Eigen::bfloat16>();
-  xent::cross_entropy_options opts;
-  opts.dim = 1;
-  const Eigen::VectorXi t = Eigen::VectorXi::Zero(4);
-  REQUIRE_THROWS_WITH(xent::cross_entropy(x, t, opts), Catch::Contains("bf16 logits need a contiguous class axis"));
+TEST_CASE("bf16 logits on a strided class axis give the contiguous axis's bits", "[fused][bf16]") {
+  // The strided classes are gathered and widened into the same chunk buffer as contiguous ones.
+  const matrix<Eigen::bfloat16> x = xent_test::random_logits<float>(37, 5, 3.0).cast<Eigen::bfloat16>();
+  const matrix<Eigen::bfloat16> xt = x.transpose();
+  const Eigen::VectorXi t = (Eigen::VectorXi(5) << 0, 36, 7, 18, 2).finished();
+  xent::cross_entropy_options opts, strided;
+  opts.reduction = strided.reduction = xent::reduction::none;
+  strided.dim = 1;
+  matrix<Eigen::bfloat16> g(37, 5), gt(5, 37);
+  const auto a = xent::cross_entropy_with_grad(x, t, opts, g), b = xent::cross_entropy_with_grad(xt, t, strided, gt);
+  for (Index j = 0; j < 5; ++j) REQUIRE(same_bits(a.per_sample()(j), b.per_sample()(j)));
+  REQUIRE(matrix<Eigen::bfloat16>(gt.transpose()) == g);
 }
 
 /// ulps of got against the exact exp(x), at the float spacing of the exact value.
@@ -427,9 +480,13 @@ TEST_CASE("softcap, z_loss and return_lse: misuse", "[fused][extensions]") {
   o.z_loss = std::numeric_limits<double>::quiet_NaN();
   REQUIRE_THROWS_WITH(xent::cross_entropy(x, t, o), Catch::Contains("z_loss must be finite and >= 0"));
   o.z_loss = 1e-4;
+  o.softcap = 5;
   o.dim = 1;
-  // dim = 1 on column-major storage: the classes run along strided rows.
-  REQUIRE_THROWS_WITH(xent::cross_entropy(x, Eigen::VectorXi::Zero(5).eval(), o), Catch::Contains("need a contiguous class axis"));
+  // dim = 1 on column-major storage: the classes run along strided rows, into the same chunk buffer.
+  const matrix<double> xt = x.transpose();
+  REQUIRE(xent::cross_entropy(x, Eigen::VectorXi::Zero(5).eval(), o).value() ==
+          xent::cross_entropy(xt, Eigen::VectorXi::Zero(5).eval(), [&] { auto c = o; c.dim = 0; return c; }()).value());
+  o.softcap = 0;
   o.dim = 0;
   REQUIRE_THROWS_WITH(xent::cross_entropy(x, xent::softmax(x), o), Catch::Contains("must be class indices for softcap"));
   o.z_loss = 0;

@@ -1,12 +1,18 @@
 #ifndef XENT_LOGSUMEXP_HPP
 #define XENT_LOGSUMEXP_HPP
 
-#include "detail/engine/view.hpp"
-#include "detail/lse_kernel.hpp"
+// log-sum-exp of every sample, and its mergeable partials. The kernel is the sweep driver with the
+// log-sum-exp statistics alone (detail/losses/softmax.hpp).
+
 #include "core/lse_partial.hpp"
+#include "detail/engine/checks.hpp"
+#include "detail/engine/per_sample.hpp"
+#include "detail/engine/view.hpp"
+#include "detail/losses/softmax.hpp"
 
 #include <Eigen/Core>
 
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -20,20 +26,26 @@ namespace xent {
 ///    row-major [N, C] tensor: `Eigen::Map<const Eigen::MatrixXf>(ptr, C, N)`.
 ///  - dim = 1: classes run along each row (N x C), e.g. a row-major
 ///    `Eigen::Map<const Eigen::Matrix<float, -1, -1, Eigen::RowMajor>>(ptr, N, C)`.
-/// The contiguous class axis runs the vectorised kernels; a strided one is correct but scalar.
-/// Objects with their own storage (Matrix, Map, Block, Ref) are read in place; a lazy expression
-/// is evaluated once first.
+/// Either class axis runs the same vectorised kernel (a strided one through a contiguous chunk
+/// buffer). Objects with their own storage (Matrix, Map, Block, Ref) are read in place; a lazy
+/// expression is evaluated once first. num_threads: 0 takes OpenMP's default, 1 runs serially;
+/// results do not depend on it.
 
-namespace detail {
+/// The mergeable partial of every sample: combine the partials of the same samples over disjoint
+/// sets of classes (vocabulary shards, chunks) with xent::merge, then take value().
 template <class Derived>
-using real_of = typename Derived::Scalar;
-
-template <class Derived>
-void check_real() {
-  static_assert(std::is_same_v<real_of<Derived>, float> || std::is_same_v<real_of<Derived>, double>,
-                "xent kernels take float or double logits");
+std::vector<lse_partial<typename Derived::Scalar>> logsumexp_partials(const Eigen::DenseBase<Derived>& x, int dim = 0,
+                                                                      int num_threads = 0) {
+  detail::check_real<Derived>();
+  detail::check_dim("logsumexp_partials", dim);
+  detail::check_num_threads("logsumexp_partials", num_threads);
+  detail::check_not_empty("logsumexp_partials", "x", x);
+  return detail::with_view(x, dim, [&](const auto& view) {
+    std::vector<lse_partial<typename Derived::Scalar>> partials(static_cast<std::size_t>(view.samples));
+    detail::lse_partials(view, partials.data(), num_threads);
+    return partials;
+  });
 }
-}  // namespace detail
 
 /// log(sum_k exp(x_k)) of every sample, written into `out` (one entry per sample).
 ///
@@ -42,9 +54,11 @@ void check_real() {
 /// Accuracy (tests/test_logsumexp.cpp): within 4 ulp of the exact value, ulps taken at max(|lse|, 1).
 /// \throws xent::invalid_argument if x is empty, dim is not 0 or 1, or out.size() != the sample count.
 template <class Derived, class OutDerived>
-void logsumexp_into(const Eigen::DenseBase<Derived>& x, const Eigen::DenseBase<OutDerived>& out, int dim = 0) {
+void logsumexp_into(const Eigen::DenseBase<Derived>& x, const Eigen::DenseBase<OutDerived>& out, int dim = 0,
+                    int num_threads = 0) {
   detail::check_real<Derived>();
   detail::check_dim("logsumexp_into", dim);
+  detail::check_num_threads("logsumexp_into", num_threads);
   detail::check_not_empty("logsumexp_into", "x", x);
   const Eigen::Index samples = dim == 0 ? x.cols() : x.rows();
   if (out.size() != samples)
@@ -52,34 +66,20 @@ void logsumexp_into(const Eigen::DenseBase<Derived>& x, const Eigen::DenseBase<O
                           out.size());
   // Eigen's documented way to write into an output argument that may be a temporary Map or Block.
   auto& result = const_cast<OutDerived&>(out.derived());
-  detail::with_view(x, dim, [&](const auto& view) {
-    for (Eigen::Index j = 0; j < view.samples; ++j) result(j) = detail::lse_partial_of_sample(view, j).value();
-  });
+  const auto partials = logsumexp_partials(x, dim, num_threads);
+  for (Eigen::Index j = 0; j < samples; ++j) result(j) = partials[std::size_t(j)].value();
 }
 
 /// log(sum_k exp(x_k)) of every sample, as a column vector with one entry per sample.
 /// See logsumexp_into for the guarantees.
 template <class Derived>
-Eigen::Matrix<typename Derived::Scalar, Eigen::Dynamic, 1> logsumexp(const Eigen::DenseBase<Derived>& x, int dim = 0) {
+Eigen::Matrix<typename Derived::Scalar, Eigen::Dynamic, 1> logsumexp(const Eigen::DenseBase<Derived>& x, int dim = 0,
+                                                                     int num_threads = 0) {
   detail::check_dim("logsumexp", dim);
   detail::check_not_empty("logsumexp", "x", x);
   Eigen::Matrix<typename Derived::Scalar, Eigen::Dynamic, 1> out(dim == 0 ? x.cols() : x.rows());
-  logsumexp_into(x, out, dim);
+  logsumexp_into(x, out, dim, num_threads);
   return out;
-}
-
-/// The mergeable partial of every sample: combine the partials of the same samples over disjoint
-/// sets of classes (vocabulary shards, chunks) with xent::merge, then take value().
-template <class Derived>
-std::vector<lse_partial<typename Derived::Scalar>> logsumexp_partials(const Eigen::DenseBase<Derived>& x, int dim = 0) {
-  detail::check_real<Derived>();
-  detail::check_dim("logsumexp_partials", dim);
-  detail::check_not_empty("logsumexp_partials", "x", x);
-  return detail::with_view(x, dim, [&](const auto& view) {
-    std::vector<lse_partial<typename Derived::Scalar>> partials(static_cast<std::size_t>(view.samples));
-    for (Eigen::Index j = 0; j < view.samples; ++j) partials[std::size_t(j)] = detail::lse_partial_of_sample(view, j);
-    return partials;
-  });
 }
 
 }  // namespace xent

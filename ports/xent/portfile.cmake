@@ -13,9 +13,13 @@ vcpkg_cmake_configure(
         -DXENT_BUILD_EXAMPLES=OFF
         -DXENT_BUILD_BENCH=OFF
         -DXENT_BUILD_TOOLS=OFF
+        -DXENT_BUILD_DOCS=OFF
         -DXENT_INSTALL=ON
         # No mpi component: whether the builder happens to have a system MPI must not change the package.
         -DXENT_MPI=OFF
+        # The openmp component (xent::openmp, xent-openmp.pc) comes with the compiler, not from a port:
+        # always offered, never imposed (xent::xent stays serial; see usage).
+        -DXENT_OPENMP=ON
 )
 vcpkg_cmake_install()
 vcpkg_cmake_config_fixup(CONFIG_PATH share/cmake/xent)

@@ -4,24 +4,33 @@
 
 add_executable(xent_eval_inputs ${CMAKE_CURRENT_LIST_DIR}/make_inputs.cpp)
 target_include_directories(xent_eval_inputs PRIVATE ${PROJECT_SOURCE_DIR}/tools/xent-eval)
-target_link_libraries(xent_eval_inputs PRIVATE xent::xent)
-target_compile_options(xent_eval_inputs PRIVATE ${XENT_DEV_FLAGS})
+target_link_libraries(xent_eval_inputs PRIVATE ${XENT_DEV_LINK})
+# xent-eval's flags, not XENT_DEV_FLAGS: the library's report it writes (expected.txt) is then the
+# same arithmetic as the tool's, on the same ISA, and COMPARE can hold them to 1e-15.
+target_compile_options(xent_eval_inputs PRIVATE ${XENT_PORTABLE_FLAGS})
 
 set(cli_dir ${CMAKE_CURRENT_BINARY_DIR}/cli)
 add_test(NAME cli.make_inputs COMMAND ${CMAKE_COMMAND} -E make_directory ${cli_dir})
 add_test(NAME cli.write_inputs COMMAND xent_eval_inputs make ${cli_dir})
+# xent-eval's float16 and bfloat16 widening against Eigen's conversion, on every value.
+add_test(NAME cli.widen_exhaustive COMMAND xent_eval_inputs widen-check)
+set_tests_properties(cli.widen_exhaustive PROPERTIES LABELS cli)
 set_tests_properties(cli.make_inputs PROPERTIES FIXTURES_SETUP xent_eval_dir)
 set_tests_properties(cli.write_inputs PROPERTIES FIXTURES_REQUIRED xent_eval_dir FIXTURES_SETUP xent_eval_inputs)
 
 # xent_eval_test(NAME EXPECT ARGS <args...> [REGEX r] [OUT_REGEX r] [STDOUT file] [WRAP <conditions...>]
-#                [ABSENT <files...>] [COMPARE tolerance [KEYS k...]])
+#                [ABSENT <files...>] [COMPARE tolerance [KEYS k...] [EXPECTED file]])
 # File names in ARGS and ABSENT, and the FILE of a WRAP truncate=FILE:BYTES, are relative to
-# ${cli_dir}. WRAP runs xent-eval through `xent_eval_inputs run <conditions> --` (Linux).
+# ${cli_dir}. WRAP runs xent-eval through `xent_eval_inputs run <conditions> --` (Linux). COMPARE
+# holds the JSON report to EXPECTED (default expected.txt, the library's report of the float32 logits).
 function(xent_eval_test name expect)
-  cmake_parse_arguments(PARSE_ARGV 2 T "" "REGEX;OUT_REGEX;STDOUT;COMPARE" "ARGS;KEYS;WRAP;ABSENT")
+  cmake_parse_arguments(PARSE_ARGV 2 T "" "REGEX;OUT_REGEX;STDOUT;COMPARE;EXPECTED" "ARGS;KEYS;WRAP;ABSENT")
+  if(NOT DEFINED T_EXPECTED)
+    set(T_EXPECTED expected.txt)
+  endif()
   set(args "")
   foreach(a IN LISTS T_ARGS)
-    if(a MATCHES "\\.(npy|svg)$")
+    if(a MATCHES "\\.(npy|svg|safetensors|raw)$")
       set(a "${cli_dir}/${a}")
     endif()
     list(APPEND args "${a}")
@@ -45,7 +54,7 @@ function(xent_eval_test name expect)
     endif()
   endforeach()
   if(DEFINED T_COMPARE)
-    list(APPEND defs -DCOMPARE=$<TARGET_FILE:xent_eval_inputs> -DEXPECTED=${cli_dir}/expected.txt -DTOLERANCE=${T_COMPARE} "-DKEYS=${keys}")
+    list(APPEND defs -DCOMPARE=$<TARGET_FILE:xent_eval_inputs> -DEXPECTED=${cli_dir}/${T_EXPECTED} -DTOLERANCE=${T_COMPARE} "-DKEYS=${keys}")
   endif()
   add_test(NAME cli.${name} COMMAND ${CMAKE_COMMAND} ${defs} -P ${CMAKE_CURRENT_FUNCTION_LIST_DIR}/run_xent_eval.cmake)
   set_tests_properties(cli.${name} PROPERTIES FIXTURES_REQUIRED xent_eval_inputs LABELS cli)
@@ -79,9 +88,137 @@ xent_eval_test(skip_nonfinite success ARGS logits_nonfinite.npy targets_i8.npy -
                REGEX "289 evaluated, 8 ignored, 3 skipped as non-finite \\(3 logits\\)")
 xent_eval_test(allow_masks success ARGS logits_masked.npy targets_i8.npy --allow-masks REGEX "292 evaluated, 8 ignored\n")
 
+# ---- float16 and bfloat16 logits: widened to float32 as read, so the report is the library's of the
+# widened values (expected_f16.txt, expected_bf16.txt), exactly as from a float32 file holding them.
+set(units --characters 1000 --bytes 2000)
+xent_eval_test(float16_npy success ARGS logits_f2.npy targets_i8.npy --json ${units} COMPARE 1e-15 KEYS ${report_keys} EXPECTED expected_f16.txt)
+xent_eval_test(float16_as_float32 success ARGS logits_f2_widened.npy targets_i8.npy --json ${units}
+               COMPARE 1e-15 KEYS ${report_keys} EXPECTED expected_f16.txt)
+xent_eval_test(float16_header success ARGS logits_f2.npy targets_i8.npy REGEX "  logits +[^\n]*logits_f2.npy  float16 \\[300, 7\\]\n")
+# Widened chunk by chunk, by three workers or through the read() path: only the order of the sums changes.
+xent_eval_test(float16_chunked_threads success ARGS logits_f2.npy targets_i8.npy --json --chunk-mb 0.0001 --threads 3 ${units}
+               COMPARE 1e-12 KEYS ${report_keys} EXPECTED expected_f16.txt)
+xent_eval_test(float16_read_path success ARGS logits_f2.npy targets_i8.npy --json --chunk-mb 0.0001 --no-mmap ${units}
+               COMPARE 1e-12 KEYS ${report_keys} EXPECTED expected_f16.txt)
+xent_eval_test(float16_fit_temperature success ARGS logits_f2.npy targets_i8.npy --json --fit-temperature --chunk-mb 0.001
+               COMPARE 1e-6 KEYS fitted_temperature ece_after EXPECTED expected_f16.txt)
+xent_eval_test(float16_whole_file_read_once success ARGS logits_f2.npy targets_i8.npy --json --no-mmap --fit-temperature
+               COMPARE 1e-9 KEYS samples nll ece fitted_temperature ece_after EXPECTED expected_f16.txt)
+xent_eval_test(bfloat16_npy_uint16 success ARGS logits_bf16_u2.npy targets_i8.npy --dtype bf16 --json ${units}
+               COMPARE 1e-15 KEYS ${report_keys} EXPECTED expected_bf16.txt)
+xent_eval_test(bfloat16_as_float32 success ARGS logits_bf16_widened.npy targets_i8.npy --json ${units}
+               COMPARE 1e-15 KEYS ${report_keys} EXPECTED expected_bf16.txt)
+xent_eval_test(bfloat16_header success ARGS logits_bf16_u2.npy targets_i8.npy --dtype bfloat16
+               REGEX "  logits +[^\n]*logits_bf16_u2.npy  bfloat16 \\[300, 7\\]\n")
+xent_eval_test(bfloat16_raw success ARGS logits_bf16.raw targets_i8.npy --dtype bf16 --shape 300,7 --json ${units} --chunk-mb 0.0001 --threads 2
+               COMPARE 1e-12 KEYS ${report_keys} EXPECTED expected_bf16.txt)
+xent_eval_test(bfloat16_raw_header success ARGS logits_bf16.raw targets_i8.npy --dtype bf16 --shape 300,7
+               REGEX "  logits +[^\n]*logits_bf16.raw  raw  bfloat16 \\[300, 7\\]\n")
+xent_eval_test(float32_raw success ARGS logits_f4.raw targets_i8.npy --dtype f32 --shape 300,7 --json ${units}
+               COMPARE 1e-15 KEYS ${report_keys})
+xent_eval_test(dtype_agrees success ARGS logits_f2.npy targets_i8.npy --dtype float16 --json COMPARE 1e-15 KEYS nll ece EXPECTED expected_f16.txt)
+# bad: the element type
+xent_eval_test(uint16_without_dtype error ARGS logits_bf16_u2.npy targets_i8.npy
+               REGEX "logits_bf16_u2.npy: logits must be float16, float32 or float64, but the file holds dtype '<u2' \\(bfloat16 bits as uint16\\? --dtype bf16 reads them so\\)")
+xent_eval_test(bfloat16_dtype_on_float32 error ARGS logits_f4.npy targets_i8.npy --dtype bf16
+               REGEX "logits_f4.npy: --dtype bfloat16 reads bfloat16 bits from a .npy of uint16 \\('<u2'\\), but the file holds dtype '<f4'; leave --dtype out")
+xent_eval_test(dtype_disagrees error ARGS logits_f4.npy targets_i8.npy --dtype f64
+               REGEX "logits_f4.npy: --dtype float64 must agree with the file, but the file holds float32 \\('<f4'\\)")
+# bad: raw files
+xent_eval_test(raw_size_mismatch error ARGS logits_short.raw targets_i8.npy --dtype bf16 --shape 300,7
+               REGEX "logits_short.raw: --dtype bfloat16 --shape 300,7 needs a raw file of 4200 bytes \\(the logits alone: C order, little-endian, no header\\), but the file has 4198")
+xent_eval_test(raw_shape_on_npy error ARGS logits_f4.npy targets_i8.npy --dtype f32 --shape 300,7
+               REGEX "logits_f4.npy: --shape is for raw files, but this is a .npy file, whose header gives the shape")
+xent_eval_test(raw_without_dtype usage ARGS logits_bf16.raw targets_i8.npy --shape 300,7 REGEX "--shape requires --dtype")
+xent_eval_test(raw_shape_one_number usage ARGS logits_bf16.raw targets_i8.npy --dtype bf16 --shape 2100 REGEX "--shape")
+xent_eval_test(dtype_unknown usage ARGS logits_f4.npy targets_i8.npy --dtype f8 REGEX "--dtype")
+
+# ---- .safetensors (header parsed with nlohmann-json, when found at configure time)
+get_property(xent_eval_safetensors GLOBAL PROPERTY XENT_EVAL_SAFETENSORS)
+if(xent_eval_safetensors)
+  # One 2-D float tensor, targets from a .npy.
+  xent_eval_test(safetensors_float32 success ARGS st_f32.safetensors targets_i8.npy --json ${units} COMPARE 1e-15 KEYS ${report_keys})
+  # Logits and targets in one file (and __metadata__): each found as the only tensor that suits it.
+  xent_eval_test(safetensors_float16_one_file success ARGS st_f16.safetensors --json ${units}
+                 COMPARE 1e-15 KEYS ${report_keys} EXPECTED expected_f16.txt)
+  xent_eval_test(safetensors_float16_chunked success ARGS st_f16.safetensors --json --chunk-mb 0.0001 --threads 3 ${units}
+                 COMPARE 1e-12 KEYS ${report_keys} EXPECTED expected_f16.txt)
+  # Three 2-D float tensors and two 1-D integer ones: the keys choose.
+  xent_eval_test(safetensors_bfloat16_keys success ARGS st_bf16_keys.safetensors --logits-key model.logits --targets-key labels --json ${units}
+                 COMPARE 1e-15 KEYS ${report_keys} EXPECTED expected_bf16.txt)
+  xent_eval_test(safetensors_int32_targets_key success ARGS st_bf16_keys.safetensors --logits-key model.logits --targets-key label_ids --json
+                 --fit-temperature COMPARE 1e-9 KEYS samples nll ece fitted_temperature ece_after EXPECTED expected_bf16.txt)
+  xent_eval_test(safetensors_header success ARGS st_bf16_keys.safetensors --logits-key model.logits --targets-key labels
+                 REGEX "  logits +[^\n]*st_bf16_keys.safetensors  tensor \"model.logits\"  bfloat16 \\[300, 7\\]\n  targets +[^\n]*st_bf16_keys.safetensors  tensor \"labels\"  int64 \\[300\\]\n")
+  xent_eval_test(safetensors_json_input success ARGS st_bf16_keys.safetensors --logits-key model.logits --targets-key labels --json
+                 REGEX "\"logits\": {\"path\": \"[^\"]*st_bf16_keys.safetensors\", \"format\": \"safetensors\", \"tensor\": \"model.logits\", \"dtype\": \"bfloat16\", \"shape\": \\[300, 7\\]}")
+  # Logits at an odd offset cannot be mapped as float16: read instead, same report.
+  xent_eval_test(safetensors_misaligned_read success ARGS st_misaligned.safetensors --json ${units} --threads 2
+                 COMPARE 1e-15 KEYS ${report_keys} EXPECTED expected_f16.txt)
+  # bad: the file
+  xent_eval_test(safetensors_too_short error ARGS st_short.safetensors targets_i8.npy
+                 REGEX "st_short.safetensors: truncated: a .safetensors file must start with an 8-byte header length, but the file has 5 bytes")
+  xent_eval_test(safetensors_header_beyond_file error ARGS st_header_beyond.safetensors targets_i8.npy
+                 REGEX "st_header_beyond.safetensors: the .safetensors header length must fit in the file \\(74 bytes after the 8 bytes of the length\\), but got 1000000")
+  xent_eval_test(safetensors_header_too_long error ARGS st_header_huge.safetensors targets_i8.npy
+                 REGEX "st_header_huge.safetensors: the .safetensors header length must be at most 100000000 bytes \\(the format's limit\\), but got 1099511627776")
+  xent_eval_test(safetensors_malformed_json error ARGS st_bad_json.safetensors targets_i8.npy
+                 REGEX "st_bad_json.safetensors: the .safetensors header must be JSON, but got a parse error at line 1, column [0-9]+: syntax error while parsing object key")
+  # JSON allows numbers beyond a double; nlohmann-json refuses them with an error of its own kind.
+  xent_eval_test(safetensors_number_overflow error ARGS st_number_overflow.safetensors targets_i8.npy
+                 REGEX "st_number_overflow.safetensors: the .safetensors header must be JSON, but got a number overflow parsing '1e999'")
+  xent_eval_test(safetensors_not_object error ARGS st_not_object.safetensors targets_i8.npy
+                 REGEX "st_not_object.safetensors: the .safetensors header must be a JSON object of tensors, but got array \\[\"logits\",\"F32\"\\]")
+  xent_eval_test(safetensors_no_offsets error ARGS st_no_offsets.safetensors targets_i8.npy
+                 REGEX "tensor 'logits' must have \"data_offsets\" \\[BEGIN, END\\] with integers 0 <= BEGIN <= END, but got none")
+  xent_eval_test(safetensors_negative_shape error ARGS st_bad_shape.safetensors targets_i8.npy
+                 REGEX "tensor 'logits' must have a \"shape\" list of non-negative integers, but got array \\[300,-7\\]")
+  xent_eval_test(safetensors_offsets_outside error ARGS st_outside.safetensors targets_i8.npy
+                 REGEX "st_outside.safetensors: tensor 'logits': its data_offsets must lie within the 8400 bytes of data after the header, but got \\[0, 9000\\]")
+  xent_eval_test(safetensors_size_mismatch error ARGS st_size_mismatch.safetensors targets_i8.npy
+                 REGEX "tensor 'logits': dtype F16 and shape \\[300, 7\\] need 4200 bytes, but its data_offsets \\[0, 8400\\] hold 8400")
+  xent_eval_test(safetensors_overlap error ARGS st_overlap.safetensors targets_i8.npy
+                 REGEX "st_overlap.safetensors: tensors must not overlap, but 'logits' \\[0, 8400\\] and 'targets' \\[8000, 10400\\] do")
+  xent_eval_test(safetensors_hole error ARGS st_hole.safetensors targets_i8.npy
+                 REGEX "st_hole.safetensors: every byte of the data must belong to a tensor, but bytes \\[8400, 8408\\) belong to none")
+  xent_eval_test(safetensors_trailing error ARGS st_trailing.safetensors targets_i8.npy
+                 REGEX "every byte of the data must belong to a tensor, but the last 16 of its 8416 bytes belong to none")
+  xent_eval_test(safetensors_unknown_dtype error ARGS st_unknown_dtype.safetensors targets_i8.npy
+                 REGEX "tensor 'logits': the dtype must be one of the format's \\(BOOL, U8, .*, U64\\), but got 'F17'")
+  xent_eval_test(safetensors_duplicate_name error ARGS st_duplicate.safetensors targets_i8.npy
+                 REGEX "the .safetensors header must name each tensor once, but names 'logits' more than once")
+  xent_eval_test(safetensors_bad_metadata error ARGS st_bad_metadata.safetensors targets_i8.npy
+                 REGEX "\"__metadata__\" must be an object of strings, but got object {\"epoch\":3}")
+  # bad: the choice of tensors
+  xent_eval_test(safetensors_ambiguous_logits error ARGS st_bf16_keys.safetensors
+                 REGEX "st_bf16_keys.safetensors: 3 tensors could be the logits \\('teacher.logits', 'model.logits', 'embedding'\\); choose one with --logits-key NAME")
+  xent_eval_test(safetensors_ambiguous_targets error ARGS st_bf16_keys.safetensors --logits-key model.logits
+                 REGEX "2 tensors could be the targets \\('labels', 'label_ids'\\); choose one with --targets-key NAME")
+  xent_eval_test(safetensors_no_logits error ARGS st_no_logits.safetensors targets_i8.npy
+                 REGEX "the logits must be a 2-D tensor of F16, BF16, F32 or F64, but the file holds 'targets' \\(I64 \\[300\\]\\)")
+  xent_eval_test(safetensors_no_targets error ARGS st_f32.safetensors
+                 REGEX "st_f32.safetensors: the targets must be a 1-D tensor of I32 or I64, but the file holds 'logits' \\(F32 \\[300, 7\\]\\)")
+  xent_eval_test(safetensors_key_missing error ARGS st_bf16_keys.safetensors --logits-key nope
+                 REGEX "--logits-key 'nope' must name a tensor of the file, but the file holds 'teacher.logits' \\(F32 \\[300, 7\\]\\), 'model.logits' \\(BF16 \\[300, 7\\]\\), 'embedding' \\(F32 \\[7, 4\\]\\), 'labels' \\(I64 \\[300\\]\\), 'label_ids' \\(I32 \\[300\\]\\)")
+  xent_eval_test(safetensors_key_unsuitable error ARGS st_bf16_keys.safetensors --logits-key labels
+                 REGEX "the logits must be a 2-D tensor of F16, BF16, F32 or F64, but tensor 'labels' is I64 \\[300\\]")
+  xent_eval_test(safetensors_dtype_disagrees error ARGS st_f32.safetensors targets_i8.npy --dtype f16
+                 REGEX "--dtype float16 must agree with the file, but tensor 'logits' is F32 \\(float32\\); leave --dtype out")
+  xent_eval_test(logits_key_on_npy error ARGS logits_f4.npy targets_i8.npy --logits-key logits
+                 REGEX "logits_f4.npy: --logits-key names a tensor of a .safetensors file, but this is a .npy file")
+  xent_eval_test(targets_key_on_npy error ARGS st_f32.safetensors targets_i8.npy --targets-key labels
+                 REGEX "targets_i8.npy: --targets-key names a tensor of a .safetensors file, but this is a .npy file")
+  xent_eval_test(raw_shape_on_safetensors error ARGS st_f32.safetensors targets_i8.npy --dtype f32 --shape 300,7
+                 REGEX "--shape is for raw files, but this is a .safetensors file")
+else()
+  xent_eval_test(safetensors_unsupported error ARGS st_f32.safetensors targets_i8.npy
+                 REGEX "st_f32.safetensors: a .safetensors file, but this xent-eval was built without .safetensors support \\(nlohmann-json was not found")
+endif()
+
 # ---- bad input: a clear message and exit code 1, never a crash
 xent_eval_test(empty_file error ARGS empty.npy targets_i8.npy REGEX "empty.npy: the file is empty \\(0 bytes\\)")
-xent_eval_test(not_npy error ARGS not_npy.npy targets_i8.npy REGEX "not_npy.npy: not a .npy file")
+xent_eval_test(not_npy error ARGS not_npy.npy targets_i8.npy
+               REGEX "not_npy.npy: not a .npy file \\(.*\\) nor a .safetensors file .*; raw logits need --dtype and --shape")
 xent_eval_test(truncated_header error ARGS truncated_header.npy targets_i8.npy REGEX "truncated_header.npy: truncated in the .npy header")
 xent_eval_test(truncated_data error ARGS truncated_data.npy targets_i8.npy
                REGEX "truncated_data.npy: truncated: shape \\(300, 7\\) needs 8400 bytes of data, but the file holds 8300")
@@ -90,9 +227,10 @@ xent_eval_test(malformed_header error ARGS bad_header.npy targets_i8.npy REGEX "
 xent_eval_test(malformed_bool error ARGS bad_bool.npy targets_i8.npy REGEX "malformed .npy header \\(expected True or False")
 xent_eval_test(header_without_shape error ARGS no_shape.npy targets_i8.npy REGEX "the header lacks 'shape'")
 xent_eval_test(format_version_4 error ARGS version4.npy targets_i8.npy REGEX "format version 4.0 is not supported")
-xent_eval_test(logits_float16 error ARGS logits_f2.npy targets_i8.npy
-               REGEX "logits must be float32 or float64, but the file holds dtype '<f2'")
-xent_eval_test(logits_int32 error ARGS logits_i4.npy targets_i8.npy REGEX "logits must be float32 or float64, but the file holds dtype '<i4'")
+xent_eval_test(logits_complex error ARGS logits_c8.npy targets_i8.npy
+               REGEX "logits must be float16, float32 or float64, but the file holds dtype '<c8'")
+xent_eval_test(logits_int32 error ARGS logits_i4.npy targets_i8.npy
+               REGEX "logits must be float16, float32 or float64, but the file holds dtype '<i4'")
 xent_eval_test(logits_big_endian error ARGS logits_big_endian.npy targets_i8.npy REGEX "logits are big-endian \\('>f4'\\)")
 xent_eval_test(targets_float error ARGS logits_f4.npy targets_f4.npy REGEX "targets must be int32 or int64, but the file holds dtype '<f4'")
 xent_eval_test(targets_unsigned error ARGS logits_f4.npy targets_u8.npy REGEX "targets must be int32 or int64, but the file holds dtype '<u8'")
@@ -111,6 +249,8 @@ xent_eval_test(masked_logits_refused error ARGS logits_masked.npy targets_i8.npy
 xent_eval_test(no_samples error ARGS logits_no_samples.npy targets_no_samples.npy REGEX "the logits hold no sample \\(shape \\(0, 7\\)\\)")
 xent_eval_test(no_classes error ARGS logits_no_classes.npy targets_i8.npy REGEX "the logits hold no class")
 xent_eval_test(all_ignored error ARGS logits_f4.npy targets_all_ignored.npy REGEX "no sample left to evaluate \\(300 ignored")
+xent_eval_test(npy_without_targets error ARGS logits_f4.npy
+               REGEX "logits_f4.npy: a .npy file holds the logits alone; give the targets file \\(.npy or .safetensors\\) after it")
 # The command-line parser's own errors.
 xent_eval_test(missing_file usage ARGS does_not_exist.npy targets_i8.npy REGEX "does_not_exist.npy")
 xent_eval_test(bad_option_value usage ARGS logits_f4.npy targets_i8.npy --bins 0 REGEX "--bins")
@@ -163,6 +303,16 @@ if(CMAKE_SYSTEM_NAME STREQUAL "Linux")
                  REGEX "truncate_last_page.npy: truncated while being read: it had 8528 bytes when opened and has 8500 now")
   xent_eval_test(truncated_targets error WRAP truncate=truncate_targets.npy:1000 ARGS logits_f4.npy truncate_targets.npy
                  REGEX "truncate_targets.npy: truncated while being read: it had 2528 bytes when opened and has 1000 now")
+  # A tensor after a .safetensors header: the same guard, at the tensor's own offset.
+  if(xent_eval_safetensors)
+    xent_eval_test(truncated_safetensors_while_mapped error WRAP truncate=st_truncate.safetensors:4096
+                   ARGS st_truncate.safetensors targets_i8.npy --threads 2 --chunk-mb 0.001
+                   REGEX "st_truncate.safetensors: truncated while being read: it had 8488 bytes when opened and has 4096 now \\(shape \\(300, 7\\) needs 8400 bytes of data\\)")
+  endif()
+  # Memory with float16 logits widened per chunk: 32 MiB in the file, 64 MiB once widened. 32 MB
+  # fails both a whole-file widening and a mapping never released (12 MB measured, 18 under ASan).
+  xent_eval_test(memory_bounded_float16 success WRAP max-rss-mb=32
+                 ARGS logits_big_f2.npy targets_big.npy --threads 2 --chunk-mb 1 --json --no-progress REGEX "\"dtype\": \"float16\", \"shape\": \\[2048, 8192\\]")
   # Memory: 64 MiB of logits, two workers, 1 MB chunks: a few chunks resident, not the file.
   xent_eval_test(memory_bounded_two_threads success WRAP max-rss-mb=48
                  ARGS logits_big.npy targets_big.npy --threads 2 --chunk-mb 1 --json --no-progress REGEX "\"samples\": 2048,")

@@ -1,11 +1,16 @@
 // Inputs and expectations for the xent-eval end-to-end tests (tests/cli/cli_tests.cmake).
 //
 //   xent_eval_inputs make DIR
-//     writes good and bad .npy files into DIR, and DIR/expected.txt: what the library reports for the
-//     good files, evaluated in memory ("key value" lines);
+//     writes good and bad .npy, .safetensors and raw files into DIR, and DIR/expected*.txt: what the
+//     library reports for the good files, evaluated in memory ("key value" lines): expected.txt for
+//     the float32 logits, expected_f16.txt and expected_bf16.txt for the same logits rounded to
+//     float16 and bfloat16 (evaluated as the float32 values they widen to);
 //   xent_eval_inputs compare EXPECTED REPORT.json TOLERANCE KEY...
 //     checks that each KEY of EXPECTED appears in the JSON report with a value within
 //     TOLERANCE (relative, at max(|expected|, 1)); counts must match exactly;
+//   xent_eval_inputs widen-check
+//     holds xent-eval's widening of float16 and bfloat16 (vectorised where the ISA allows) to Eigen's
+//     one-by-one conversion on every one of the 65536 values of each, in every position of a vector;
 //   xent_eval_inputs run [CONDITION...] -- TOOL ARGS...   (Linux)
 //     runs TOOL under the conditions and exits as it did (a signal that kills TOOL kills this too):
 //       close-stdout          TOOL starts with its standard output closed;
@@ -17,6 +22,7 @@
 //       max-rss-mb=MB         exit 3 if TOOL's peak resident set size exceeded MB (its rusage).
 
 #include "npy.hpp"
+#include "tensor_file.hpp"
 
 #include <xent/metrics/evaluation.hpp>
 #include <xent/metrics/temperature.hpp>
@@ -59,6 +65,14 @@ namespace {
 using xent_eval::write_npy;
 constexpr std::uint64_t N = 300, C = 7;
 
+/// The bits of float16 and bfloat16 values, as a file stores them.
+template <class H>
+std::vector<std::uint16_t> bits_of(const std::vector<H>& v) {
+  std::vector<std::uint16_t> out(v.size());
+  std::memcpy(out.data(), v.data(), v.size() * sizeof(std::uint16_t));
+  return out;
+}
+
 template <class T>
 void save(const std::string& path, const std::string& descr, const std::vector<std::uint64_t>& shape, const std::vector<T>& v) {
   write_npy(path, descr, shape, v.data(), v.size() * sizeof(T));
@@ -72,6 +86,39 @@ std::string bytes_of(const std::string& path) {
 void write_bytes(const std::string& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary);
   out.write(bytes.data(), std::streamsize(bytes.size()));
+}
+template <class T>
+std::string as_bytes(const std::vector<T>& v) {
+  return std::string(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
+}
+
+/// A .safetensors file: the 8-byte little-endian length of `header` (padded with spaces to a multiple
+/// of 8, as safetensors writes it, unless pad is false), the header, the data.
+void save_safetensors(const std::string& path, std::string header, const std::string& data, bool pad = true) {
+  if (pad) header.append((8 - header.size() % 8) % 8, ' ');
+  std::string out;
+  for (int i = 0; i < 8; ++i) out += char((std::uint64_t(header.size()) >> (8 * i)) & 0xff);
+  write_bytes(path, out + header + data);
+}
+
+/// One entry of a safetensors header.
+std::string entry(const std::string& name, const std::string& dtype, const std::string& shape, std::uint64_t begin, std::uint64_t end) {
+  return "\"" + name + "\": {\"dtype\": \"" + dtype + "\", \"shape\": " + shape + ", \"data_offsets\": [" + std::to_string(begin) + ", " +
+         std::to_string(end) + "]}";
+}
+
+/// What the library says, in memory, with xent-eval's defaults (and 1000 characters, 2000 bytes).
+void write_expected(const std::string& path, const std::vector<float>& logits, const std::vector<std::int64_t>& targets) {
+  const Eigen::Map<const Eigen::MatrixXf> x(logits.data(), C, N);
+  const Eigen::Map<const Eigen::Matrix<std::int64_t, Eigen::Dynamic, 1>> t(targets.data(), N);
+  const xent::eval_report r = xent::evaluate(x, t, {}, {1000, 2000, 0});
+  const xent::temperature_fit fit = xent::fit_temperature(x, t);
+  std::ofstream expected(path);
+  expected.precision(17);
+  expected << "samples " << r.samples << "\nignored " << r.ignored << "\nnll " << r.nll << "\nnll_stderr " << r.nll_stderr
+           << "\nperplexity " << r.perplexity << "\naccuracy " << r.accuracy << "\ntop_k_accuracy " << r.top_k_accuracy << "\nbrier "
+           << r.brier << "\nece " << r.ece << "\nmce " << r.mce << "\nbits_per_character " << r.bits_per_character << "\nbits_per_byte "
+           << r.bits_per_byte << "\nfitted_temperature " << fit.temperature << "\nece_after " << fit.ece_after << "\n";
 }
 
 /// A .npy with the given raw header dict (padded and ended as numpy does) and data.
@@ -112,17 +159,84 @@ int make(const std::string& dir) {
   save_raw(d + "logits_v2.npy", "{'descr': '<f4', 'fortran_order': False, 'shape': (300, 7), }", good_data, 2);
   save_raw(d + "logits_spaced.npy", "{\"shape\":(300,7),\"fortran_order\":False,\"descr\":\"<f4\"}", good_data);
 
-  // What the library says, in memory, with xent-eval's defaults.
-  const Eigen::Map<const Eigen::MatrixXf> x(logits.data(), C, N);
-  const Eigen::Map<const Eigen::Matrix<std::int64_t, Eigen::Dynamic, 1>> t(targets.data(), N);
-  const xent::eval_report r = xent::evaluate(x, t, {}, {1000, 2000, 0});
-  const xent::temperature_fit fit = xent::fit_temperature(x, t);
-  std::ofstream expected(d + "expected.txt");
-  expected.precision(17);
-  expected << "samples " << r.samples << "\nignored " << r.ignored << "\nnll " << r.nll << "\nnll_stderr " << r.nll_stderr
-           << "\nperplexity " << r.perplexity << "\naccuracy " << r.accuracy << "\ntop_k_accuracy " << r.top_k_accuracy << "\nbrier "
-           << r.brier << "\nece " << r.ece << "\nmce " << r.mce << "\nbits_per_character " << r.bits_per_character << "\nbits_per_byte "
-           << r.bits_per_byte << "\nfitted_temperature " << fit.temperature << "\nece_after " << fit.ece_after << "\n";
+  write_expected(d + "expected.txt", logits, targets);
+
+  // ---- float16 and bfloat16: the same logits rounded (to nearest, ties to even), and the float32
+  // values they widen to, which the library evaluates for the expected reports.
+  std::vector<Eigen::half> halves(logits.begin(), logits.end());
+  std::vector<Eigen::bfloat16> brains(logits.begin(), logits.end());
+  const std::vector<float> from_half(halves.begin(), halves.end()), from_brain(brains.begin(), brains.end());
+  write_expected(d + "expected_f16.txt", from_half, targets);
+  write_expected(d + "expected_bf16.txt", from_brain, targets);
+  const std::string half_data = as_bytes(bits_of(halves)), brain_data = as_bytes(bits_of(brains));
+  save_raw(d + "logits_f2.npy", "{'descr': '<f2', 'fortran_order': False, 'shape': (300, 7), }", half_data);
+  save(d + "logits_f2_widened.npy", "<f4", {N, C}, from_half);
+  save_raw(d + "logits_bf16_u2.npy", "{'descr': '<u2', 'fortran_order': False, 'shape': (300, 7), }", brain_data);
+  save(d + "logits_bf16_widened.npy", "<f4", {N, C}, from_brain);
+  write_bytes(d + "logits_bf16.raw", brain_data);
+  write_bytes(d + "logits_f4.raw", good_data);
+  write_bytes(d + "logits_short.raw", brain_data.substr(0, brain_data.size() - 2));
+
+  // ---- .safetensors: data laid out as safetensors does (in the order of the entries, no gaps)
+  const std::string shape_nc = "[300, 7]", shape_n = "[300]";
+  const std::string target_data = as_bytes(targets), target32_data = as_bytes(std::vector<std::int32_t>(targets.begin(), targets.end()));
+  const std::uint64_t f4_bytes = N * C * 4, h_bytes = N * C * 2, i8_bytes = N * 8, i4_bytes = N * 4;
+  save_safetensors(d + "st_f32.safetensors", "{" + entry("logits", "F32", shape_nc, 0, f4_bytes) + "}", good_data);
+  save_safetensors(d + "st_f16.safetensors",
+                   "{\"__metadata__\": {\"format\": \"pt\"}, " + entry("logits", "F16", shape_nc, 0, h_bytes) + ", " +
+                       entry("targets", "I64", shape_n, h_bytes, h_bytes + i8_bytes) + "}",
+                   half_data + target_data);
+  // Several candidates for each role: only the keys tell. teacher.logits holds other values, so that
+  // the wrong choice shows in the report.
+  std::vector<float> teacher(N * C);
+  for (std::uint64_t i = 0; i < teacher.size(); ++i) teacher[i] = float(int(i * 7919 % 23) - 11) / 4;
+  const std::vector<float> embedding(C * 4, 0.5f);
+  std::uint64_t at = 0;
+  std::string header = "{";
+  header += entry("teacher.logits", "F32", shape_nc, at, at + f4_bytes) + ", ";
+  at += f4_bytes;
+  header += entry("model.logits", "BF16", shape_nc, at, at + h_bytes) + ", ";
+  at += h_bytes;
+  header += entry("embedding", "F32", "[7, 4]", at, at + C * 4 * 4) + ", ";
+  at += C * 4 * 4;
+  header += entry("labels", "I64", shape_n, at, at + i8_bytes) + ", ";
+  at += i8_bytes;
+  header += entry("label_ids", "I32", shape_n, at, at + i4_bytes) + "}";
+  save_safetensors(d + "st_bf16_keys.safetensors", header, as_bytes(teacher) + brain_data + as_bytes(embedding) + target_data + target32_data);
+  // One byte ahead of the logits puts them at an odd offset: not mapped (float16 needs 2-byte
+  // alignment) but read.
+  save_safetensors(d + "st_misaligned.safetensors",
+                   "{" + entry("pad", "U8", "[1]", 0, 1) + ", " + entry("logits", "F16", shape_nc, 1, 1 + h_bytes) + ", " +
+                       entry("targets", "I32", shape_n, 1 + h_bytes, 1 + h_bytes + i4_bytes) + "}",
+                   std::string(1, '\0') + half_data + target32_data);
+  write_bytes(d + "st_truncate.safetensors", bytes_of(d + "st_f32.safetensors"));
+
+  // ---- bad .safetensors files, one fault each
+  const std::string one = "{" + entry("logits", "F32", shape_nc, 0, f4_bytes) + "}";
+  write_bytes(d + "st_short.safetensors", std::string("\x08\0\0\0\0", 5));
+  write_bytes(d + "st_header_beyond.safetensors", std::string("\x40\x42\x0f\0\0\0\0\0", 8) + one);  // 1000000 bytes of header
+  write_bytes(d + "st_header_huge.safetensors", std::string("\0\0\0\0\0\x01\0\0", 8) + one);        // 2^40
+  save_safetensors(d + "st_bad_json.safetensors", "{" + entry("logits", "F32", shape_nc, 0, f4_bytes) + ",}", good_data);
+  save_safetensors(d + "st_number_overflow.safetensors", "{\"logits\": {\"dtype\": \"F32\", \"shape\": [300, 7], \"data_offsets\": [0, 1e999]}}",
+                   good_data);
+  save_safetensors(d + "st_not_object.safetensors", "[\"logits\", \"F32\"]", "");
+  save_safetensors(d + "st_no_offsets.safetensors", "{\"logits\": {\"dtype\": \"F32\", \"shape\": [300, 7]}}", good_data);
+  save_safetensors(d + "st_bad_shape.safetensors", "{" + entry("logits", "F32", "[300, -7]", 0, f4_bytes) + "}", good_data);
+  save_safetensors(d + "st_outside.safetensors", "{" + entry("logits", "F32", shape_nc, 0, 9000) + "}", good_data);
+  save_safetensors(d + "st_size_mismatch.safetensors", "{" + entry("logits", "F16", shape_nc, 0, f4_bytes) + "}", good_data);
+  save_safetensors(d + "st_overlap.safetensors",
+                   "{" + entry("logits", "F32", shape_nc, 0, f4_bytes) + ", " + entry("targets", "I64", shape_n, 8000, 8000 + i8_bytes) + "}",
+                   good_data + std::string(8000 + i8_bytes - f4_bytes, '\0'));
+  save_safetensors(d + "st_hole.safetensors",
+                   "{" + entry("logits", "F32", shape_nc, 0, f4_bytes) + ", " + entry("targets", "I64", shape_n, 8408, 8408 + i8_bytes) + "}",
+                   good_data + std::string(8, '\0') + target_data);
+  save_safetensors(d + "st_trailing.safetensors", one, good_data + std::string(16, '\0'));
+  save_safetensors(d + "st_unknown_dtype.safetensors", "{" + entry("logits", "F17", shape_nc, 0, f4_bytes) + "}", good_data);
+  save_safetensors(d + "st_duplicate.safetensors",
+                   "{" + entry("logits", "F32", shape_nc, 0, f4_bytes) + ", " + entry("logits", "F32", shape_nc, 0, f4_bytes) + "}", good_data);
+  save_safetensors(d + "st_bad_metadata.safetensors", "{\"__metadata__\": {\"epoch\": 3}, " + entry("logits", "F32", shape_nc, 0, f4_bytes) + "}",
+                   good_data);
+  save_safetensors(d + "st_no_logits.safetensors", "{" + entry("targets", "I64", shape_n, 0, i8_bytes) + "}", target_data);
 
   // ---- bad files
   const std::string good = bytes_of(d + "logits_f4.npy");
@@ -137,7 +251,7 @@ int make(const std::string& dir) {
   std::string v4 = good;
   v4[6] = 4;
   write_bytes(d + "version4.npy", v4);
-  save_raw(d + "logits_f2.npy", "{'descr': '<f2', 'fortran_order': False, 'shape': (300, 7), }", std::string(N * C * 2, '\0'));
+  save_raw(d + "logits_c8.npy", "{'descr': '<c8', 'fortran_order': False, 'shape': (300, 7), }", std::string(N * C * 8, '\0'));
   save(d + "logits_i4.npy", "<i4", {N, C}, std::vector<std::int32_t>(N * C, 1));
   save_raw(d + "logits_big_endian.npy", "{'descr': '>f4', 'fortran_order': False, 'shape': (300, 7), }", good_data);
   save_raw(d + "logits_fortran.npy", "{'descr': '<f4', 'fortran_order': True, 'shape': (300, 7), }", good_data);
@@ -188,6 +302,7 @@ int make(const std::string& dir) {
   for (std::uint64_t j = 0; j < big_n; ++j) big_targets[j] = std::int64_t(j * 7 % big_c);
   save(d + "logits_big.npy", "<f4", {big_n, big_c}, big);
   save(d + "targets_big.npy", "<i8", {big_n}, big_targets);
+  save(d + "logits_big_f2.npy", "<f2", {big_n, big_c}, std::vector<Eigen::half>(big.begin(), big.end()));
   return 0;
 }
 
@@ -293,6 +408,32 @@ int run(int argc, char** argv) {
 }
 #endif
 
+/// Every bit pattern, widened by xent_eval::widen and by Eigen's scalar conversion: the same float,
+/// bit for bit, or NaN for NaN (F16C quiets a signalling NaN). The patterns are shifted by 0 ... 8
+/// places, so that each one passes through every lane of the vector loop and through its tail.
+template <class H>
+int widen_check(const char* name) {
+  int failures = 0;
+  for (std::size_t shift = 0; shift <= 8; ++shift) {
+    std::vector<H> in(65536 + shift);
+    for (std::size_t i = 0; i < in.size(); ++i) {
+      const std::uint16_t bits = std::uint16_t((i + 65536 - shift) & 0xffff);
+      std::memcpy(static_cast<void*>(&in[i]), &bits, sizeof bits);
+    }
+    std::vector<float> out(in.size());
+    xent_eval::widen(in.data(), out.data(), in.size());
+    for (std::size_t i = 0; i < in.size(); ++i) {
+      const float want = static_cast<float>(in[i]);
+      const bool same = std::isnan(want) ? std::isnan(out[i]) : std::memcmp(&want, &out[i], sizeof want) == 0;
+      if (!same && failures++ < 10)
+        std::cerr << name << " bits 0x" << std::hex << ((i + 65536 - shift) & 0xffff) << std::dec << ": widened to " << out[i] << ", not "
+                  << want << '\n';
+    }
+  }
+  std::cout << name << ": 65536 values, 9 alignments: " << (failures ? "FAILED" : "all exact") << '\n';
+  return failures;
+}
+
 /// The number after "key": in a JSON text (the report's numbers are flat "key": value pairs).
 bool json_number(const std::string& json, const std::string& key, double& value) {
   const std::string needle = "\"" + key + "\": ";
@@ -343,6 +484,8 @@ int compare(const std::string& expected_path, const std::string& json_path, doub
 int main(int argc, char** argv) {
   try {
     if (argc == 3 && std::string(argv[1]) == "make") return make(argv[2]);
+    if (argc == 2 && std::string(argv[1]) == "widen-check")
+      return widen_check<Eigen::half>("float16") + widen_check<Eigen::bfloat16>("bfloat16") == 0 ? 0 : 1;
     if (argc >= 6 && std::string(argv[1]) == "compare")
       return compare(argv[2], argv[3], std::strtod(argv[4], nullptr), std::vector<std::string>(argv + 5, argv + argc));
 #ifdef __linux__
@@ -352,6 +495,7 @@ int main(int argc, char** argv) {
     std::cerr << "xent_eval_inputs: " << e.what() << '\n';
     return 1;
   }
-  std::cerr << "usage: xent_eval_inputs make DIR | compare EXPECTED REPORT.json TOLERANCE KEY... | run [CONDITION...] -- TOOL ARGS...\n";
+  std::cerr << "usage: xent_eval_inputs make DIR | compare EXPECTED REPORT.json TOLERANCE KEY... | widen-check | run [CONDITION...] -- TOOL "
+               "ARGS...\n";
   return 2;
 }

@@ -1,6 +1,8 @@
 # Checks the layout of an installed xent. Run by the consumer.layout test:
 #   cmake -DXENT_PREFIX=<prefix> [-DXENT_SOURCE_DIR=<src>] [-DXENT_BUILD_DIR=<build>]
-#         [-DXENT_EXPECTED_VERSION=<x.y.z>] -P check_layout.cmake
+#         [-DXENT_EXPECTED_VERSION=<x.y.z>] [-DXENT_EXPECT_OPENMP=ON|OFF] -P check_layout.cmake
+# XENT_EXPECT_OPENMP: whether the install's configure found OpenMP, i.e. the openmp component
+# (xentOpenmpTargets.cmake, xent-openmp.pc) must be there or must not.
 # Header-only and architecture-independent: everything lives in include/ and share/, nothing
 # in lib*/ or bin/, and the version file accepts consumers of any pointer size.
 cmake_minimum_required(VERSION 3.21)
@@ -23,6 +25,15 @@ foreach(f IN ITEMS
     list(APPEND errors "missing ${f}")
   endif()
 endforeach()
+if(DEFINED XENT_EXPECT_OPENMP)
+  foreach(f IN ITEMS share/cmake/xent/xentOpenmpTargets.cmake share/pkgconfig/xent-openmp.pc)
+    if(XENT_EXPECT_OPENMP AND NOT EXISTS "${P}/${f}")
+      list(APPEND errors "missing ${f} (the install's configure found OpenMP: the openmp component must be installed)")
+    elseif(NOT XENT_EXPECT_OPENMP AND EXISTS "${P}/${f}")
+      list(APPEND errors "${f} installed although the install's configure had no OpenMP")
+    endif()
+  endforeach()
+endif()
 
 # Only include/ and share/ at the top; in particular no lib/, lib64/ or bin/ for a header-only
 # library (a CMake package or .pc under lib/ would make it look architecture specific).
@@ -95,10 +106,14 @@ if(EXISTS "${vf}")
   endif()
 endif()
 
-# Targets file: the imported target must carry the installed include directory.
+# Targets file: the imported target must carry the installed include directory, and no OpenMP
+# (threads are the openmp component's, in xentOpenmpTargets.cmake).
 set(tf "${P}/share/cmake/xent/xentTargets.cmake")
 if(EXISTS "${tf}")
   file(READ "${tf}" text)
+  if(text MATCHES "OpenMP|openmp")
+    list(APPEND errors "xentTargets.cmake mentions OpenMP: xent::xent must be serial")
+  endif()
   if(NOT text MATCHES "INTERFACE_INCLUDE_DIRECTORIES \"[^\"]*\\\${_IMPORT_PREFIX}/include[\";]")
     list(APPEND errors "xentTargets.cmake: xent::xent has no INTERFACE_INCLUDE_DIRECTORIES \"\${_IMPORT_PREFIX}/include\" (was CMAKE_INSTALL_INCLUDEDIR empty in $<INSTALL_INTERFACE:...>, i.e. used before include(GNUInstallDirs)?)")
   endif()
@@ -166,6 +181,23 @@ if(EXISTS "${pc}")
   endif()
   if(NOT pc_cflags MATCHES "-I")
     list(APPEND errors "xent.pc Cflags has no -I (Cflags: ${pc_cflags})")
+  endif()
+  # The consumer picks the standard (C++17 or later) and whether to use OpenMP.
+  if(pc_cflags MATCHES "-std=")
+    list(APPEND errors "xent.pc Cflags names a C++ standard (Cflags: ${pc_cflags}): a C++20 consumer would be lowered")
+  endif()
+  if(pc_cflags MATCHES "openmp")
+    list(APPEND errors "xent.pc Cflags carries OpenMP (Cflags: ${pc_cflags}): that is xent-openmp.pc's")
+  endif()
+endif()
+set(pc "${P}/share/pkgconfig/xent-openmp.pc")
+if(EXISTS "${pc}")
+  file(READ "${pc}" text)
+  if(NOT text MATCHES "\nRequires: *xent[ =\n]")
+    list(APPEND errors "xent-openmp.pc does not require xent")
+  endif()
+  if(NOT text MATCHES "\nCflags: *[^\n]*openmp")
+    list(APPEND errors "xent-openmp.pc has no OpenMP flag in Cflags")
   endif()
 endif()
 

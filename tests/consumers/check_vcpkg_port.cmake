@@ -1,6 +1,7 @@
 # What ports/xent/portfile.cmake relies on, checked without vcpkg (which cannot be installed here):
 # configure with exactly the portfile's OPTIONS, install, and find the layout the portfile expects.
-#   cmake -DXENT_SOURCE_DIR=<src> -DWORK_DIR=<scratch> -P check_vcpkg_port.cmake
+#   cmake -DXENT_SOURCE_DIR=<src> -DWORK_DIR=<scratch> [-DXENT_EXPECT_OPENMP=ON|OFF] -P check_vcpkg_port.cmake
+# XENT_EXPECT_OPENMP: whether this compiler has OpenMP, i.e. the port must install the openmp component.
 cmake_minimum_required(VERSION 3.21)
 set(port "${XENT_SOURCE_DIR}/ports/xent")
 set(errors "")
@@ -63,7 +64,7 @@ execute_process(COMMAND "${CMAKE_COMMAND}" --install "${build}" RESULT_VARIABLE 
 if(NOT configured EQUAL 0 OR NOT installed EQUAL 0)
   list(APPEND errors "configure (${configured}) or install (${installed}) with the portfile's options failed")
 endif()
-foreach(skipped IN ITEMS tests examples bench)
+foreach(skipped IN ITEMS tests examples bench docs)
   if(EXISTS "${build}/${skipped}")
     list(APPEND errors "the portfile's options still configure ${skipped}/")
   endif()
@@ -78,9 +79,19 @@ endif()
 if(NOT EXISTS "${prefix}/include/xent/xent.hpp")
   list(APPEND errors "headers not installed to include/xent")
 endif()
+if(XENT_EXPECT_OPENMP)
+  foreach(f IN ITEMS "${config_path}/xentOpenmpTargets.cmake" share/pkgconfig/xent-openmp.pc)
+    if(NOT EXISTS "${prefix}/${f}")
+      list(APPEND errors "the portfile's options do not install the openmp component (${f}) with an OpenMP compiler")
+    endif()
+  endforeach()
+endif()
 file(READ "${port}/usage" usage)
 if(NOT usage MATCHES "find_package\\(xent CONFIG REQUIRED\\)" OR NOT usage MATCHES "xent::xent")
   list(APPEND errors "usage does not show find_package(xent CONFIG REQUIRED) and xent::xent")
+endif()
+if(NOT usage MATCHES "find_package\\(xent CONFIG REQUIRED COMPONENTS openmp\\)" OR NOT usage MATCHES "xent::openmp")
+  list(APPEND errors "usage does not show the openmp component (find_package(xent CONFIG REQUIRED COMPONENTS openmp), xent::openmp)")
 endif()
 
 if(errors)

@@ -10,12 +10,16 @@
 #
 # Fixture chain (ctest pulls the setup tests in by itself, e.g. with -R consumer.find_package):
 #   consumer.clean              wipes <build>/consumers (every run starts from nothing)
-#   consumer.install.configure  separate configure of XENT_SOURCE_DIR, tests/examples/bench/tools OFF
+#   consumer.install.configure  separate configure of XENT_SOURCE_DIR, tests/examples/bench/tools/docs OFF
 #   consumer.install            cmake --install into <build>/consumers/prefix
 #   consumer.tarball            cmake -E tar of the source tree, for FetchContent
 #   consumer.layout             check_layout.cmake on the prefix
 #   consumer.find_package / consumer.pkg_config    use the prefix
 #   consumer.find_package_mpi   uses the prefix's mpi component (only when this build has MPI)
+#   consumer.cxx20_serial       a -DCMAKE_CXX_STANDARD=20 consumer of xent::xent / xent.pc: stays
+#                               C++20, gets no -fopenmp, runs serially
+#   consumer.find_package_openmp  the openmp component / xent-openmp.pc: runs on an OpenMP team
+#                               (only when this build has OpenMP)
 #   consumer.add_subdirectory / consumer.fetch_content  use the source tree / the tarball
 include_guard(GLOBAL)
 
@@ -67,6 +71,13 @@ function(_xent_add_consumer_tests here)
 
   # What every consumer project gets on top.
   set(consumer_args ${cache_args} "-DXENT_EXPECTED_VERSION=${version}")
+  # The separate configure below uses this build's compiler: it finds OpenMP when this one did, and
+  # installs the openmp component then.
+  if(TARGET xent::openmp)
+    set(with_openmp ON)
+  else()
+    set(with_openmp OFF)
+  endif()
 
   # --- fixtures -------------------------------------------------------------------------------
   add_test(NAME consumer.clean COMMAND "${CMAKE_COMMAND}" -E rm -rf "${work}")
@@ -75,7 +86,7 @@ function(_xent_add_consumer_tests here)
   add_test(NAME consumer.install.configure
     COMMAND "${CMAKE_COMMAND}" -S "${src}" -B "${work}/install-build" ${gen_args} ${cache_args}
             -DXENT_BUILD_TESTS=OFF -DXENT_BUILD_EXAMPLES=OFF -DXENT_BUILD_BENCH=OFF -DXENT_BUILD_TOOLS=OFF
-            "-DCMAKE_INSTALL_PREFIX=${prefix}")
+            -DXENT_BUILD_DOCS=OFF "-DCMAKE_INSTALL_PREFIX=${prefix}")
   set_tests_properties(consumer.install.configure PROPERTIES
     FIXTURES_REQUIRED xent_consumers_clean
     FIXTURES_SETUP xent_install_configured)
@@ -104,13 +115,14 @@ function(_xent_add_consumer_tests here)
   add_test(NAME consumer.layout
     COMMAND "${CMAKE_COMMAND}" "-DXENT_PREFIX=${prefix}" "-DXENT_SOURCE_DIR=${src}"
             "-DXENT_BUILD_DIR=${work}/install-build" "-DXENT_EXPECTED_VERSION=${version}"
-            -P "${here}/check_layout.cmake")
+            "-DXENT_EXPECT_OPENMP=${with_openmp}" -P "${here}/check_layout.cmake")
   set_tests_properties(consumer.layout PROPERTIES FIXTURES_REQUIRED "xent_consumers_clean;xent_installed")
 
   # The layout ports/xent/portfile.cmake relies on, with the portfile's own options (vcpkg itself
   # cannot be installed here).
   add_test(NAME consumer.vcpkg_port
-    COMMAND "${CMAKE_COMMAND}" "-DXENT_SOURCE_DIR=${src}" "-DWORK_DIR=${work}/vcpkg-port" -P "${here}/check_vcpkg_port.cmake")
+    COMMAND "${CMAKE_COMMAND}" "-DXENT_SOURCE_DIR=${src}" "-DWORK_DIR=${work}/vcpkg-port"
+            "-DXENT_EXPECT_OPENMP=${with_openmp}" -P "${here}/check_vcpkg_port.cmake")
   set_tests_properties(consumer.vcpkg_port PROPERTIES FIXTURES_REQUIRED xent_consumers_clean)
 
   add_test(NAME consumer.find_package
@@ -137,6 +149,41 @@ function(_xent_add_consumer_tests here)
   set(tests consumer.clean consumer.install.configure consumer.install consumer.tarball
             consumer.layout consumer.vcpkg_port consumer.find_package consumer.add_subdirectory consumer.fetch_content)
 
+  find_program(XENT_PKG_CONFIG_EXECUTABLE NAMES pkg-config pkgconf
+    DOC "pkg-config used by the consumer.pkg_config, cxx20_serial and find_package_openmp tests")
+  mark_as_advanced(XENT_PKG_CONFIG_EXECUTABLE)
+  set(pc_args "")
+  set(pc_path "${prefix}/share/pkgconfig")
+  if(DEFINED ENV{PKG_CONFIG_PATH} AND NOT "$ENV{PKG_CONFIG_PATH}" STREQUAL "")
+    string(APPEND pc_path ":$ENV{PKG_CONFIG_PATH}")
+  endif()
+  if(XENT_PKG_CONFIG_EXECUTABLE AND NOT WIN32)
+    set(pc_args "-DPKG_CONFIG_EXECUTABLE=${XENT_PKG_CONFIG_EXECUTABLE}")
+  endif()
+
+  # Threads are opt-in: a C++20 consumer of xent::xent alone stays C++20 and serial, and one that
+  # asks for the openmp component runs threaded. Each project runs its programs with its own CTest.
+  add_test(NAME consumer.cxx20_serial
+    COMMAND "${CMAKE_CTEST_COMMAND}" --build-and-test "${here}/cxx20_serial" "${work}/cxx20_serial"
+            ${bt_gen_args}
+            --build-options ${cache_args} "-DCMAKE_PREFIX_PATH=${prefix}" -DCMAKE_CXX_STANDARD=20 ${pc_args}
+            --test-command "${CMAKE_CTEST_COMMAND}" --output-on-failure)
+  set_tests_properties(consumer.cxx20_serial PROPERTIES
+    FIXTURES_REQUIRED "xent_consumers_clean;xent_installed"
+    ENVIRONMENT "PKG_CONFIG_PATH=${pc_path}")
+  list(APPEND tests consumer.cxx20_serial)
+  if(with_openmp)
+    add_test(NAME consumer.find_package_openmp
+      COMMAND "${CMAKE_CTEST_COMMAND}" --build-and-test "${here}/find_package_openmp" "${work}/find_package_openmp"
+              ${bt_gen_args}
+              --build-options ${cache_args} "-DCMAKE_PREFIX_PATH=${prefix}" ${pc_args}
+              --test-command "${CMAKE_CTEST_COMMAND}" --output-on-failure)
+    set_tests_properties(consumer.find_package_openmp PROPERTIES
+      FIXTURES_REQUIRED "xent_consumers_clean;xent_installed"
+      ENVIRONMENT "PKG_CONFIG_PATH=${pc_path}")
+    list(APPEND tests consumer.find_package_openmp)
+  endif()
+
   # The mpi component, when this build has MPI (the install above then exports xent::mpi): built
   # against the installed package and run on 2 ranks by the consumer project's own test.
   if(TARGET xent::mpi)
@@ -150,14 +197,7 @@ function(_xent_add_consumer_tests here)
     list(APPEND tests consumer.find_package_mpi)
   endif()
 
-  find_program(XENT_PKG_CONFIG_EXECUTABLE NAMES pkg-config pkgconf
-    DOC "pkg-config used by the consumer.pkg_config test")
-  mark_as_advanced(XENT_PKG_CONFIG_EXECUTABLE)
   if(XENT_PKG_CONFIG_EXECUTABLE AND NOT WIN32)
-    set(pc_path "${prefix}/share/pkgconfig")
-    if(DEFINED ENV{PKG_CONFIG_PATH} AND NOT "$ENV{PKG_CONFIG_PATH}" STREQUAL "")
-      string(APPEND pc_path ":$ENV{PKG_CONFIG_PATH}")
-    endif()
     add_test(NAME consumer.pkg_config
       COMMAND "${CMAKE_CTEST_COMMAND}" --build-and-test "${here}/pkg_config" "${work}/pkg_config"
               ${bt_gen_args}

@@ -77,7 +77,7 @@ void run(fuzz::reader& in, std::uint8_t flags, std::uint8_t opt_byte) {
   const bool check_finite = valid && !raw_logits && !nan_allowed && fuzz::all_finite(o.weight);
 
   // ---- forward
-  xent::loss_result<T> r = xent::loss_result<T>::reduced(xent::reduction::sum, T(0));
+  xent::loss_result<T> r = xent::loss_result<T>::reduced(xent::reduction::sum, T(0), 1.0);
   fuzz::expect_accepted_iff(harness, "cross_entropy", valid, "input", [&] {
     if (prob_targets) r = lazy ? xent::cross_entropy(x * T(1), y, o) : xent::cross_entropy(x, y, o);
     else r = lazy ? xent::cross_entropy(x * T(1), t, o) : xent::cross_entropy(x, t, o);

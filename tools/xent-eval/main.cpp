@@ -1,12 +1,14 @@
-// xent-eval: evaluates a model's logits against class-index targets, both read from .npy files:
-// NLL, perplexity, bits, accuracy, Brier score, calibration (ECE, reliability diagram), and on
-// request the temperature that calibrates the model. docs/metrics.md documents it.
+// xent-eval: evaluates a model's logits against class-index targets, read from .npy, .safetensors
+// or raw files: NLL, perplexity, bits, accuracy, Brier score, calibration (ECE, reliability diagram),
+// and on request the temperature that calibrates the model. docs/metrics.md documents it.
 //
 // The logits are processed in chunks of --chunk-mb, memory-mapped (or read into a buffer with
 // --no-mmap, or where mapping is unavailable) and released behind, so memory stays at one chunk
 // per worker whatever the file size; --fit-temperature streams the file again for each pass.
+// float16 and bfloat16 logits are widened to float32 chunk by chunk; the chunk's bytes in the file
+// and its widened copy share the --chunk-mb.
 
-#include "npy.hpp"
+#include "inputs.hpp"
 #include "report.hpp"
 
 #include <xent/metrics/evaluation.hpp>
@@ -34,6 +36,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -54,7 +57,10 @@ namespace {
 using xent_eval::file_error;
 
 struct settings {
-  std::string logits_path, targets_path;
+  std::string logits_path, targets_path;  // targets_path empty: the targets are in the logits' .safetensors file
+  std::string logits_key, targets_key;
+  std::string dtype;
+  std::vector<std::uint64_t> shape;
   long ignore_index = -100;
   int top_k = 5;
   int bins = 15;
@@ -121,20 +127,26 @@ class progress_meter {
 /// did not shrink under its chunk and releases the chunk behind it.
 /// Otherwise one worker reads each chunk into a buffer; a file that fits in one chunk is then read
 /// only once whatever the number of passes.
-template <class T, class I>
+/// S is the logits' type in the file, T the type they are evaluated in: float16 and bfloat16 (S)
+/// are widened to float (T) into a buffer per worker, chunk by chunk.
+template <class S, class T, class I>
 class dataset {
  public:
   using logits_map = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>>;
   using targets_map = Eigen::Map<const Eigen::Matrix<I, Eigen::Dynamic, 1>>;
+  static constexpr bool widened = !std::is_same_v<S, T>;
 
-  dataset(xent_eval::npy_file& logits, xent_eval::npy_file& targets, std::uint64_t samples, std::uint64_t classes, const settings& s,
+  dataset(xent_eval::tensor_file& logits, xent_eval::tensor_file& targets, std::uint64_t samples, std::uint64_t classes, const settings& s,
           progress_meter& meter)
       : logits_(logits), targets_(targets), samples_(samples), classes_(classes), meter_(meter) {
-    const double rows = std::floor(s.chunk_mb * 1e6 / (double(classes) * sizeof(T)));
+    // A widened chunk is held twice, as stored and as T: both count against --chunk-mb.
+    const double row_bytes = double(classes) * double(sizeof(S) + (widened ? sizeof(T) : 0));
+    const double rows = std::floor(s.chunk_mb * 1e6 / row_bytes);
     rows_per_chunk_ = std::uint64_t(std::max(1.0, std::min(rows, double(samples))));
-    if (s.mmap) mapped_logits_ = reinterpret_cast<const T*>(logits.map_data(sizeof(T)));
+    if (s.mmap) mapped_logits_ = reinterpret_cast<const S*>(logits.map_data(sizeof(S)));
     if (!mapped()) {
       logit_buf_.resize(std::size_t(rows_per_chunk_ * classes));
+      if (widened) stored_buf_.resize(std::size_t(rows_per_chunk_ * classes));
       target_buf_.resize(std::size_t(rows_per_chunk_));
     }
     const std::uint64_t chunks = (samples + rows_per_chunk_ - 1) / rows_per_chunk_;
@@ -161,27 +173,41 @@ class dataset {
     const auto work = [&](int w) {
       try {
         std::vector<I> chunk_targets(mapped() ? std::size_t(rows_per_chunk_) : 0);
+        std::vector<T> chunk_widened(mapped() && widened ? std::size_t(rows_per_chunk_ * classes_) : 0);
         const std::uint64_t stride = rows_per_chunk_ * std::uint64_t(workers_);
         for (std::uint64_t first = rows_per_chunk_ * std::uint64_t(w); first < samples_; first += stride) {
           const std::uint64_t rows = std::min(rows_per_chunk_, samples_ - first);
-          const T* x = mapped_logits_ ? mapped_logits_ + first * classes_ : logit_buf_.data();
+          const std::size_t values = std::size_t(rows * classes_);
+          const T* x = logit_buf_.data();
           const I* t = mapped() ? chunk_targets.data() : target_buf_.data();
           if (mapped()) {
             // The targets, C times smaller, are read: a copy of them costs less than their own
             // mapping and its release.
             targets_.read_at(chunk_targets.data(), std::size_t(rows * sizeof(I)), first * sizeof(I));
+            const S* stored = mapped_logits_ + first * classes_;
+            if constexpr (widened) {
+              xent_eval::widen(stored, chunk_widened.data(), values);
+              x = chunk_widened.data();
+            } else {
+              x = stored;
+            }
           } else {
-            logits_.read(logit_buf_.data(), std::size_t(rows * classes_ * sizeof(T)));
+            if constexpr (widened) {
+              logits_.read(stored_buf_.data(), values * sizeof(S));
+              xent_eval::widen(stored_buf_.data(), logit_buf_.data(), values);
+            } else {
+              logits_.read(logit_buf_.data(), values * sizeof(S));
+            }
             targets_.read(target_buf_.data(), std::size_t(rows * sizeof(I)));
           }
           f(logits_map(x, Eigen::Index(classes_), Eigen::Index(rows)), targets_map(t, Eigen::Index(rows)), first, w);
           if (mapped()) {
-            const std::uint64_t end = (first + rows) * classes_ * sizeof(T);
+            const std::uint64_t end = (first + rows) * classes_ * sizeof(S);
             logits_.check_intact(end);
-            logits_.release_mapped(first * classes_ * sizeof(T), end);
+            logits_.release_mapped(first * classes_ * sizeof(S), end);
           }
           if (w == 0)  // worker 0 speaks for all: the others are at most a chunk apart
-            meter_.advance(std::min<std::uint64_t>(samples_, first + stride) * classes_ * sizeof(T));
+            meter_.advance(std::min<std::uint64_t>(samples_, first + stride) * classes_ * sizeof(S));
         }
       } catch (...) {
         errors[std::size_t(w)] = std::current_exception();
@@ -195,19 +221,21 @@ class dataset {
       if (e) std::rethrow_exception(e);
     meter_.finish();
     loaded_ = once;
+    if (once) std::vector<S>().swap(stored_buf_);  // the widened copy stays, for the next passes
   }
 
  private:
   bool mapped() const { return mapped_logits_ != nullptr; }
 
-  xent_eval::npy_file& logits_;
-  xent_eval::npy_file& targets_;
+  xent_eval::tensor_file& logits_;
+  xent_eval::tensor_file& targets_;
   std::uint64_t samples_, classes_, rows_per_chunk_;
   progress_meter& meter_;
-  const T* mapped_logits_ = nullptr;
+  const S* mapped_logits_ = nullptr;
   int workers_ = 1;
   bool loaded_ = false;
   std::vector<T> logit_buf_;
+  std::vector<S> stored_buf_;  // widened only: the chunk as read, before widening
   std::vector<I> target_buf_;
 };
 
@@ -231,11 +259,11 @@ xent::eval_accumulator merged(std::vector<xent::eval_accumulator>& parts) {
   return parts[0];
 }
 
-template <class T, class I>
-xent_eval::run_result evaluate(const settings& s, xent_eval::npy_file& lf, xent_eval::npy_file& tf, std::uint64_t n, std::uint64_t c,
+template <class S, class T, class I>
+xent_eval::run_result evaluate(const settings& s, xent_eval::tensor_file& lf, xent_eval::tensor_file& tf, std::uint64_t n, std::uint64_t c,
                                xent_eval::run_result run) {
-  progress_meter meter(s.progress, n * c * sizeof(T));
-  dataset<T, I> data(lf, tf, n, c, s, meter);
+  progress_meter meter(s.progress, n * c * sizeof(S));
+  dataset<S, T, I> data(lf, tf, n, c, s, meter);
   const std::size_t workers = std::size_t(data.workers());
 
   xent::eval_options opts;
@@ -310,44 +338,53 @@ xent_eval::run_result evaluate(const settings& s, xent_eval::npy_file& lf, xent_
 }
 
 xent_eval::run_result run(const settings& s) {
-  xent_eval::npy_file lf(s.logits_path), tf(s.targets_path);
-  const auto& lh = lf.header();
-  const auto& th = tf.header();
-  const xent_eval::dtype lt = lf.element_type({xent_eval::dtype::float32, xent_eval::dtype::float64}, "logits");
-  const xent_eval::dtype tt = tf.element_type({xent_eval::dtype::int32, xent_eval::dtype::int64}, "targets");
-  if (lh.shape.size() != 2)
-    throw file_error(lf.path() + ": logits must have shape (N, C), but the file holds shape " + xent_eval::detail::shape_string(lh.shape));
-  if (lh.fortran_order)
-    throw file_error(lf.path() + ": logits must be in C order (row-major); the file is in Fortran order (save np.ascontiguousarray(a))");
-  if (th.shape.size() != 1)
-    throw file_error(tf.path() + ": targets must have shape (N,), but the file holds shape " + xent_eval::detail::shape_string(th.shape));
-  lf.check_size(xent_eval::dtype_size(lt));
-  tf.check_size(xent_eval::dtype_size(tt));
-  const std::uint64_t n = lh.shape[0], c = lh.shape[1];
-  if (n == 0) throw file_error(lf.path() + ": the logits hold no sample (shape " + xent_eval::detail::shape_string(lh.shape) + ")");
-  if (c == 0) throw file_error(lf.path() + ": the logits hold no class (shape " + xent_eval::detail::shape_string(lh.shape) + ")");
-  if (th.shape[0] != n)
-    throw file_error(tf.path() + ": " + std::to_string(th.shape[0]) + " targets for " + std::to_string(n) + " samples of logits in " +
+  using xent_eval::dtype;
+  xent_eval::tensor_file lf(s.logits_path);
+  xent_eval::logits_request request{s.logits_key, xent_eval::parse_dtype_name(s.dtype), s.shape};
+  const xent_eval::file_format lformat = xent_eval::open_logits(lf, request);
+  if (s.targets_path.empty() && lformat != xent_eval::file_format::safetensors)
+    throw file_error(lf.path() + ": a " + (lformat == xent_eval::file_format::raw ? "raw" : ".npy") +
+                     " file holds the logits alone; give the targets file (.npy or .safetensors) after it");
+  // Targets in the logits' own .safetensors file are read through a second descriptor: each file
+  // object streams one tensor.
+  xent_eval::tensor_file tf(s.targets_path.empty() ? s.logits_path : s.targets_path);
+  const xent_eval::file_format tformat = xent_eval::open_targets(tf, s.targets_key);
+  const xent_eval::tensor_desc& lt = lf.tensor();
+  const xent_eval::tensor_desc& tt = tf.tensor();
+  const std::uint64_t n = lt.shape[0], c = lt.shape[1];
+  if (n == 0) throw file_error(lf.path() + ": the logits hold no sample (shape " + xent_eval::detail::shape_string(lt.shape) + ")");
+  if (c == 0) throw file_error(lf.path() + ": the logits hold no class (shape " + xent_eval::detail::shape_string(lt.shape) + ")");
+  if (tt.shape[0] != n)
+    throw file_error(tf.path() + ": " + std::to_string(tt.shape[0]) + " targets for " + std::to_string(n) + " samples of logits in " +
                      lf.path() + "; both must have the same N");
 
-  // The library refuses such a temperature too, but in its own terms.
-  const double largest = lt == xent_eval::dtype::float32 ? double(std::numeric_limits<float>::max()) : std::numeric_limits<double>::max();
+  // The library refuses such a temperature too, but in its own terms. float16 and bfloat16 logits
+  // are evaluated as float32.
+  const dtype evaluated = lt.type == dtype::float64 ? dtype::float64 : dtype::float32;
+  const double largest = evaluated == dtype::float32 ? double(std::numeric_limits<float>::max()) : std::numeric_limits<double>::max();
   if (!(1 / s.temperature <= largest)) {
     std::ostringstream m;
-    m << "--temperature " << s.temperature << " is too small for the " << xent_eval::dtype_name(lt) << " logits of " << lf.path()
-      << ": 1 / T = " << 1 / s.temperature << " overflows " << xent_eval::dtype_name(lt) << " (T must be at least " << 1 / largest << ")";
+    m << "--temperature " << s.temperature << " is too small for the " << xent_eval::dtype_name(lt.type) << " logits of " << lf.path()
+      << ": 1 / T = " << 1 / s.temperature << " overflows " << xent_eval::dtype_name(evaluated) << " (T must be at least " << 1 / largest << ")";
     throw std::invalid_argument(m.str());
   }
 
   xent_eval::run_result result;
-  result.logits = {lf.path(), xent_eval::dtype_name(lt), lh.shape};
-  result.targets = {tf.path(), xent_eval::dtype_name(tt), th.shape};
+  result.logits = {lf.path(), xent_eval::format_name(lformat), lt.name, xent_eval::dtype_name(lt.type), lt.shape};
+  result.targets = {tf.path(), xent_eval::format_name(tformat), tt.name, xent_eval::dtype_name(tt.type), tt.shape};
   result.units = s.units;
-  const bool f32 = lt == xent_eval::dtype::float32, i32 = tt == xent_eval::dtype::int32;
-  if (f32 && i32) return evaluate<float, std::int32_t>(s, lf, tf, n, c, result);
-  if (f32) return evaluate<float, std::int64_t>(s, lf, tf, n, c, result);
-  if (i32) return evaluate<double, std::int32_t>(s, lf, tf, n, c, result);
-  return evaluate<double, std::int64_t>(s, lf, tf, n, c, result);
+  const bool i32 = tt.type == dtype::int32;
+  switch (lt.type) {
+    case dtype::float16:
+      return i32 ? evaluate<Eigen::half, float, std::int32_t>(s, lf, tf, n, c, result) : evaluate<Eigen::half, float, std::int64_t>(s, lf, tf, n, c, result);
+    case dtype::bfloat16:
+      return i32 ? evaluate<Eigen::bfloat16, float, std::int32_t>(s, lf, tf, n, c, result)
+                 : evaluate<Eigen::bfloat16, float, std::int64_t>(s, lf, tf, n, c, result);
+    case dtype::float32:
+      return i32 ? evaluate<float, float, std::int32_t>(s, lf, tf, n, c, result) : evaluate<float, float, std::int64_t>(s, lf, tf, n, c, result);
+    default:
+      return i32 ? evaluate<double, double, std::int32_t>(s, lf, tf, n, c, result) : evaluate<double, double, std::int64_t>(s, lf, tf, n, c, result);
+  }
 }
 
 /// Bounds as a reader writes them. CLI11's PositiveNumber prints its range with every one of the 309
@@ -387,7 +424,7 @@ void check_svg_path(const settings& s) {
   namespace fs = std::filesystem;
   std::error_code ec;
   for (const auto& [input, what] : {std::pair{&s.logits_path, "logits"}, std::pair{&s.targets_path, "targets"}})
-    if (fs::equivalent(s.svg_path, *input, ec))
+    if (!input->empty() && fs::equivalent(s.svg_path, *input, ec))
       throw std::invalid_argument("--svg " + s.svg_path + " names the " + what + " file " + *input + "; the diagram would overwrite an input");
   const fs::path dir = fs::path(s.svg_path).parent_path();
   if (!fs::is_directory(dir.empty() ? fs::path(".") : dir, ec))
@@ -438,11 +475,27 @@ int main(int argc, char** argv) {
   std::signal(SIGXFSZ, SIG_IGN);
 #endif
   settings s;
-  CLI::App app{"xent-eval: evaluate a model's logits against class-index targets (.npy files): NLL, perplexity, bits,\n"
-               "accuracy, Brier score, calibration (ECE, reliability diagram) and temperature scaling.",
+  CLI::App app{"xent-eval: evaluate a model's logits against class-index targets (.npy, .safetensors or raw files): NLL,\n"
+               "perplexity, bits, accuracy, Brier score, calibration (ECE, reliability diagram) and temperature scaling.",
                "xent-eval"};
-  app.add_option("logits", s.logits_path, ".npy of float32 or float64 logits, shape (N, C), C order")->required()->check(CLI::ExistingFile);
-  app.add_option("targets", s.targets_path, ".npy of int32 or int64 class indices, shape (N,)")->required()->check(CLI::ExistingFile);
+  app.add_option("logits", s.logits_path,
+                 "Logits, shape (N, C), C order: .npy of float16, float32 or float64; .safetensors (F16, BF16, F32, F64); raw with --dtype "
+                 "and --shape")
+      ->required()
+      ->check(CLI::ExistingFile);
+  app.add_option("targets", s.targets_path,
+                 "Class indices, shape (N,): .npy or .safetensors of int32 or int64 (default: the logits' .safetensors file)")
+      ->check(CLI::ExistingFile);
+  auto* logits_key = app.add_option("--logits-key", s.logits_key, "The logits' tensor in a .safetensors file (default: its only 2-D float tensor)");
+  app.add_option("--targets-key", s.targets_key, "The targets' tensor in a .safetensors file (default: its only 1-D integer tensor)");
+  auto* dtype = app.add_option("--dtype", s.dtype, "The logits' element type where the file cannot say it: bf16 for a .npy of uint16 bits, "
+                                                   "or any for a raw file (with --shape)")
+                    ->check(CLI::IsMember({"f16", "float16", "bf16", "bfloat16", "f32", "float32", "f64", "float64"}));
+  app.add_option("--shape", s.shape, "N,C: the logits file is raw (no header, C order, little-endian), of --dtype")
+      ->delimiter(',')
+      ->expected(2)
+      ->needs(dtype)
+      ->excludes(logits_key);
   app.add_option("--ignore-index", s.ignore_index, "Targets equal to this are left out, as torch's ignore_index")->capture_default_str();
   app.add_option("--top-k", s.top_k, "k of the top-k accuracy")->capture_default_str()->check(at_least(1));
   app.add_option("--bins", s.bins, "Equal-width confidence bins of the ECE and the diagram")->capture_default_str()->check(CLI::Range(1, 10000));

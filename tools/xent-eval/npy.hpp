@@ -2,18 +2,15 @@
 #define XENT_TOOLS_NPY_HPP
 
 // A small reader of NumPy's .npy format (format versions 1.0, 2.0 and 3.0), for xent-eval only: the
-// header is parsed and checked against the file's size before any data is read, then the data are
-// read sequentially in pieces of the caller's choosing, so that a file larger than memory streams.
+// header is parsed and checked against the file's size before any data is read (tensor_file.hpp
+// then streams the data), and a writer of the same format for the tests and the examples.
 //
 // Format (numpy/lib/format.py): the magic "\x93NUMPY", a major and a minor version byte, the header
 // length (2 bytes little-endian for 1.0, 4 bytes for 2.0 and 3.0), then the header, a Python dict
 // literal such as {'descr': '<f4', 'fortran_order': False, 'shape': (4096, 32000), } padded with
 // spaces and ended by '\n'; then the data, C order unless fortran_order is True.
 
-#include <algorithm>
-#include <atomic>
 #include <cerrno>
-#include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -23,15 +20,6 @@
 #include <string>
 #include <vector>
 
-#ifndef _WIN32
-#include <fcntl.h>
-#include <signal.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <sys/types.h>
-#include <unistd.h>
-#endif
-
 namespace xent_eval {
 
 /// Any problem with a file: the message names the file and says what is wrong.
@@ -40,10 +28,14 @@ class file_error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-enum class dtype { float32, float64, int32, int64 };
+/// Element types as stored in a file. float16 and bfloat16 logits are widened to float32 as they
+/// are read; the evaluation never sees them.
+enum class dtype { float16, bfloat16, float32, float64, int32, int64 };
 
 inline const char* dtype_name(dtype t) {
   switch (t) {
+    case dtype::float16: return "float16";
+    case dtype::bfloat16: return "bfloat16";
     case dtype::float32: return "float32";
     case dtype::float64: return "float64";
     case dtype::int32: return "int32";
@@ -52,7 +44,17 @@ inline const char* dtype_name(dtype t) {
   return "?";
 }
 
-inline std::size_t dtype_size(dtype t) { return t == dtype::float32 || t == dtype::int32 ? 4 : 8; }
+inline std::size_t dtype_size(dtype t) {
+  switch (t) {
+    case dtype::float16:
+    case dtype::bfloat16: return 2;
+    case dtype::float32:
+    case dtype::int32: return 4;
+    case dtype::float64:
+    case dtype::int64: return 8;
+  }
+  return 1;
+}
 
 struct npy_header {
   std::string descr;                 // as written, e.g. "<f4"
@@ -222,11 +224,13 @@ inline npy_header parse_npy_header(const std::string& path, const unsigned char*
 inline dtype npy_element_type(const std::string& path, const npy_header& h, const std::vector<dtype>& accepted, const std::string& what) {
   const std::string& d = h.descr;
   std::string names;
-  for (const dtype t : accepted) names += std::string(names.empty() ? "" : " or ") + dtype_name(t);
+  for (std::size_t i = 0; i < accepted.size(); ++i)
+    names += std::string(i == 0 ? "" : i + 1 == accepted.size() ? " or " : ", ") + dtype_name(accepted[i]);
   if (d.size() == 3 && d[0] == '>' && d[2] != '1')
     throw file_error(path + ": " + what + " are big-endian ('" + d + "'); convert them with a.astype(a.dtype.newbyteorder('<'))");
   for (const dtype t : accepted) {
-    const char* code = t == dtype::float32 ? "f4" : t == dtype::float64 ? "f8" : t == dtype::int32 ? "i4" : "i8";
+    // bfloat16 has no numpy type code: its bits come as uint16 (--dtype bf16 says so; main.cpp).
+    const char* code = t == dtype::float16 ? "f2" : t == dtype::float32 ? "f4" : t == dtype::float64 ? "f8" : t == dtype::int32 ? "i4" : t == dtype::int64 ? "i8" : "";
     if (d.size() == 3 && (d[0] == '<' || d[0] == '=' || d[0] == '|') && d.compare(1, 2, code) == 0) return t;
   }
   throw file_error(path + ": " + what + " must be " + names + ", but the file holds dtype '" + d + "'");
@@ -249,276 +253,7 @@ inline void npy_check_size(const std::string& path, const npy_header& h, std::ui
                      " bytes of data that shape " + detail::shape_string(h.shape) + " announces");
 }
 
-#ifndef _WIN32
-namespace detail {
-
-/// A mapped file that shrinks while it is read (another process truncates it) raises SIGBUS on the
-/// first load from a page past its new end, which kills the process. This handler puts zero pages
-/// in place of the rest of the mapping instead, so that the load completes, and flags the mapping;
-/// its readers then report the truncation (npy_file::check_intact). A fault anywhere else gets the
-/// action it had before the handler was installed.
-class sigbus_guard {
- public:
-  /// Watches [begin, begin + size) until unwatch(); false if a mapping is watched already (the
-  /// caller then reads the file rather than mapping it unguarded).
-  static bool watch(const unsigned char* begin, std::size_t size) {
-    static const bool installed = install();
-    std::uintptr_t idle = 0;
-    if (!installed || !begin_.compare_exchange_strong(idle, reinterpret_cast<std::uintptr_t>(begin))) return false;
-    faulted_ = false;
-    end_ = reinterpret_cast<std::uintptr_t>(begin) + size;
-    return true;
-  }
-  static bool faulted() { return faulted_; }
-  static void unwatch() {
-    end_ = 0;
-    begin_ = 0;
-  }
-
- private:
-  static bool install() {
-    page_ = std::uintptr_t(sysconf(_SC_PAGESIZE));
-    struct sigaction action {};
-    action.sa_sigaction = &on_sigbus;
-    action.sa_flags = SA_SIGINFO;
-    sigemptyset(&action.sa_mask);
-    return sigaction(SIGBUS, &action, &previous_) == 0;
-  }
-
-  static void on_sigbus(int number, siginfo_t* info, void*) {
-    const bool fault = info->si_code > 0;  // not sent by kill()
-    const std::uintptr_t at = reinterpret_cast<std::uintptr_t>(info->si_addr);
-    const std::uintptr_t begin = begin_, end = end_;
-    // mmap is not on POSIX's list of async-signal-safe functions, but on Linux and the BSDs it is
-    // the bare system call (Wayland's shared-memory pools survive truncation the same way).
-    const std::uintptr_t page = at / page_ * page_;
-    if (fault && at >= begin && at < end &&
-        mmap(reinterpret_cast<void*>(page), end - page, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != MAP_FAILED) {
-      faulted_ = true;
-      return;
-    }
-    // Not ours: back to the previous action. A fault repeats under it once this returns; a SIGBUS
-    // sent by kill() is raised again, to be delivered then.
-    sigaction(SIGBUS, &previous_, nullptr);
-    if (!fault) raise(number);
-  }
-
-  static inline std::atomic<std::uintptr_t> begin_{0}, end_{0};
-  static inline std::atomic<bool> faulted_{false};
-  static inline struct sigaction previous_ {};
-  static inline std::uintptr_t page_ = 4096;
-};
-
-}  // namespace detail
-#endif
-
-/// An open .npy file whose header has been read and checked against the file size.
-class npy_file {
- public:
-  explicit npy_file(std::string path) : path_(std::move(path)) {
-    open_regular_file();
-    // Large sequential reads go straight to the caller's buffer; stdio's own buffer would add a copy.
-    std::setvbuf(file_.get(), nullptr, _IONBF, 0);
-    read_header();
-  }
-
-  const std::string& path() const { return path_; }
-  const npy_header& header() const { return header_; }
-  std::uint64_t file_size() const { return file_size_; }
-  std::uint64_t data_bytes() const { return file_size_ - header_.data_offset; }
-
-  dtype element_type(const std::vector<dtype>& accepted, const std::string& what) const {
-    return npy_element_type(path_, header_, accepted, what);
-  }
-  void check_size(std::size_t item_size) const { npy_check_size(path_, header_, data_bytes(), item_size); }
-
-  /// Reads exactly `bytes` bytes of data into `out`, continuing where the last read stopped.
-  void read(void* out, std::size_t bytes) {
-    if (std::fread(out, 1, bytes, file_.get()) == bytes) return;
-    if (std::ferror(file_.get())) throw file_error(path_ + ": read failed (" + std::strerror(errno) + ")");
-    throw truncated_while_read();
-  }
-
-  /// Reads data bytes [begin, begin + bytes) into `out`, apart from read()'s position: several
-  /// workers read at once.
-  void read_at(void* out, std::size_t bytes, std::uint64_t begin) const {
-#ifndef _WIN32
-    for (std::size_t done = 0; done < bytes;) {
-      const ssize_t n = pread(fileno(file_.get()), static_cast<char*>(out) + done, bytes - done, off_t(header_.data_offset + begin + done));
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) throw file_error(path_ + ": read failed (" + std::strerror(errno) + ")");
-      if (n == 0) throw truncated_while_read();
-      done += std::size_t(n);
-    }
-#else
-    (void)out, (void)bytes, (void)begin;
-    throw file_error(path_ + ": positional reads are unavailable here");
-#endif
-  }
-
-  /// The data memory-mapped (read-only), or nullptr where mapping is unavailable (not POSIX, the
-  /// mapping failed, another file is mapped already) or the data are not aligned for their element
-  /// type: read() then. Mapping reads the page cache in place, without read()'s copy into a buffer.
-  const unsigned char* map_data(std::size_t item_size) {
-#ifndef _WIN32
-    if (!map_ && header_.data_offset % item_size == 0 && data_bytes() > 0) {
-      const std::size_t size = std::size_t(file_size_);
-      void* p = mmap(nullptr, size, PROT_READ, MAP_SHARED, fileno(file_.get()), 0);
-      if (p != MAP_FAILED && detail::sigbus_guard::watch(static_cast<unsigned char*>(p), size)) {
-        map_ = std::unique_ptr<unsigned char, unmapper>(static_cast<unsigned char*>(p), unmapper{size});
-        madvise(p, size, MADV_SEQUENTIAL);  // read ahead on a cold cache
-      } else if (p != MAP_FAILED) {
-        munmap(p, size);
-      }
-    }
-    return map_ ? map_.get() + header_.data_offset : nullptr;
-#else
-    (void)item_size;
-    return nullptr;
-#endif
-  }
-
-  /// Drops the mapped data bytes [begin, end), a worker's chunk, from this process (they stay in
-  /// the page cache), so that memory stays at about a chunk per worker. A fault maps more than the
-  /// page asked for (fault-around, a whole large folio), pages of the neighbouring chunks too, which
-  /// their own workers may have dropped already; but never beyond the page table that maps the page.
-  /// So whole page-table spans are dropped: nothing mapped for this chunk stays behind, and a
-  /// neighbour that loses pages of its chunk with them faults them in again.
-  void release_mapped(std::uint64_t begin, std::uint64_t end) {
-#ifndef _WIN32
-    if (!map_) return;
-    const std::uint64_t page = std::uint64_t(sysconf(_SC_PAGESIZE));
-    const std::uint64_t span = page * (page / sizeof(void*));  // the pages of one page table: 2 MiB for 4 KiB pages
-    const std::uintptr_t base = reinterpret_cast<std::uintptr_t>(map_.get()), limit = base + map_.get_deleter().size;
-    const std::uintptr_t from = std::max(base, std::uintptr_t((base + header_.data_offset + begin) / span * span));
-    const std::uintptr_t to = std::min(limit, std::uintptr_t((base + header_.data_offset + end + span - 1) / span * span));
-    madvise(reinterpret_cast<void*>(from), to - from, MADV_DONTNEED);
-#else
-    (void)begin;
-    (void)end;
-#endif
-  }
-
-  /// Throws if the file shrank while its mapped data were read up to data byte `end`: pages past
-  /// its new end read as zeros (the SIGBUS guard's, or the kernel's in the file's last page).
-  void check_intact(std::uint64_t end) const {
-#ifndef _WIN32
-    struct stat st {};
-    if ((map_ && detail::sigbus_guard::faulted()) ||
-        (fstat(fileno(file_.get()), &st) == 0 && std::uint64_t(st.st_size) < header_.data_offset + end))
-      throw truncated_while_read();
-#else
-    (void)end;
-#endif
-  }
-
-  /// Back to the first byte of data, for another pass.
-  void rewind() {
-    if (seek(std::int64_t(header_.data_offset), SEEK_SET) != 0) throw file_error(path_ + ": cannot seek back to the data");
-  }
-
- private:
-  void open_regular_file() {
-#ifndef _WIN32
-    // O_NONBLOCK: opening a FIFO would wait for a writer, forever if there is none. It has no effect
-    // on the reads of a regular file, the only kind accepted.
-    const int fd = open(path_.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) throw file_error(path_ + ": cannot open (" + std::strerror(errno) + ")");
-    struct stat st {};
-    if (fstat(fd, &st) != 0) {
-      const int error = errno;
-      close(fd);
-      throw file_error(path_ + ": cannot stat (" + std::strerror(error) + ")");
-    }
-    if (!S_ISREG(st.st_mode)) {
-      close(fd);
-      const char* kind = S_ISFIFO(st.st_mode)  ? "a FIFO (named pipe)"
-                         : S_ISCHR(st.st_mode) ? "a character device"
-                         : S_ISBLK(st.st_mode) ? "a block device"
-                         : S_ISDIR(st.st_mode) ? "a directory"
-                         : S_ISSOCK(st.st_mode) ? "a socket"
-                                                : "not a regular file";
-      throw file_error(path_ + ": not a regular file but " + kind + "; xent-eval reads .npy files, which it seeks in and maps");
-    }
-    file_.reset(fdopen(fd, "rb"));
-    if (!file_) {
-      const int error = errno;
-      close(fd);
-      throw file_error(path_ + ": cannot open (" + std::strerror(error) + ")");
-    }
-    file_size_ = std::uint64_t(st.st_size);
-#else
-    file_.reset(std::fopen(path_.c_str(), "rb"));
-    if (!file_) throw file_error(path_ + ": cannot open (" + std::strerror(errno) + ")");
-    if (seek(0, SEEK_END) != 0) throw file_error(path_ + ": cannot seek (not a regular file?)");
-    const std::int64_t end = tell();
-    if (end < 0) throw file_error(path_ + ": cannot tell its size");
-    file_size_ = std::uint64_t(end);
-    std::rewind(file_.get());
-#endif
-  }
-
-  /// The file was shorter than its header says when the data were read, after the size check at
-  /// open passed: something truncated it meanwhile.
-  file_error truncated_while_read() const {
-    std::string now = "?";
-#ifndef _WIN32
-    struct stat st {};
-    if (fstat(fileno(file_.get()), &st) == 0) now = std::to_string(st.st_size);
-#endif
-    return file_error(path_ + ": truncated while being read: it had " + std::to_string(file_size_) + " bytes when opened and has " + now +
-                      " now (shape " + detail::shape_string(header_.shape) + " needs " + std::to_string(data_bytes()) +
-                      " bytes of data)");
-  }
-
-  void read_header() {
-    unsigned char prefix[12];
-    const std::size_t n = std::fread(prefix, 1, sizeof prefix, file_.get());
-    const std::uint64_t offset = npy_data_offset(path_, prefix, n, file_size_);
-    std::vector<unsigned char> bytes(static_cast<std::size_t>(offset));
-    std::rewind(file_.get());
-    read(bytes.data(), bytes.size());
-    header_ = parse_npy_header(path_, bytes.data(), offset);
-  }
-
-  // 64-bit offsets everywhere (std::fseek takes a long, 32 bits on some platforms).
-  int seek(std::int64_t offset, int whence) {
-#ifdef _WIN32
-    return _fseeki64(file_.get(), offset, whence);
-#else
-    return fseeko(file_.get(), off_t(offset), whence);
-#endif
-  }
-  std::int64_t tell() {
-#ifdef _WIN32
-    return _ftelli64(file_.get());
-#else
-    return std::int64_t(ftello(file_.get()));
-#endif
-  }
-
-  struct closer {
-    void operator()(std::FILE* f) const { std::fclose(f); }
-  };
-  struct unmapper {
-    std::size_t size;
-    void operator()(unsigned char* p) const {
-#ifndef _WIN32
-      detail::sigbus_guard::unwatch();
-      munmap(p, size);
-#else
-      (void)p;
-#endif
-    }
-  };
-  std::string path_;
-  std::unique_ptr<std::FILE, closer> file_;
-  std::unique_ptr<unsigned char, unmapper> map_{nullptr, unmapper{0}};
-  std::uint64_t file_size_ = 0;
-  npy_header header_;
-};
-
-/// Writes a .npy file (format 1.0, C order): for tests and the example generator's C++ twin.
+/// Writes a .npy file (format 1.0, C order): for the tests' inputs and the examples' outputs.
 inline void write_npy(const std::string& path, const std::string& descr, const std::vector<std::uint64_t>& shape, const void* data,
                       std::size_t bytes) {
   std::string dict = "{'descr': '" + descr + "', 'fortran_order': False, 'shape': " + detail::shape_string(shape) + ", }";

@@ -23,7 +23,9 @@ namespace xent_eval {
 /// What the report says about one input file.
 struct input_info {
   std::string path;
-  std::string dtype;
+  std::string format;  // "npy", "safetensors" or "raw"
+  std::string tensor;  // the tensor's name in a .safetensors file
+  std::string dtype;   // as stored: float16 and bfloat16 logits were evaluated as float32
   std::vector<std::uint64_t> shape;
 };
 
@@ -122,8 +124,12 @@ inline void write_text(std::ostream& out, const run_result& run) {
     out << "  " << label << std::string(label.size() < 18 ? 18 - label.size() : 1, ' ') << value << '\n';
   };
   out << "xent-eval report\n";
-  line("logits", printable(run.logits.path) + "  " + run.logits.dtype + " " + detail::shape_text(run.logits.shape));
-  line("targets", printable(run.targets.path) + "  " + run.targets.dtype + " " + detail::shape_text(run.targets.shape));
+  const auto input = [](const input_info& in) {
+    const std::string where = in.format == "safetensors" ? "  tensor \"" + printable(in.tensor) + "\"" : in.format == "raw" ? "  raw" : "";
+    return printable(in.path) + where + "  " + in.dtype + " " + detail::shape_text(in.shape);
+  };
+  line("logits", input(run.logits));
+  line("targets", input(run.targets));
   line("samples", std::to_string(r.samples) + " evaluated, " + std::to_string(r.ignored) + " ignored" +
                       (r.nonfinite_samples ? ", " + std::to_string(r.nonfinite_samples) + " skipped as non-finite (" +
                                                  std::to_string(r.nonfinite_logits) + " logits)"
@@ -169,7 +175,9 @@ inline void write_json(std::ostream& out, const run_result& run) {
   const auto input = [&](const input_info& in) {
     std::string shape = "[";
     for (std::size_t i = 0; i < in.shape.size(); ++i) shape += (i ? ", " : "") + std::to_string(in.shape[i]);
-    return "{\"path\": " + detail::json_string(in.path) + ", \"dtype\": \"" + in.dtype + "\", \"shape\": " + shape + "]}";
+    return "{\"path\": " + detail::json_string(in.path) + ", \"format\": \"" + in.format + "\"" +
+           (in.format == "safetensors" ? ", \"tensor\": " + detail::json_string(in.tensor) : std::string()) + ", \"dtype\": \"" + in.dtype +
+           "\", \"shape\": " + shape + "]}";
   };
   out << "{\n";
   out << "  \"logits\": " << input(run.logits) << ",\n";

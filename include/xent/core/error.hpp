@@ -16,6 +16,8 @@ namespace xent {
 /// logits) are not misuse: they propagate as documented for each function.
 class invalid_argument : public std::invalid_argument {
  public:
+  /// what() is `message`; function() and argument() return the other two. xent builds the message as
+  /// "xent::<function>: <argument> <expected>, but got <got>".
   invalid_argument(std::string function, std::string argument, const std::string& message)
       : std::invalid_argument(message), function_(std::move(function)), argument_(std::move(argument)) {}
   /// The public function that rejected its input, without the namespace ("logsumexp").

@@ -20,9 +20,12 @@ namespace xent {
 template <class T>
 class loss_result {
  public:
+  /// One entry per sample: per_sample() and lse().
   using vector = Eigen::Matrix<T, Eigen::Dynamic, 1>;
+  /// The input's shape: elementwise().
   using matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
 
+  /// reduction mean, sum or batchmean: value() returns `value`, denominator() `denominator`.
   static loss_result reduced(xent::reduction r, T value, double denominator) {
     loss_result out(r, denominator);
     out.value_ = value;
@@ -43,6 +46,7 @@ class loss_result {
     return out;
   }
 
+  /// The reduction that produced this result (the options' reduction).
   xent::reduction reduction() const noexcept { return reduction_; }
 
   /// The reduced loss. \throws xent::invalid_argument for reduction::none.
@@ -81,6 +85,7 @@ class loss_result {
     if (!has_lse_) detail::throw_invalid("loss_result::lse", "return_lse", "must be true in the options", "false");
     return lse_;
   }
+  /// Attaches each sample's log-sum-exp, which lse() then returns (how the losses fill return_lse).
   loss_result&& with_lse(vector lse) && {
     lse_ = std::move(lse);
     has_lse_ = true;

@@ -18,9 +18,13 @@ namespace xent {
 /// all -inf set gives -inf.
 template <class T>
 struct lse_partial {
-  T max;
-  T sum;
+  /// The largest logit seen: -inf for none (a default-constructed partial is the identity), NaN once
+  /// a NaN was seen.
+  T max = -std::numeric_limits<T>::infinity();
+  /// sum of exp(x - max) over the logits seen; 0 for none.
+  T sum = 0;
 
+  /// The partial of no logit, {-inf, 0}: merge(identity(), p) is p, and its value() is -inf.
   static constexpr lse_partial identity() noexcept { return {-std::numeric_limits<T>::infinity(), T(0)}; }
 
   /// max + log(sum); -inf for the identity.

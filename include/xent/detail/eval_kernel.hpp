@@ -14,7 +14,7 @@
 // class axes and that the tests hold the packet path to.
 
 #include "engine/view.hpp"
-#include "lse_kernel.hpp"
+#include "engine/sweep.hpp"
 #include "simd/math.hpp"
 
 #include <algorithm>
@@ -156,10 +156,10 @@ eval_sample<T> eval_sample_contiguous(const T* x, Index n, Index t, T beta, Inde
   constexpr T inf = std::numeric_limits<T>::infinity();
   eval_sample<T> r;
   r.target = x[t];
-  for (Index start = 0; start < n; start += lse_chunk<T>) {
-    const Index len = std::min(lse_chunk<T>, n - start);
+  for (Index start = 0; start < n; start += engine::chunk_elements<T>) {
+    const Index len = std::min(engine::chunk_elements<T>, n - start);
     const T* chunk = x + start;
-    const T m = max_contiguous(chunk, len);
+    const T m = engine::max_contiguous(chunk, len);
     if (!(m < inf)) {  // NaN or +inf: no distribution, nothing more to learn
       r.defined = false;
       return r;
@@ -251,7 +251,7 @@ temperature_moments temperature_moments_of(const T* x, Index n, Index stride, In
   temperature_moments r;
   T m = -inf;
   if (stride == 1 || n == 1) {
-    m = max_contiguous(x, n);
+    m = engine::max_contiguous(x, n);
   } else {
     for (Index k = 0; k < n && !std::isnan(m); ++k) m = std::isnan(x[k * stride]) ? x[k * stride] : std::max(m, x[k * stride]);
   }

@@ -17,7 +17,7 @@
 
 #include "../core/lse_partial.hpp"
 #include "engine/view.hpp"
-#include "lse_kernel.hpp"
+#include "losses/softmax.hpp"
 #include "simd/math.hpp"
 #include "engine/threads.hpp"
 

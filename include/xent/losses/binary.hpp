@@ -31,8 +31,11 @@ template <class T>
 struct binary_cross_entropy_with_logits_options {
   Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> weight;      ///< as binary_cross_entropy_options::weight
   Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> pos_weight;  ///< weight of the positive term; same broadcast
+  /// none, mean (over all elements) or sum, as binary_cross_entropy_options::reduction.
   xent::reduction reduction = xent::reduction::mean;
+  /// The class axis, for a per-class weight or pos_weight.
   int dim = 0;
+  /// 0: OpenMP's default; 1: serial. Results do not depend on it.
   int num_threads = 0;
 };
 

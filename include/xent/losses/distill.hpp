@@ -5,171 +5,254 @@
 // common torch recipe
 //   soft = F.kl_div(F.log_softmax(s / T), F.softmax(t / T), reduction='batchmean') * T * T
 //   loss = alpha * soft + (1 - alpha) * F.cross_entropy(s, y)      (mixed form, with hard labels y)
-// with the gradient w.r.t. the student logits. docs/losses.md is the reference.
+// with the gradient w.r.t. the student logits, in one read of each logit set (no N x C
+// temporaries): detail/losses/distill.hpp on the sweep driver. docs/losses.md is the reference.
 
-#include "../detail/categorical_kernel.hpp"
-#include "../detail/engine/view.hpp"
-#include "../detail/pointwise.hpp"
 #include "../core/error.hpp"
-#include "cross_entropy.hpp"
+#include "../core/loss_result.hpp"
 #include "../core/reduction.hpp"
+#include "../detail/engine/per_sample.hpp"
+#include "../detail/losses/distill.hpp"
 
 #include <Eigen/Core>
 
 #include <cmath>
+#include <limits>
 #include <type_traits>
 
 namespace xent {
 
 /// Options of distillation_loss.
 struct distillation_options {
+  /// T > 0: both logit sets are divided by it; the soft term is multiplied by T^2 (Hinton's scaling).
+  double temperature = 1;
   /// Weight of the soft (teacher) term; the hard-label cross-entropy gets 1 - alpha. In [0, 1].
   /// Must stay 1 for the overloads without hard targets.
   double alpha = 1;
-  /// ignore_index of the hard-label cross-entropy (mean over the non-ignored samples, as torch).
+  /// ignore_index of the hard-label cross-entropy (its mean is over the non-ignored samples, as torch).
   long ignore_index = -100;
+  /// batchmean (the recipe's: the soft sum over the samples, the hard term's torch mean), sum, or
+  /// none (one loss per sample). mean (over samples x classes, kl_div's) is not a distillation loss.
+  xent::reduction reduction = xent::reduction::batchmean;
   /// The class axis, as everywhere: 0 = classes down each column (C x N).
   int dim = 0;
+  int num_threads = 0;  ///< 0: OpenMP's default; 1: serial. Results do not depend on it.
 };
 
 namespace detail {
 
 template <class S, class Te>
-Index check_distill(const char* fn, const Eigen::DenseBase<S>& s, const Eigen::DenseBase<Te>& t, double temperature,
+Index check_distill(const char* fn, const Eigen::DenseBase<S>& s, const Eigen::DenseBase<Te>& t,
                     const distillation_options& o, bool has_targets) {
-  check_real<S>();
+  check_logit_type<S>();
   static_assert(std::is_same_v<typename S::Scalar, typename Te::Scalar>, "teacher logits must have the student's scalar type");
+  using T = compute_t<typename S::Scalar>;
   check_dim(fn, o.dim);
-  if (!(temperature > 0 && std::isfinite(temperature))) throw_invalid(fn, "T", "must be finite and > 0", temperature);
+  check_num_threads(fn, o.num_threads);
+  if (!(o.temperature > 0 && std::isfinite(o.temperature)))
+    throw_invalid(fn, "temperature", "must be finite and > 0", o.temperature);
+  if (!(1 / o.temperature <= double(std::numeric_limits<T>::max())))
+    throw_invalid(fn, "temperature",
+                  "must be large enough that 1 / temperature is finite in the logits' compute type (at least " +
+                      std::to_string(1 / double(std::numeric_limits<T>::max())) + ")",
+                  o.temperature);
   if (!(o.alpha >= 0 && o.alpha <= 1)) throw_invalid(fn, "alpha", "must be in [0, 1]", o.alpha);
   if (!has_targets && o.alpha != 1)
     throw_invalid(fn, "alpha", "must be 1 without hard targets (pass targets to mix in cross-entropy)", o.alpha);
+  const int r = static_cast<int>(o.reduction);
+  if (o.reduction != reduction::none && o.reduction != reduction::sum && o.reduction != reduction::batchmean)
+    throw_invalid(fn, "reduction", "must be batchmean, sum or none (mean over samples x classes is kl_div's)",
+                  r >= 0 && r <= 3 ? std::string(to_string(o.reduction)) : std::to_string(r));
   check_not_empty(fn, "student_logits", s);
   check_same_shape(fn, "teacher_logits", t, "student_logits", s);
   return o.dim == 0 ? s.cols() : s.rows();
 }
 
-/// KL(softmax(t / T) || softmax(s / T)) of sample j, from the logits already divided by T.
-/// Terms with a zero teacher probability are 0 (torch's xlogy(target, target) - target * input).
-template <class T>
-T distill_sample_kl(const samples_view<const T>& s, const samples_view<const T>& t, Index j) {
-  const sample_normalizer<T> ns(lse_partial_of_sample(s, j)), nt(lse_partial_of_sample(t, j));
-  const T* sj = s.sample(j);
-  const T* tj = t.sample(j);
-  T kl = 0;
-  for (Index k = 0; k < s.classes; ++k) {
-    const T pt = nt.prob(tj[k * t.class_stride]);
-    if (pt == T(0)) continue;
-    kl += pt * (nt.log_prob(tj[k * t.class_stride]) - ns.log_prob(sj[k * s.class_stride]));
-  }
-  return kl;
+/// The per-sample parts of a distillation call: T^2 KL_j and (hard targets) CE_j, and when grad is
+/// given the gradient of soft_scale(j) T^2 KL_j + hard_scale(j) CE_j written into it.
+template <bool Hard, class S, class Te, class TargetAt, class SoftScale, class HardScale>
+void distill_parts(const Eigen::DenseBase<S>& s, const Eigen::DenseBase<Te>& t, const distillation_options& o,
+                   TargetAt&& target_at, Eigen::Matrix<compute_t<typename S::Scalar>, Eigen::Dynamic, 1>& kl,
+                   Eigen::Matrix<compute_t<typename S::Scalar>, Eigen::Dynamic, 1>& ce, SoftScale&& soft, HardScale&& hard,
+                   const samples_view<typename S::Scalar>* grad) {
+  using Sc = typename S::Scalar;
+  using T = compute_t<Sc>;
+  const Index samples = o.dim == 0 ? s.cols() : s.rows();
+  kl.resize(samples);
+  ce.resize(Hard ? samples : 0);
+  with_view(s, o.dim, [&](const samples_view<const Sc>& vs) {
+    with_view(t, o.dim, [&](const samples_view<const Sc>& vt) {
+      const distill_policy<Sc, Hard, std::decay_t<TargetAt>, std::decay_t<SoftScale>, std::decay_t<HardScale>> policy(
+          static_cast<T>(o.temperature), target_at, kl.data(), Hard ? ce.data() : nullptr, soft, hard, grad != nullptr);
+      engine::sweep(policy, engine::sweep_views<Sc>{vs, &vt, grad}, o.num_threads);
+    });
+  });
+  kl *= static_cast<T>(o.temperature * o.temperature);
 }
 
-template <class S, class F>
-decltype(auto) with_scaled(const Eigen::DenseBase<S>& x, double temperature, F&& f) {
-  using T = typename S::Scalar;
-  const typename S::PlainObject scaled = x.derived() / static_cast<T>(temperature);
-  return f(scaled);
+/// The reduced mix: alpha * (soft sum / N) + (1 - alpha) * (hard sum / kept) for batchmean, the
+/// plain sum for sum, alpha * soft_j + (1 - alpha) * hard_j per sample for none.
+template <class T>
+loss_result<T> reduce_distill(const distillation_options& o, Eigen::Matrix<T, Eigen::Dynamic, 1>&& soft,
+                              const Eigen::Matrix<T, Eigen::Dynamic, 1>& hard, double kept) {
+  const double N = double(soft.size()), a = o.alpha;
+  if (o.reduction == reduction::none) {
+    if (hard.size()) soft = static_cast<T>(a) * soft + static_cast<T>(1 - a) * hard;
+    return loss_result<T>::per_sample_losses(std::move(soft), N);
+  }
+  const double s = engine::ordered_sum(soft.data(), soft.size());
+  const double h = hard.size() ? engine::ordered_sum(hard.data(), hard.size()) : 0.0;
+  const double value = o.reduction == reduction::sum ? a * s + (1 - a) * h
+                                                     : a * s / N + (hard.size() ? (1 - a) * h / kept : 0.0);
+  return loss_result<T>::reduced(o.reduction, static_cast<T>(value), N);
+}
+
+/// The per-sample upstream of each term: grad_out times the term's weight and, for batchmean, its
+/// denominator (N for the soft term, the kept samples for the hard one).
+template <class T, class G>
+auto term_scale(const char* fn, const distillation_options& o, Index samples, double term_weight, double denominator,
+                const G& grad_out) {
+  if constexpr (std::is_arithmetic_v<G>) {
+    if (o.reduction == reduction::none)
+      throw_invalid(fn, "grad_out", "must have one entry per sample for reduction none (a vector), not a scalar", grad_out);
+    const T c = static_cast<T>(double(grad_out) * term_weight / (o.reduction == reduction::batchmean ? denominator : 1.0));
+    return [c](Index) { return c; };
+  } else {
+    if (o.reduction != reduction::none)
+      throw_invalid(fn, "grad_out", std::string("must be a scalar for reduction ") + to_string(o.reduction) + ", not a vector of size",
+                    grad_out.size());
+    if (grad_out.size() != samples)
+      throw_invalid(fn, "grad_out", "must have one entry per sample (" + std::to_string(samples) + ")", grad_out.size());
+    const T w = static_cast<T>(term_weight);
+    return [&grad_out, w](Index j) { return w * static_cast<T>(grad_out.derived().coeff(j)); };
+  }
 }
 
 }  // namespace detail
 
-/// The soft distillation loss: KL(softmax(t / T) || softmax(s / T)) summed over samples, divided by
-/// the sample count (batchmean) and multiplied by T^2. student and teacher logits have the same shape
-/// (C x N for dim = 0). \throws xent::invalid_argument if T <= 0 (or not finite), the shapes differ,
-/// the input is empty, dim is not 0/1, or opts.alpha != 1 (mixing needs hard targets).
+/// The soft distillation loss: T^2 KL(softmax(t / T) || softmax(s / T)) per sample, reduced by
+/// opts.reduction (batchmean by default). student and teacher logits have the same shape (C x N for
+/// dim = 0). \throws xent::invalid_argument if T <= 0 (or 1 / T overflows), the shapes differ, the
+/// input is empty, dim is not 0/1, the reduction is mean, or opts.alpha != 1 (mixing needs hard targets).
 template <class S, class Te>
-typename S::Scalar distillation_loss(const Eigen::DenseBase<S>& student_logits, const Eigen::DenseBase<Te>& teacher_logits,
-                                     double T, const distillation_options& opts = {}) {
-  using Sc = typename S::Scalar;
-  constexpr const char* fn = "distillation_loss";
-  const Eigen::Index samples = detail::check_distill(fn, student_logits, teacher_logits, T, opts, false);
-  return detail::with_scaled(student_logits, T, [&](const auto& s) {
-    return detail::with_scaled(teacher_logits, T, [&](const auto& t) {
-      const auto vs = detail::view_of(s, opts.dim);
-      const auto vt = detail::view_of(t, opts.dim);
-      double total = 0;
-      for (Eigen::Index j = 0; j < samples; ++j) total += double(detail::distill_sample_kl<Sc>(vs, vt, j));
-      return static_cast<Sc>(total / double(samples) * T * T);
-    });
-  });
+loss_result<detail::compute_t<typename S::Scalar>> distillation_loss(const Eigen::DenseBase<S>& student_logits,
+                                                                     const Eigen::DenseBase<Te>& teacher_logits,
+                                                                     const distillation_options& opts = {}) {
+  using T = detail::compute_t<typename S::Scalar>;
+  detail::check_distill("distillation_loss", student_logits, teacher_logits, opts, false);
+  Eigen::Matrix<T, Eigen::Dynamic, 1> kl, ce;
+  auto none = [](Eigen::Index) { return T(0); };
+  detail::distill_parts<false>(student_logits, teacher_logits, opts, [](Eigen::Index) { return Eigen::Index(-1); }, kl, ce,
+                               none, none, static_cast<const detail::samples_view<typename S::Scalar>*>(nullptr));
+  return detail::reduce_distill(opts, std::move(kl), ce, 0.0);
 }
 
-/// The mixed loss: alpha * distillation_loss(s, t, T) + (1 - alpha) * cross_entropy(s, targets)
-/// (cross_entropy with reduction mean and opts.ignore_index, at temperature 1).
+/// The mixed loss: alpha * soft + (1 - alpha) * cross_entropy(s, targets) (the cross-entropy at
+/// temperature 1, its mean over the samples whose target is not opts.ignore_index).
 template <class S, class Te, class Y>
-typename S::Scalar distillation_loss(const Eigen::DenseBase<S>& student_logits, const Eigen::DenseBase<Te>& teacher_logits,
-                                     const Eigen::DenseBase<Y>& targets, double T, const distillation_options& opts) {
-  using Sc = typename S::Scalar;
+loss_result<detail::compute_t<typename S::Scalar>> distillation_loss(const Eigen::DenseBase<S>& student_logits,
+                                                                     const Eigen::DenseBase<Te>& teacher_logits,
+                                                                     const Eigen::DenseBase<Y>& targets,
+                                                                     const distillation_options& opts) {
+  using T = detail::compute_t<typename S::Scalar>;
   constexpr const char* fn = "distillation_loss";
-  detail::check_distill(fn, student_logits, teacher_logits, T, opts, true);
-  distillation_options soft = opts;
-  soft.alpha = 1;
-  cross_entropy_options ce;
-  ce.ignore_index = opts.ignore_index;
-  ce.dim = opts.dim;
-  const Sc hard = cross_entropy(student_logits, targets, ce).value();
-  const Sc kd = distillation_loss(student_logits, teacher_logits, T, soft);
-  return static_cast<Sc>(opts.alpha) * kd + static_cast<Sc>(1 - opts.alpha) * hard;
+  const Eigen::Index samples = detail::check_distill(fn, student_logits, teacher_logits, opts, true);
+  const double kept = detail::check_index_targets(fn, targets, samples, opts.dim == 0 ? student_logits.rows() : student_logits.cols(),
+                                                  opts.ignore_index, Eigen::VectorXd());
+  Eigen::Matrix<T, Eigen::Dynamic, 1> kl, ce;
+  auto none = [](Eigen::Index) { return T(0); };
+  detail::distill_parts<true>(student_logits, teacher_logits, opts, detail::index_targets(targets, opts.ignore_index), kl, ce,
+                              none, none, static_cast<const detail::samples_view<typename S::Scalar>*>(nullptr));
+  return detail::reduce_distill(opts, std::move(kl), ce, kept);
 }
 
 namespace detail {
 
-/// grad_out * alpha * T * (softmax(s / T) - softmax(t / T)) / N into out (assigned, not added).
-template <class S, class Te, class OutDerived>
-void distill_soft_grad(const char* fn, const Eigen::DenseBase<S>& s, const Eigen::DenseBase<Te>& t, double temperature,
-                       double c, int dim, Index samples, const Eigen::DenseBase<OutDerived>& out) {
+template <bool Hard, class S, class Te, class Y, class G, class Out>
+loss_result<compute_t<typename S::Scalar>> distill_gradient(const char* fn, const Eigen::DenseBase<S>& s,
+                                                            const Eigen::DenseBase<Te>& t, const Y* targets, const G& grad_out,
+                                                            const distillation_options& o, const Eigen::DenseBase<Out>& out) {
   using Sc = typename S::Scalar;
-  const Sc f = static_cast<Sc>(c * temperature / double(samples));
-  with_out_view(fn, "grad_student_out", s, out, dim, [&](const samples_view<Sc>& o) {
-    with_scaled(s, temperature, [&](const auto& ss) {
-      with_scaled(t, temperature, [&](const auto& ts) {
-        const auto vs = view_of(ss, dim);
-        const auto vt = view_of(ts, dim);
-        for (Index j = 0; j < samples; ++j) {
-          const sample_normalizer<Sc> ns(lse_partial_of_sample(samples_view<const Sc>(vs), j));
-          const sample_normalizer<Sc> nt(lse_partial_of_sample(samples_view<const Sc>(vt), j));
-          for (Index k = 0; k < vs.classes; ++k)
-            o.sample(j)[k * o.class_stride] =
-                f * (ns.prob(vs.sample(j)[k * vs.class_stride]) - nt.prob(vt.sample(j)[k * vt.class_stride]));
-        }
-        return 0;
-      });
-      return 0;
-    });
+  using T = compute_t<Sc>;
+  const Index samples = check_distill(fn, s, t, o, Hard);
+  double kept = 0;
+  if constexpr (Hard) kept = check_index_targets(fn, *targets, samples, o.dim == 0 ? s.rows() : s.cols(), o.ignore_index, Eigen::VectorXd());
+  check_no_overlap(fn, "grad_student_out", out, "teacher_logits", t, false);
+  const auto soft = term_scale<T>(fn, o, samples, o.alpha, double(samples), grad_out);
+  const auto hard = term_scale<T>(fn, o, samples, 1 - o.alpha, kept, grad_out);
+  Eigen::Matrix<T, Eigen::Dynamic, 1> kl, ce;
+  with_out_view(fn, "grad_student_out", s, out, o.dim, [&](const samples_view<Sc>& g) {
+    if constexpr (Hard)
+      distill_parts<true>(s, t, o, index_targets(*targets, o.ignore_index), kl, ce, soft, hard, &g);
+    else
+      distill_parts<false>(s, t, o, [](Index) { return Index(-1); }, kl, ce, soft, hard, &g);
   });
+  return reduce_distill(o, std::move(kl), ce, kept);
 }
+
+/// The seed of a _with_grad call: 1 for a reduced loss, a vector of ones for none.
+template <class T>
+struct ones_of {
+  Index n;
+  Index size() const { return n; }
+  const ones_of& derived() const { return *this; }
+  T coeff(Index) const { return T(1); }
+};
 
 }  // namespace detail
 
-/// Gradient of distillation_loss (soft form) w.r.t. the student logits, times grad_out:
-///   grad_out * T * (softmax(s / T) - softmax(t / T)) / N, into grad_student_out (the logits' shape).
-template <class S, class Te, class OutDerived>
+/// distillation_loss (soft form) and its gradient w.r.t. the student logits in one call, into
+/// grad_student_out (for none, the gradient of the sum of the per-sample losses). It may be the
+/// student logits' own storage.
+template <class S, class Te, class Out>
+loss_result<detail::compute_t<typename S::Scalar>> distillation_loss_with_grad(const Eigen::DenseBase<S>& student_logits,
+                                                                               const Eigen::DenseBase<Te>& teacher_logits,
+                                                                               const distillation_options& opts,
+                                                                               const Eigen::DenseBase<Out>& grad_student_out) {
+  using T = detail::compute_t<typename S::Scalar>;
+  const Eigen::Index samples = opts.dim == 0 ? student_logits.cols() : student_logits.rows();
+  if (opts.reduction == reduction::none)
+    return detail::distill_gradient<false>("distillation_loss_with_grad", student_logits, teacher_logits,
+                                           static_cast<const Eigen::VectorXi*>(nullptr), detail::ones_of<T>{samples}, opts,
+                                           grad_student_out);
+  return detail::distill_gradient<false>("distillation_loss_with_grad", student_logits, teacher_logits,
+                                         static_cast<const Eigen::VectorXi*>(nullptr), 1.0, opts, grad_student_out);
+}
+
+/// The mixed distillation_loss and its gradient w.r.t. the student logits in one call.
+template <class S, class Te, class Y, class Out>
+loss_result<detail::compute_t<typename S::Scalar>> distillation_loss_with_grad(const Eigen::DenseBase<S>& student_logits,
+                                                                               const Eigen::DenseBase<Te>& teacher_logits,
+                                                                               const Eigen::DenseBase<Y>& targets,
+                                                                               const distillation_options& opts,
+                                                                               const Eigen::DenseBase<Out>& grad_student_out) {
+  using T = detail::compute_t<typename S::Scalar>;
+  const Eigen::Index samples = opts.dim == 0 ? student_logits.cols() : student_logits.rows();
+  if (opts.reduction == reduction::none)
+    return detail::distill_gradient<true>("distillation_loss_with_grad", student_logits, teacher_logits, &targets,
+                                          detail::ones_of<T>{samples}, opts, grad_student_out);
+  return detail::distill_gradient<true>("distillation_loss_with_grad", student_logits, teacher_logits, &targets, 1.0, opts,
+                                        grad_student_out);
+}
+
+/// Gradient of distillation_loss (soft form) w.r.t. the student logits, times grad_out (a number
+/// for batchmean and sum, one per sample for none), into grad_student_out:
+///   grad_out * T * (softmax(s / T) - softmax(t / T)) (/ N for batchmean).
+template <class S, class Te, class G, class Out>
 void distillation_loss_backward(const Eigen::DenseBase<S>& student_logits, const Eigen::DenseBase<Te>& teacher_logits,
-                                double T, typename S::Scalar grad_out, const distillation_options& opts,
-                                const Eigen::DenseBase<OutDerived>& grad_student_out) {
-  constexpr const char* fn = "distillation_loss_backward";
-  const Eigen::Index samples = detail::check_distill(fn, student_logits, teacher_logits, T, opts, false);
-  detail::distill_soft_grad(fn, student_logits, teacher_logits, T, double(grad_out), opts.dim, samples, grad_student_out);
+                                const G& grad_out, const distillation_options& opts,
+                                const Eigen::DenseBase<Out>& grad_student_out) {
+  detail::distill_gradient<false>("distillation_loss_backward", student_logits, teacher_logits,
+                                  static_cast<const Eigen::VectorXi*>(nullptr), grad_out, opts, grad_student_out);
 }
 
 /// Gradient of the mixed distillation_loss w.r.t. the student logits, times grad_out.
-template <class S, class Te, class Y, class OutDerived>
+template <class S, class Te, class Y, class G, class Out>
 void distillation_loss_backward(const Eigen::DenseBase<S>& student_logits, const Eigen::DenseBase<Te>& teacher_logits,
-                                const Eigen::DenseBase<Y>& targets, double T, typename S::Scalar grad_out,
-                                const distillation_options& opts, const Eigen::DenseBase<OutDerived>& grad_student_out) {
-  using Sc = typename S::Scalar;
-  constexpr const char* fn = "distillation_loss_backward";
-  const Eigen::Index samples = detail::check_distill(fn, student_logits, teacher_logits, T, opts, true);
-  cross_entropy_options ce;
-  ce.ignore_index = opts.ignore_index;
-  ce.dim = opts.dim;
-  typename S::PlainObject hard(student_logits.rows(), student_logits.cols());
-  cross_entropy_backward(student_logits, targets, static_cast<Sc>(1 - opts.alpha) * grad_out, ce, hard);
-  typename S::PlainObject soft(student_logits.rows(), student_logits.cols());
-  detail::distill_soft_grad(fn, student_logits, teacher_logits, T, opts.alpha * double(grad_out), opts.dim, samples, soft);
-  detail::check_same_shape(fn, "grad_student_out", grad_student_out, "student_logits", student_logits);
-  const_cast<OutDerived&>(grad_student_out.derived()) = soft + hard;
+                                const Eigen::DenseBase<Y>& targets, const G& grad_out, const distillation_options& opts,
+                                const Eigen::DenseBase<Out>& grad_student_out) {
+  detail::distill_gradient<true>("distillation_loss_backward", student_logits, teacher_logits, &targets, grad_out, opts,
+                                 grad_student_out);
 }
 
 }  // namespace xent

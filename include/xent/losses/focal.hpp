@@ -6,9 +6,9 @@
 //   softmax_focal_loss: the multi-class form -alpha_y (1 - p_y)^gamma log p_y.
 // docs/losses.md is the reference.
 
-#include "../detail/categorical_kernel.hpp"
 #include "../detail/engine/view.hpp"
-#include "../detail/pointwise.hpp"
+#include "../detail/engine/per_sample.hpp"
+#include "../detail/losses/target_probability.hpp"
 #include "../core/error.hpp"
 #include "../detail/losses/binary.hpp"
 #include "binary.hpp"
@@ -39,26 +39,20 @@ struct softmax_focal_loss_options {
   Eigen::VectorXd alpha;
   /// Focusing exponent, >= 0; 0 (with alpha empty) gives cross_entropy.
   double gamma = 2;
+  /// Samples whose target equals this contribute nothing (not to the mean's denominator either).
   long ignore_index = -100;
   /// mean divides by the number of non-ignored samples (alpha is a focusing factor, not a weight
   /// of the denominator); every sample ignored gives NaN.
   xent::reduction reduction = xent::reduction::mean;
+  /// The class axis: 0 = classes down each column (C x N), 1 = along each row (N x C).
   int dim = 0;
+  int num_threads = 0;  ///< 0: OpenMP's default; 1: serial. Results do not depend on it.
 };
 
 namespace detail {
 
 inline void check_gamma(const char* fn, double gamma) {
   if (!(gamma >= 0 && std::isfinite(gamma))) throw_invalid(fn, "gamma", "must be finite and >= 0", gamma);
-}
-
-/// d/dm of m^gamma at m >= 0 (0^0 = 1, so gamma = 0 has derivative 0; m = 0 with gamma < 1 is taken as 0,
-/// the one-sided limit of the product with the vanishing factor that comes with it).
-template <class T>
-T pow_derivative(T m, T gamma) {
-  if (gamma == T(0)) return T(0);
-  if (m > T(0)) return gamma * std::pow(m, gamma - T(1));
-  return gamma == T(1) ? T(1) : T(0);
 }
 
 /// The sigmoid focal formula of the options, checked.
@@ -93,6 +87,7 @@ template <class Derived, class TDerived>
 double check_softmax_focal(const char* fn, const Eigen::DenseBase<Derived>& x, const Eigen::DenseBase<TDerived>& targets,
                            const softmax_focal_loss_options& o, Eigen::Index& samples, Eigen::Index& classes) {
   check_gamma(fn, o.gamma);
+  check_num_threads(fn, o.num_threads);
   samples = check_categorical(fn, "logits", x, categorical_check_view{no_weight(), o.reduction, o.dim}, 0.0);
   classes = o.dim == 0 ? x.rows() : x.cols();
   if (o.alpha.size() != 0 && o.alpha.size() != classes)
@@ -101,27 +96,21 @@ double check_softmax_focal(const char* fn, const Eigen::DenseBase<Derived>& x, c
   return check_index_targets(fn, targets, samples, classes, o.ignore_index, no_weight());
 }
 
-/// -alpha (1 - p)^gamma log p of sample j at target t.
-template <class T>
-T softmax_focal_sample_loss(const samples_view<const T>& v, Index j, Index t, T alpha, T gamma) {
-  const sample_normalizer<T> n(lse_partial_of_sample(v, j));
-  const T lp = n.log_prob(v.sample(j)[t * v.class_stride]);
-  const T m = -std::expm1(lp);  // 1 - p, without cancellation
-  return -alpha * std::pow(m, gamma) * lp;
-}
-
-/// c * d loss_j / d x_k = c alpha D (p_k - [k == t]), D = (1 - p)^gamma - gamma (1 - p)^(gamma - 1) p log p.
-template <class T>
-void softmax_focal_sample_grad(const samples_view<const T>& v, Index j, Index t, T alpha, T gamma, T c,
-                               const samples_view<T>& out) {
-  const sample_normalizer<T> n(lse_partial_of_sample(v, j));
-  const T* x = v.sample(j);
-  T* g = out.sample(j);
-  const T lp = n.log_prob(x[t * v.class_stride]);
-  const T m = -std::expm1(lp), p = std::exp(lp);
-  const T D = std::pow(m, gamma) - pow_derivative(m, gamma) * p * lp;
-  const T f = c * alpha * D;
-  for (Index k = 0; k < v.classes; ++k) g[k * out.class_stride] = f * (n.prob(x[k * v.class_stride]) - (k == t ? T(1) : T(0)));
+/// Runs softmax_focal_loss over the logits: per-sample losses, and the gradient times scale(j)
+/// into grad when given.
+template <class Derived, class TDerived, class Scale>
+Eigen::Matrix<compute_t<typename Derived::Scalar>, Eigen::Dynamic, 1> softmax_focal_losses(
+    const Eigen::DenseBase<Derived>& logits, const Eigen::DenseBase<TDerived>& targets, const softmax_focal_loss_options& o,
+    Scale&& scale, const samples_view<typename Derived::Scalar>* grad) {
+  using S = typename Derived::Scalar;
+  using T = compute_t<S>;
+  Eigen::Matrix<T, Eigen::Dynamic, 1> losses(o.dim == 0 ? logits.cols() : logits.rows());
+  const std::vector<T> alpha = weights_in<T>(o.alpha);
+  with_view(logits, o.dim, [&](const samples_view<const S>& v) {
+    target_probability_sweep(v, focal_formula<T>{&alpha, static_cast<T>(o.gamma)}, index_targets(targets, o.ignore_index),
+                             losses.data(), scale, grad, o.num_threads);
+  });
+  return losses;
 }
 
 }  // namespace detail
@@ -169,19 +158,34 @@ void sigmoid_focal_loss_backward(const Eigen::DenseBase<X>& logits, const Eigen:
 /// 0 for an ignored sample. mean divides by the number of non-ignored samples.
 /// \returns loss_result as cross_entropy. \throws xent::invalid_argument on misuse (docs/losses.md).
 template <class Derived, class TDerived>
-loss_result<typename Derived::Scalar> softmax_focal_loss(const Eigen::DenseBase<Derived>& logits,
-                                                         const Eigen::DenseBase<TDerived>& targets,
-                                                         const softmax_focal_loss_options& opts = {}) {
-  using T = typename Derived::Scalar;
-  constexpr const char* fn = "softmax_focal_loss";
+loss_result<detail::compute_t<typename Derived::Scalar>> softmax_focal_loss(const Eigen::DenseBase<Derived>& logits,
+                                                                            const Eigen::DenseBase<TDerived>& targets,
+                                                                            const softmax_focal_loss_options& opts = {}) {
+  using T = detail::compute_t<typename Derived::Scalar>;
+  Eigen::Index samples = 0, classes = 0;
+  const double denominator = detail::check_softmax_focal("softmax_focal_loss", logits, targets, opts, samples, classes);
+  return detail::reduce_losses(opts.reduction,
+                               detail::softmax_focal_losses(logits, targets, opts, [](Eigen::Index) { return T(0); },
+                                                            static_cast<const detail::samples_view<typename Derived::Scalar>*>(nullptr)),
+                               denominator);
+}
+
+/// softmax_focal_loss and its gradient w.r.t. the logits in one call, into grad_logits_out (for
+/// none, the gradient of the sum of the per-sample losses). It may be the logits' own storage.
+template <class Derived, class TDerived, class OutDerived>
+loss_result<detail::compute_t<typename Derived::Scalar>> softmax_focal_loss_with_grad(
+    const Eigen::DenseBase<Derived>& logits, const Eigen::DenseBase<TDerived>& targets, const softmax_focal_loss_options& opts,
+    const Eigen::DenseBase<OutDerived>& grad_logits_out) {
+  using S = typename Derived::Scalar;
+  using T = detail::compute_t<S>;
+  constexpr const char* fn = "softmax_focal_loss_with_grad";
   Eigen::Index samples = 0, classes = 0;
   const double denominator = detail::check_softmax_focal(fn, logits, targets, opts, samples, classes);
-  const T gamma = static_cast<T>(opts.gamma);
-  return detail::index_target_forward(logits, targets, opts.ignore_index, opts.dim, opts.reduction, samples, denominator,
-                                      [&](const auto& v, Eigen::Index j, Eigen::Index t) {
-                                        const T a = opts.alpha.size() ? static_cast<T>(opts.alpha(t)) : T(1);
-                                        return detail::softmax_focal_sample_loss(v, j, t, a, gamma);
-                                      });
+  Eigen::Matrix<T, Eigen::Dynamic, 1> losses;
+  detail::with_out_view(fn, "grad_logits_out", logits, grad_logits_out, opts.dim, [&](const detail::samples_view<S>& out) {
+    losses = detail::softmax_focal_losses(logits, targets, opts, detail::seed_scale<T>(opts.reduction, denominator), &out);
+  });
+  return detail::reduce_losses(opts.reduction, std::move(losses), denominator);
 }
 
 /// Gradient of softmax_focal_loss w.r.t. the logits, times grad_out (a number for mean/sum, one per
@@ -190,17 +194,15 @@ template <class Derived, class TDerived, class G, class OutDerived>
 void softmax_focal_loss_backward(const Eigen::DenseBase<Derived>& logits, const Eigen::DenseBase<TDerived>& targets,
                                  const G& grad_out, const softmax_focal_loss_options& opts,
                                  const Eigen::DenseBase<OutDerived>& grad_logits_out) {
-  using T = typename Derived::Scalar;
+  using S = typename Derived::Scalar;
+  using T = detail::compute_t<S>;
   constexpr const char* fn = "softmax_focal_loss_backward";
   Eigen::Index samples = 0, classes = 0;
   const double denominator = detail::check_softmax_focal(fn, logits, targets, opts, samples, classes);
   const auto scale = detail::grad_scale_of<T>(fn, opts.reduction, samples, denominator, grad_out);
-  const T gamma = static_cast<T>(opts.gamma);
-  detail::index_target_backward(fn, logits, targets, opts.ignore_index, opts.dim, grad_logits_out,
-                                [&](const auto& v, Eigen::Index j, Eigen::Index t, const auto& out) {
-                                  const T a = opts.alpha.size() ? static_cast<T>(opts.alpha(t)) : T(1);
-                                  detail::softmax_focal_sample_grad(v, j, t, a, gamma, scale(j), out);
-                                });
+  detail::with_out_view(fn, "grad_logits_out", logits, grad_logits_out, opts.dim, [&](const detail::samples_view<S>& out) {
+    detail::softmax_focal_losses(logits, targets, opts, scale, &out);
+  });
 }
 
 }  // namespace xent

@@ -3,13 +3,14 @@
 
 // Generalized cross-entropy (Zhang & Sabuncu 2018, "Generalized Cross Entropy Loss for Training Deep
 // Neural Networks with Noisy Labels"): per sample (1 - p_y^q) / q, p = softmax(logits), q in (0, 1].
-// q -> 0 gives cross_entropy, q = 1 the mean absolute error 1 - p_y. docs/losses.md is the reference.
+// q -> 0 gives cross_entropy, q = 1 the mean absolute error 1 - p_y. The formula is
+// detail/losses/target_probability.hpp on the sweep driver. docs/losses.md is the reference.
 
-#include "../detail/categorical_kernel.hpp"
 #include "../core/error.hpp"
-#include "cross_entropy.hpp"
+#include "../core/loss_result.hpp"
+#include "../detail/engine/per_sample.hpp"
+#include "../detail/losses/target_probability.hpp"
 #include "focal.hpp"
-#include "../core/reduction.hpp"
 
 #include <Eigen/Core>
 
@@ -21,10 +22,13 @@ namespace xent {
 struct generalized_cross_entropy_options {
   /// In (0, 1]; the paper's default 0.7.
   double q = 0.7;
+  /// Samples whose target equals this contribute nothing (not to the mean's denominator either).
   long ignore_index = -100;
   /// mean divides by the number of non-ignored samples (NaN when all are ignored).
   xent::reduction reduction = xent::reduction::mean;
+  /// The class axis: 0 = classes down each column (C x N), 1 = along each row (N x C).
   int dim = 0;
+  int num_threads = 0;  ///< 0: OpenMP's default; 1: serial. Results do not depend on it.
 };
 
 namespace detail {
@@ -33,25 +37,23 @@ template <class Derived, class TDerived>
 double check_gce(const char* fn, const Eigen::DenseBase<Derived>& x, const Eigen::DenseBase<TDerived>& targets,
                  const generalized_cross_entropy_options& o, Eigen::Index& samples) {
   if (!(o.q > 0 && o.q <= 1)) throw_invalid(fn, "q", "must be in (0, 1]", o.q);
+  check_num_threads(fn, o.num_threads);
   samples = check_categorical(fn, "logits", x, categorical_check_view{no_weight(), o.reduction, o.dim}, 0.0);
   return check_index_targets(fn, targets, samples, o.dim == 0 ? x.rows() : x.cols(), o.ignore_index, no_weight());
 }
 
-/// p_y^q = exp(q log p_y) and the loss -expm1(q log p_y) / q: no cancellation as q -> 0.
-template <class T>
-T gce_sample_loss(const samples_view<const T>& v, Index j, Index t, T q) {
-  const sample_normalizer<T> n(lse_partial_of_sample(v, j));
-  return -std::expm1(q * n.log_prob(v.sample(j)[t * v.class_stride])) / q;
-}
-
-/// c * d loss_j / d x_k = c p_y^q (p_k - [k == t]).
-template <class T>
-void gce_sample_grad(const samples_view<const T>& v, Index j, Index t, T q, T c, const samples_view<T>& out) {
-  const sample_normalizer<T> n(lse_partial_of_sample(v, j));
-  const T* x = v.sample(j);
-  T* g = out.sample(j);
-  const T f = c * std::exp(q * n.log_prob(x[t * v.class_stride]));
-  for (Index k = 0; k < v.classes; ++k) g[k * out.class_stride] = f * (n.prob(x[k * v.class_stride]) - (k == t ? T(1) : T(0)));
+template <class Derived, class TDerived, class Scale>
+Eigen::Matrix<compute_t<typename Derived::Scalar>, Eigen::Dynamic, 1> gce_losses(
+    const Eigen::DenseBase<Derived>& logits, const Eigen::DenseBase<TDerived>& targets,
+    const generalized_cross_entropy_options& o, Scale&& scale, const samples_view<typename Derived::Scalar>* grad) {
+  using S = typename Derived::Scalar;
+  using T = compute_t<S>;
+  Eigen::Matrix<T, Eigen::Dynamic, 1> losses(o.dim == 0 ? logits.cols() : logits.rows());
+  with_view(logits, o.dim, [&](const samples_view<const S>& v) {
+    target_probability_sweep(v, gce_formula<T>{static_cast<T>(o.q)}, index_targets(targets, o.ignore_index), losses.data(),
+                             scale, grad, o.num_threads);
+  });
+  return losses;
 }
 
 }  // namespace detail
@@ -61,18 +63,34 @@ void gce_sample_grad(const samples_view<const T>& v, Index j, Index t, T q, T c,
 /// \throws xent::invalid_argument for q outside (0, 1] and cross_entropy's misuse (empty logits, bad dim,
 ///   targets out of range or of the wrong count, reduction batchmean).
 template <class Derived, class TDerived>
-loss_result<typename Derived::Scalar> generalized_cross_entropy(const Eigen::DenseBase<Derived>& logits,
-                                                                const Eigen::DenseBase<TDerived>& targets,
-                                                                const generalized_cross_entropy_options& opts = {}) {
-  using T = typename Derived::Scalar;
-  constexpr const char* fn = "generalized_cross_entropy";
+loss_result<detail::compute_t<typename Derived::Scalar>> generalized_cross_entropy(
+    const Eigen::DenseBase<Derived>& logits, const Eigen::DenseBase<TDerived>& targets,
+    const generalized_cross_entropy_options& opts = {}) {
+  using T = detail::compute_t<typename Derived::Scalar>;
+  Eigen::Index samples = 0;
+  const double denominator = detail::check_gce("generalized_cross_entropy", logits, targets, opts, samples);
+  return detail::reduce_losses(opts.reduction,
+                               detail::gce_losses(logits, targets, opts, [](Eigen::Index) { return T(0); },
+                                                  static_cast<const detail::samples_view<typename Derived::Scalar>*>(nullptr)),
+                               denominator);
+}
+
+/// generalized_cross_entropy and its gradient w.r.t. the logits in one call, into grad_logits_out
+/// (for none, the gradient of the sum of the per-sample losses). It may be the logits' own storage.
+template <class Derived, class TDerived, class OutDerived>
+loss_result<detail::compute_t<typename Derived::Scalar>> generalized_cross_entropy_with_grad(
+    const Eigen::DenseBase<Derived>& logits, const Eigen::DenseBase<TDerived>& targets,
+    const generalized_cross_entropy_options& opts, const Eigen::DenseBase<OutDerived>& grad_logits_out) {
+  using S = typename Derived::Scalar;
+  using T = detail::compute_t<S>;
+  constexpr const char* fn = "generalized_cross_entropy_with_grad";
   Eigen::Index samples = 0;
   const double denominator = detail::check_gce(fn, logits, targets, opts, samples);
-  const T q = static_cast<T>(opts.q);
-  return detail::index_target_forward(logits, targets, opts.ignore_index, opts.dim, opts.reduction, samples, denominator,
-                                      [&](const auto& v, Eigen::Index j, Eigen::Index t) {
-                                        return detail::gce_sample_loss(v, j, t, q);
-                                      });
+  Eigen::Matrix<T, Eigen::Dynamic, 1> losses;
+  detail::with_out_view(fn, "grad_logits_out", logits, grad_logits_out, opts.dim, [&](const detail::samples_view<S>& out) {
+    losses = detail::gce_losses(logits, targets, opts, detail::seed_scale<T>(opts.reduction, denominator), &out);
+  });
+  return detail::reduce_losses(opts.reduction, std::move(losses), denominator);
 }
 
 /// Gradient of generalized_cross_entropy w.r.t. the logits, times grad_out (a number for mean/sum,
@@ -81,16 +99,15 @@ template <class Derived, class TDerived, class G, class OutDerived>
 void generalized_cross_entropy_backward(const Eigen::DenseBase<Derived>& logits, const Eigen::DenseBase<TDerived>& targets,
                                         const G& grad_out, const generalized_cross_entropy_options& opts,
                                         const Eigen::DenseBase<OutDerived>& grad_logits_out) {
-  using T = typename Derived::Scalar;
+  using S = typename Derived::Scalar;
+  using T = detail::compute_t<S>;
   constexpr const char* fn = "generalized_cross_entropy_backward";
   Eigen::Index samples = 0;
   const double denominator = detail::check_gce(fn, logits, targets, opts, samples);
   const auto scale = detail::grad_scale_of<T>(fn, opts.reduction, samples, denominator, grad_out);
-  const T q = static_cast<T>(opts.q);
-  detail::index_target_backward(fn, logits, targets, opts.ignore_index, opts.dim, grad_logits_out,
-                                [&](const auto& v, Eigen::Index j, Eigen::Index t, const auto& out) {
-                                  detail::gce_sample_grad(v, j, t, q, scale(j), out);
-                                });
+  detail::with_out_view(fn, "grad_logits_out", logits, grad_logits_out, opts.dim, [&](const detail::samples_view<S>& out) {
+    detail::gce_losses(logits, targets, opts, scale, &out);
+  });
 }
 
 }  // namespace xent

@@ -42,6 +42,7 @@ struct linear_cross_entropy_options {
   /// Samples whose target equals this contribute nothing (not to the mean's denominator either),
   /// and cost nothing: they are left out of the GEMMs.
   long ignore_index = -100;
+  /// none (one loss per sample), mean (over the kept samples) or sum.
   xent::reduction reduction = xent::reduction::mean;
   /// In [0, 1]: torch's label smoothing, the target becomes (1 - eps) onehot + eps / V.
   double label_smoothing = 0;
@@ -51,6 +52,7 @@ struct linear_cross_entropy_options {
   double softcap = 0;
   /// Also return each sample's log-sum-exp (of the soft-capped logits).
   bool return_lse = false;
+  /// How `weight` is stored: D x V or V x D, deduced from the shapes by default.
   xent::weight_layout weight_layout = xent::weight_layout::deduce;
   /// Classes per tile; 0 chooses it so that a tile of block x sample_block accumulators fills the L2
   /// cache (Eigen::l2CacheSize(); 512 for the forward's float tiles with a 2 MiB L2), in [64, 4096].
@@ -72,7 +74,9 @@ struct linear_cross_entropy_options {
 /// return_lse each sample's log-sum-exp (NaN for an ignored sample, which is never computed).
 template <class T>
 struct linear_cross_entropy_result {
+  /// The loss, reduced as the options say (value(), or per_sample() for none).
   loss_result<T> loss;
+  /// With return_lse, each sample's log-sum-exp (NaN for an ignored one); empty otherwise.
   Eigen::Matrix<T, Eigen::Dynamic, 1> lse;
 };
 
@@ -263,8 +267,8 @@ linear_cross_entropy_result<accumulation_t<typename HDerived::Scalar>> linear_ru
     go(std::true_type{});
   else
     go(std::false_type{});
-  return {reduce<T>(o.reduction, s.samples, denominator, [&](Index j) { return per_sample[std::size_t(j)]; }),
-          std::move(lse)};
+  Eigen::Matrix<T, Eigen::Dynamic, 1> losses = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>(per_sample.data(), s.samples);
+  return {reduce_losses(o.reduction, std::move(losses), denominator), std::move(lse)};
 }
 
 template <class T, class BDerived>

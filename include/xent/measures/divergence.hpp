@@ -8,6 +8,8 @@
 #include "../detail/engine/view.hpp"
 #include "../detail/pointwise.hpp"
 #include "../core/error.hpp"
+#include "../detail/engine/per_sample.hpp"
+#include "../detail/losses/softmax_moments.hpp"
 #include "../softmax.hpp"
 #include "../core/reduction.hpp"
 
@@ -104,23 +106,51 @@ Eigen::Matrix<typename P::Scalar, Eigen::Dynamic, 1> entropy(const Eigen::DenseB
   });
 }
 
-/// The entropy of softmax(x) per sample, from logits: -sum_k p_k y_k with y = log_softmax(x), p = exp(y),
-/// so no probability is rounded to 0 before its log is taken. Masked (-inf) logits contribute 0.
-/// \throws xent::invalid_argument if x is empty, dim is not 0/1, or base is bad.
+/// The entropy of softmax(x) per sample, from logits: log S - sum_k e_k (x_k - max) / S with
+/// e_k = exp(x_k - max), S = sum_k e_k, in one read of x (no probability is rounded to 0 before
+/// its log is taken). Masked (-inf) logits contribute 0; a sample whose log-sum-exp is not finite
+/// gives NaN. \throws xent::invalid_argument if x is empty, dim is not 0/1, or base is bad.
 template <class X>
 Eigen::Matrix<typename X::Scalar, Eigen::Dynamic, 1> entropy_from_logits(const Eigen::DenseBase<X>& x,
                                                                          const measure_options& opts = {}) {
   using T = typename X::Scalar;
-  detail::check_dim("entropy_from_logits", opts.dim);
-  detail::check_not_empty("entropy_from_logits", "x", x);
-  const typename X::PlainObject y = log_softmax(x, opts.dim);
-  return detail::per_sample("entropy_from_logits", "x", y, opts, false,
-                            [](const detail::samples_view<const T>& v, Eigen::Index j) {
-                              return -detail::sum_classes<T>(v.classes, [&](Eigen::Index k) {
-                                const T yk = detail::at(v, j, k);
-                                return yk == -detail::inf<T> ? T(0) : std::exp(yk) * yk;
-                              });
-                            });
+  constexpr const char* fn = "entropy_from_logits";
+  detail::check_real<X>();
+  detail::check_dim(fn, opts.dim);
+  detail::check_not_empty(fn, "x", x);
+  const T scale = T(detail::inverse_log_base(fn, opts.base));
+  Eigen::Matrix<T, Eigen::Dynamic, 1> h(opts.dim == 0 ? x.cols() : x.rows());
+  auto none = [](Eigen::Index) { return T(0); };
+  detail::with_view(x, opts.dim, [&](const detail::samples_view<const T>& v) {
+    const detail::moment_policy<T, true, decltype(none)> policy(h.data(), none, false);
+    detail::engine::sweep(policy, detail::engine::sweep_views<T>{v, nullptr, nullptr}, 0);
+  });
+  if (scale != T(1)) h *= scale;
+  return h;
+}
+
+/// entropy_from_logits and its gradient: returns H per sample (in the base of opts) and writes
+/// d (sum_j H_j) / d x = -p (log p + H) (scaled to the base) into grad_out (x's shape; it may be x).
+template <class X, class Out>
+Eigen::Matrix<typename X::Scalar, Eigen::Dynamic, 1> entropy_from_logits_with_grad(const Eigen::DenseBase<X>& x,
+                                                                                   const measure_options& opts,
+                                                                                   const Eigen::DenseBase<Out>& grad_out) {
+  using T = typename X::Scalar;
+  constexpr const char* fn = "entropy_from_logits_with_grad";
+  detail::check_real<X>();
+  detail::check_dim(fn, opts.dim);
+  detail::check_not_empty(fn, "x", x);
+  const T scale = T(detail::inverse_log_base(fn, opts.base));
+  Eigen::Matrix<T, Eigen::Dynamic, 1> h(opts.dim == 0 ? x.cols() : x.rows());
+  auto c = [scale](Eigen::Index) { return scale; };
+  detail::with_out_view(fn, "grad_out", x, grad_out, opts.dim, [&](const detail::samples_view<T>& g) {
+    detail::with_view(x, opts.dim, [&](const detail::samples_view<const T>& v) {
+      const detail::moment_policy<T, true, decltype(c)> policy(h.data(), c, true);
+      detail::engine::sweep(policy, detail::engine::sweep_views<T>{v, nullptr, &g}, 0);
+    });
+  });
+  if (scale != T(1)) h *= scale;
+  return h;
 }
 
 /// Cross-entropy between distributions H(p, q) = -sum_k p_k log q_k per sample (0 log q = 0 for any q;

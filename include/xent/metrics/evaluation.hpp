@@ -58,9 +58,16 @@ struct eval_units {
 /// One bin of the reliability diagram: the samples whose confidence is in (lower, upper] (the first
 /// bin also holds 0). confidence and accuracy are the bin's means, NaN for an empty bin.
 struct reliability_bin {
+  /// The bin's confidence interval (lower, upper]: (b / bins, (b + 1) / bins] for bin b.
+  ///@{
   double lower = 0, upper = 0;
+  ///@}
+  /// Evaluated samples whose confidence (max_k p_k) falls in the bin.
   std::int64_t count = 0;
+  /// Mean confidence and top-1 accuracy of those samples (NaN when count is 0).
+  ///@{
   double confidence = 0, accuracy = 0;
+  ///@}
 };
 
 /// What eval_accumulator::report returns. Means are over the evaluated samples; every metric is NaN
@@ -70,23 +77,29 @@ struct eval_report {
   std::int64_t ignored = 0;            ///< target == ignore_index, or masked out by update's mask
   std::int64_t nonfinite_samples = 0;  ///< samples without a distribution (see eval_options::skip_nonfinite)
   std::int64_t nonfinite_logits = 0;   ///< NaN and +-inf logits in those samples
+  /// The temperature the probabilities were taken at (eval_options::temperature).
   double temperature = 1;
   double nll = 0;                 ///< mean negative log-likelihood, nats per sample (token)
   double nll_stderr = 0;          ///< standard error of that mean: sample standard deviation / sqrt(samples)
   double bits_per_token = 0;      ///< nll / ln 2
   double perplexity = 0;          ///< exp(nll)
   double perplexity_stderr = 0;   ///< perplexity * nll_stderr (delta method)
+  /// Summed NLL over the evaluated samples, in nats and in bits (the numerators of the per-unit rates).
+  ///@{
   double total_nats = 0, total_bits = 0;
+  ///@}
   double bits_per_character = 0;  ///< NaN unless eval_units::characters was given
   double bits_per_byte = 0;       ///< NaN unless eval_units::bytes was given
   double bits_per_dimension = 0;  ///< total bits / eval_units::dimensions (default: one per sample)
   double accuracy = 0;            ///< top-1: the first-index argmax equals the target
+  /// The k of top_k_accuracy (eval_options::top_k).
   int top_k = 0;
   double top_k_accuracy = 0;      ///< the target is among the k first of a stable descending sort
   double brier = 0;               ///< mean of sum_k (p_k - [k = target])^2, in [0, 2]
   double mean_confidence = 0;     ///< mean of max_k p_k
   double ece = 0;                 ///< sum_b (n_b / n) |accuracy_b - confidence_b|
   double mce = 0;                 ///< max over non-empty bins of |accuracy_b - confidence_b|
+  /// The reliability diagram: eval_options::bins equal-width bins of confidence, from 0 to 1.
   std::vector<reliability_bin> bins;
 };
 
@@ -105,6 +118,7 @@ struct eval_report {
 /// confidences, correct count) at bin_offset(b).
 class eval_accumulator {
  public:
+  /// The named entries of the state, by index into data(): plain sums over the samples seen.
   enum field : std::size_t {
     samples,            ///< evaluated samples
     ignored,            ///< ignore_index or masked out
@@ -166,15 +180,20 @@ class eval_accumulator {
   /// Forgets every sample (keeps the options).
   void reset() { std::fill(state_.begin(), state_.end(), 0.0); }
 
+  /// The options this accumulator was made with (merge() requires compatible ones).
   const eval_options& options() const noexcept { return opts_; }
 
   /// The state as a flat array of doubles (layout above), for sending, reducing or saving it.
   /// data() and size() make the accumulator a contiguous range: xent::parallel::allreduce_sum(acc,
   /// comm) (<xent/parallel/mpi.hpp>) sums it over the ranks in one MPI_Allreduce.
   std::size_t state_size() const noexcept { return state_.size(); }
+  /// state_size(), under the name a contiguous range has.
   std::size_t size() const noexcept { return state_.size(); }
+  /// The state_size() doubles of the state, writable: what an in-place MPI_Allreduce sums into.
   double* data() noexcept { return state_.data(); }
+  /// The state_size() doubles of the state, for sending or saving them.
   const double* data() const noexcept { return state_.data(); }
+  /// One named entry of the state, e.g. acc[eval_accumulator::samples].
   double operator[](field f) const noexcept { return state_[f]; }
   /// Index of bin b's (count, confidence sum, correct count) in data().
   static constexpr std::size_t bin_offset(std::size_t b) noexcept { return fields + bin_fields * b; }

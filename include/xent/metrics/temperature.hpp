@@ -21,6 +21,8 @@
 
 namespace xent {
 
+/// Options of fit_temperature and fit_temperature_with: which samples count, the search interval
+/// and stopping rule of the one-dimensional search for T, and the ECE bins reported.
 struct temperature_options {
   /// Samples whose target equals this are left out.
   long ignore_index = -100;
@@ -29,10 +31,13 @@ struct temperature_options {
   /// The search interval of T. An optimum outside it is reported at the bound (at_bound = true):
   /// perfectly separated data drive T to 0, data no better than chance drive it to infinity.
   double min_temperature = 0.01;
+  /// The upper end of that interval (finite, above min_temperature).
   double max_temperature = 100;
   /// Stop when a step changes 1 / T by at most this fraction of itself. Float logits give the
   /// derivative to about 1e-7, so much smaller tolerances only add passes.
   double tolerance = 1e-6;
+  /// At most this many passes after the first (at T = 1); temperature_fit::converged is false if
+  /// the tolerance was not met by then.
   int max_iterations = 60;
   /// Bins of the expected calibration error reported before and after (fit_temperature only).
   int bins = 15;
@@ -50,6 +55,7 @@ struct temperature_sums {
   double gradient = 0;           ///< sum of d NLL / d beta = E_p[x] - x_target
   double curvature = 0;          ///< sum of d2 NLL / d beta2 = Var_p[x]
 
+  /// Adds o's sums to these, as if these had seen o's samples too; returns *this.
   temperature_sums& merge(const temperature_sums& o) noexcept {
     samples += o.samples;
     nonfinite_samples += o.nonfinite_samples;
@@ -61,6 +67,9 @@ struct temperature_sums {
 };
 static_assert(sizeof(temperature_sums) == 5 * sizeof(double), "temperature_sums must be five packed doubles");
 
+/// What fit_temperature and fit_temperature_with return: the fitted temperature with the NLL (and
+/// ECE) before and after. The temperature, NLL and ECE are NaN when no sample counted, or when a
+/// non-finite sample was seen and skip_nonfinite is false.
 struct temperature_fit {
   double temperature = std::numeric_limits<double>::quiet_NaN();  ///< the fitted T
   double nll_before = std::numeric_limits<double>::quiet_NaN();   ///< mean NLL at T = 1
@@ -71,6 +80,7 @@ struct temperature_fit {
   bool converged = false;    ///< the step tolerance was met (or the optimum lies at a bound)
   bool at_bound = false;     ///< the optimum is at min_temperature or max_temperature, or beyond
   std::int64_t samples = 0;  ///< samples the fit used
+  /// Samples left out for want of a distribution, as temperature_sums::nonfinite_samples.
   std::int64_t nonfinite_samples = 0;
 };
 

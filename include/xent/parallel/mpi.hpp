@@ -35,8 +35,11 @@ namespace xent::parallel {
 /// Across the ranks of a communicator the shards must tile [0, classes): no gap, no overlap, in any
 /// rank order; a shard may be empty.
 struct vocab_shard {
+  /// Global index of this rank's first class.
   Eigen::Index begin = 0;
+  /// Number of classes this rank holds (its local logits' class count); 0 for an empty shard.
   Eigen::Index size = 0;
+  /// The whole vocabulary's class count C, the same on every rank.
   Eigen::Index classes = 0;
 };
 

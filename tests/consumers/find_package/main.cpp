@@ -14,7 +14,13 @@
 #error "<xent/xent.hpp> included <mpi.h>"
 #endif
 
-// The consumer projects ask for C++14 at most; xent's usage requirements must raise it to 17.
+// xent::xent and xent.pc are the serial core: OpenMP reaches only those who link xent::openmp.
+#ifdef _OPENMP
+#error "_OPENMP is defined: xent forced -fopenmp on a consumer that asked for no threads"
+#endif
+
+// The consumer projects ask for C++14 at most; xent's usage requirements must raise it to 17
+// (the pkg-config consumer asks for 17 itself: a .pc file names no standard).
 static_assert(__cplusplus >= 201703L, "xent must propagate C++17 to its consumers");
 
 int main() {

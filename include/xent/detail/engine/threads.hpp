@@ -21,10 +21,23 @@ namespace xent::detail {
 /// Below this many logits a call stays on the calling thread: waking a team costs microseconds.
 inline constexpr Eigen::Index min_logits_per_thread = 1 << 15;
 
+/// The most OS threads one call starts: the processors this process may use. A num_threads of
+/// thousands asks for a team the machine cannot run; the work is the same on fewer threads.
+inline int hardware_threads() {
+#ifdef _OPENMP
+  const int procs = omp_get_num_procs();
+#else
+  const int procs = static_cast<int>(std::thread::hardware_concurrency());
+#endif
+  return procs > 0 ? procs : 1;
+}
+
 /// requested: the options' num_threads (0 = OpenMP's default); work: the logits one call reads.
+/// The results of the sweep and elementwise drivers do not depend on it (their blocks are fixed).
 inline int thread_count(int requested, Eigen::Index work) {
 #ifdef _OPENMP
-  const int wanted = requested > 0 ? requested : omp_get_max_threads();
+  int wanted = requested > 0 ? requested : omp_get_max_threads();
+  wanted = wanted < hardware_threads() ? wanted : hardware_threads();
   const Eigen::Index useful = work / min_logits_per_thread;
   if (useful < 2 || wanted < 2) return 1;
   return static_cast<int>(useful < wanted ? useful : wanted);
@@ -79,24 +92,30 @@ void fork_join(int workers, Body&& body) {
       if (!failure) failure = std::current_exception();
     }
   };
+  // At most one OS thread per processor; each runs every team-th worker, so the workers (and the
+  // order their results are combined in) are the same however many threads run them.
+  const int team_size = workers < hardware_threads() ? workers : hardware_threads();
 #ifdef _OPENMP
-#pragma omp parallel num_threads(workers)
+#pragma omp parallel num_threads(team_size)
   {
     const int team = omp_get_num_threads();
     for (int w = omp_get_thread_num(); w < workers; w += team) guarded(w);
   }
 #else
+  auto run_share = [&](int first) {
+    for (int w = first; w < workers; w += team_size) guarded(w);
+  };
   std::vector<std::thread> others;
-  others.reserve(static_cast<std::size_t>(workers - 1));
+  others.reserve(static_cast<std::size_t>(team_size - 1));
   try {
-    for (int r = 1; r < workers; ++r) others.emplace_back(guarded, r);
+    for (int r = 1; r < team_size; ++r) others.emplace_back(run_share, r);
   } catch (...) {
     // Could not start a thread: finish with the ones that did start, then report it.
-    guarded(0);
+    run_share(0);
     for (std::thread& t : others) t.join();
     throw;
   }
-  guarded(0);
+  run_share(0);
   for (std::thread& t : others) t.join();
 #endif
   if (failure) std::rethrow_exception(failure);
@@ -127,7 +146,7 @@ class serial_gemm_scope {
   serial_gemm_scope& operator=(const serial_gemm_scope&) = delete;
 
  private:
-  int saved_ = 0;
+  [[maybe_unused]] int saved_ = 0;  // unused without OpenMP
 };
 
 }  // namespace xent::detail

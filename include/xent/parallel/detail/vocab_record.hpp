@@ -6,15 +6,15 @@
 // gradient on the rank's own classes. Free of MPI on purpose: the MPI op (mpi_support.hpp) is a
 // loop over merge(), so the arithmetic can be read, and tested, on its own.
 //
-// Both ends are the single-process fused kernel's (detail/ce_kernel.hpp): a rank summarizes its
-// classes of a sample with summarize_sample, as cross_entropy summarizes a whole sample, and the
+// Both ends are the single-process fused kernel's (detail/losses/cross_entropy.hpp): a rank summarizes its
+// classes of a sample with summarize_logits, as cross_entropy summarizes a whole sample, and the
 // merged record is read back as a sample_summary by fused_loss and fused_grad. So the formulas,
 // the special values (-inf masks, +inf, NaN) and bf16's widening are those of cross_entropy.
 
-#include "../../detail/ce_kernel.hpp"
-#include "../../detail/engine/view.hpp"
-#include "../../detail/lse_kernel.hpp"
 #include "../../core/lse_partial.hpp"
+#include "../../detail/engine/threads.hpp"
+#include "../../detail/engine/view.hpp"
+#include "../../detail/losses/cross_entropy.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -94,7 +94,7 @@ vocab_record<xent::detail::compute_t<S>> local_record(const S* x, Index n, Index
   using T = xent::detail::compute_t<S>;
   xent::detail::fused_setup<T> shard_only = s.local;
   shard_only.classes = n;  // the kernel reads the shard's n logits
-  const xent::detail::sample_summary<T> summary = xent::detail::summarize_sample<Sums>(x, shard_only);
+  const xent::detail::sample_summary<T> summary = xent::detail::summarize_logits<Sums>(x, n, shard_only);
   vocab_record<T> r{summary.partial.max, summary.partial.sum, T(0), T(0), T(0), 0};
   if (t_local >= 0 && t_local < n) {
     r.target_logit = static_cast<T>(x[t_local]);
@@ -135,7 +135,7 @@ template <class S>
 void record_grad(const vocab_record<xent::detail::compute_t<S>>& r, const S* x, S* g, Index n, Index t,
                  const shard_setup<xent::detail::compute_t<S>>& s, xent::detail::compute_t<S> c) {
   const xent::detail::fused_grad<xent::detail::compute_t<S>> k(summary_of(r), t, s.global, c);
-  xent::detail::fused_grad_range(x, g, 0, n, k, s.local);
+  xent::detail::fused_grad_range(x, g, n, k, s.local);
   const Index t_local = t - s.begin;
   if (t_local >= 0 && t_local < n) xent::detail::fused_grad_target(g, t_local, r.target_logit, k, s.local);
 }
@@ -169,6 +169,7 @@ void fill_records(const samples_view<const S>& v, TargetAt&& target_at, const sh
     case chunk_sums::none: return fill_records<chunk_sums::none>(v, target_at, s, threads, records);
     case chunk_sums::logits: return fill_records<chunk_sums::logits>(v, target_at, s, threads, records);
     case chunk_sums::weighted_logits: return fill_records<chunk_sums::weighted_logits>(v, target_at, s, threads, records);
+    case chunk_sums::targets: return;  // class-index targets only
   }
 }
 
@@ -192,7 +193,7 @@ void write_gradients(const samples_view<const S>& v, const samples_view<S>& out,
   for (Index j = 0; j < v.samples; ++j) {
     const Index t = target_at(j);
     if (t < 0) {
-      xent::detail::zero_sample(out, j);
+      for (Index k = 0; k < out.classes; ++k) out.sample(j)[k * out.class_stride] = S(0);
       continue;
     }
     for (Index k = 0; k < v.classes; ++k) scratch[std::size_t(k)] = v.sample(j)[k * v.class_stride];

@@ -1,0 +1,157 @@
+#ifndef XENT_DETAIL_ENGINE_PER_SAMPLE_HPP
+#define XENT_DETAIL_ENGINE_PER_SAMPLE_HPP
+
+// The front end of every per-sample loss (cross_entropy, nll_loss, the focal and generalised
+// losses, distillation): the checks they share, class-index targets, the upstream gradient of each
+// sample, the output views, and the reduction of the per-sample losses (reduce.hpp's policy: in
+// sample order, compensated, in double, so the result does not depend on the thread count).
+
+#include "../../core/error.hpp"
+#include "../../core/loss_result.hpp"
+#include "../../core/reduction.hpp"
+#include "checks.hpp"
+#include "reduce.hpp"
+#include "sweep.hpp"
+#include "view.hpp"
+
+#include <Eigen/Core>
+
+#include <string>
+#include <type_traits>
+#include <utility>
+
+namespace xent::detail {
+
+template <class Derived>
+void check_real() {
+  static_assert(std::is_same_v<typename Derived::Scalar, float> || std::is_same_v<typename Derived::Scalar, double>,
+                "xent kernels take float or double logits");
+}
+
+/// float, double, or a type the kernels widen to float (bf16, half).
+template <class Derived>
+void check_logit_type() {
+  using S = typename Derived::Scalar;
+  static_assert(std::is_same_v<S, float> || std::is_same_v<S, double> || std::is_same_v<S, Eigen::bfloat16> ||
+                    std::is_same_v<S, Eigen::half>,
+                "xent's per-sample losses take float, double, Eigen::bfloat16 or Eigen::half logits");
+}
+
+/// The checks every categorical loss shares; returns the sample count.
+template <class Derived, class Options>
+Eigen::Index check_categorical(const char* fn, const char* x_name, const Eigen::DenseBase<Derived>& x, const Options& o,
+                               double smoothing) {
+  check_logit_type<Derived>();
+  check_dim(fn, o.dim);
+  check_reduction(fn, o.reduction, false);
+  if (!(smoothing >= 0 && smoothing <= 1)) throw_invalid(fn, "label_smoothing", "must be in [0, 1]", smoothing);
+  check_not_empty(fn, x_name, x);
+  const Eigen::Index classes = o.dim == 0 ? x.rows() : x.cols();
+  if (o.weight.size() != 0 && o.weight.size() != classes)
+    throw_invalid(fn, "weight", "must be empty or have one entry per class (" + std::to_string(classes) + ")",
+                  o.weight.size());
+  return o.dim == 0 ? x.cols() : x.rows();
+}
+
+/// Checks class-index targets and returns the weighted mean's denominator: the sum of the weights
+/// of the non-ignored targets (their count when unweighted), as torch's nll_loss.
+template <class TDerived>
+double check_index_targets(const char* fn, const Eigen::DenseBase<TDerived>& targets, Eigen::Index samples, Eigen::Index classes,
+                           long ignore_index, const Eigen::VectorXd& weight) {
+  // Signed, as torch's int64 targets: an unsigned 2^64 - 100 would wrap to the default ignore_index
+  // and be skipped without a word.
+  static_assert(std::is_integral_v<typename TDerived::Scalar> && std::is_signed_v<typename TDerived::Scalar>,
+                "class-index targets must be signed integers (int32 or int64)");
+  if (targets.size() != samples)
+    throw_invalid(fn, "targets", "must have one entry per sample (" + std::to_string(samples) + ")", targets.size());
+  engine::exact_sum total;
+  for (Eigen::Index j = 0; j < samples; ++j) {
+    const long t = static_cast<long>(targets.derived().coeff(j));
+    if (t == ignore_index) continue;
+    if (t < 0 || t >= classes)
+      throw_invalid(fn, "target[" + std::to_string(j) + "]",
+                    "must be in [0, " + std::to_string(classes) + ") or ignore_index (" + std::to_string(ignore_index) + ")", t);
+    total.add(weight.size() ? weight(t) : 1.0);
+  }
+  return total.value();
+}
+
+/// The class of sample j, or -1 when its target is ignore_index (its logits are never read).
+template <class TDerived>
+auto index_targets(const Eigen::DenseBase<TDerived>& targets, long ignore_index) {
+  return [&targets, ignore_index](Index j) -> Index {
+    const long t = static_cast<long>(targets.derived().coeff(j));
+    return t == ignore_index ? Index(-1) : Index(t);
+  };
+}
+
+/// The class weights in the compute type (empty when unweighted).
+template <class T>
+std::vector<T> weights_in(const Eigen::VectorXd& weight) {
+  std::vector<T> w(static_cast<std::size_t>(weight.size()));
+  for (std::size_t k = 0; k < w.size(); ++k) w[k] = static_cast<T>(weight(Index(k)));
+  return w;
+}
+
+/// Reduces per-sample losses as torch (mean: the sum over the denominator; every sample ignored
+/// gives 0 / 0 = NaN, as torch), by the one policy: in order, compensated, in double.
+template <class T>
+loss_result<T> reduce_losses(reduction r, Eigen::Matrix<T, Eigen::Dynamic, 1>&& losses, double denominator) {
+  if (r == reduction::none) return loss_result<T>::per_sample_losses(std::move(losses), denominator);
+  const double total = engine::ordered_sum(losses.data(), losses.size());
+  return loss_result<T>::reduced(r, static_cast<T>(r == reduction::mean ? total / denominator : total), denominator);
+}
+
+/// The upstream gradient of each sample's loss: grad_out for sum, grad_out / denominator for mean,
+/// grad_out[j] for none. A number goes with mean/sum, a vector with none.
+template <class T, class G>
+auto grad_scale_of(const char* fn, reduction r, Eigen::Index samples, double denominator, const G& grad_out) {
+  if constexpr (std::is_arithmetic_v<G>) {
+    if (r == reduction::none)
+      throw_invalid(fn, "grad_out", "must have one entry per sample for reduction none (a vector), not a scalar", grad_out);
+    const T c = static_cast<T>(r == reduction::mean ? double(grad_out) / denominator : double(grad_out));
+    return [c](Eigen::Index) { return c; };
+  } else {
+    if (r != reduction::none)
+      throw_invalid(fn, "grad_out", std::string("must be a scalar for reduction ") + to_string(r) + ", not a vector of size",
+                    grad_out.size());
+    if (grad_out.size() != samples)
+      throw_invalid(fn, "grad_out", "must have one entry per sample (" + std::to_string(samples) + ")", grad_out.size());
+    return [&grad_out](Eigen::Index j) { return static_cast<T>(grad_out.derived().coeff(j)); };
+  }
+}
+
+/// The gradient of what a _with_grad call returns: of the mean (sum), or of the sum of the
+/// per-sample losses for none.
+template <class T>
+auto seed_scale(reduction r, double denominator) {
+  const T c = r == reduction::mean ? static_cast<T>(1.0 / denominator) : T(1);
+  return [c](Eigen::Index) { return c; };
+}
+
+/// Calls f with a writable view of out (checked to have x's shape and not to overlap the other
+/// inputs), through a temporary when out has no storage of its own. in_place_ok: out may be
+/// exactly x's storage (the loss documents its in-place mode).
+template <class Derived, class OutDerived, class F>
+void with_out_view(const char* fn, const char* out_name, const Eigen::DenseBase<Derived>& x,
+                   const Eigen::DenseBase<OutDerived>& out, int dim, F&& f, bool in_place_ok = true) {
+  static_assert(std::is_same_v<typename Derived::Scalar, typename OutDerived::Scalar>,
+                "the gradient buffer must have the input's scalar type");
+  if (out.rows() != x.rows() || out.cols() != x.cols())
+    throw_invalid(fn, out_name, "must have the shape of the input (" + shape_string(x.rows(), x.cols()) + ")",
+                  shape_string(out.rows(), out.cols()));
+  check_no_overlap(fn, out_name, out, "the input", x, in_place_ok);
+  // Eigen's documented way to write into an output argument that may be a temporary Map or Block.
+  auto& result = const_cast<OutDerived&>(out.derived());
+  if constexpr (has_direct_access<OutDerived>) {
+    f(view_of(result, dim));
+  } else {
+    typename OutDerived::PlainObject evaluated(x.rows(), x.cols());
+    f(view_of(evaluated, dim));
+    result = evaluated;
+  }
+}
+
+}  // namespace xent::detail
+
+#endif

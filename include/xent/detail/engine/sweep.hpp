@@ -1,0 +1,533 @@
+#ifndef XENT_DETAIL_ENGINE_SWEEP_HPP
+#define XENT_DETAIL_ENGINE_SWEEP_HPP
+
+// The per-sample sweep: one driver for every loss that normalises each sample's classes
+// (cross_entropy, softmax and log_softmax, the focal and generalised losses, distillation, the HVP,
+// the entropy of logits). A loss supplies a policy (detail/losses/): which statistics one read of a
+// chunk gathers besides the log-sum-exp partial, how chunks fold into a sample, what the sample's
+// loss is, and what the write pass writes per class (a template over packet or scalar); the driver
+// owns the rest:
+//  - chunks of 16 KiB: a lane-wise max pass, then one fused pass computing exp(x - max) and the
+//    loss's sums while the chunk is in L1, folded into the sample with one rescale per chunk; each
+//    pass reads ahead (the chunk after next, or the next sample when a write pass follows);
+//  - inputs seen through a transform (soft-cap, 1 / temperature) and widened from bf16 / half to
+//    float chunk by chunk; a strided class axis gathered into the chunk buffer (the same vectorised
+//    code, not a scalar path); the write pass applies the transform's derivative and narrows once;
+//  - three thread splits: across samples; across one sample's chunks when there are few samples
+//    (N = 16, C = 128K: summaries in parallel, folded in order); the loss's own lane blocks of
+//    samples when it has them (C <= 16). Every split folds in the same order: the same bits for
+//    any thread count.
+// The scalar reference paths the tests hold this to are tests/reference.hpp and tests/*_reference.hpp.
+
+#include "../../core/lse_partial.hpp"
+#include "../simd/math.hpp"
+#include "reduce.hpp"
+#include "threads.hpp"
+#include "view.hpp"
+
+#include <Eigen/Core>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+namespace xent::detail {
+
+/// The type a kernel computes in for a given input type: bf16 and half are widened to float.
+template <class S>
+struct compute_of {
+  using type = S;
+};
+template <>
+struct compute_of<Eigen::bfloat16> {
+  using type = float;
+};
+template <>
+struct compute_of<Eigen::half> {
+  using type = float;
+};
+template <class S>
+using compute_t = typename compute_of<S>::type;
+
+namespace engine {
+
+/// Elements per chunk: 16 KiB of the compute type, half of a typical L1 data cache.
+template <class T>
+inline constexpr Index chunk_elements = 16384 / Index(sizeof(T));
+
+inline Index chunk_count(Index n, Index chunk) { return (n + chunk - 1) / chunk; }
+
+/// Max of n contiguous values; NaN if any is NaN.
+template <class T>
+T max_contiguous(const T* x, Index n) {
+  constexpr T neg_inf = -std::numeric_limits<T>::infinity();
+  T m = neg_inf;
+  Index i = 0;
+  if constexpr (simd::has_packet_exp<T>) {
+    using P = simd::packet<T>;
+    constexpr Index ps = simd::packet_size<T>;
+    if (n >= 4 * ps) {
+      // Four independent chains hide the latency of max.
+      P m0 = simd::pset1<P>(neg_inf), m1 = m0, m2 = m0, m3 = m0;
+      for (; i + 4 * ps <= n; i += 4 * ps) {
+        m0 = simd::max_nan(m0, simd::load<P>(x + i));
+        m1 = simd::max_nan(m1, simd::load<P>(x + i + ps));
+        m2 = simd::max_nan(m2, simd::load<P>(x + i + 2 * ps));
+        m3 = simd::max_nan(m3, simd::load<P>(x + i + 3 * ps));
+      }
+      for (; i + ps <= n; i += ps) m0 = simd::max_nan(m0, simd::load<P>(x + i));
+      m = simd::reduce_max_nan(simd::max_nan(simd::max_nan(m0, m1), simd::max_nan(m2, m3)));
+    }
+  }
+  for (; i < n; ++i) {
+    if (std::isnan(x[i])) return x[i];
+    if (x[i] > m) m = x[i];
+  }
+  return m;
+}
+
+/// Memory a pass brings into cache while it computes, one line per packet it reads: what is read
+/// next. The passes are bound by the exp, so the memory would otherwise sit idle.
+struct read_ahead {
+  const char* begin = nullptr;
+  Index bytes = 0;
+};
+
+/// What a chunk's pass reads ahead by default: the chunk after next (prefetched into L2). The next
+/// one was brought in during the previous chunk's pass, so its max pass does not wait on DRAM.
+template <class S>
+read_ahead chunk_after_next(const S* chunk, Index len) {
+  return {reinterpret_cast<const char*>(chunk + 2 * len), len * Index(sizeof(S))};
+}
+
+// ---- How a loss sees its inputs
+
+/// z = softcap * tanh(x / softcap) (Gemma 2) or z = x * scale (1 / temperature), or x itself.
+template <class T>
+struct transform {
+  T softcap = 0;
+  T scale = 1;
+  bool identity() const noexcept { return softcap == 0 && scale == T(1); }
+};
+
+/// The transform of n values in place (the chunk buffer).
+template <class T>
+void apply_transform(T* z, Index n, const transform<T>& f) {
+  if (f.identity()) return;
+  Index i = 0;
+  if (f.softcap != 0) {
+    if constexpr (simd::has_packet_exp<T> && simd::has_packet_tanh<T>) {
+      using P = simd::packet<T>;
+      constexpr Index ps = simd::packet_size<T>;
+      const P cap = simd::pset1<P>(f.softcap), inv = simd::pset1<P>(T(1) / f.softcap);
+      for (; i + ps <= n; i += ps) simd::store(z + i, simd::pmul(cap, simd::tanh(simd::pmul(simd::load<P>(z + i), inv))));
+    }
+    for (; i < n; ++i) z[i] = f.softcap * std::tanh(z[i] / f.softcap);
+    return;
+  }
+  for (; i < n; ++i) z[i] *= f.scale;
+}
+
+/// d z / d x of the transform at x, times g, over n values (g in place). The soft-cap's derivative
+/// is sech^2(x / c) = 4 e / (1 + e)^2 with e = exp(-2 |x / c|), not 1 - tanh^2, which cancels to
+/// noise (up to 5e-7 in float) where the cap saturates.
+template <class S, class T>
+void apply_transform_derivative(const S* x, Index stride, T* g, Index n, const transform<T>& f) {
+  if (f.identity()) return;
+  if (f.softcap == 0) {
+    for (Index i = 0; i < n; ++i) g[i] *= f.scale;
+    return;
+  }
+  const T k = T(-2) / f.softcap;
+  for (Index i = 0; i < n; ++i) {
+    const T e = std::exp(std::fabs(static_cast<T>(x[i * stride])) * k);
+    g[i] *= T(4) * e / ((T(1) + e) * (T(1) + e));
+  }
+}
+
+/// One sample's classes as stored: data[k * stride], k < classes.
+template <class S>
+struct row {
+  const S* data = nullptr;
+  Index stride = 1;
+  const S* at(Index k) const { return data + k * stride; }
+};
+
+/// The classes [start, start + len) of a row as the loss sees them, in the compute type: the row's
+/// own memory (contiguous, same type, no transform), or their values in `buffer`.
+template <class S>
+const compute_t<S>* chunk_values(const row<S>& r, Index start, Index len, compute_t<S>* buffer,
+                                 const transform<compute_t<S>>& f) {
+  using T = compute_t<S>;
+  if constexpr (std::is_same_v<S, T>)
+    if (r.stride == 1 && f.identity()) return r.data + start;
+  const S* x = r.at(start);
+  if (r.stride == 1) {
+    for (Index i = 0; i < len; ++i) buffer[i] = static_cast<T>(x[i]);
+  } else {
+    for (Index i = 0; i < len; ++i) buffer[i] = static_cast<T>(x[i * r.stride]);
+  }
+  apply_transform(buffer, len, f);
+  return buffer;
+}
+
+/// One logit as the loss sees it.
+template <class S>
+compute_t<S> value_of(S x, const transform<compute_t<S>>& f) {
+  const auto v = static_cast<compute_t<S>>(x);
+  if (f.softcap != 0) return f.softcap * std::tanh(v / f.softcap);
+  return v * f.scale;
+}
+
+// ---- One read of a chunk
+
+/// What one read of a chunk gathers: the max of x (and of the second input y where the loss needs
+/// it) and the loss's sums; sum[0] is always sum_k exp(x_k - max).
+template <class T, int K>
+struct chunk_stats {
+  T max = -std::numeric_limits<T>::infinity();
+  T max_y = -std::numeric_limits<T>::infinity();
+  T sum[K] = {};
+};
+
+/// The statistics of n contiguous values (n at most a chunk, so that the second pass reads L1): a
+/// lane-wise max pass, then one fused pass for the exp-sum and the loss's sums. A Stats type says:
+///   static constexpr int sums;            K, sum[0] being the exp-sum
+///   static constexpr bool uses_y, uses_w, max_of_y;
+///   static constexpr bool exp_of_x;       false: the loss forms its own exps (sum[0] stays 0)
+///   template <class V> void accumulate(V* acc, const V& x, const V& d, const V& e, const V& y,
+///                                      const V& w, const V& max_y) const;   adds to acc[0 .. K-2]
+///     (sum[1 ..]) for one packet: x the values, d = x - max, e = exp(d), y and w the other inputs;
+///   void nonfinite(chunk_stats&, const T* x, const T* y, const T* w, Index n) const;  a chunk whose
+///     max is NaN, +inf or -inf (or y's when max_of_y): the loss writes its sums' special values.
+/// The chains of every sum restart each block of 8 steps (the reduction policy, reduce.hpp), so
+/// their rounding error stays a few ulp however long the chunk.
+template <class Stats, class T>
+chunk_stats<T, Stats::sums> summarize_chunk(const Stats& st, const T* x, const T* y, const T* w, Index n,
+                                            read_ahead ahead) {
+  constexpr int K = Stats::sums;
+  chunk_stats<T, K> c;
+  c.max = max_contiguous(x, n);
+  if constexpr (Stats::max_of_y) c.max_y = max_contiguous(y, n);
+  if (!std::isfinite(c.max) || (Stats::max_of_y && !std::isfinite(c.max_y))) {
+    st.nonfinite(c, x, y, w, n);
+    return c;
+  }
+  const T m = c.max;
+  Index i = 0;
+  if constexpr (simd::has_packet_exp<T>) {
+    using P = simd::packet<T>;
+    constexpr Index ps = simd::packet_size<T>;
+    if (n >= 4 * ps) {
+      const P vm = simd::pset1<P>(m), vmy = simd::pset1<P>(c.max_y), zero = simd::pset1<P>(T(0)), one = simd::pset1<P>(T(1));
+      // Four chains for the exp-sum, two for each of the loss's sums.
+      P s0, s1, s2, s3, total = zero;
+      P a0[K > 1 ? K - 1 : 1], a1[K > 1 ? K - 1 : 1], totals[K > 1 ? K - 1 : 1];
+      for (int k = 0; k + 1 < K; ++k) totals[k] = zero;
+      auto step = [&](Index at, P& sum, P* acc) {
+        const P xv = simd::load<P>(x + at);
+        const P d = simd::psub(xv, vm);
+        const P e = Stats::exp_of_x ? simd::exp_for_sum(d) : zero;
+        sum = simd::padd(sum, e);
+        if constexpr (K > 1)
+          st.accumulate(acc, xv, d, e, Stats::uses_y ? simd::load<P>(y + at) : zero, Stats::uses_w ? simd::load<P>(w + at) : one,
+                        vmy);
+      };
+      constexpr Index block = 32 * ps;
+      while (i + 4 * ps <= n) {
+        s0 = zero, s1 = zero, s2 = zero, s3 = zero;
+        for (int k = 0; k + 1 < K; ++k) a0[k] = zero, a1[k] = zero;
+        for (const Index end = std::min(n, i + block); i + 4 * ps <= end; i += 4 * ps) {
+          const Index offset = i * Index(sizeof(T));
+          if (offset < ahead.bytes)
+            for (Index line = 0; line < Index(4 * ps * sizeof(T)); line += 64) simd::prefetch(ahead.begin + offset + line);
+          step(i, s0, a0);
+          step(i + ps, s1, a1);
+          step(i + 2 * ps, s2, a0);
+          step(i + 3 * ps, s3, a1);
+        }
+        total = simd::padd(total, simd::padd(simd::padd(s0, s1), simd::padd(s2, s3)));
+        for (int k = 0; k + 1 < K; ++k) totals[k] = simd::padd(totals[k], simd::padd(a0[k], a1[k]));
+      }
+      s0 = zero;
+      for (int k = 0; k + 1 < K; ++k) a0[k] = zero;
+      for (; i + ps <= n; i += ps) step(i, s0, a0);
+      c.sum[0] = simd::predux(simd::padd(total, s0));
+      for (int k = 0; k + 1 < K; ++k) c.sum[k + 1] = simd::predux(simd::padd(totals[k], a0[k]));
+    }
+  }
+  // The ragged end (and every value without packets), through the same formula on scalars.
+  T acc[K > 1 ? K - 1 : 1] = {};
+  for (; i < n; ++i) {
+    const T d = x[i] - m;
+    const T e = Stats::exp_of_x ? simd::exp_nonpositive(d) : T(0);
+    c.sum[0] += e;
+    if constexpr (K > 1)
+      st.accumulate(acc, x[i], d, e, Stats::uses_y ? y[i] : T(0), Stats::uses_w ? w[i] : T(1), c.max_y);
+  }
+  for (int k = 0; k + 1 < K; ++k) c.sum[k + 1] += acc[k];
+  return c;
+}
+
+// ---- The write pass
+
+/// What a write pass of one sample needs: the writer, whether the sample has an output at all
+/// (false: NaN everywhere, as torch does for a sample whose log-sum-exp is not finite), and a
+/// target class whose entry is formed last (-1: none). The writer is a functor with
+///   template <class V> V operator()(const V& z, const V& y, const V& w, V& mass) const
+/// giving the output (d loss / d z) at one class, and in `mass` the exp it was formed from; and,
+/// when there is a target, T at_target(T z_t, T y_t, T w_t, double others) const, the target's
+/// entry from the sum of the other classes' mass. With its own formula p_t Q - q_t, p_t near 1
+/// cancels; a sum of the others' (positive) probabilities does not.
+template <class Writer>
+struct sample_writer {
+  Writer w;
+  bool defined = true;
+  Index target = -1;
+};
+
+/// Whether a writer forms a target entry (has at_target).
+template <class Writer, class = void>
+inline constexpr bool has_target_entry = false;
+template <class Writer>
+inline constexpr bool has_target_entry<Writer, std::void_t<decltype(&Writer::at_target)>> = true;
+
+/// Writes classes [begin, end) of one sample into out (its own row; may be x's memory), from x (and
+/// y, w) through the writer, the transform's derivative applied. Returns the sum of the classes'
+/// mass, the target's left out (not subtracted: that would cancel).
+template <class S, class Writer>
+double write_range(const row<S>& x, const row<S>* y, const compute_t<S>* w, S* out, Index out_stride, Index begin,
+                   Index end, const sample_writer<Writer>& sw, const transform<compute_t<S>>& fx,
+                   const transform<compute_t<S>>& fy) {
+  using T = compute_t<S>;
+  if (!sw.defined) {
+    for (Index k = begin; k < end; ++k) out[k * out_stride] = S(std::numeric_limits<T>::quiet_NaN());
+    return 0;
+  }
+  using V = simd::vector_of<T>;
+  constexpr Index ps = simd::vector_lanes<T>;
+  const bool direct = std::is_same_v<S, T> && x.stride == 1 && out_stride == 1 && fx.identity();
+  const bool summed = sw.target >= 0;
+  double total = 0;
+  alignas(64) T xb[chunk_elements<T>], yb[chunk_elements<T>], gb[chunk_elements<T>];
+  const V zero = simd::pset1<V>(T(0)), one = simd::pset1<V>(T(1));
+  for (Index start = begin; start < end; start += chunk_elements<T>) {
+    const Index len = std::min(chunk_elements<T>, end - start);
+    const T* z = chunk_values(x, start, len, xb, fx);
+    const T* yv = y ? chunk_values(*y, start, len, yb, fy) : nullptr;
+    const T* wv = w ? w + start : nullptr;
+    T* g = direct ? reinterpret_cast<T*>(out) + start : gb;
+    const Index t = summed ? sw.target - start : -1;  // the target's place in this chunk, if here
+    // Per chunk, then across chunks: the order the chunk-split threads sum in too. The packet
+    // chain folds into double every chain_terms packets (the reduction policy).
+    double chunk_total = 0;
+    V acc = zero;
+    int terms = 0;
+    auto fold = [&] {
+      alignas(64) T lanes_out[ps];
+      simd::store(lanes_out, acc);
+      for (Index l = 0; l < ps; ++l) chunk_total += double(lanes_out[l]);
+      acc = zero;
+      terms = 0;
+    };
+    Index i = 0;
+    for (; i + ps <= len; i += ps) {
+      V mass = zero;
+      const V value = sw.w(simd::load<V>(z + i), yv ? simd::load<V>(yv + i) : zero, wv ? simd::load<V>(wv + i) : one, mass);
+      simd::store(g + i, value);
+      if (summed) {
+        if (t >= i && t < i + ps) {
+          // The packet that holds the target: its lane is left out of the sum.
+          alignas(64) T lanes[ps];
+          simd::store(lanes, mass);
+          lanes[t - i] = T(0);
+          acc = simd::padd(acc, simd::load<V>(lanes));
+        } else {
+          acc = simd::padd(acc, mass);
+        }
+        if (++terms == chain_terms) fold();
+      }
+    }
+    for (; i < len; ++i) {
+      T mass = 0;
+      g[i] = sw.w(z[i], yv ? yv[i] : T(0), wv ? wv[i] : T(1), mass);
+      if (summed && i != t) chunk_total += double(mass);
+    }
+    if (summed) {
+      fold();
+      total += chunk_total;
+    }
+    if (!direct) {
+      apply_transform_derivative(x.at(start), x.stride, g, len, fx);
+      for (Index k = 0; k < len; ++k) out[(start + k) * out_stride] = S(g[k]);
+    }
+  }
+  return total;
+}
+
+/// The target's entry from the others' mass, times the transform's derivative at the target's input
+/// x_t (read before the write pass: the output may be x's memory).
+template <class S, class Writer>
+void write_target(S x_t, const row<S>* y, const compute_t<S>* w, S* out, Index out_stride, const sample_writer<Writer>& sw,
+                  double others, const transform<compute_t<S>>& fx, const transform<compute_t<S>>& fy) {
+  using T = compute_t<S>;
+  if constexpr (has_target_entry<Writer>) {
+    if (!sw.defined || sw.target < 0) return;
+    const Index t = sw.target;
+    T g = sw.w.at_target(value_of(x_t, fx), y ? value_of(*y->at(t), fy) : T(0), w ? w[t] : T(1), others);
+    apply_transform_derivative(&x_t, 1, &g, 1, fx);
+    out[t * out_stride] = S(g);
+  } else {
+    (void)x_t, (void)y, (void)w, (void)out, (void)out_stride, (void)sw, (void)others, (void)fx, (void)fy;
+  }
+}
+
+// ---- The driver
+
+/// The views one sweep reads and writes; y (the second input) and out are optional.
+template <class S>
+struct sweep_views {
+  samples_view<const S> x;
+  const samples_view<const S>* y = nullptr;
+  const samples_view<S>* out = nullptr;
+};
+
+/// The statistics of one whole sample, chunk by chunk, folded left to right. next: null, or the
+/// next sample's values to bring into cache meanwhile (with a write pass, that pass is bound by
+/// its writes and this one by the exp, so this is where the next read overlaps best).
+template <class Policy, class S>
+typename Policy::sample summarize_sample(const Policy& p, const row<S>& x, const row<S>* y, Index n, const S* next) {
+  using T = compute_t<S>;
+  typename Policy::sample s;
+  alignas(64) T xb[chunk_elements<T>], yb[chunk_elements<T>];
+  const auto& st = p.stats();
+  const T* w = p.class_weights();
+  for (Index start = 0; start < n; start += chunk_elements<T>) {
+    const Index len = std::min(chunk_elements<T>, n - start);
+    const T* z = chunk_values(x, start, len, xb, p.transform_x());
+    const T* yv = y ? chunk_values(*y, start, len, yb, p.transform_y()) : nullptr;
+    const read_ahead ahead = next ? read_ahead{reinterpret_cast<const char*>(next + start), len * Index(sizeof(S))}
+                                  : chunk_after_next(x.at(start), x.stride == 1 ? len : 0);
+    st.fold(s, summarize_chunk(st, z, yv, w ? w + start : nullptr, len, ahead), len);
+  }
+  return s;
+}
+
+/// Runs a policy over every sample. A Policy says (see detail/losses/ for the losses'):
+///   using sample;                          the folded statistics of a sample
+///   const Stats& stats() const;            the chunk statistics and their fold
+///   const T* class_weights() const;        one per class in the compute type, or null
+///   transform<T> transform_x(), transform_y() const;
+///   bool skip(Index j) const;              an ignored sample: never read
+///   void skipped(Index j) const;           what it records for one
+///   void finish(Index j, const sample&, const row<S>& x) const;   the sample's loss (before any
+///                                          write: x may be the output's memory)
+///   bool writes() const;                   a write pass follows (gradient, softmax, ...)
+///   auto writer(Index j, const sample&) const -> sample_writer<...>;
+///   bool lane_blocks(...)                  optional: see lane_block_split.
+template <class Policy, class S>
+void sweep(const Policy& p, const sweep_views<S>& v, int requested_threads) {
+  using T = compute_t<S>;
+  const Index N = v.x.samples, C = v.x.classes;
+  const int threads = thread_count(requested_threads, N * C);
+  const bool writes = p.writes() && v.out;
+  auto x_row = [&](Index j) { return row<S>{v.x.sample(j), v.x.class_stride}; };
+  auto y_row = [&](Index j) { return row<S>{v.y->sample(j), v.y->class_stride}; };
+  auto zero_out = [&](Index j, Index begin, Index end) {
+    for (Index k = begin; k < end; ++k) v.out->sample(j)[k * v.out->class_stride] = S(0);
+  };
+
+  auto one_sample = [&](Index j) {
+    if (p.skip(j)) {
+      p.skipped(j);
+      if (writes) zero_out(j, 0, C);
+      return;
+    }
+    const row<S> x = x_row(j);
+    const row<S> y_storage = v.y ? y_row(j) : row<S>{};
+    const row<S>* y = v.y ? &y_storage : nullptr;
+    const S* next = writes && j + 1 < N && x.stride == 1 ? v.x.sample(j + 1) : nullptr;
+    const typename Policy::sample s = summarize_sample(p, x, y, C, next);
+    p.finish(j, s, x);
+    if (!writes) return;
+    const auto sw = p.writer(j, s);
+    const S x_t = sw.target >= 0 ? *x.at(sw.target) : S(0);
+    S* out = v.out->sample(j);
+    const double others = write_range(x, y, p.class_weights(), out, v.out->class_stride, 0, C, sw, p.transform_x(),
+                                      p.transform_y());
+    write_target(x_t, y, p.class_weights(), out, v.out->class_stride, sw, others, p.transform_x(), p.transform_y());
+  };
+
+  if constexpr (Policy::has_lane_blocks) {
+    if (p.lane_blocks(v, threads, one_sample)) return;
+  }
+
+  const Index chunks = chunk_count(C, chunk_elements<T>);
+  if (threads == 1 || N >= 4 * threads || chunks < 2) {
+    parallel_for(N, threads, one_sample);
+    return;
+  }
+
+  // Few samples, many classes: threads share each sample's chunks. The chunks' statistics fold in
+  // the same order as one_sample's, so the result is the same bits as on one thread.
+  using chunk = decltype(summarize_chunk(p.stats(), static_cast<const T*>(nullptr), static_cast<const T*>(nullptr),
+                                         static_cast<const T*>(nullptr), Index(0), read_ahead{}));
+  std::vector<chunk> parts(static_cast<std::size_t>(N * chunks));
+  parallel_for(N * chunks, threads, [&](Index i) {
+    const Index j = i / chunks, start = (i % chunks) * chunk_elements<T>, len = std::min(chunk_elements<T>, C - start);
+    if (p.skip(j)) return;
+    alignas(64) T xb[chunk_elements<T>], yb[chunk_elements<T>];
+    const row<S> x = x_row(j);
+    const T* z = chunk_values(x, start, len, xb, p.transform_x());
+    const T* yv = v.y ? chunk_values(y_row(j), start, len, yb, p.transform_y()) : nullptr;
+    const T* w = p.class_weights();
+    parts[std::size_t(i)] = summarize_chunk(p.stats(), z, yv, w ? w + start : nullptr, len,
+                                            chunk_after_next(x.at(start), x.stride == 1 ? len : 0));
+  });
+  std::vector<typename Policy::sample> samples(static_cast<std::size_t>(N));
+  for (Index j = 0; j < N; ++j) {
+    if (p.skip(j)) {
+      p.skipped(j);
+      continue;
+    }
+    auto& s = samples[std::size_t(j)];
+    for (Index c = 0; c < chunks; ++c)
+      p.stats().fold(s, parts[std::size_t(j * chunks + c)], std::min(chunk_elements<T>, C - c * chunk_elements<T>));
+    p.finish(j, s, x_row(j));
+  }
+  if (!writes) return;
+  std::vector<S> target_inputs(static_cast<std::size_t>(N), S(0));  // before the writes: out may be x
+  for (Index j = 0; j < N; ++j) {
+    if (p.skip(j)) continue;
+    const Index t = p.writer(j, samples[std::size_t(j)]).target;
+    if (t >= 0) target_inputs[std::size_t(j)] = *x_row(j).at(t);
+  }
+  std::vector<double> others(static_cast<std::size_t>(N * chunks), 0.0);
+  parallel_for(N * chunks, threads, [&](Index i) {
+    const Index j = i / chunks, begin = (i % chunks) * chunk_elements<T>, end = std::min(begin + chunk_elements<T>, C);
+    if (p.skip(j)) {
+      zero_out(j, begin, end);
+      return;
+    }
+    const row<S> x = x_row(j);
+    const row<S> y_storage = v.y ? y_row(j) : row<S>{};
+    others[std::size_t(i)] = write_range(x, v.y ? &y_storage : nullptr, p.class_weights(), v.out->sample(j),
+                                         v.out->class_stride, begin, end, p.writer(j, samples[std::size_t(j)]),
+                                         p.transform_x(), p.transform_y());
+  });
+  for (Index j = 0; j < N; ++j) {
+    if (p.skip(j)) continue;
+    double sum = 0;
+    for (Index c = 0; c < chunks; ++c) sum += others[std::size_t(j * chunks + c)];
+    const row<S> y_storage = v.y ? y_row(j) : row<S>{};
+    write_target(target_inputs[std::size_t(j)], v.y ? &y_storage : nullptr, p.class_weights(), v.out->sample(j),
+                 v.out->class_stride, p.writer(j, samples[std::size_t(j)]), sum, p.transform_x(), p.transform_y());
+  }
+}
+
+}  // namespace engine
+}  // namespace xent::detail
+
+#endif
