@@ -17,10 +17,13 @@
 // time at 1 thread, wall clock at 2 (bench_support.hpp). bench/run_bench.py --losses writes
 // docs/performance.md from the medians of one run.
 //
-// The xent API is moving (num_threads and *_with_grad are being added loss by loss): each call is
-// found at compile time. A loss without *_with_grad is timed as the forward + *_backward pair a
-// user of this xent has to call; a call without a thread count has no 2-thread rows. The context
-// entries call.<loss>.fwd / call.<loss>.fwd_grad of the JSON say what was timed.
+// Each row is one call of xent's API: L(inputs, targets, opts) for the forward and
+// L_with_grad(inputs, targets, opts, grad) for forward + gradient (into a buffer touched before
+// timing), with opts.num_threads = the row's thread count; the normalisers and the HVP, which write
+// an N x C output and have no gradient row, through *_into(..., out, 0, threads). measure_options
+// has no num_threads, so entropy_from_logits's rows set OpenMP's default team size for the call
+// (omp_set_num_threads). The context entries call.<loss>.fwd / .fwd_grad / .torch of the JSON say
+// what was timed.
 //
 // Before the first row of a group, each of its losses is checked (forward and gradient, each thread
 // count) against a scalar double-precision reference: relative 1e-4 for the reduced values, the
@@ -35,7 +38,7 @@
 //   --xent_list              print the losses, their inputs and the calls timed, and exit
 //   --xent_rss=LOSS:MODE     no benchmark: build LOSS's inputs, reset the peak RSS, run MODE once,
 //                            print the RSS figures, exit. MODE: inputs, fwd, fwd_grad, torch_fwd,
-//                            torch_fwd_bwd. run_bench.py runs one process per figure.
+//                            torch_fwd_bwd. run_loss_bench.py runs one process per figure.
 //   --xent_rss_shape=NxC     the shape of --xent_rss (default 4096x32000)
 //   --xent_threads=T         the thread count of --xent_rss (default 1)
 
@@ -47,6 +50,10 @@
 
 #ifdef XENT_BENCH_WITH_TORCH
 #include <torch/torch.h>
+#endif
+
+#ifdef _OPENMP
+#include <omp.h>
 #endif
 
 #include <Eigen/Core>
@@ -67,7 +74,6 @@
 #include <sstream>
 #include <string>
 #include <thread>
-#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -200,197 +206,29 @@ struct Buffers {
 };
 
 // ---------------------------------------------------------------------------------------------
-// The xent calls, found at compile time (the API is being extended loss by loss)
-
-namespace api {
-
-template <class, template <class...> class Op, class... A>
-struct detector : std::false_type {};
-template <template <class...> class Op, class... A>
-struct detector<std::void_t<Op<A...>>, Op, A...> : std::true_type {};
-template <template <class...> class Op, class... A>
-constexpr bool found = detector<void, Op, A...>::value;
-
-template <class O>
-using num_threads_t = decltype(std::declval<O&>().num_threads);
-template <class O>
-constexpr bool has_threads = found<num_threads_t, O>;
-template <class O>
-using temperature_t = decltype(std::declval<O&>().temperature);
+// The xent calls
 
 template <class O>
 O with_threads(O o, int threads) {
-  if constexpr (has_threads<O>) o.num_threads = threads;
+  o.num_threads = threads;
   return o;
 }
 
-// The *_with_grad calls are looked up by argument-dependent lookup through the options (namespace
-// xent): a name this xent does not have is a substitution failure here, not a compile error.
-template <class O, class T>
-using ce_with_grad_t = decltype(cross_entropy_with_grad(std::declval<const Mat&>(), std::declval<const T&>(),
-                                                        std::declval<const O&>(), std::declval<Mat&>()));
-template <class O>
-using nll_with_grad_t = decltype(nll_loss_with_grad(std::declval<const Mat&>(), std::declval<const targets_t&>(),
-                                                    std::declval<const O&>(), std::declval<Mat&>()));
-template <class O>
-using softmax_focal_with_grad_t = decltype(softmax_focal_loss_with_grad(
-    std::declval<const Mat&>(), std::declval<const targets_t&>(), std::declval<const O&>(), std::declval<Mat&>()));
-template <class O>
-using gce_with_grad_t = decltype(generalized_cross_entropy_with_grad(
-    std::declval<const Mat&>(), std::declval<const targets_t&>(), std::declval<const O&>(), std::declval<Mat&>()));
-template <class O>
-using distill_with_grad_t = decltype(distillation_loss_with_grad(std::declval<const Mat&>(), std::declval<const Mat&>(),
-                                                                 std::declval<const O&>(), std::declval<Mat&>()));
-template <class O>
-using distill_mixed_with_grad_t =
-    decltype(distillation_loss_with_grad(std::declval<const Mat&>(), std::declval<const Mat&>(),
-                                         std::declval<const targets_t&>(), std::declval<const O&>(), std::declval<Mat&>()));
-template <class O>
-using entropy_with_grad_t = decltype(entropy_from_logits_with_grad(std::declval<const Mat&>(), std::declval<const O&>(),
-                                                                   std::declval<Mat&>()));
-// The normalisers and the HVP take the thread count as a last argument, if at all.
-template <class X>
-using softmax_threads_t = decltype(xent::softmax_into(std::declval<const X&>(), std::declval<Mat&>(), 0, 1));
-template <class X>
-using log_softmax_threads_t = decltype(xent::log_softmax_into(std::declval<const X&>(), std::declval<Mat&>(), 0, 1));
-template <class X>
-using hvp_threads_t = decltype(xent::softmax_hvp_into(std::declval<const X&>(), std::declval<const X&>(), std::declval<Mat&>(), 0, 1));
-
-template <class R>
-double value_of(const R& r) {
-  if constexpr (std::is_arithmetic_v<R>)
-    return double(r);
-  else
-    return double(r.value());
+// measure_options, entropy_from_logits's, is the one options struct without num_threads: the call
+// takes OpenMP's default team size, which this sets to `threads` for the call (and then restores).
+template <class F>
+auto on_threads(int threads, F&& f) {
+#ifdef _OPENMP
+  struct restore {
+    int n;
+    ~restore() { omp_set_num_threads(n); }
+  } const r{omp_get_max_threads()};
+  omp_set_num_threads(threads);
+#else
+  (void)threads;
+#endif
+  return f();
 }
-
-// Class-index or probability-target cross_entropy and its gradient.
-template <class O, class T>
-double cross_entropy_grad(const Mat& x, const T& y, const O& o, Mat& g) {
-  if constexpr (found<ce_with_grad_t, O, T>) {
-    return value_of(cross_entropy_with_grad(x, y, o, g));
-  } else {
-    const double v = value_of(xent::cross_entropy(x, y, o));
-    xent::cross_entropy_backward(x, y, 1.0f, o, g);
-    return v;
-  }
-}
-
-template <class O>
-double nll_grad(const Mat& lp, const targets_t& t, const O& o, Mat& g) {
-  if constexpr (found<nll_with_grad_t, O>) {
-    return value_of(nll_loss_with_grad(lp, t, o, g));
-  } else {
-    const double v = value_of(xent::nll_loss(lp, t, o));
-    xent::nll_loss_backward(lp, t, 1.0f, o, g);
-    return v;
-  }
-}
-
-template <class O>
-double softmax_focal_grad(const Mat& x, const targets_t& t, const O& o, Mat& g) {
-  if constexpr (found<softmax_focal_with_grad_t, O>) {
-    return value_of(softmax_focal_loss_with_grad(x, t, o, g));
-  } else {
-    const double v = value_of(xent::softmax_focal_loss(x, t, o));
-    xent::softmax_focal_loss_backward(x, t, 1.0f, o, g);
-    return v;
-  }
-}
-
-template <class O>
-double gce_grad(const Mat& x, const targets_t& t, const O& o, Mat& g) {
-  if constexpr (found<gce_with_grad_t, O>) {
-    return value_of(generalized_cross_entropy_with_grad(x, t, o, g));
-  } else {
-    const double v = value_of(xent::generalized_cross_entropy(x, t, o));
-    xent::generalized_cross_entropy_backward(x, t, 1.0f, o, g);
-    return v;
-  }
-}
-
-// Distillation: options with `temperature` (newer xent) or T as an argument (older).
-template <class O>
-O distill_options(double temperature, double alpha, int threads) {
-  O d;
-  if constexpr (found<temperature_t, O>) d.temperature = temperature;
-  d.alpha = alpha;
-  return with_threads(d, threads);
-}
-
-template <class O>
-double distill(const Mat& s, const Mat& t, const targets_t* y, double temperature, const O& d) {
-  if constexpr (found<temperature_t, O>) {
-    return y ? value_of(xent::distillation_loss(s, t, *y, d)) : value_of(xent::distillation_loss(s, t, d));
-  } else {
-    return y ? value_of(xent::distillation_loss(s, t, *y, temperature, d)) : value_of(xent::distillation_loss(s, t, temperature, d));
-  }
-}
-
-template <class O>
-double distill_grad(const Mat& s, const Mat& t, const targets_t* y, double temperature, const O& d, Mat& g) {
-  if constexpr (found<distill_with_grad_t, O> && found<distill_mixed_with_grad_t, O>) {
-    return y ? value_of(distillation_loss_with_grad(s, t, *y, d, g)) : value_of(distillation_loss_with_grad(s, t, d, g));
-  } else if constexpr (found<temperature_t, O>) {
-    const double v = distill(s, t, y, temperature, d);
-    if (y)
-      xent::distillation_loss_backward(s, t, *y, 1.0f, d, g);
-    else
-      xent::distillation_loss_backward(s, t, 1.0f, d, g);
-    return v;
-  } else {
-    const double v = distill(s, t, y, temperature, d);
-    if (y)
-      xent::distillation_loss_backward(s, t, *y, temperature, 1.0f, d, g);
-    else
-      xent::distillation_loss_backward(s, t, temperature, 1.0f, d, g);
-    return v;
-  }
-}
-
-template <class X>
-void softmax_into(const X& x, Mat& out, int threads) {
-  if constexpr (found<softmax_threads_t, X>)
-    xent::softmax_into(x, out, 0, threads);
-  else
-    xent::softmax_into(x, out);
-}
-
-template <class X>
-void log_softmax_into(const X& x, Mat& out, int threads) {
-  if constexpr (found<log_softmax_threads_t, X>)
-    xent::log_softmax_into(x, out, 0, threads);
-  else
-    xent::log_softmax_into(x, out);
-}
-
-template <class X>
-void hvp_into(const X& x, const X& v, Mat& out, int threads) {
-  if constexpr (found<hvp_threads_t, X>)
-    xent::softmax_hvp_into(x, v, out, 0, threads);
-  else
-    xent::softmax_hvp_into(x, v, out);
-}
-
-template <class O>
-void entropy(const Mat& x, const O& o, Eigen::VectorXf& h) {
-  h = xent::entropy_from_logits(x, o);
-}
-
-// entropy_from_logits_with_grad as a row body, or none when this xent has no such call.
-template <class O, class Buf>
-std::function<double(Buf&, int, Mat&)> entropy_grad_body() {
-  if constexpr (found<entropy_with_grad_t, O>) {
-    return [](Buf& b, int t, Mat& g) {
-      b.vec = entropy_from_logits_with_grad(b.in(Input::X), with_threads(O{}, t), g);
-      return double(b.vec(0));
-    };
-  } else {
-    return {};
-  }
-}
-
-}  // namespace api
 
 // ---------------------------------------------------------------------------------------------
 // The double-precision reference of every loss, sample by sample
@@ -443,8 +281,6 @@ struct Loss {
   std::string fwd_call, grad_call, torch_call;  // what is timed, for the docs
   Body fwd;
   GradBody grad;             // empty: no forward + gradient row
-  bool fwd_threads = true;   // the xent call takes a thread count: 2-thread rows
-  bool grad_threads = true;
   // Reference
   RefSample ref;             // scalar and per_sample kinds
   RefColumn ref_column;      // matrix kind
@@ -470,6 +306,13 @@ double divisor_elements(const Shape& s) { return double(s.n) * double(s.c); }
 double divisor_one(const Shape&) { return 1.0; }
 
 constexpr double focal_alpha = 0.25, focal_gamma = 2, gce_q = 0.7, distill_T = 2, distill_alpha = 0.5;
+
+xent::distillation_options distill_options(double alpha, int threads) {
+  xent::distillation_options o;
+  o.temperature = distill_T;
+  o.alpha = alpha;
+  return with_threads(o, threads);
+}
 
 // The KL term of distillation for sample j, times T^2: s given (w), teacher logits from z.
 double distill_kl(const Buffers& b, Index j, const double* s) {
@@ -500,11 +343,10 @@ std::vector<Loss> make_losses() {
     l.grad_call = "xent::cross_entropy_with_grad(x, targets, opts, grad)";
     l.torch_call = "F::cross_entropy(x, targets)";
     l.fwd = [](Buffers& b, int t) {
-      return api::value_of(xent::cross_entropy(b.in(X), b.targets, api::with_threads(xent::cross_entropy_options{}, t)));
+      return double(xent::cross_entropy(b.in(X), b.targets, with_threads(xent::cross_entropy_options{}, t)).value());
     };
     l.grad = [](Buffers& b, int t, Mat& g) {
-      return api::value_of(
-          xent::cross_entropy_with_grad(b.in(X), b.targets, api::with_threads(xent::cross_entropy_options{}, t), g));
+      return double(xent::cross_entropy_with_grad(b.in(X), b.targets, with_threads(xent::cross_entropy_options{}, t), g).value());
     };
     l.ref = [](const Buffers& b, Index j, const double* x) { return lse_of(x, b.shape.c).value - x[b.targets(j)]; };
     l.divisor = samples;
@@ -518,16 +360,15 @@ std::vector<Loss> make_losses() {
     l.name = "softmax_focal";
     l.in = {X};
     using O = xent::softmax_focal_loss_options;
-    l.fwd_threads = l.grad_threads = api::has_threads<O>;
     l.fwd_call = "xent::softmax_focal_loss(x, targets, opts)";
-    l.grad_call = api::found<api::softmax_focal_with_grad_t, O>
-                      ? "xent::softmax_focal_loss_with_grad(x, targets, opts, grad)"
-                      : "xent::softmax_focal_loss + softmax_focal_loss_backward (no _with_grad in this xent)";
+    l.grad_call = "xent::softmax_focal_loss_with_grad(x, targets, opts, grad)";
     l.torch_call = "lp = log_softmax(x, 1).gather(1, t); (-(1 - lp.exp()).pow(2) * lp).mean()";
     l.fwd = [](Buffers& b, int t) {
-      return api::value_of(xent::softmax_focal_loss(b.in(X), b.targets, api::with_threads(O{}, t)));
+      return double(xent::softmax_focal_loss(b.in(X), b.targets, with_threads(O{}, t)).value());
     };
-    l.grad = [](Buffers& b, int t, Mat& g) { return api::softmax_focal_grad(b.in(X), b.targets, api::with_threads(O{}, t), g); };
+    l.grad = [](Buffers& b, int t, Mat& g) {
+      return double(xent::softmax_focal_loss_with_grad(b.in(X), b.targets, with_threads(O{}, t), g).value());
+    };
     l.ref = [](const Buffers& b, Index j, const double* x) {
       const double lp = x[b.targets(j)] - lse_of(x, b.shape.c).value;
       const double m = -std::expm1(lp);
@@ -547,21 +388,18 @@ std::vector<Loss> make_losses() {
     l.name = "gce";
     l.in = {X};
     using O = xent::generalized_cross_entropy_options;
-    l.fwd_threads = l.grad_threads = api::has_threads<O>;
     l.fwd_call = "xent::generalized_cross_entropy(x, targets, opts), q = 0.7";
-    l.grad_call = api::found<api::gce_with_grad_t, O>
-                      ? "xent::generalized_cross_entropy_with_grad(x, targets, opts, grad)"
-                      : "xent::generalized_cross_entropy + generalized_cross_entropy_backward (no _with_grad in this xent)";
+    l.grad_call = "xent::generalized_cross_entropy_with_grad(x, targets, opts, grad)";
     l.torch_call = "p = softmax(x, 1).gather(1, t); ((1 - p.pow(q)) / q).mean()";
     l.fwd = [](Buffers& b, int t) {
       O o;
       o.q = gce_q;
-      return api::value_of(xent::generalized_cross_entropy(b.in(X), b.targets, api::with_threads(o, t)));
+      return double(xent::generalized_cross_entropy(b.in(X), b.targets, with_threads(o, t)).value());
     };
     l.grad = [](Buffers& b, int t, Mat& g) {
       O o;
       o.q = gce_q;
-      return api::gce_grad(b.in(X), b.targets, api::with_threads(o, t), g);
+      return double(xent::generalized_cross_entropy_with_grad(b.in(X), b.targets, with_threads(o, t), g).value());
     };
     l.ref = [](const Buffers& b, Index j, const double* x) {
       const double lp = x[b.targets(j)] - lse_of(x, b.shape.c).value;
@@ -581,11 +419,10 @@ std::vector<Loss> make_losses() {
     l.name = "log_softmax";
     l.in = {X};
     l.kind = Kind::matrix;
-    l.fwd_threads = api::found<api::log_softmax_threads_t, Mat>;
-    l.fwd_call = l.fwd_threads ? "xent::log_softmax_into(x, out, 0, threads)" : "xent::log_softmax_into(x, out) (no thread count in this xent)";
+    l.fwd_call = "xent::log_softmax_into(x, out, 0, threads)";
     l.torch_call = "at::log_softmax_out(out, x, 1)";
     l.fwd = [](Buffers& b, int t) {
-      api::log_softmax_into(b.in(X), *b.out, t);
+      xent::log_softmax_into(b.in(X), *b.out, 0, t);
       return double(b.out->coeff(0, 0));
     };
     l.ref_column = [](const Buffers& b, Index j, double* out, double* scale) {
@@ -607,11 +444,10 @@ std::vector<Loss> make_losses() {
     l.name = "softmax";
     l.in = {X};
     l.kind = Kind::matrix;
-    l.fwd_threads = api::found<api::softmax_threads_t, Mat>;
-    l.fwd_call = l.fwd_threads ? "xent::softmax_into(x, out, 0, threads)" : "xent::softmax_into(x, out) (no thread count in this xent)";
+    l.fwd_call = "xent::softmax_into(x, out, 0, threads)";
     l.torch_call = "at::softmax_out(out, x, 1)";
     l.fwd = [](Buffers& b, int t) {
-      api::softmax_into(b.in(X), *b.out, t);
+      xent::softmax_into(b.in(X), *b.out, 0, t);
       return double(b.out->coeff(0, 0));
     };
     l.ref_column = [](const Buffers& b, Index j, double* out, double* scale) {
@@ -630,14 +466,15 @@ std::vector<Loss> make_losses() {
     l.name = "entropy";
     l.in = {X};
     l.kind = Kind::per_sample;
-    using O = xent::measure_options;
-    l.fwd_threads = l.grad_threads = api::has_threads<O>;
-    l.fwd_call = "xent::entropy_from_logits(x, opts) (per sample)";
-    l.grad = api::entropy_grad_body<O, Buffers>();
-    if (l.grad) l.grad_call = "xent::entropy_from_logits_with_grad(x, opts, grad)";
-    l.torch_call = "-(softmax(x, 1) * log_softmax(x, 1)).sum(1); backward of its sum";
+    l.fwd_call = "omp_set_num_threads(T); xent::entropy_from_logits(x, opts) (per sample)";
+    l.grad_call = "omp_set_num_threads(T); xent::entropy_from_logits_with_grad(x, opts, grad)";
+    l.torch_call = "-(softmax(x, 1) * log_softmax(x, 1)).sum(1) (per sample; backward of their sum)";
     l.fwd = [](Buffers& b, int t) {
-      api::entropy(b.in(X), api::with_threads(O{}, t), b.vec);
+      b.vec = on_threads(t, [&] { return xent::entropy_from_logits(b.in(X), xent::measure_options{}); });
+      return double(b.vec(0));
+    };
+    l.grad = [](Buffers& b, int t, Mat& g) {
+      b.vec = on_threads(t, [&] { return xent::entropy_from_logits_with_grad(b.in(X), xent::measure_options{}, g); });
       return double(b.vec(0));
     };
     l.ref = [](const Buffers& b, Index, const double* x) {
@@ -658,15 +495,14 @@ std::vector<Loss> make_losses() {
     l.name = "bce_logits";
     l.in = {X, B};
     using O = xent::binary_cross_entropy_with_logits_options<float>;
-    l.fwd_threads = l.grad_threads = api::has_threads<O>;
     l.fwd_call = "xent::binary_cross_entropy_with_logits(x, b, opts)";
     l.grad_call = "xent::binary_cross_entropy_with_logits_with_grad(x, b, opts, grad)";
     l.torch_call = "F::binary_cross_entropy_with_logits(x, b)";
     l.fwd = [](Buffers& b, int t) {
-      return api::value_of(xent::binary_cross_entropy_with_logits(b.in(X), b.in(B), api::with_threads(O{}, t)));
+      return double(xent::binary_cross_entropy_with_logits(b.in(X), b.in(B), with_threads(O{}, t)).value());
     };
     l.grad = [](Buffers& b, int t, Mat& g) {
-      return api::value_of(xent::binary_cross_entropy_with_logits_with_grad(b.in(X), b.in(B), api::with_threads(O{}, t), g));
+      return double(xent::binary_cross_entropy_with_logits_with_grad(b.in(X), b.in(B), with_threads(O{}, t), g).value());
     };
     l.ref = [](const Buffers& b, Index j, const double* x) {
       double s = 0;
@@ -687,18 +523,17 @@ std::vector<Loss> make_losses() {
     l.name = "sigmoid_focal";
     l.in = {X, B};
     using O = xent::sigmoid_focal_loss_options;
-    l.fwd_threads = l.grad_threads = api::has_threads<O>;
     l.fwd_call = "xent::sigmoid_focal_loss(x, b, opts), reduction mean, alpha 0.25, gamma 2";
     l.grad_call = "xent::sigmoid_focal_loss_with_grad(x, b, opts, grad)";
     l.torch_call = "torchvision's formula: sigmoid, BCE-with-logits (none), p_t, pow, alpha_t, mean";
     auto opts = [](int t) {
       O o;
       o.reduction = xent::reduction::mean;
-      return api::with_threads(o, t);
+      return with_threads(o, t);
     };
-    l.fwd = [opts](Buffers& b, int t) { return api::value_of(xent::sigmoid_focal_loss(b.in(X), b.in(B), opts(t))); };
+    l.fwd = [opts](Buffers& b, int t) { return double(xent::sigmoid_focal_loss(b.in(X), b.in(B), opts(t)).value()); };
     l.grad = [opts](Buffers& b, int t, Mat& g) {
-      return api::value_of(xent::sigmoid_focal_loss_with_grad(b.in(X), b.in(B), opts(t), g));
+      return double(xent::sigmoid_focal_loss_with_grad(b.in(X), b.in(B), opts(t), g).value());
     };
     l.ref = [](const Buffers& b, Index j, const double* x) {
       double s = 0;
@@ -730,19 +565,14 @@ std::vector<Loss> make_losses() {
     Loss l;
     l.name = "distill";
     l.in = {X, Z};
-    using O = xent::distillation_options;
-    l.fwd_threads = l.grad_threads = api::has_threads<O>;
-    l.fwd_call = api::found<api::temperature_t, O> ? "xent::distillation_loss(s, t, opts), opts.temperature = 2"
-                                                   : "xent::distillation_loss(s, t, T = 2, opts)";
-    l.grad_call = api::found<api::distill_with_grad_t, O>
-                      ? "xent::distillation_loss_with_grad(s, t, opts, grad)"
-                      : "xent::distillation_loss + distillation_loss_backward (no _with_grad in this xent)";
+    l.fwd_call = "xent::distillation_loss(s, t, opts), opts.temperature = 2";
+    l.grad_call = "xent::distillation_loss_with_grad(s, t, opts, grad)";
     l.torch_call = "F::kl_div(log_softmax(s / T), softmax(t / T), batchmean) * T * T";
     l.fwd = [](Buffers& b, int t) {
-      return api::distill(b.in(X), b.in(Z), nullptr, distill_T, api::distill_options<O>(distill_T, 1, t));
+      return double(xent::distillation_loss(b.in(X), b.in(Z), distill_options(1, t)).value());
     };
     l.grad = [](Buffers& b, int t, Mat& g) {
-      return api::distill_grad(b.in(X), b.in(Z), nullptr, distill_T, api::distill_options<O>(distill_T, 1, t), g);
+      return double(xent::distillation_loss_with_grad(b.in(X), b.in(Z), distill_options(1, t), g).value());
     };
     l.ref = [](const Buffers& b, Index j, const double* s) { return distill_kl(b, j, s); };
     l.divisor = samples;
@@ -759,20 +589,14 @@ std::vector<Loss> make_losses() {
     Loss l;
     l.name = "distill_mixed";
     l.in = {X, Z};
-    using O = xent::distillation_options;
-    l.fwd_threads = l.grad_threads = api::has_threads<O>;
-    l.fwd_call = api::found<api::temperature_t, O>
-                     ? "xent::distillation_loss(s, t, targets, opts), opts.temperature = 2, opts.alpha = 0.5"
-                     : "xent::distillation_loss(s, t, targets, T = 2, opts), opts.alpha = 0.5";
-    l.grad_call = api::found<api::distill_mixed_with_grad_t, O>
-                      ? "xent::distillation_loss_with_grad(s, t, targets, opts, grad)"
-                      : "xent::distillation_loss + distillation_loss_backward (no _with_grad in this xent)";
+    l.fwd_call = "xent::distillation_loss(s, t, targets, opts), opts.temperature = 2, opts.alpha = 0.5";
+    l.grad_call = "xent::distillation_loss_with_grad(s, t, targets, opts, grad)";
     l.torch_call = "0.5 * (the soft term) + 0.5 * F::cross_entropy(s, targets)";
     l.fwd = [](Buffers& b, int t) {
-      return api::distill(b.in(X), b.in(Z), &b.targets, distill_T, api::distill_options<O>(distill_T, distill_alpha, t));
+      return double(xent::distillation_loss(b.in(X), b.in(Z), b.targets, distill_options(distill_alpha, t)).value());
     };
     l.grad = [](Buffers& b, int t, Mat& g) {
-      return api::distill_grad(b.in(X), b.in(Z), &b.targets, distill_T, api::distill_options<O>(distill_T, distill_alpha, t), g);
+      return double(xent::distillation_loss_with_grad(b.in(X), b.in(Z), b.targets, distill_options(distill_alpha, t), g).value());
     };
     l.ref = [](const Buffers& b, Index j, const double* s) {
       const double ce = lse_of(s, b.shape.c).value - s[b.targets(j)];
@@ -794,11 +618,10 @@ std::vector<Loss> make_losses() {
     l.name = "softmax_hvp";
     l.in = {X, Z};
     l.kind = Kind::matrix;
-    l.fwd_threads = api::found<api::hvp_threads_t, Mat>;
-    l.fwd_call = l.fwd_threads ? "xent::softmax_hvp_into(x, v, out, 0, threads)" : "xent::softmax_hvp_into(x, v, out) (no thread count in this xent)";
+    l.fwd_call = "xent::softmax_hvp_into(x, v, out, 0, threads)";
     l.torch_call = "p = softmax(x, 1); p * (v - (p * v).sum(1, keepdim))";
     l.fwd = [](Buffers& b, int t) {
-      api::hvp_into(b.in(X), b.in(Z), *b.out, t);
+      xent::softmax_hvp_into(b.in(X), b.in(Z), *b.out, 0, t);
       return double(b.out->coeff(0, 0));
     };
     l.ref_column = [](const Buffers& b, Index j, double* out, double* scale) {
@@ -834,12 +657,12 @@ std::vector<Loss> make_losses() {
     l.in = {X, P};
     using O = xent::cross_entropy_options;
     l.fwd_call = "xent::cross_entropy(x, p, opts) (probability targets)";
-    l.grad_call = api::found<api::ce_with_grad_t, O, Mat>
-                      ? "xent::cross_entropy_with_grad(x, p, opts, grad)"
-                      : "xent::cross_entropy + cross_entropy_backward (no probability-target _with_grad in this xent)";
+    l.grad_call = "xent::cross_entropy_with_grad(x, p, opts, grad)";
     l.torch_call = "F::cross_entropy(x, p) (probability targets)";
-    l.fwd = [](Buffers& b, int t) { return api::value_of(xent::cross_entropy(b.in(X), b.in(P), api::with_threads(O{}, t))); };
-    l.grad = [](Buffers& b, int t, Mat& g) { return api::cross_entropy_grad(b.in(X), b.in(P), api::with_threads(O{}, t), g); };
+    l.fwd = [](Buffers& b, int t) { return double(xent::cross_entropy(b.in(X), b.in(P), with_threads(O{}, t)).value()); };
+    l.grad = [](Buffers& b, int t, Mat& g) {
+      return double(xent::cross_entropy_with_grad(b.in(X), b.in(P), with_threads(O{}, t), g).value());
+    };
     l.ref = [](const Buffers& b, Index j, const double* x) {
       const double lse = lse_of(x, b.shape.c).value;
       double s = 0;
@@ -857,17 +680,16 @@ std::vector<Loss> make_losses() {
     l.name = "kl_div";
     l.in = {LOGP, P};
     using O = xent::kl_div_options;
-    l.fwd_threads = l.grad_threads = api::has_threads<O>;
     l.fwd_call = "xent::kl_div(logp, p, opts), batchmean";
     l.grad_call = "xent::kl_div_with_grad(logp, p, opts, grad)";
     l.torch_call = "F::kl_div(logp, p, batchmean)";
     auto opts = [](int t) {
       O o;
       o.reduction = xent::reduction::batchmean;
-      return api::with_threads(o, t);
+      return with_threads(o, t);
     };
-    l.fwd = [opts](Buffers& b, int t) { return api::value_of(xent::kl_div(b.in(LOGP), b.in(P), opts(t))); };
-    l.grad = [opts](Buffers& b, int t, Mat& g) { return api::value_of(xent::kl_div_with_grad(b.in(LOGP), b.in(P), opts(t), g)); };
+    l.fwd = [opts](Buffers& b, int t) { return double(xent::kl_div(b.in(LOGP), b.in(P), opts(t)).value()); };
+    l.grad = [opts](Buffers& b, int t, Mat& g) { return double(xent::kl_div_with_grad(b.in(LOGP), b.in(P), opts(t), g).value()); };
     l.ref = [](const Buffers& b, Index j, const double* lq) {
       double s = 0;
       for (Index k = 0; k < b.shape.c; ++k) {
@@ -889,13 +711,13 @@ std::vector<Loss> make_losses() {
     l.name = "nll";
     l.in = {LOGP};
     using O = xent::nll_loss_options;
-    l.fwd_threads = l.grad_threads = api::has_threads<O>;
     l.fwd_call = "xent::nll_loss(logp, targets, opts)";
-    l.grad_call = api::found<api::nll_with_grad_t, O> ? "xent::nll_loss_with_grad(logp, targets, opts, grad)"
-                                                      : "xent::nll_loss + nll_loss_backward (no _with_grad in this xent)";
+    l.grad_call = "xent::nll_loss_with_grad(logp, targets, opts, grad)";
     l.torch_call = "F::nll_loss(logp, targets)";
-    l.fwd = [](Buffers& b, int t) { return api::value_of(xent::nll_loss(b.in(LOGP), b.targets, api::with_threads(O{}, t))); };
-    l.grad = [](Buffers& b, int t, Mat& g) { return api::nll_grad(b.in(LOGP), b.targets, api::with_threads(O{}, t), g); };
+    l.fwd = [](Buffers& b, int t) { return double(xent::nll_loss(b.in(LOGP), b.targets, with_threads(O{}, t)).value()); };
+    l.grad = [](Buffers& b, int t, Mat& g) {
+      return double(xent::nll_loss_with_grad(b.in(LOGP), b.targets, with_threads(O{}, t), g).value());
+    };
     l.ref = [](const Buffers& b, Index j, const double* lp) { return -lp[b.targets(j)]; };
     l.divisor = samples;
 #ifdef XENT_BENCH_WITH_TORCH
@@ -908,15 +730,14 @@ std::vector<Loss> make_losses() {
     l.name = "bce";
     l.in = {PB, B};
     using O = xent::binary_cross_entropy_options<float>;
-    l.fwd_threads = l.grad_threads = api::has_threads<O>;
     l.fwd_call = "xent::binary_cross_entropy(pb, b, opts)";
     l.grad_call = "xent::binary_cross_entropy_with_grad(pb, b, opts, grad)";
     l.torch_call = "F::binary_cross_entropy(pb, b)";
     l.fwd = [](Buffers& b, int t) {
-      return api::value_of(xent::binary_cross_entropy(b.in(PB), b.in(B), api::with_threads(O{}, t)));
+      return double(xent::binary_cross_entropy(b.in(PB), b.in(B), with_threads(O{}, t)).value());
     };
     l.grad = [](Buffers& b, int t, Mat& g) {
-      return api::value_of(xent::binary_cross_entropy_with_grad(b.in(PB), b.in(B), api::with_threads(O{}, t), g));
+      return double(xent::binary_cross_entropy_with_grad(b.in(PB), b.in(B), with_threads(O{}, t), g).value());
     };
     l.ref = [](const Buffers& b, Index j, const double* p) {
       double s = 0;
@@ -933,8 +754,6 @@ std::vector<Loss> make_losses() {
 #endif
     L.push_back(l);
   }
-  for (Loss& l : L)
-    if (!l.fwd_threads) l.grad_threads = false;
   return L;
 }
 
@@ -1045,28 +864,26 @@ void check_loss(const Loss& l, Buffers& b) {
   for (int t : thread_counts) {
     const std::string tag = " (" + std::to_string(t) + " thread" + (t > 1 ? "s)" : ")");
     try {
-      if (t == 1 || l.fwd_threads) {
-        const double v = l.fwd(b, t);
-        std::string bad;
-        if (scalar && !close(v, reference, 1e-4))
-          bad = fmt(v) + ", reference " + fmt(reference);
-        else if (l.kind == Kind::per_sample)
-          bad = check_output(l, b, [&](Index, Index j) { return double(b.vec(j)); });
-        else if (l.kind == Kind::matrix)
-          bad = check_output(l, b, in_grad);
-        if (!bad.empty()) fail(s, "xent " + l.name + " forward" + tag + " disagrees with the double reference: " + bad);
-      }
-      if (l.grad && (t == 1 || l.grad_threads)) {
+      const double v = l.fwd(b, t);
+      std::string bad;
+      if (scalar && !close(v, reference, 1e-4))
+        bad = fmt(v) + ", reference " + fmt(reference);
+      else if (l.kind == Kind::per_sample)
+        bad = check_output(l, b, [&](Index, Index j) { return double(b.vec(j)); });
+      else if (l.kind == Kind::matrix)
+        bad = check_output(l, b, in_grad);
+      if (!bad.empty()) fail(s, "xent " + l.name + " forward" + tag + " disagrees with the double reference: " + bad);
+      if (l.grad) {
         out.setZero();
-        const double v = l.grad(b, t, out);
-        if (scalar && !close(v, reference, 1e-4))
-          fail(s, "xent " + l.name + " forward + gradient" + tag + " loss disagrees with the double reference: " + fmt(v) +
+        const double vg = l.grad(b, t, out);
+        if (scalar && !close(vg, reference, 1e-4))
+          fail(s, "xent " + l.name + " forward + gradient" + tag + " loss disagrees with the double reference: " + fmt(vg) +
                       ", reference " + fmt(reference));
         if (l.kind == Kind::per_sample) {
-          const std::string bad = check_output(l, b, [&](Index, Index j) { return double(b.vec(j)); });
+          bad = check_output(l, b, [&](Index, Index j) { return double(b.vec(j)); });
           if (!bad.empty()) fail(s, "xent " + l.name + " forward + gradient" + tag + " values disagree with the double reference: " + bad);
         }
-        const std::string bad = check_gradient(l, b, in_grad);
+        bad = check_gradient(l, b, in_grad);
         if (!bad.empty()) fail(s, "xent " + l.name + " gradient" + tag + " disagrees with the double reference: " + bad);
       }
     } catch (const std::exception& e) {
@@ -1218,22 +1035,19 @@ void register_group(Shape s, const Group& g, int t) {
 
   for (const Loss* lp : g.members) {
     const Loss& l = *lp;
-    const bool fwd = t == 1 || l.fwd_threads, grad = l.grad && (t == 1 || l.grad_threads);
     const bool writes_fwd = l.kind == Kind::matrix;
 #ifdef XENT_BENCH_WITH_TORCH
     const std::string torch_fwd = "torch_" + l.name + "_fwd", torch_bwd = "torch_" + l.name + "_fwd_bwd";
-    if (fwd) {
-      r = Row{torch_fwd, t};
-      r.label = l.torch_call;
-      r.is_torch = true;
-      r.writes = writes_fwd;
-      add(r, [lp](Buffers& b) {
-        torch::NoGradGuard no_grad;
-        auto out = lp->torch(b, view(b.in(lp->wrt())));
-        benchmark::DoNotOptimize(out.data_ptr());
-      });
-    }
-    if (grad && l.torch_backward) {
+    r = Row{torch_fwd, t};
+    r.label = l.torch_call;
+    r.is_torch = true;
+    r.writes = writes_fwd;
+    add(r, [lp](Buffers& b) {
+      torch::NoGradGuard no_grad;
+      auto out = lp->torch(b, view(b.in(lp->wrt())));
+      benchmark::DoNotOptimize(out.data_ptr());
+    });
+    if (l.grad && l.torch_backward) {
       // The gradient is dropped after each step (zero_grad(set_to_none=True)): every iteration
       // allocates it afresh, as a training step does.
       r = Row{torch_bwd, t};
@@ -1249,13 +1063,11 @@ void register_group(Shape s, const Group& g, int t) {
 #else
     const std::string torch_fwd, torch_bwd;
 #endif
-    if (fwd) {
-      r = Row{"xent_" + l.name + "_fwd", t, writes_fwd ? rw : read, torch_fwd};
-      r.label = l.fwd_call;
-      r.writes = writes_fwd;
-      add(r, [lp, t](Buffers& b) { benchmark::DoNotOptimize(lp->fwd(b, t)); });
-    }
-    if (grad) {
+    r = Row{"xent_" + l.name + "_fwd", t, writes_fwd ? rw : read, torch_fwd};
+    r.label = l.fwd_call;
+    r.writes = writes_fwd;
+    add(r, [lp, t](Buffers& b) { benchmark::DoNotOptimize(lp->fwd(b, t)); });
+    if (l.grad) {
       r = Row{"xent_" + l.name + "_fwd_grad", t, rw, l.torch_backward ? torch_bwd : std::string()};
       r.label = l.grad_call + " into a touched buffer";
       r.writes = true;
@@ -1357,9 +1169,8 @@ void list_losses() {
   for (const Loss& l : losses()) {
     std::string in;
     for (Input i : l.in) in += std::string(in.empty() ? "" : ",") + input_names[i];
-    std::printf("%s\tinputs=%s\tthreads=%s\n  fwd: %s\n  fwd_grad: %s\n  torch: %s\n", l.name.c_str(), in.c_str(),
-                l.fwd_threads ? "yes" : "no (1-thread rows only)", l.fwd_call.c_str(),
-                l.grad ? l.grad_call.c_str() : "(none in this xent)", l.torch_call.c_str());
+    std::printf("%s\tinputs=%s\n  fwd: %s\n  fwd_grad: %s\n  torch: %s\n", l.name.c_str(), in.c_str(), l.fwd_call.c_str(),
+                l.grad ? l.grad_call.c_str() : "none (its output is N x C: no gradient row)", l.torch_call.c_str());
   }
 }
 
@@ -1425,9 +1236,8 @@ int main(int argc, char** argv) {
   add_common_context(smoke);
   for (const Loss& l : losses()) {
     benchmark::AddCustomContext("call." + l.name + ".fwd", l.fwd_call);
-    benchmark::AddCustomContext("call." + l.name + ".fwd_grad", l.grad ? l.grad_call : "none in this xent");
+    benchmark::AddCustomContext("call." + l.name + ".fwd_grad", l.grad ? l.grad_call : "none (its output is N x C: no gradient row)");
     benchmark::AddCustomContext("call." + l.name + ".torch", l.torch_call);
-    benchmark::AddCustomContext("call." + l.name + ".threads", l.fwd_threads ? "yes" : "no");
     benchmark::AddCustomContext("call." + l.name + ".kind",
                                 l.kind == Kind::scalar ? "scalar" : l.kind == Kind::matrix ? "matrix" : "per_sample");
     std::string in;

@@ -146,9 +146,6 @@ class Run:
         c = self.call(loss, "fwd_grad")
         return bool(c) and not c.startswith("none")
 
-    def grad_is_pair(self, loss):
-        return "_backward" in self.call(loss, "fwd_grad")
-
     def roofline(self, loss, rw):
         return ("roofline_rw_" if rw else "roofline_read_") + "_".join(self.inputs(loss))
 
@@ -162,9 +159,6 @@ class Run:
     def ratio(self, a, b, shape, t, field="ns"):
         x, y = self.get(a, shape, t, field), self.get(b, shape, t, field)
         return x / y if x and y else None
-
-    def measured(self, shape):
-        return any(sh == shape for (_, sh, _) in self.stats)
 
 
 def short(v):
@@ -241,8 +235,7 @@ def generate(r, rss, meta, baseline):
     w("")
     w("Goals of issue 13 (`../shared/TARGETS.md`). × roofline: lower is better, 1.0 is the memory limit; × torch:")
     w("libtorch's time / xent's, higher is better. The per-loss goals apply at C ≥ %d; the C = 10 figures are" % GOAL_MIN_C)
-    w("shown for information. † forward + gradient timed as the forward call followed by the `_backward` call")
-    w("(this xent has no `_with_grad` for that loss).")
+    w("shown for information.")
     w("")
     tally = Tally()
     # The per-loss goals' columns: the shapes every loss ran at (not the shapes only cross-entropy runs at).
@@ -276,8 +269,7 @@ def generate(r, rss, meta, baseline):
                 tally.add(sp, goals[1], False, applies)
                 cells.append("%s · %s" % (goal_cell(x, unit, goals[0], True, applies), goal_cell(sp, "torch", goals[1], False, applies))
                              if x is not None or sp is not None else "not measured")
-            name = "`%s`%s" % (loss, " †" if rw_goal and r.grad_is_pair(loss) else "")
-            w("| %s | %s |" % (name, " | ".join(cells)))
+            w("| `%s` | %s |" % (loss, " | ".join(cells)))
         w("")
 
     w("**Cross-entropy (class-index targets)**: no slower than today (within 3 %%: × roofline ≤ %g × today's, "
@@ -352,13 +344,13 @@ def generate(r, rss, meta, baseline):
     w("Inputs, built per shape (deterministic seeds) and held only while their losses run: " +
       "; ".join("`%s` %s" % kv for kv in INPUTS) + "; `targets` int64 class indices, uniform in [0, C).")
     w("")
-    w("| loss | inputs (its rooflines read these) | xent forward | xent forward + gradient | libtorch (fwd; + `backward()`) | 2 threads |")
-    w("|---|---|---|---|---|---|")
+    w("| loss | inputs (its rooflines read these) | xent forward | xent forward + gradient | libtorch (fwd; + `backward()`) |")
+    w("|---|---|---|---|---|")
     for loss in r.losses:
-        w("| `%s` | %s | `%s` | %s | `%s` | %s |" % (
+        w("| `%s` | %s | `%s` | %s | `%s` |" % (
             loss, ", ".join("`%s`" % i for i in r.inputs(loss)), r.call(loss, "fwd"),
-            ("`%s`" % r.call(loss, "fwd_grad")) if r.has_grad(loss) else "none in this xent",
-            r.call(loss, "torch"), "yes" if r.call(loss, "threads") == "yes" else "no thread count in this xent"))
+            ("`%s`" % r.call(loss, "fwd_grad")) if r.has_grad(loss) else "— (writes N × C; no gradient row)",
+            r.call(loss, "torch")))
     w("")
     w("- 1-thread rows: process CPU time (all threads of the process; other jobs' time on the core is not")
     w("  counted, their use of memory bandwidth is); 2-thread rows: wall clock, and their CPU/wall says how")
@@ -366,7 +358,8 @@ def generate(r, rss, meta, baseline):
     w("  rooflines run first, then for each loss libtorch's forward, its forward + backward, xent's forward,")
     w("  xent's forward + gradient (into a buffer touched before timing; libtorch allocates its gradient each")
     w("  step, as a training step does). libtorch rows run after `at::set_num_threads(T)`; xent rows pass the")
-    w("  thread count in the options (or argument) of the call.")
+    w("  thread count in the call's options (`num_threads`; the normalisers' and the HVP's last argument);")
+    w("  `entropy`'s options have none, so its rows set OpenMP's default for the call (`omp_set_num_threads(T)`).")
     w("- Before a group's first row, each of its losses is checked at every thread count against a scalar")
     w("  double-precision reference (relative 1e-4; the gradient through directional derivatives of the reference")
     w("  on a spread of samples), and libtorch's value too: see \"Agreement\" below.")
@@ -404,8 +397,6 @@ def generate(r, rss, meta, baseline):
                 f, g = "xent_%s_fwd" % loss, "xent_%s_fwd_grad" % loss
                 st = r.stats.get((f, s, t))
                 if not st and not r.stats.get((g, s, t)):
-                    if t > 1 and r.call(loss, "threads") != "yes" and r.measured(s) and r.stats.get((f, s, 1)):
-                        w("| `%s` | %d | no thread count in this xent | | | | | | | | |" % (loss, t))
                     continue
                 roof = r.ratio(f, r.fwd_roofline(loss), s, t)
                 unit = "r+w" if r.kind(loss) == "matrix" else "read"
