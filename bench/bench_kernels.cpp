@@ -23,47 +23,32 @@
 
 #include <xent/xent.hpp>
 
+#include "bench_support.hpp"
+
 #include <benchmark/benchmark.h>
 
 #ifdef XENT_BENCH_WITH_TORCH
 #include <torch/torch.h>
-#include <torch/version.h>
-#endif
-
-#ifdef _OPENMP
-#include <omp.h>
 #endif
 
 #include <Eigen/Core>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <functional>
-#include <map>
 #include <memory>
 #include <string>
-#include <time.h>
 #include <type_traits>
 #include <vector>
 
 namespace {
 
-using Eigen::Index;
+using namespace xent_bench;
 using targets_t = Eigen::Matrix<std::int64_t, Eigen::Dynamic, 1>;
-
-// The 2-thread rows need OpenMP in the bench itself (the rooflines split their pass across a team);
-// without it only the 1-thread rows exist.
-#ifdef _OPENMP
-const std::vector<int> thread_counts = {1, 2};
-#else
-const std::vector<int> thread_counts = {1};
-#endif
 
 struct Shape {
   Index n;  // samples
@@ -89,19 +74,6 @@ xent::cross_entropy_options ce_options(int threads) {
 // ---------------------------------------------------------------------------------------------
 // The buffers of one shape
 
-// splitmix64: fast, seedable, and the same bytes on every machine (std::normal_distribution is not).
-struct splitmix64 {
-  std::uint64_t s;
-  std::uint64_t next() {
-    std::uint64_t z = (s += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-  }
-  // In (0, 1]: log() of it is finite.
-  double uniform() { return (double(next() >> 11) + 1.0) * 0x1.0p-53; }
-};
-
 using bf16_matrix = Eigen::Matrix<Eigen::bfloat16, Eigen::Dynamic, Eigen::Dynamic>;
 
 struct Buffers {
@@ -118,14 +90,7 @@ struct Buffers {
 
   explicit Buffers(Shape s) : shape(s), logits(s.c, s.n), targets(s.n), per_sample(s.n) {
     splitmix64 rng{0x5eed0000ULL + std::uint64_t(s.n) * 31 + std::uint64_t(s.c)};
-    float* x = logits.data();
-    const Index total = s.logits();
-    const double two_pi = 6.283185307179586;
-    for (Index i = 0; i < total; i += 2) {  // Box-Muller: two normals per pair of uniforms
-      const double r = 3.0 * std::sqrt(-2.0 * std::log(rng.uniform())), a = two_pi * rng.uniform();
-      x[i] = float(r * std::cos(a));
-      if (i + 1 < total) x[i + 1] = float(r * std::sin(a));
-    }
+    fill_normal(rng, logits.data(), s.logits(), 3.0);
     for (Index j = 0; j < s.n; ++j) targets(j) = std::int64_t(rng.next() % std::uint64_t(s.c));
 #ifdef XENT_BENCH_WITH_TORCH
     this->x = torch::from_blob(logits.data(), {s.n, s.c}, torch::kFloat);
@@ -168,134 +133,7 @@ Buffers& buffers_for(Shape s) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The rooflines. Written over Eigen's packets directly (not xent's internal adapter, which the
-// kernels may change): the same ISA as the kernels they bound, from the same -march flags.
-
-namespace pk {
-using P = Eigen::internal::packet_traits<float>::type;
-constexpr Index size = Eigen::internal::packet_traits<float>::size;
-// Unaligned packet loads (intrinsics: valid whatever the bytes hold, so the bf16 roofline may read
-// its buffer as floats); the scalar tails copy bytes for the same reason.
-inline P load(const float* p) { return Eigen::internal::ploadu<P>(p); }
-inline float scalar(const float* p) {
-  float v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-}  // namespace pk
-
-// One vectorised pass that reads every logit: a sum with 8 independent accumulators, so the add
-// latency never limits it and only the memory system does.
-float read_sum(const float* x, Index n) {
-  using Eigen::internal::padd;
-  constexpr Index ps = pk::size;
-  pk::P a0 = Eigen::internal::pset1<pk::P>(0.f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-  Index i = 0;
-  for (; i + 8 * ps <= n; i += 8 * ps) {
-    a0 = padd(a0, pk::load(x + i));
-    a1 = padd(a1, pk::load(x + i + ps));
-    a2 = padd(a2, pk::load(x + i + 2 * ps));
-    a3 = padd(a3, pk::load(x + i + 3 * ps));
-    a4 = padd(a4, pk::load(x + i + 4 * ps));
-    a5 = padd(a5, pk::load(x + i + 5 * ps));
-    a6 = padd(a6, pk::load(x + i + 6 * ps));
-    a7 = padd(a7, pk::load(x + i + 7 * ps));
-  }
-  float s = Eigen::internal::predux(padd(padd(padd(a0, a1), padd(a2, a3)), padd(padd(a4, a5), padd(a6, a7))));
-  for (; i < n; ++i) s += pk::scalar(x + i);
-  return s;
-}
-
-// One pass that reads every logit and writes one value per logit into an already touched buffer.
-void read_write(const float* x, float* y, Index n) {
-  using Eigen::internal::padd;
-  using Eigen::internal::pstoreu;
-  constexpr Index ps = pk::size;
-  const pk::P one = Eigen::internal::pset1<pk::P>(1.f);
-  Index i = 0;
-  for (; i + 4 * ps <= n; i += 4 * ps) {
-    pstoreu(y + i, padd(pk::load(x + i), one));
-    pstoreu(y + i + ps, padd(pk::load(x + i + ps), one));
-    pstoreu(y + i + 2 * ps, padd(pk::load(x + i + 2 * ps), one));
-    pstoreu(y + i + 3 * ps, padd(pk::load(x + i + 3 * ps), one));
-  }
-  for (; i < n; ++i) y[i] = x[i] + 1.f;
-}
-
-// The compute floor of a one-pass log-sum-exp: one read pass that takes Eigen's packet exp of every
-// logit and sums the results. The shift keeps the argument non-positive for randn * 3 logits, as
-// x - max is in the kernels.
-float exp_sum(const float* x, Index n) {
-  using Eigen::internal::padd;
-  using Eigen::internal::pexp;
-  using Eigen::internal::psub;
-  constexpr Index ps = pk::size;
-  const pk::P shift = Eigen::internal::pset1<pk::P>(40.f);
-  pk::P a0 = Eigen::internal::pset1<pk::P>(0.f), a1 = a0, a2 = a0, a3 = a0;
-  Index i = 0;
-  for (; i + 4 * ps <= n; i += 4 * ps) {
-    a0 = padd(a0, pexp(psub(pk::load(x + i), shift)));
-    a1 = padd(a1, pexp(psub(pk::load(x + i + ps), shift)));
-    a2 = padd(a2, pexp(psub(pk::load(x + i + 2 * ps), shift)));
-    a3 = padd(a3, pexp(psub(pk::load(x + i + 3 * ps), shift)));
-  }
-  float s = Eigen::internal::predux(padd(padd(a0, a1), padd(a2, a3)));
-  for (; i < n; ++i) s += std::exp(x[i] - 40.f);
-  return s;
-}
-
-// Runs part(t, begin, end) on `threads` OpenMP threads, each over a contiguous share of [0, n)
-// that starts on a 64-byte line (a multiple of 16 floats), so no line is shared between writers.
-void split(int threads, Index n, const std::function<void(int, Index, Index)>& part) {
-#ifdef _OPENMP
-  if (threads > 1) {
-#pragma omp parallel num_threads(threads)
-    {
-      const int t = omp_get_thread_num(), team = omp_get_num_threads();
-      const Index share = ((n + team - 1) / team + 15) / 16 * 16;
-      const Index begin = std::min(n, t * share), end = std::min(n, begin + share);
-      part(t, begin, end);
-    }
-    return;
-  }
-#endif
-  (void)threads;
-  part(0, 0, n);
-}
-
-float read_sum(int threads, const float* x, Index n) {
-  std::vector<float> parts(std::size_t(std::max(threads, 1)), 0.f);
-  split(threads, n, [&](int t, Index begin, Index end) { parts[std::size_t(t)] = read_sum(x + begin, end - begin); });
-  float s = 0;
-  for (float p : parts) s += p;
-  return s;
-}
-
-void read_write(int threads, const float* x, float* y, Index n) {
-  split(threads, n, [&](int, Index begin, Index end) { read_write(x + begin, y + begin, end - begin); });
-}
-
-// ---------------------------------------------------------------------------------------------
 // Timing and ratios
-
-struct Clocks {
-  double process_cpu, wall;  // ns
-};
-
-Clocks clocks_now() {
-  timespec ts{};
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  const double cpu = double(ts.tv_sec) * 1e9 + double(ts.tv_nsec);
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return {cpu, double(ts.tv_sec) * 1e9 + double(ts.tv_nsec)};
-}
-
-double load_average_1min() {
-  std::ifstream f("/proc/loadavg");
-  double l = -1;
-  f >> l;
-  return l;
-}
 
 // One row of a shape's table: a kernel at a thread count.
 struct Row {
@@ -309,23 +147,6 @@ struct Row {
   std::string key(const Shape& s, int t) const { return kernel + "/" + s.name() + "/threads:" + std::to_string(t); }
   std::string key(const Shape& s) const { return key(s, threads); }
 };
-
-struct Timing {
-  double ns = 0;       // ns/logit on the row's own clock
-  double ns_wall = 0;  // ns/logit on the wall clock
-};
-
-// The last timed run of each row in this process. Google Benchmark's final call of a benchmark
-// function is the one it reports, so this holds the reported figure.
-std::map<std::string, Timing>& latest() {
-  static std::map<std::string, Timing> m;
-  return m;
-}
-
-const Timing* latest_of(const std::string& key) {
-  auto it = latest().find(key);
-  return it == latest().end() ? nullptr : &it->second;
-}
 
 using Body = std::function<void(Buffers&)>;
 
@@ -341,28 +162,10 @@ void timed(benchmark::State& state, const Row& r, Shape s, const Body& body, con
   // their thread count explicitly, so this touches only torch.
   if (r.is_torch) at::set_num_threads(r.threads);
 #endif
-  double cpu = 0, wall = 0;
-  for (auto _ : state) {
-    if (prepare) {
-      state.PauseTiming();
-      prepare(b);
-      state.ResumeTiming();
-    }
-    const Clocks c0 = clocks_now();
-    body(b);
-    benchmark::ClobberMemory();
-    const Clocks c1 = clocks_now();
-    cpu += c1.process_cpu - c0.process_cpu;
-    wall += c1.wall - c0.wall;
-  }
-  const double logits = double(state.iterations()) * double(s.logits());
-  const Timing me{(r.threads == 1 ? cpu : wall) / logits, wall / logits};
-  latest()[r.key(s)] = me;
-  state.counters["ns_per_logit"] = me.ns;
-  state.counters["ns_per_logit_wall"] = me.ns_wall;
-  state.counters["cpu_per_wall"] = wall > 0 ? cpu / wall : 0;  // ~ the threads that really ran
+  const Timing me = time_row(
+      state, r.key(s), r.threads, double(s.logits()), "logit", [&] { body(b); },
+      prepare ? std::function<void()>([&] { prepare(b); }) : std::function<void()>());
   state.counters["GB_per_s_logits"] = 4.0 / me.ns;
-  state.counters["load1"] = load_average_1min();
   if (r.roofline)
     if (const Timing* t = latest_of(std::string(r.roofline) + "/" + s.name() + "/threads:" + std::to_string(r.threads)))
       state.counters[std::strcmp(r.roofline, "rw_roofline") == 0 ? "x_rw_roofline" : "x_read_roofline"] = me.ns / t->ns;
@@ -378,7 +181,6 @@ void timed(benchmark::State& state, const Row& r, Shape s, const Body& body, con
 // Agreement: the benchmarks time kernels that compute the same thing; check that they do, on
 // every shape, before any of its rows is timed.
 
-bool close(double a, double b, double rel) { return std::abs(a - b) <= rel * std::max(1.0, std::abs(b)); }
 
 void fail(const Shape& s, const std::string& what) {
   std::fprintf(stderr, "xent_bench: %s disagree at %s\n", what.c_str(), s.name().c_str());
@@ -634,15 +436,6 @@ void register_rows(Shape s, int threads) {
 // ---------------------------------------------------------------------------------------------
 // --xent_rss: one mode, once, for /usr/bin/time -v
 
-long status_kib(const char* field) {
-  std::ifstream f("/proc/self/status");
-  std::string line;
-  const std::size_t len = std::strlen(field);
-  while (std::getline(f, line))
-    if (line.compare(0, len, field) == 0 && line.size() > len && line[len] == ':') return std::atol(line.c_str() + len + 1);
-  return -1;
-}
-
 int run_rss(const std::string& mode, Shape s, int threads) {
   const long before = status_kib("VmRSS");
   Buffers b(s);
@@ -680,18 +473,6 @@ int run_rss(const std::string& mode, Shape s, int threads) {
   return 0;
 }
 
-std::string eigen_version() {
-  return std::to_string(EIGEN_WORLD_VERSION) + "." + std::to_string(EIGEN_MAJOR_VERSION) + "." +
-         std::to_string(EIGEN_MINOR_VERSION);
-}
-
-bool starts_with(const char* s, const char* prefix, const char** rest) {
-  const std::size_t n = std::strlen(prefix);
-  if (std::strncmp(s, prefix, n) != 0) return false;
-  *rest = s + n;
-  return true;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -710,12 +491,10 @@ int main(int argc, char** argv) {
     } else if (starts_with(argv[i], "--xent_rss=", &v)) {
       rss_mode = v;
     } else if (starts_with(argv[i], "--xent_rss_shape=", &v)) {
-      long long n = 0, c = 0;
-      if (std::sscanf(v, "%lldx%lld", &n, &c) != 2 || n <= 0 || c <= 0) {
+      if (!parse_shape(v, rss_shape.n, rss_shape.c)) {
         std::fprintf(stderr, "xent_bench: --xent_rss_shape expects NxC, got '%s'\n", v);
         return 1;
       }
-      rss_shape = {Index(n), Index(c)};
     } else if (starts_with(argv[i], "--xent_threads=", &v)) {
       rss_threads = std::atoi(v);
     } else {
@@ -729,30 +508,12 @@ int main(int argc, char** argv) {
   if (!rss_mode.empty()) return run_rss(rss_mode, rss_shape, rss_threads);
 
   int bench_argc = int(args.size());
-  benchmark::AddCustomContext("xent_shapes", smoke ? "smoke" : "full");
-  benchmark::AddCustomContext("eigen_version", eigen_version());
-  benchmark::AddCustomContext("eigen_simd", Eigen::SimdInstructionSetsInUse());
-  benchmark::AddCustomContext("compiler", "g++ " __VERSION__);
-#ifdef _OPENMP
-  benchmark::AddCustomContext("openmp", std::to_string(_OPENMP));
-#else
-  benchmark::AddCustomContext("openmp", "none (1-thread rows only)");
-#endif
+  add_common_context(smoke);
   benchmark::AddCustomContext("bf16_rows", "yes");
-  benchmark::AddCustomContext("clocks", "1-thread rows: process CPU time; 2-thread rows: wall clock");
-#ifdef XENT_BENCH_WITH_TORCH
-  benchmark::AddCustomContext("torch_version", TORCH_VERSION);
-#else
-  benchmark::AddCustomContext("torch_version", "none (built without libtorch)");
-#endif
 
   for (const Shape& s : smoke ? smoke_shapes : full_shapes)
     for (int t : thread_counts) register_rows(s, t);
-#ifdef _OPENMP
-  // Start the team before anything is timed (the first parallel region creates its threads).
-#pragma omp parallel num_threads(thread_counts.back())
-  benchmark::DoNotOptimize(omp_get_thread_num());
-#endif
+  start_thread_team();
 
   benchmark::Initialize(&bench_argc, args.data());
   if (benchmark::ReportUnrecognizedArguments(bench_argc, args.data())) return 1;

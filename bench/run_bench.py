@@ -8,6 +8,7 @@ are what to compare.
 
     /usr/bin/python3 bench/run_bench.py                 # build, run, write docs/performance.md
     /usr/bin/python3 bench/run_bench.py --smoke -o /tmp/perf.md   # small shapes, a quick look
+    /usr/bin/python3 bench/run_bench.py --losses        # every other loss: bench/run_loss_bench.py
 
 Only the part of docs/performance.md between the markers <!-- run_bench:begin --> and
 <!-- run_bench:end --> is rewritten: sections others add after it are kept.
@@ -75,11 +76,11 @@ def output(cmd):
         return ""
 
 
-def build(build_dir):
+def build(build_dir, target="xent_bench"):
     run(["cmake", "-S", ROOT, "-B", build_dir, "-DCMAKE_BUILD_TYPE=Release", "-DXENT_NATIVE=ON",
          "-DXENT_BUILD_BENCH=ON", "-DXENT_BUILD_TESTS=OFF", "-DXENT_BUILD_EXAMPLES=OFF"])
-    run(["cmake", "--build", build_dir, "--target", "xent_bench", "-j2"])
-    return os.path.join(build_dir, "bench", "xent_bench")
+    run(["cmake", "--build", build_dir, "--target", target, "-j2"])
+    return os.path.join(build_dir, "bench", target)
 
 
 def machine():
@@ -110,11 +111,13 @@ def deb_version(package):
     return output(["dpkg-query", "-W", "-f=${Version}", package]).strip() or "not installed"
 
 
-def collect(report):
-    """{(kernel, shape, threads): summary of the repetitions}; shape is (N, C)."""
+def collect(report, unit="logit"):
+    """{(kernel, shape, threads): summary of the repetitions}; shape is (N, C). unit: the counters'
+    ns_per_<unit> (xent_bench: logit; xent_bench_losses: elem, one element of an N x C matrix)."""
+    ns_key, wall_key = "ns_per_" + unit, "ns_per_" + unit + "_wall"
     samples = {}
     for b in report["benchmarks"]:
-        if b.get("run_type") != "iteration" or "ns_per_logit" not in b:
+        if b.get("run_type") != "iteration" or ns_key not in b:
             continue
         if b.get("error_occurred"):
             sys.exit("benchmark %s failed: %s" % (b["name"], b.get("error_message")))
@@ -123,10 +126,10 @@ def collect(report):
         samples.setdefault((kernel, (n, c), t), []).append(b)
     stats = {}
     for key, runs in samples.items():
-        ns = [r["ns_per_logit"] for r in runs]
+        ns = [r[ns_key] for r in runs]
         stats[key] = {
             "ns": statistics.median(ns), "min": min(ns), "max": max(ns), "reps": len(ns),
-            "wall": statistics.median(r["ns_per_logit_wall"] for r in runs),
+            "wall": statistics.median(r[wall_key] for r in runs),
             "cpu_per_wall": statistics.median(r.get("cpu_per_wall", 0) for r in runs),
             "load1": max(r.get("load1", -1) for r in runs),
         }
@@ -446,6 +449,10 @@ def splice(path, generated):
 
 
 def main():
+    if "--losses" in sys.argv[1:]:
+        # Every other loss: its own binary, tables and section of the document.
+        import run_loss_bench
+        return run_loss_bench.main([a for a in sys.argv[1:] if a != "--losses"])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build-dir", default=os.path.join(ROOT, "build-bench"))
     ap.add_argument("-o", "--output", default=os.path.join(ROOT, "docs", "performance.md"))
