@@ -20,10 +20,8 @@
 // Each row is one call of xent's API: L(inputs, targets, opts) for the forward and
 // L_with_grad(inputs, targets, opts, grad) for forward + gradient (into a buffer touched before
 // timing), with opts.num_threads = the row's thread count; the normalisers and the HVP, which write
-// an N x C output and have no gradient row, through *_into(..., out, 0, threads). measure_options
-// has no num_threads, so entropy_from_logits's rows set OpenMP's default team size for the call
-// (omp_set_num_threads). The context entries call.<loss>.fwd / .fwd_grad / .torch of the JSON say
-// what was timed.
+// an N x C output and have no gradient row, through *_into(..., out, 0, threads). The context
+// entries call.<loss>.fwd / .fwd_grad / .torch of the JSON say what was timed.
 //
 // Before the first row of a group, each of its losses is checked (forward and gradient, each thread
 // count) against a scalar double-precision reference: relative 1e-4 for the reduced values, the
@@ -52,9 +50,6 @@
 #include <torch/torch.h>
 #endif
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include <Eigen/Core>
 
@@ -215,22 +210,6 @@ template <class O>
 O with_threads(O o, int threads) {
   o.num_threads = threads;
   return o;
-}
-
-// measure_options, entropy_from_logits's, is the one options struct without num_threads: the call
-// takes OpenMP's default team size, which this sets to `threads` for the call (and then restores).
-template <class F>
-auto on_threads(int threads, F&& f) {
-#ifdef _OPENMP
-  struct restore {
-    int n;
-    ~restore() { omp_set_num_threads(n); }
-  } const r{omp_get_max_threads()};
-  omp_set_num_threads(threads);
-#else
-  (void)threads;
-#endif
-  return f();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -469,15 +448,15 @@ std::vector<Loss> make_losses() {
     l.name = "entropy";
     l.in = {X};
     l.kind = Kind::per_sample;
-    l.fwd_call = "omp_set_num_threads(T); xent::entropy_from_logits(x, opts) (per sample)";
-    l.grad_call = "omp_set_num_threads(T); xent::entropy_from_logits_with_grad(x, opts, grad)";
+    l.fwd_call = "xent::entropy_from_logits(x, opts) (per sample)";
+    l.grad_call = "xent::entropy_from_logits_with_grad(x, opts, grad)";
     l.torch_call = "-(softmax(x, 1) * log_softmax(x, 1)).sum(1) (per sample; backward of their sum)";
     l.fwd = [](Buffers& b, int t) {
-      b.vec = on_threads(t, [&] { return xent::entropy_from_logits(b.in(X), xent::measure_options{}); });
+      b.vec = xent::entropy_from_logits(b.in(X), with_threads(xent::measure_options{}, t));
       return double(b.vec(0));
     };
     l.grad = [](Buffers& b, int t, Mat& g) {
-      b.vec = on_threads(t, [&] { return xent::entropy_from_logits_with_grad(b.in(X), xent::measure_options{}, g); });
+      b.vec = xent::entropy_from_logits_with_grad(b.in(X), with_threads(xent::measure_options{}, t), g);
       return double(b.vec(0));
     };
     l.ref = [](const Buffers& b, Index, const double* x) {
