@@ -450,6 +450,65 @@ TEST_CASE("fit_temperature recovers the temperature that generated the targets",
   }
 }
 
+TEST_CASE("temperature sums are exact at large C, the same bits for any thread count, and strided alike",
+          "[metrics][temperature][accuracy]") {
+  // Logits offset by 1000 (z = x - max must come from the raw logits) over 200000 classes: the
+  // sums of one sample are 200000 float terms each.
+  const Eigen::Index C = 200000, N = 5;
+  matrix<float> x = xent_test::random_logits<float>(C, N, 3);
+  x.array() += 1000.0f;
+  x(17, 1) = -std::numeric_limits<float>::infinity();  // a mask
+  index_vector t(N);
+  for (Eigen::Index j = 0; j < N; ++j) t(j) = (j * 40503) % C;
+  t(3) = -100;  // ignored
+  for (const double T : {1.0, 0.4, 2.5}) {
+    INFO("T = " << T);
+    long double nll = 0, gradient = 0, curvature = 0;
+    for (Eigen::Index j = 0; j < N; ++j) {
+      if (t(j) < 0) continue;
+      long double m = -INFINITY, s = 0, s1 = 0, s2 = 0;
+      for (Eigen::Index k = 0; k < C; ++k) m = std::max<long double>(m, x(k, j));
+      for (Eigen::Index k = 0; k < C; ++k) {
+        if (std::isinf(x(k, j))) continue;
+        const long double z = static_cast<long double>(x(k, j)) - m, e = std::exp(z / T);
+        s += e, s1 += e * z, s2 += e * z * z;
+      }
+      const long double zt = static_cast<long double>(x(t(j), j)) - m;
+      nll += -zt / T + std::log(s);
+      gradient += s1 / s - zt;
+      curvature += s2 / s - (s1 / s) * (s1 / s);
+    }
+    xent::temperature_options one, two, rows;
+    one.num_threads = 1;
+    two.num_threads = 2;
+    rows.num_threads = 1;
+    rows.dim = 1;
+    xent::temperature_sums a, b, c;
+    xent::add_temperature_sums(x, t, T, one, a);
+    xent::add_temperature_sums(x, t, T, two, b);
+    const matrix<float> xt = x.transpose();
+    xent::add_temperature_sums(xt, t, T, rows, c);
+    CHECK(a.samples == N - 1);
+    CHECK(a.nll == b.nll);
+    CHECK(a.gradient == b.gradient);
+    CHECK(a.curvature == b.curvature);
+    // float's own rounding of exp and of the chains: a few 1e-7 of the terms.
+    CHECK(a.nll == Approx(double(nll)).epsilon(1e-6));
+    CHECK(a.gradient == Approx(double(gradient)).epsilon(1e-6));
+    CHECK(a.curvature == Approx(double(curvature)).epsilon(1e-5));
+    CHECK(c.nll == Approx(a.nll).epsilon(1e-6));
+    CHECK(c.gradient == Approx(a.gradient).epsilon(1e-6));
+    CHECK(c.curvature == Approx(a.curvature).epsilon(1e-5));
+  }
+  // A masked target has no finite NLL at any temperature: counted as non-finite.
+  matrix<float> masked = x.leftCols(2);
+  masked(t(0), 0) = -std::numeric_limits<float>::infinity();
+  xent::temperature_sums m;
+  xent::add_temperature_sums(masked, t.head(2), 1.0, {}, m);
+  CHECK(m.nonfinite_samples == 1);
+  CHECK(m.samples == 1);
+}
+
 TEMPLATE_TEST_CASE("non-finite logits are counted, and poison the report unless skipped", "[metrics][nonfinite]", float, double) {
   using T = TestType;
   const Eigen::Index C = 40, N = 30;
@@ -564,6 +623,10 @@ TEST_CASE("metrics misuse throws xent::invalid_argument naming function and argu
        "bins", "at least 1", "got 0"},
       {"sums temperature", [&] { xent::temperature_sums s; xent::add_temperature_sums(x, t, -1.0, {}, s); },
        "add_temperature_sums", "temperature", "positive and finite", "got -1"},
+      {"fit threads", [&] { (void)xent::fit_temperature(x, t, with(to{}, [](auto& o) { o.num_threads = -2; })); },
+       "fit_temperature", "num_threads", ">= 0", "got -2"},
+      {"sums threads", [&] { xent::temperature_sums s; xent::add_temperature_sums(x, t, 1.0, with(to{}, [](auto& o) { o.num_threads = -1; }), s); },
+       "add_temperature_sums", "num_threads", ">= 0", "got -1"},
   };
   CHECK(xent_test::check_misuse(table) == int(std::size(table)));
   CHECK(acc.report().samples == 0);  // nothing was added by the failed calls

@@ -9,9 +9,9 @@
 // count only runs where it can change the answer: on chunks whose max reaches the target's logit,
 // and until the rank reaches the cap (top-k needs no more than "rank >= k").
 //
-// Also here: the per-sample moments that temperature fitting needs (the NLL at 1/beta and its first
-// two derivatives in beta), and the scalar path (any stride, sums in double) that serves strided
-// class axes and that the tests hold the packet path to.
+// Also here: the scalar path (any stride, sums in double) that serves strided class axes and that
+// the tests hold the packet path to. (Temperature fitting's moments run on the sweep:
+// detail/losses/temperature.hpp.)
 
 #include "engine/view.hpp"
 #include "engine/sweep.hpp"
@@ -233,70 +233,6 @@ eval_sample<T> eval_sample_of(const samples_view<const T>& v, Index j, Index t, 
   if (v.classes_contiguous()) return eval_sample_contiguous(v.sample(j), v.classes, t, beta, rank_cap);
   const eval_sample<double> d = eval_sample_scalar(v.sample(j), v.classes, v.class_stride, t, beta, rank_cap);
   return {T(d.max), T(d.sum), T(d.sum_sq), T(d.target), d.rank, d.defined, d.neg_inf};
-}
-
-/// Per sample, what Newton's method on beta = 1 / T needs: with z_k = x_k - max and p = softmax(beta x),
-///   nll(beta)  = beta (max - x_t) + log sum_k exp(beta z_k)
-///   d nll/d beta   = E_p[z] - (x_t - max)          (= E_p[x] - x_t)
-///   d2 nll/d beta2 = E_p[z^2] - E_p[z]^2           (= Var_p[x] >= 0: nll is convex in beta)
-/// kept as the sums s = sum e_k, s1 = sum e_k z_k, s2 = sum e_k z_k^2 with e_k = exp(beta z_k).
-struct temperature_moments {
-  double nll = 0, gradient = 0, curvature = 0;
-  bool defined = true;
-};
-
-template <class T>
-temperature_moments temperature_moments_of(const T* x, Index n, Index stride, Index t, T beta) {
-  constexpr T inf = std::numeric_limits<T>::infinity();
-  temperature_moments r;
-  T m = -inf;
-  if (stride == 1 || n == 1) {
-    m = engine::max_contiguous(x, n);
-  } else {
-    for (Index k = 0; k < n && !std::isnan(m); ++k) m = std::isnan(x[k * stride]) ? x[k * stride] : std::max(m, x[k * stride]);
-  }
-  // No distribution (NaN, +inf, all masked), or a masked target: the NLL is +inf at every temperature.
-  if (!(m < inf) || m == -inf || x[t * stride] == -inf) {
-    r.defined = false;
-    return r;
-  }
-  // A masked class (-inf) has e = 0 and must add 0 to s1 and s2, not 0 * inf: z is clamped to the
-  // lowest finite value first, and e z z is formed as (e z) z.
-  constexpr T lowest = std::numeric_limits<T>::lowest();
-  T s = 0, s1 = 0, s2 = 0;
-  Index i = 0;
-  if constexpr (simd::has_packet_exp<T>) {
-    using P = simd::packet<T>;
-    constexpr Index ps = simd::packet_size<T>;
-    if (stride == 1 && n >= ps) {
-      const P vm = simd::pset1<P>(m), vb = simd::pset1<P>(beta), vlow = simd::pset1<P>(lowest);
-      P a = simd::pset1<P>(T(0)), a1 = a, a2 = a;
-      for (; i + ps <= n; i += ps) {
-        const P z = simd::max_nan(simd::psub(simd::load<P>(x + i), vm), vlow);
-        const P e = simd::exp_nonpositive(simd::pmul(z, vb));
-        const P ez = simd::pmul(e, z);
-        a = simd::padd(a, e);
-        a1 = simd::padd(a1, ez);
-        a2 = simd::padd(a2, simd::pmul(ez, z));
-      }
-      s = simd::predux(a);
-      s1 = simd::predux(a1);
-      s2 = simd::predux(a2);
-    }
-  }
-  for (; i < n; ++i) {
-    const T z = std::max(x[i * stride] - m, lowest);
-    const T e = simd::exp_nonpositive_scalar(z * beta);
-    s += e;
-    s1 += e * z;
-    s2 += (e * z) * z;
-  }
-  const double ez = double(s1) / double(s), ez2 = double(s2) / double(s);
-  const double zt = double(x[t * stride]) - double(m);
-  r.nll = -double(beta) * zt + std::log(double(s));
-  r.gradient = ez - zt;
-  r.curvature = std::max(0.0, ez2 - ez * ez);
-  return r;
 }
 
 }  // namespace xent::detail

@@ -6,9 +6,12 @@
 // functions linear in beta minus a linear term), so a safeguarded Newton iteration on beta, with a
 // bracket kept from the sign of the derivative, converges in a handful of passes over the data.
 
-#include "../detail/eval_kernel.hpp"
-#include "../detail/engine/view.hpp"
 #include "../core/error.hpp"
+#include "../detail/engine/checks.hpp"
+#include "../detail/engine/sweep.hpp"
+#include "../detail/engine/view.hpp"
+#include "../detail/eval_kernel.hpp"
+#include "../detail/losses/temperature.hpp"
 #include "evaluation.hpp"
 
 #include <Eigen/Core>
@@ -18,6 +21,7 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <vector>
 
 namespace xent {
 
@@ -43,6 +47,8 @@ struct temperature_options {
   int bins = 15;
   /// As eval_options::skip_nonfinite: false gives a NaN fit when any sample has no distribution.
   bool skip_nonfinite = false;
+  /// Threads of each pass over the data: 0, OpenMP's default; 1, serial. The fit does not depend on it.
+  int num_threads = 0;
 };
 
 /// Sums over samples of the NLL at one temperature and of its first two derivatives in beta = 1 / T.
@@ -88,6 +94,7 @@ namespace detail {
 
 inline void check_temperature_options(const char* fn, const temperature_options& o) {
   check_dim(fn, o.dim);
+  check_num_threads(fn, o.num_threads);
   if (!(o.min_temperature > 0 && o.min_temperature < o.max_temperature && o.max_temperature < std::numeric_limits<double>::infinity()))
     throw_invalid(fn, "min_temperature", "must be positive and below a finite max_temperature (" + std::to_string(o.max_temperature) + ")",
                   o.min_temperature);
@@ -105,6 +112,7 @@ void add_temperature_sums(const char* fn, const Eigen::DenseBase<Derived>& logit
   using T = typename Derived::Scalar;
   check_real<Derived>();
   check_dim(fn, opts.dim);
+  check_num_threads(fn, opts.num_threads);
   check_not_empty(fn, "logits", logits);
   if (!(temperature > 0 && temperature < std::numeric_limits<double>::infinity()))
     throw_invalid(fn, "temperature", "must be positive and finite", temperature);
@@ -112,23 +120,33 @@ void add_temperature_sums(const char* fn, const Eigen::DenseBase<Derived>& logit
   const Eigen::Index samples = opts.dim == 0 ? logits.cols() : logits.rows();
   const Eigen::Index classes = opts.dim == 0 ? logits.rows() : logits.cols();
   check_eval_targets(fn, targets, samples, classes, opts.ignore_index, [](Eigen::Index) { return true; });
-  const T beta = static_cast<T>(1.0 / temperature);
-  temperature_sums batch;
+  using CT = detail::compute_t<T>;
+  const CT beta = static_cast<CT>(1.0 / temperature);
+  // One sweep (threads over samples, the sums in double per sample), then the samples' moments
+  // added in order: the same bits for any thread count.
+  std::vector<losses::temperature_moments> moments(static_cast<std::size_t>(samples));
+  const auto& t = targets.derived();
+  auto target_at = [&](Eigen::Index j) -> Eigen::Index {
+    const long c = static_cast<long>(t.coeff(j));
+    return c == opts.ignore_index ? -1 : Eigen::Index(c);
+  };
   with_view(logits, opts.dim, [&](const samples_view<const T>& v) {
-    for (Eigen::Index j = 0; j < v.samples; ++j) {
-      const long t = static_cast<long>(targets.derived().coeff(j));
-      if (t == opts.ignore_index) continue;
-      const temperature_moments m = temperature_moments_of(v.sample(j), v.classes, v.class_stride, Eigen::Index(t), beta);
-      if (!m.defined) {
-        batch.nonfinite_samples += 1;
-        continue;
-      }
-      batch.samples += 1;
-      batch.nll += m.nll;
-      batch.gradient += m.gradient;
-      batch.curvature += m.curvature;
-    }
+    const losses::temperature_policy<T, decltype(target_at)> policy(moments.data(), target_at, beta);
+    engine::sweep(policy, engine::sweep_views<T>{v, nullptr, nullptr}, opts.num_threads);
   });
+  temperature_sums batch;
+  for (Eigen::Index j = 0; j < samples; ++j) {
+    if (target_at(j) < 0) continue;
+    const losses::temperature_moments& m = moments[std::size_t(j)];
+    if (!m.defined) {
+      batch.nonfinite_samples += 1;
+      continue;
+    }
+    batch.samples += 1;
+    batch.nll += m.nll;
+    batch.gradient += m.gradient;
+    batch.curvature += m.curvature;
+  }
   sums.merge(batch);
 }
 

@@ -288,6 +288,32 @@ struct sample_writer {
   Index target = -1;
 };
 
+/// The writer of a policy without a write pass (writes() is false): never called.
+struct no_writer {
+  template <class V>
+  V operator()(const V& z, const V&, const V&, V&) const {
+    return z;
+  }
+};
+
+/// What a policy that only reads has by default: no class weights, no transform, no skipped
+/// sample, no lane blocks, no write pass. Such a policy derives from this and adds its stats,
+/// sample and finish.
+template <class T>
+struct read_only_policy {
+  static constexpr bool has_lane_blocks = false;
+  const T* class_weights() const { return nullptr; }
+  transform<T> transform_x() const { return {}; }
+  transform<T> transform_y() const { return {}; }
+  bool skip(Index) const { return false; }
+  void skipped(Index) const {}
+  bool writes() const { return false; }
+  template <class Sample>
+  sample_writer<no_writer> writer(Index, const Sample&) const {
+    return {};
+  }
+};
+
 /// Whether a writer forms a target entry (has at_target).
 template <class Writer, class = void>
 inline constexpr bool has_target_entry = false;

@@ -161,33 +161,19 @@ struct measure_stats {
 /// A measure as a sweep policy: values[j] = the measure of sample j times scale; invalid[j] set
 /// when sample j holds an entry that is not a probability. No write pass.
 template <class T, measure M>
-class measure_policy {
+class measure_policy : public engine::read_only_policy<T> {
  public:
   using stats_type = measure_stats<T, M>;
   using sample = measure_sample;
-  static constexpr bool has_lane_blocks = false;
 
   measure_policy(T* values, char* invalid, double scale) : values_(values), invalid_(invalid), scale_(scale) {}
   const stats_type& stats() const { return stats_; }
-  const T* class_weights() const { return nullptr; }
-  engine::transform<T> transform_x() const { return {}; }
-  engine::transform<T> transform_y() const { return {}; }
-  bool skip(Index) const { return false; }
-  void skipped(Index) const {}
   void finish(Index j, const sample& s, const engine::row<T>&) const {
     values_[j] = T(s.sum.value() * scale_);
     invalid_[j] = s.invalid;
   }
-  bool writes() const { return false; }
-  auto writer(Index, const sample&) const { return engine::sample_writer<no_writer>{}; }
 
  private:
-  struct no_writer {
-    template <class V>
-    V operator()(const V& z, const V&, const V&, V&) const {
-      return z;
-    }
-  };
   stats_type stats_;
   T* values_;
   char* invalid_;
