@@ -478,25 +478,15 @@ int run_rss(const std::string& mode, Shape s, int threads) {
 int main(int argc, char** argv) {
   bool smoke = false;
   if (const char* env = std::getenv("XENT_BENCH_SMOKE")) smoke = env[0] != '\0' && std::strcmp(env, "0") != 0;
-  std::string rss_mode;
-  Shape rss_shape{4096, 32000};
-  int rss_threads = 1;
+  rss_flags rss;
   std::vector<char*> args;
   for (int i = 0; i < argc; ++i) {
-    const char* v = nullptr;
     if (std::strcmp(argv[i], "--xent_smoke") == 0) {
       smoke = true;
     } else if (std::strcmp(argv[i], "--xent_no_check") == 0) {
       check_enabled = false;
-    } else if (starts_with(argv[i], "--xent_rss=", &v)) {
-      rss_mode = v;
-    } else if (starts_with(argv[i], "--xent_rss_shape=", &v)) {
-      if (!parse_shape(v, rss_shape.n, rss_shape.c)) {
-        std::fprintf(stderr, "xent_bench: --xent_rss_shape expects NxC, got '%s'\n", v);
-        return 1;
-      }
-    } else if (starts_with(argv[i], "--xent_threads=", &v)) {
-      rss_threads = std::atoi(v);
+    } else if (const int taken = rss.take(argv[i], "xent_bench"); taken != 0) {
+      if (taken < 0) return 1;
     } else {
       args.push_back(argv[i]);
     }
@@ -505,7 +495,7 @@ int main(int argc, char** argv) {
   at::set_num_threads(1);
   at::set_num_interop_threads(1);
 #endif
-  if (!rss_mode.empty()) return run_rss(rss_mode, rss_shape, rss_threads);
+  if (!rss.mode.empty()) return run_rss(rss.mode, Shape{rss.n, rss.c}, rss.threads);
 
   int bench_argc = int(args.size());
   add_common_context(smoke);

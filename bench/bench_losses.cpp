@@ -1160,9 +1160,7 @@ void list_losses() {
 
 int main(int argc, char** argv) {
   if (const char* env = std::getenv("XENT_BENCH_SMOKE")) smoke = env[0] != '\0' && std::strcmp(env, "0") != 0;
-  std::string rss_spec;
-  Shape rss_shape{4096, 32000};
-  int rss_threads = 1;
+  rss_flags rss;
   std::vector<Shape> shapes;
   std::vector<std::string> only;
   std::vector<char*> args;
@@ -1186,15 +1184,8 @@ int main(int argc, char** argv) {
       }
     } else if (starts_with(argv[i], "--xent_losses=", &v)) {
       only = split_list(v);
-    } else if (starts_with(argv[i], "--xent_rss=", &v)) {
-      rss_spec = v;
-    } else if (starts_with(argv[i], "--xent_rss_shape=", &v)) {
-      if (!parse_shape(v, rss_shape.n, rss_shape.c)) {
-        std::fprintf(stderr, "xent_bench_losses: --xent_rss_shape expects NxC, got '%s'\n", v);
-        return 1;
-      }
-    } else if (starts_with(argv[i], "--xent_threads=", &v)) {
-      rss_threads = std::atoi(v);
+    } else if (const int taken = rss.take(argv[i], "xent_bench_losses"); taken != 0) {
+      if (taken < 0) return 1;
     } else {
       args.push_back(argv[i]);
     }
@@ -1203,7 +1194,7 @@ int main(int argc, char** argv) {
   at::set_num_threads(1);
   at::set_num_interop_threads(1);
 #endif
-  if (!rss_spec.empty()) return run_rss(rss_spec, rss_shape, rss_threads);
+  if (!rss.mode.empty()) return run_rss(rss.mode, Shape{rss.n, rss.c}, rss.threads);
 
   std::vector<const Loss*> selected;
   for (const std::string& name : only)

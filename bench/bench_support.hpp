@@ -338,6 +338,32 @@ inline bool parse_shape(const char* v, Index& n, Index& c) {
   return true;
 }
 
+// The peak-memory mode's flags, which every bench binary takes: --xent_rss=MODE, --xent_rss_shape=NxC
+// (default 4096x32000), --xent_threads=T (default 1).
+struct rss_flags {
+  std::string mode;
+  Index n = 4096, c = 32000;
+  int threads = 1;
+
+  // 1: arg was one of them (taken); 0: it is not; -1: a malformed shape (the message printed).
+  int take(const char* arg, const char* program) {
+    const char* v = nullptr;
+    if (starts_with(arg, "--xent_rss=", &v)) {
+      mode = v;
+    } else if (starts_with(arg, "--xent_rss_shape=", &v)) {
+      if (!parse_shape(v, n, c)) {
+        std::fprintf(stderr, "%s: --xent_rss_shape expects NxC, got '%s'\n", program, v);
+        return -1;
+      }
+    } else if (starts_with(arg, "--xent_threads=", &v)) {
+      threads = std::atoi(v);
+    } else {
+      return 0;
+    }
+    return 1;
+  }
+};
+
 // The context every binary reports in its JSON (run_bench.py prints it with the tables).
 inline void add_common_context(bool smoke) {
   benchmark::AddCustomContext("xent_shapes", smoke ? "smoke" : "full");

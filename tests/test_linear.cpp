@@ -401,6 +401,42 @@ TEST_CASE("linear_cross_entropy gradients agree with central finite differences 
             << worst_fd << "\n";
 }
 
+TEST_CASE("linear_cross_entropy: a confident target's gradient is formed without cancelling p_t - 1", "[linear][accuracy]") {
+  // Sample j's hidden state is the unit vector e_j, so its logits are row j of the weight, and
+  // the weight gradient's entry (j, k) is d loss / d z_k of sample j alone. z_t is 11 to 13 above
+  // every other logit: 1 - p_t is 3e-3 .. 3e-3 / e^2 (V = 1000, four tiles), which float's
+  // p_t - 1 would get to a few ulp of 1 at best. d loss / d z_t = -(sum of the others' p).
+  const Eigen::Index D = 4, V = 1000, N = 3;
+  Eigen::MatrixXf w = 0.01f * xent_test::random_logits<float>(D, V, 1), h = Eigen::MatrixXf::Identity(D, N);
+  Eigen::VectorXi t(N);
+  t << 5, 500, 999;
+  for (Eigen::Index j = 0; j < N; ++j) w(j, t(j)) = 12.0f + float(j);
+  xent::linear_cross_entropy_options o;
+  o.reduction = xent::reduction::sum;
+  o.block = 256;  // four tiles: the target's and three others
+  double worst = 0;
+  for (const float cap : {0.0f, 50.0f}) {
+    o.softcap = cap;
+    Eigen::MatrixXf gh(D, N), gw(D, V);
+    (void)xent::linear_cross_entropy_with_grad(h, w, t, 1.0f, o, gh, gw);
+    const auto capped = [&](double x) { return cap == 0 ? x : cap * std::tanh(x / cap); };
+    for (Eigen::Index j = 0; j < N; ++j) {
+      double lse = -INFINITY, s = 0, others = 0;
+      for (Eigen::Index k = 0; k < V; ++k) lse = std::max(lse, capped(w(j, k)));
+      for (Eigen::Index k = 0; k < V; ++k) s += std::exp(capped(w(j, k)) - lse);
+      for (Eigen::Index k = 0; k < V; ++k)
+        if (k != t(j)) others += std::exp(capped(w(j, k)) - lse) / s;
+      const double x_t = w(j, t(j)), sech2 = cap == 0 ? 1.0 : 1.0 / (std::cosh(x_t / cap) * std::cosh(x_t / cap));
+      const double expected = -others * sech2;
+      INFO("cap " << cap << " sample " << j << " 1 - p_t = " << others);
+      CHECK(others < 1e-2);
+      CHECK(gw(j, t(j)) == Approx(expected).epsilon(1e-5));
+      worst = std::max(worst, std::fabs(gw(j, t(j)) / expected - 1));
+    }
+  }
+  std::cout << "linear_cross_entropy, confident target's gradient in float: worst relative error " << worst << "\n";
+}
+
 TEST_CASE("linear_cross_entropy: the loss and lse do not depend on the tiling's thread count, bit for bit", "[linear]") {
   const problem p = random_problem(16, 500, 50, true, xent::reduction::none, 0.1, 1e-3, 4.0);
   const matrix<float> h = p.hidden.cast<float>(), W = p.weight.cast<float>();

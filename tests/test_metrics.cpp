@@ -8,6 +8,7 @@
 //   values; per sample the kernel sums exp in float (a few ulp) and takes one log, and every
 //   metric is then formed and summed in double.
 
+#include "eval_reference.hpp"
 #include "misuse.hpp"
 #include "support.hpp"
 
@@ -156,15 +157,15 @@ TEMPLATE_TEST_CASE("the packet kernel matches the scalar path on every class cou
         for (const Eigen::Index t : {Eigen::Index(0), C / 2, C - 1}) {
           if (j == 2 && t % 3 == 0) continue;  // keep the target unmasked
           INFO("C = " << C << ", sample " << j << ", target " << t << ", beta " << beta);
-          const auto slow = xent::detail::eval_sample_scalar(x.col(j).data(), C, 1, t, beta, C);
-          const auto fast = xent::detail::eval_sample_contiguous(x.col(j).data(), C, t, beta, C);
+          const auto slow = xent_test::eval_sample_scalar(x.col(j).data(), C, 1, t, beta, C);
+          const auto fast = xent::detail::eval_sample_of(x.col(j).data(), C, 1, t, beta, C);
           REQUIRE(fast.defined == slow.defined);
           if (!slow.defined) continue;
           CHECK(fast.rank == slow.rank);
           // Capped: exact below the cap, the cap above it (whichever chunks the count skipped).
           for (const Eigen::Index cap : {Eigen::Index(1), Eigen::Index(5), slow.rank, slow.rank + 1}) {
             if (cap < 1) continue;
-            CHECK(xent::detail::eval_sample_contiguous(x.col(j).data(), C, t, beta, cap).rank == std::min(slow.rank, cap));
+            CHECK(xent::detail::eval_sample_of(x.col(j).data(), C, 1, t, beta, cap).rank == std::min(slow.rank, cap));
           }
           CHECK(fast.max == T(slow.max));
           CHECK(fast.target == T(slow.target));
@@ -187,10 +188,37 @@ TEMPLATE_TEST_CASE("the packet kernel matches the scalar path on every class cou
             << overall << " ulp (budget 24)\n";
 }
 
+TEST_CASE("the evaluation state is the same bits for any thread count, and a strided class axis the same sums",
+          "[metrics][kernel][threads]") {
+  for (const Eigen::Index C : {10, 1000, 40000}) {
+    const Eigen::Index N = C == 40000 ? 3 : 300;  // 3 samples of 40000: threads share each sample's chunks
+    matrix<float> x = xent_test::random_logits<float>(C, N, 3);
+    x(1, 0) = -std::numeric_limits<float>::infinity();
+    index_vector t(N);
+    for (Eigen::Index j = 0; j < N; ++j) t(j) = j % 7 == 3 ? -100 : (j * 37) % C;
+    xent::eval_options one, two, rows;
+    one.num_threads = 1;
+    two.num_threads = 2;
+    rows = one;
+    rows.dim = 1;
+    xent::eval_accumulator a(one), b(two), c(rows);
+    a.update(x, t);
+    b.update(x, t);
+    const matrix<float> xt = x.transpose();
+    c.update(xt, t);
+    INFO("C = " << C);
+    for (std::size_t i = 0; i < a.state_size(); ++i) {
+      CHECK(a.data()[i] == b.data()[i]);
+      // The strided axis goes through the chunk buffer: the same code on the same values.
+      CHECK(a.data()[i] == c.data()[i]);
+    }
+  }
+}
+
 TEST_CASE("the stable rank: ties go to the lower class index, as argmax's first maximum", "[metrics][rank]") {
   // Classes 1, 2 and 4 share the top logit.
   const Eigen::VectorXf x = (Eigen::VectorXf(5) << 0, 3, 3, 1, 3).finished();
-  const auto rank = [&](Eigen::Index t) { return xent::detail::eval_sample_contiguous(x.data(), 5, t, 1.0f, 5).rank; };
+  const auto rank = [&](Eigen::Index t) { return xent::detail::eval_sample_of(x.data(), 5, 1, t, 1.0f, 5).rank; };
   CHECK(rank(1) == 0);
   CHECK(rank(2) == 1);
   CHECK(rank(4) == 2);
@@ -593,6 +621,8 @@ TEST_CASE("metrics misuse throws xent::invalid_argument naming function and argu
   const xent_test::misuse table[] = {
       {"bins 0", [&] { xent::eval_accumulator a(with(eo{}, [](auto& o) { o.bins = 0; })); }, "eval_accumulator", "bins",
        "at least 1", "got 0"},
+      {"num_threads -1", [&] { xent::eval_accumulator a(with(eo{}, [](auto& o) { o.num_threads = -1; })); }, "eval_accumulator",
+       "num_threads", ">= 0", "got -1"},
       {"top_k 0", [&] { xent::eval_accumulator a(with(eo{}, [](auto& o) { o.top_k = 0; })); }, "eval_accumulator", "top_k",
        "at least 1", "got 0"},
       {"temperature 0", [&] { xent::eval_accumulator a(with(eo{}, [](auto& o) { o.temperature = 0; })); }, "eval_accumulator",

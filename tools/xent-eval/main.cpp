@@ -273,6 +273,7 @@ xent_eval::run_result evaluate(const settings& s, xent_eval::tensor_file& lf, xe
   opts.temperature = s.temperature;
   opts.skip_nonfinite = s.skip_nonfinite;
   opts.neg_inf_is_mask = s.allow_masks;
+  opts.num_threads = 1;  // the workers are this program's own
   std::vector<xent::eval_accumulator> accs(workers, xent::eval_accumulator(opts));
   std::vector<std::int64_t> first_bad(workers, -1);
   data.pass("evaluating " + xent_eval::printable(lf.path()), [&](const auto& logits, const auto& targets, std::uint64_t first, int w) {
@@ -311,6 +312,7 @@ xent_eval::run_result evaluate(const settings& s, xent_eval::tensor_file& lf, xe
     topts.ignore_index = s.ignore_index;
     topts.bins = s.bins;
     topts.skip_nonfinite = s.skip_nonfinite;
+    topts.num_threads = 1;
     int pass = 0;
     xent::temperature_fit fit = xent::fit_temperature_with(
         [&](double temperature) {

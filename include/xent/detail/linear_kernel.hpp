@@ -8,18 +8,20 @@
 //
 // Training adds, per tile, dz = scale * (softmax * (1 + 2 s lse) - target distribution) (times the
 // soft-cap's derivative), then grad_hidden += W_tile dz and grad_weight_tile (+)= h dz^T. dz needs
-// the sample's final log-sum-exp, which needs every tile: when the logits of one sample block over
-// the whole vocabulary fit `max_block_bytes`, they are kept between the two passes (three GEMMs in
-// all), otherwise each tile is recomputed (a fourth GEMM).
+// the sample's final log-sum-exp, which needs every tile (and, for the target's entry where
+// p_t >= 1/2, the log-sum-exp of the other classes, so that p_t - 1 does not cancel): when the
+// logits of one sample block over the whole vocabulary fit `max_block_bytes`, they are kept
+// between the two passes (three GEMMs in all), otherwise each tile is recomputed (a fourth GEMM).
 //
 // Ignored samples are dropped before the GEMMs: no work is spent on padding, and a padding row of
 // garbage (NaN) hidden state cannot reach the weight gradient through 0 * NaN.
 
 #include "../core/lse_partial.hpp"
+#include "engine/threads.hpp"
+#include "engine/transform.hpp"
 #include "engine/view.hpp"
 #include "losses/softmax.hpp"
 #include "simd/math.hpp"
-#include "engine/threads.hpp"
 
 #include <Eigen/Core>
 
@@ -76,25 +78,6 @@ void softmax_affine(T* z, Index n, T max, T a, T b) {
   for (; k < n; ++k) z[k] = simd::exp_nonpositive_scalar(z[k] - max) * a - b;
 }
 
-/// The soft-cap c tanh(x / c) of n values, into z.
-template <class T>
-void softcap_into(const T* x, Index n, T cap, T* z) {
-  using array = Eigen::Array<T, Eigen::Dynamic, 1>;
-  Eigen::Map<array>(z, n) = (Eigen::Map<const array>(x, n) * (T(1) / cap)).tanh() * cap;
-}
-
-/// out = g * d/dx c tanh(x / c) = g sech^2(x / c), over n values (out may be x; e is scratch).
-/// As 4e / (1 + e)^2 with e = exp(-2|x / c|), not 1 - tanh^2: that cancels to noise (up to 5e-7
-/// absolute in float) where the cap saturates, and a large hidden state carries the noise into
-/// the weight gradient.
-template <class T>
-void softcap_chain_rule(const T* x, const T* g, Index n, T cap, T* e, T* out) {
-  using array = Eigen::Array<T, Eigen::Dynamic, 1>;
-  Eigen::Map<array> ee(e, n);
-  ee = (Eigen::Map<const array>(x, n).abs() * (T(-2) / cap)).exp();
-  Eigen::Map<array>(out, n) = Eigen::Map<const array>(g, n) * (T(4) * ee / (T(1) + ee).square());
-}
-
 /// One call's state: the blocking, the buffers (one tile per worker, or one block's logits), and
 /// per kept sample its log-sum-exp partial, target logit and (with label smoothing) logit sum.
 ///
@@ -111,7 +94,7 @@ class linear_ce_kernel {
                    const Hidden& hidden, const vector* bias, const std::vector<Index>& active,
                    const std::vector<Index>& target, bool training)
       : plan_(plan), params_(params), weight_(weight), hidden_(hidden), bias_(bias), active_(active),
-        target_(target) {
+        target_(target), training_(training) {
     const Index nb = plan.sample_block, vb = plan.vocab_block, D = plan.hidden_size;
     const std::size_t workers = std::size_t(plan.threads);
     block_h_.resize(D, nb);
@@ -121,13 +104,14 @@ class linear_ce_kernel {
       kept_.resize(std::size_t(plan.tiles * vb * nb));
     else
       tiles_.assign(workers, matrix(vb, nb));
-    if (params.softcap != 0) scratch_.assign(workers, matrix(vb, 2));
+    if (params.softcap != 0) scratch_.assign(workers, matrix(vb, 1));
     if constexpr (converts_weight) weight_tiles_.assign(workers, VByD ? matrix(vb, D) : matrix(D, vb));
     if (training) grad_h_.assign(workers, matrix(D, nb));
     const std::size_t kept = active.size();
     stats_.resize(kept);
     target_logit_.assign(kept, T(0));
     if (params.smoothing != 0) logit_sum_.assign(kept, 0.0);
+    if (training) target_tile_others_.resize(kept), others_.resize(kept);
   }
 
   /// Log-sum-exp partial, target logit and logit sum of the kept samples [first, first + count):
@@ -152,6 +136,15 @@ class linear_ce_kernel {
       }
       stats_[std::size_t(first + i)] = acc;
       if (params_.smoothing != 0) logit_sum_[std::size_t(first + i)] = sum;
+      if (training_) {
+        // Every class but the target: its own tile's partial without it, the other tiles' whole.
+        const std::size_t k = std::size_t(first + i);
+        const Index target_tile = target_[k] / plan_.vocab_block;
+        lse_partial<T> others = lse_partial<T>::identity();
+        for (Index t = 0; t < plan_.tiles; ++t)
+          others = merge(others, t == target_tile ? target_tile_others_[k] : partials_[std::size_t(t * nb + i)]);
+        others_[k] = others;
+      }
     }
   }
 
@@ -266,8 +259,14 @@ class linear_ce_kernel {
   T* capped(int worker, tile_map& x, Index i, Index len) {
     if (params_.softcap == 0) return x.col(i).data();
     T* z = scratch_[std::size_t(worker)].col(0).data();
-    softcap_into(x.col(i).data(), len, params_.softcap, z);
+    std::copy(x.col(i).data(), x.col(i).data() + len, z);
+    engine::apply_transform(z, len, softcap());
     return z;
+  }
+  engine::transform<T> softcap() const {
+    engine::transform<T> f;
+    f.softcap = params_.softcap;
+    return f;
   }
 
   void fold(int worker, Index t, Index v0, Index len, Index first, Index count, tile_map& x) {
@@ -279,7 +278,13 @@ class linear_ce_kernel {
         tile_sums_[std::size_t(t * nb + i)] = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>(z, len).sum();
       // Exactly one tile holds each target, so no two workers write the same entry.
       const Index target = target_[std::size_t(first + i)];
-      if (target >= v0 && target < v0 + len) target_logit_[std::size_t(first + i)] = z[target - v0];
+      if (target >= v0 && target < v0 + len) {
+        const Index at = target - v0;
+        target_logit_[std::size_t(first + i)] = z[at];
+        if (training_)
+          target_tile_others_[std::size_t(first + i)] =
+              merge(lse_partial_contiguous(z, at), lse_partial_contiguous(z + at + 1, len - at - 1));
+      }
     }
   }
 
@@ -302,8 +307,22 @@ class linear_ce_kernel {
       T* g = capped(worker, x, i, len);  // the tile itself, or scratch
       softmax_affine(g, len, p.max, c * (T(1) + 2 * params_.z_loss * lse) / p.sum, c * eps / T(plan_.classes));
       const Index target = target_[k];
-      if (target >= v0 && target < v0 + len) g[target - v0] -= c * (T(1) - eps);
-      if (cap != 0) softcap_chain_rule(column, g, len, cap, scratch_[std::size_t(worker)].col(1).data(), column);
+      if (target >= v0 && target < v0 + len) {
+        // c ((1 + 2 s lse) p_t - eps / V - (1 - eps)): where p_t >= 1/2, p_t - 1 is formed as
+        // minus the other classes' probability mass (p_t - 1 itself would cancel).
+        const T p_t = std::exp(target_logit_[k] - lse);
+        T& g_t = g[target - v0];
+        if (p_t >= T(0.5)) {
+          const T others = std::exp(others_[k].value() - lse);
+          g_t = c * (2 * params_.z_loss * lse * p_t + eps * (T(1) - T(1) / T(plan_.classes)) - others);
+        } else {
+          g_t -= c * (T(1) - eps);
+        }
+      }
+      if (cap != 0) {
+        engine::apply_transform_derivative(column, 1, g, len, softcap());
+        std::copy(g, g + len, column);
+      }
     }
   }
 
@@ -317,7 +336,7 @@ class linear_ce_kernel {
 
   matrix block_h_;                         // D x sample_block: the block's hidden states in T
   std::vector<matrix> tiles_;              // per worker: one vocab_block x sample_block tile
-  std::vector<matrix> scratch_;            // per worker, softcap only: a capped column and exp(-2|x / c|)
+  std::vector<matrix> scratch_;            // per worker, softcap only: a capped column
   std::vector<T> kept_;                    // keep_block: every tile of the block, tile t at t * vb * nb
   std::vector<matrix> weight_tiles_;       // per worker: a weight tile converted to T
   std::vector<matrix> grad_h_;             // per worker: its share of the block's grad_hidden
@@ -326,6 +345,9 @@ class linear_ce_kernel {
   std::vector<lse_partial<T>> stats_;      // per kept sample
   std::vector<T> target_logit_;            // per kept sample
   std::vector<double> logit_sum_;          // per kept sample (label smoothing only)
+  bool training_;
+  std::vector<lse_partial<T>> target_tile_others_;  // training, per kept sample: the target's tile without it
+  std::vector<lse_partial<T>> others_;              // training, per kept sample: every class but the target
 };
 
 }  // namespace xent::detail

@@ -5,9 +5,10 @@
 // bits, perplexity, bits per character / byte / dimension, top-1 and top-k accuracy, the Brier score
 // and the expected calibration error with a reliability diagram. docs/metrics.md is the reference.
 
-#include "../detail/eval_kernel.hpp"
-#include "../detail/engine/view.hpp"
 #include "../core/error.hpp"
+#include "../detail/engine/checks.hpp"
+#include "../detail/engine/view.hpp"
+#include "../detail/losses/eval.hpp"
 #include "../logsumexp.hpp"
 
 #include <Eigen/Core>
@@ -46,6 +47,9 @@ struct eval_options {
   /// The class axis, as in cross_entropy: 0 = classes down each column (C x N, a torch [N, C]
   /// buffer), 1 = classes along each row.
   int dim = 0;
+  /// Threads of each update(): 0, OpenMP's default; 1, serial. The state does not depend on it
+  /// (and merge() ignores it). A caller that runs its own workers passes 1.
+  int num_threads = 0;
 };
 
 /// Sizes of the evaluated text or data, for the per-unit figures of the report. 0 = not given.
@@ -106,8 +110,9 @@ struct eval_report {
 /// Streaming evaluation: update() it batch by batch with logits and class-index targets, merge()
 /// accumulators of threads, shards or ranks, and report() at the end.
 ///
-/// One pass over each sample's logits (detail::eval_sample_contiguous, the log-sum-exp kernel's
-/// chunked sweep) yields every metric; per sample the state grows by a few additions in double.
+/// One pass over each sample's logits (the engine's sweep, detail/losses/eval.hpp: threads over the
+/// samples, or over one sample's chunks when there are few) yields every metric; per sample, in
+/// order, the state grows by a few additions in double.
 ///
 /// The state is a flat array of state_size() doubles, every entry a plain sum, so that merging is
 /// element-wise addition: exact for the counts (integers in double, exact up to 2^53) and
@@ -135,7 +140,8 @@ class eval_accumulator {
   /// Entries per bin: count, confidence sum, correct count.
   static constexpr std::size_t bin_fields = 3;
 
-  /// \throws xent::invalid_argument unless bins >= 1, top_k >= 1, 0 < temperature < inf, dim is 0 or 1.
+  /// \throws xent::invalid_argument unless bins >= 1, top_k >= 1, 0 < temperature < inf, dim is 0
+  ///   or 1, num_threads >= 0.
   explicit eval_accumulator(const eval_options& opts = {}) : opts_(opts) {
     constexpr const char* fn = "eval_accumulator";
     if (opts.bins < 1) detail::throw_invalid(fn, "bins", "must be at least 1", opts.bins);
@@ -143,6 +149,7 @@ class eval_accumulator {
     if (!(opts.temperature > 0 && opts.temperature < std::numeric_limits<double>::infinity()))
       detail::throw_invalid(fn, "temperature", "must be positive and finite", opts.temperature);
     detail::check_dim(fn, opts.dim);
+    detail::check_num_threads(fn, opts.num_threads);
     state_.assign(fields + bin_fields * std::size_t(opts.bins), 0.0);
   }
 
@@ -292,19 +299,25 @@ void eval_accumulator::add(const Eigen::DenseBase<Derived>& logits, const Eigen:
 
   detail::check_inverse_temperature<T>(fn, "temperature", opts_.temperature);
   const double beta = 1.0 / opts_.temperature;
-  const T beta_t = static_cast<T>(beta);
+  const auto beta_t = static_cast<detail::compute_t<T>>(beta);
   const int bins = opts_.bins;
   // This batch's sums first, then one addition each into the state: the state's sums then grow
   // by batch totals (a two-level sum), which keeps long streams accurate.
   double n = 0, ign = 0, bad = 0, bad_logits = 0, nll = 0, nll_sq = 0, hit = 0, hit_k = 0, brier = 0, conf = 0;
+  const auto& tg = targets.derived();
+  auto target_at = [&](Eigen::Index j) -> Eigen::Index {
+    const long t = static_cast<long>(tg.coeff(j));
+    return t == opts_.ignore_index || !included(j) ? -1 : Eigen::Index(t);
+  };
+  std::vector<detail::eval_sample<detail::compute_t<T>>> swept(static_cast<std::size_t>(samples_in));
   detail::with_view(logits, opts_.dim, [&](const detail::samples_view<const T>& v) {
+    detail::eval_samples(v, target_at, beta_t, Eigen::Index(opts_.top_k), swept.data(), opts_.num_threads);
     for (Eigen::Index j = 0; j < v.samples; ++j) {
-      const long t = static_cast<long>(targets.derived().coeff(j));
-      if (t == opts_.ignore_index || !included(j)) {
+      if (target_at(j) < 0) {
         ign += 1;
         continue;
       }
-      const detail::eval_sample<T> s = detail::eval_sample_of(v, j, Eigen::Index(t), beta_t, Eigen::Index(opts_.top_k));
+      const auto& s = swept[std::size_t(j)];
       bool defined = s.defined;
       if (defined && s.neg_inf && !opts_.neg_inf_is_mask)
         defined = detail::count_nonfinite(v.sample(j), v.classes, v.class_stride) == 0;  // rules out an overflow of x - max

@@ -10,7 +10,6 @@
 #include "../detail/engine/checks.hpp"
 #include "../detail/engine/sweep.hpp"
 #include "../detail/engine/view.hpp"
-#include "../detail/eval_kernel.hpp"
 #include "../detail/losses/temperature.hpp"
 #include "evaluation.hpp"
 

@@ -3,7 +3,8 @@
 
 // The per-sample sweep: one driver for every loss that normalises each sample's classes
 // (cross_entropy, softmax and log_softmax, the focal and generalised losses, distillation, the HVP,
-// the entropy of logits, the information measures' values). A loss supplies a policy (detail/losses/): which statistics one read of a
+// the entropy of logits, the information measures' values, the evaluation metrics and temperature
+// fitting's moments). A loss supplies a policy (detail/losses/): which statistics one read of a
 // chunk gathers besides the log-sum-exp partial, how chunks fold into a sample, what the sample's
 // loss is, and what the write pass writes per class (a template over packet or scalar); the driver
 // owns the rest:
@@ -23,6 +24,7 @@
 #include "../simd/math.hpp"
 #include "reduce.hpp"
 #include "threads.hpp"
+#include "transform.hpp"
 #include "view.hpp"
 
 #include <Eigen/Core>
@@ -31,25 +33,10 @@
 #include <cmath>
 #include <limits>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace xent::detail {
-
-/// The type a kernel computes in for a given input type: bf16 and half are widened to float.
-template <class S>
-struct compute_of {
-  using type = S;
-};
-template <>
-struct compute_of<Eigen::bfloat16> {
-  using type = float;
-};
-template <>
-struct compute_of<Eigen::half> {
-  using type = float;
-};
-template <class S>
-using compute_t = typename compute_of<S>::type;
 
 namespace engine {
 
@@ -104,49 +91,6 @@ read_ahead chunk_after_next(const S* chunk, Index len) {
 
 // ---- How a loss sees its inputs
 
-/// z = softcap * tanh(x / softcap) (Gemma 2) or z = x * scale (1 / temperature), or x itself.
-template <class T>
-struct transform {
-  T softcap = 0;
-  T scale = 1;
-  bool identity() const noexcept { return softcap == 0 && scale == T(1); }
-};
-
-/// The transform of n values in place (the chunk buffer).
-template <class T>
-void apply_transform(T* z, Index n, const transform<T>& f) {
-  if (f.identity()) return;
-  Index i = 0;
-  if (f.softcap != 0) {
-    if constexpr (simd::has_packet_exp<T> && simd::has_packet_tanh<T>) {
-      using P = simd::packet<T>;
-      constexpr Index ps = simd::packet_size<T>;
-      const P cap = simd::pset1<P>(f.softcap), inv = simd::pset1<P>(T(1) / f.softcap);
-      for (; i + ps <= n; i += ps) simd::store(z + i, simd::pmul(cap, simd::tanh(simd::pmul(simd::load<P>(z + i), inv))));
-    }
-    for (; i < n; ++i) z[i] = f.softcap * std::tanh(z[i] / f.softcap);
-    return;
-  }
-  for (; i < n; ++i) z[i] *= f.scale;
-}
-
-/// d z / d x of the transform at x, times g, over n values (g in place). The soft-cap's derivative
-/// is sech^2(x / c) = 4 e / (1 + e)^2 with e = exp(-2 |x / c|), not 1 - tanh^2, which cancels to
-/// noise (up to 5e-7 in float) where the cap saturates.
-template <class S, class T>
-void apply_transform_derivative(const S* x, Index stride, T* g, Index n, const transform<T>& f) {
-  if (f.identity()) return;
-  if (f.softcap == 0) {
-    for (Index i = 0; i < n; ++i) g[i] *= f.scale;
-    return;
-  }
-  const T k = T(-2) / f.softcap;
-  for (Index i = 0; i < n; ++i) {
-    const T e = std::exp(std::fabs(static_cast<T>(x[i * stride])) * k);
-    g[i] *= T(4) * e / ((T(1) + e) * (T(1) + e));
-  }
-}
-
 /// One sample's classes as stored: data[k * stride], k < classes.
 template <class S>
 struct row {
@@ -171,14 +115,6 @@ const compute_t<S>* chunk_values(const row<S>& r, Index start, Index len, comput
   }
   apply_transform(buffer, len, f);
   return buffer;
-}
-
-/// One logit as the loss sees it.
-template <class S>
-compute_t<S> value_of(S x, const transform<compute_t<S>>& f) {
-  const auto v = static_cast<compute_t<S>>(x);
-  if (f.softcap != 0) return f.softcap * std::tanh(v / f.softcap);
-  return v * f.scale;
 }
 
 // ---- One read of a chunk
@@ -320,12 +256,31 @@ inline constexpr bool has_target_entry = false;
 template <class Writer>
 inline constexpr bool has_target_entry<Writer, std::void_t<decltype(&Writer::at_target)>> = true;
 
+/// Whether the target's entry needs the others' mass: a writer may say so per sample
+/// (bool from_others(T z_t) const: p_t >= 1/2, where its own formula would cancel); without it,
+/// always. Below p_t = 1/2 the write pass then skips summing the mass.
+template <class Writer, class = void>
+inline constexpr bool has_from_others = false;
+template <class Writer>
+inline constexpr bool has_from_others<Writer, std::void_t<decltype(&Writer::from_others)>> = true;
+
+template <class Writer, class T>
+bool sums_others(const sample_writer<Writer>& sw, T z_t) {
+  if (sw.target < 0 || !sw.defined) return false;
+  if constexpr (has_from_others<Writer>) {
+    return sw.w.from_others(z_t);
+  } else {
+    (void)z_t;
+    return true;
+  }
+}
+
 /// Writes classes [begin, end) of one sample into out (its own row; may be x's memory), from x (and
 /// y, w) through the writer, the transform's derivative applied. Returns the sum of the classes'
-/// mass, the target's left out (not subtracted: that would cancel).
+/// mass, the target's left out (not subtracted: that would cancel), when `summed` (else 0).
 template <class S, class Writer>
 double write_range(const row<S>& x, const row<S>* y, const compute_t<S>* w, S* out, Index out_stride, Index begin,
-                   Index end, const sample_writer<Writer>& sw, const transform<compute_t<S>>& fx,
+                   Index end, const sample_writer<Writer>& sw, bool summed, const transform<compute_t<S>>& fx,
                    const transform<compute_t<S>>& fy) {
   using T = compute_t<S>;
   if (!sw.defined) {
@@ -335,7 +290,6 @@ double write_range(const row<S>& x, const row<S>* y, const compute_t<S>* w, S* o
   using V = simd::vector_of<T>;
   constexpr Index ps = simd::vector_lanes<T>;
   const bool direct = std::is_same_v<S, T> && x.stride == 1 && out_stride == 1 && fx.identity();
-  const bool summed = sw.target >= 0;
   double total = 0;
   alignas(64) T xb[chunk_elements<T>], yb[chunk_elements<T>], gb[chunk_elements<T>];
   const V zero = simd::pset1<V>(T(0)), one = simd::pset1<V>(T(1));
@@ -358,24 +312,36 @@ double write_range(const row<S>& x, const row<S>* y, const compute_t<S>* w, S* o
       acc = zero;
       terms = 0;
     };
-    Index i = 0;
-    for (; i + ps <= len; i += ps) {
-      V mass = zero;
-      const V value = sw.w(simd::load<V>(z + i), yv ? simd::load<V>(yv + i) : zero, wv ? simd::load<V>(wv + i) : one, mass);
-      simd::store(g + i, value);
-      if (summed) {
-        if (t >= i && t < i + ps) {
-          // The packet that holds the target: its lane is left out of the sum.
-          alignas(64) T lanes[ps];
-          simd::store(lanes, mass);
-          lanes[t - i] = T(0);
-          acc = simd::padd(acc, simd::load<V>(lanes));
-        } else {
-          acc = simd::padd(acc, mass);
+    // The packet loop with what it reads and sums fixed at compile time: no per-packet branch.
+    auto packets = [&](auto summed_c, auto has_y, auto has_w) {
+      constexpr bool Summed = decltype(summed_c)::value, HasY = decltype(has_y)::value, HasW = decltype(has_w)::value;
+      Index i = 0;
+      for (; i + ps <= len; i += ps) {
+        V mass = zero;
+        V yi = zero, wi = one;
+        if constexpr (HasY) yi = simd::load<V>(yv + i);
+        if constexpr (HasW) wi = simd::load<V>(wv + i);
+        simd::store(g + i, sw.w(simd::load<V>(z + i), yi, wi, mass));
+        if constexpr (Summed) {
+          if (t >= i && t < i + ps) {
+            // The packet that holds the target: its lane is left out of the sum.
+            alignas(64) T lanes[ps];
+            simd::store(lanes, mass);
+            lanes[t - i] = T(0);
+            acc = simd::padd(acc, simd::load<V>(lanes));
+          } else {
+            acc = simd::padd(acc, mass);
+          }
+          if (++terms == chain_terms) fold();
         }
-        if (++terms == chain_terms) fold();
       }
-    }
+      return i;
+    };
+    auto with_w = [&](auto summed_c, auto has_y) {
+      return wv ? packets(summed_c, has_y, std::true_type{}) : packets(summed_c, has_y, std::false_type{});
+    };
+    auto with_y = [&](auto summed_c) { return yv ? with_w(summed_c, std::true_type{}) : with_w(summed_c, std::false_type{}); };
+    Index i = summed ? with_y(std::true_type{}) : with_y(std::false_type{});
     for (; i < len; ++i) {
       T mass = 0;
       g[i] = sw.w(z[i], yv ? yv[i] : T(0), wv ? wv[i] : T(1), mass);
@@ -420,13 +386,51 @@ struct sweep_views {
   const samples_view<S>* out = nullptr;
 };
 
-/// The statistics of one whole sample, chunk by chunk, folded left to right. next: null, or the
+/// Optional parts of a policy:
+///   sample start_sample(Index j) const;    the sample's statistics before its first chunk (default:
+///                                          value-initialised), e.g. its target's logit
+///   Stats: void chunk_values(sample&, const chunk_stats&, const T* z, Index start, Index len) const;
+///                                          what a statistic needs of the chunk's values themselves
+///                                          (a count against the target), called after each fold
+///                                          while the chunk is in L1.
+template <class Policy, class = void>
+inline constexpr bool has_start_sample = false;
+template <class Policy>
+inline constexpr bool has_start_sample<Policy, std::void_t<decltype(std::declval<const Policy&>().start_sample(Index(0)))>> = true;
+
+template <class Stats, class Sample, class Chunk, class T, class = void>
+inline constexpr bool has_chunk_values = false;
+template <class Stats, class Sample, class Chunk, class T>
+inline constexpr bool has_chunk_values<
+    Stats, Sample, Chunk, T,
+    std::void_t<decltype(std::declval<const Stats&>().chunk_values(std::declval<Sample&>(), std::declval<const Chunk&>(),
+                                                                   static_cast<const T*>(nullptr), Index(0), Index(0)))>> = true;
+
+template <class Policy>
+typename Policy::sample start_of(const Policy& p, Index j) {
+  if constexpr (has_start_sample<Policy>) {
+    return p.start_sample(j);
+  } else {
+    (void)p, (void)j;
+    return typename Policy::sample{};
+  }
+}
+
+/// Folds one chunk's statistics into its sample, and runs the stats' chunk_values on the chunk's values.
+template <class Stats, class Sample, class Chunk, class T>
+void fold_chunk(const Stats& st, Sample& s, const Chunk& c, const T* z, Index start, Index len) {
+  st.fold(s, c, len);
+  if constexpr (has_chunk_values<Stats, Sample, Chunk, T>) st.chunk_values(s, c, z, start, len);
+  (void)z, (void)start;
+}
+
+/// The statistics of sample j, chunk by chunk, folded left to right. next: null, or the
 /// next sample's values to bring into cache meanwhile (with a write pass, that pass is bound by
 /// its writes and this one by the exp, so this is where the next read overlaps best).
 template <class Policy, class S>
-typename Policy::sample summarize_sample(const Policy& p, const row<S>& x, const row<S>* y, Index n, const S* next) {
+typename Policy::sample summarize_sample(const Policy& p, Index j, const row<S>& x, const row<S>* y, Index n, const S* next) {
   using T = compute_t<S>;
-  typename Policy::sample s;
+  typename Policy::sample s = start_of(p, j);
   alignas(64) T xb[chunk_elements<T>], yb[chunk_elements<T>];
   const auto& st = p.stats();
   const T* w = p.class_weights();
@@ -436,7 +440,7 @@ typename Policy::sample summarize_sample(const Policy& p, const row<S>& x, const
     const T* yv = y ? chunk_values(*y, start, len, yb, p.transform_y()) : nullptr;
     const read_ahead ahead = next ? read_ahead{reinterpret_cast<const char*>(next + start), len * Index(sizeof(S))}
                                   : chunk_after_next(x.at(start), x.stride == 1 ? len : 0);
-    st.fold(s, summarize_chunk(st, z, yv, w ? w + start : nullptr, len, ahead), len);
+    fold_chunk(st, s, summarize_chunk(st, z, yv, w ? w + start : nullptr, len, ahead), z, start, len);
   }
   return s;
 }
@@ -452,7 +456,8 @@ typename Policy::sample summarize_sample(const Policy& p, const row<S>& x, const
 ///                                          write: x may be the output's memory)
 ///   bool writes() const;                   a write pass follows (gradient, softmax, ...)
 ///   auto writer(Index j, const sample&) const -> sample_writer<...>;
-///   bool lane_blocks(...)                  optional: see lane_block_split.
+///   bool lane_blocks(...)                  optional: see lane_block_split;
+///   start_sample, Stats::chunk_values      optional: see has_start_sample.
 template <class Policy, class S>
 void sweep(const Policy& p, const sweep_views<S>& v, int requested_threads) {
   using T = compute_t<S>;
@@ -475,14 +480,15 @@ void sweep(const Policy& p, const sweep_views<S>& v, int requested_threads) {
     const row<S> y_storage = v.y ? y_row(j) : row<S>{};
     const row<S>* y = v.y ? &y_storage : nullptr;
     const S* next = writes && j + 1 < N && x.stride == 1 ? v.x.sample(j + 1) : nullptr;
-    const typename Policy::sample s = summarize_sample(p, x, y, C, next);
+    const typename Policy::sample s = summarize_sample(p, j, x, y, C, next);
     p.finish(j, s, x);
     if (!writes) return;
     const auto sw = p.writer(j, s);
     const S x_t = sw.target >= 0 ? *x.at(sw.target) : S(0);
     S* out = v.out->sample(j);
-    const double others = write_range(x, y, p.class_weights(), out, v.out->class_stride, 0, C, sw, p.transform_x(),
-                                      p.transform_y());
+    const bool summed = sums_others(sw, value_of(x_t, p.transform_x()));
+    const double others = write_range(x, y, p.class_weights(), out, v.out->class_stride, 0, C, sw, summed,
+                                      p.transform_x(), p.transform_y());
     write_target(x_t, y, p.class_weights(), out, v.out->class_stride, sw, others, p.transform_x(), p.transform_y());
   };
 
@@ -519,8 +525,16 @@ void sweep(const Policy& p, const sweep_views<S>& v, int requested_threads) {
       continue;
     }
     auto& s = samples[std::size_t(j)];
-    for (Index c = 0; c < chunks; ++c)
-      p.stats().fold(s, parts[std::size_t(j * chunks + c)], std::min(chunk_elements<T>, C - c * chunk_elements<T>));
+    s = start_of(p, j);
+    alignas(64) T xb[chunk_elements<T>];
+    for (Index c = 0; c < chunks; ++c) {
+      const Index start = c * chunk_elements<T>, len = std::min(chunk_elements<T>, C - start);
+      // A stats' chunk_values needs the chunk again (read a second time, in this thread).
+      const T* z = has_chunk_values<std::decay_t<decltype(p.stats())>, typename Policy::sample, chunk, T>
+                       ? chunk_values(x_row(j), start, len, xb, p.transform_x())
+                       : nullptr;
+      fold_chunk(p.stats(), s, parts[std::size_t(j * chunks + c)], z, start, len);
+    }
     p.finish(j, s, x_row(j));
   }
   if (!writes) return;
@@ -539,8 +553,10 @@ void sweep(const Policy& p, const sweep_views<S>& v, int requested_threads) {
     }
     const row<S> x = x_row(j);
     const row<S> y_storage = v.y ? y_row(j) : row<S>{};
+    const auto sw = p.writer(j, samples[std::size_t(j)]);
     others[std::size_t(i)] = write_range(x, v.y ? &y_storage : nullptr, p.class_weights(), v.out->sample(j),
-                                         v.out->class_stride, begin, end, p.writer(j, samples[std::size_t(j)]),
+                                         v.out->class_stride, begin, end, sw,
+                                         sums_others(sw, value_of(target_inputs[std::size_t(j)], p.transform_x())),
                                          p.transform_x(), p.transform_y());
   });
   for (Index j = 0; j < N; ++j) {

@@ -161,16 +161,19 @@ struct fused_grad {
     sum = s.partial.sum;
   }
   /// g_k for a class other than the target (w: its weight, 1 unweighted); mass = exp(z_k - max).
+  // Inlined, and the multiply-add spelled out: every caller (the packet loops of each layout, bf16
+  // or float) then forms the same bits, whatever the compiler would otherwise contract.
   template <class V>
-  V operator()(const V& z, const V&, const V& w, V& mass) const {
+  EIGEN_ALWAYS_INLINE V operator()(const V& z, const V&, const V& w, V& mass) const {
     mass = simd::exp_nonpositive(simd::psub(z, simd::pset1<V>(max)));
-    return simd::psub(simd::pmul(mass, simd::pset1<V>(prob_scale)), simd::pmul(simd::pset1<V>(smooth_scale), w));
+    return simd::pmadd(mass, simd::pset1<V>(prob_scale), simd::pnegate(simd::pmul(simd::pset1<V>(smooth_scale), w)));
   }
   /// The target's g_t = c (p_t Q' - q_t). For p_t >= 1/2 from the other classes' mass,
   /// c eps / C (W - w_t) + z_grad - prob_scale sum_{k != t} e_k, where its own formula would cancel;
   /// below, from its own formula, which then does not.
+  bool from_others(T z) const { return !(T(2) * simd::exp_nonpositive(z - max) < sum); }
   T at_target(T z, T, T w, double others) const {
-    if (T(2) * simd::exp_nonpositive(z - max) < sum) return at_target_direct(z, w);
+    if (!from_others(z)) return at_target_direct(z, w);
     return (others_weight + z_grad) - prob_scale * static_cast<T>(others);
   }
   /// The same from the target's own formula (c * q_t summed before it is taken off, in the order
@@ -435,7 +438,7 @@ sample_summary<compute_t<S>> summarize_logits(const S* x, Index n, const fused_s
     engine::transform<compute_t<S>> transform_x() const { return st.transform(); }
     engine::transform<compute_t<S>> transform_y() const { return {}; }
   } p{st, {}};
-  return engine::summarize_sample(p, engine::row<S>{x, 1}, static_cast<const engine::row<S>*>(nullptr), n,
+  return engine::summarize_sample(p, 0, engine::row<S>{x, 1}, static_cast<const engine::row<S>*>(nullptr), n,
                                   static_cast<const S*>(nullptr));
 }
 
@@ -445,7 +448,7 @@ template <class S>
 void fused_grad_range(const S* x, S* g, Index n, const fused_grad<compute_t<S>>& k, const fused_setup<compute_t<S>>& st) {
   const engine::sample_writer<fused_grad<compute_t<S>>> sw{k, k.defined, -1};
   engine::write_range(engine::row<S>{x, 1}, static_cast<const engine::row<S>*>(nullptr), st.weight, g, 1, 0, n, sw,
-                      st.transform(), engine::transform<compute_t<S>>{});
+                      false, st.transform(), engine::transform<compute_t<S>>{});
 }
 
 /// The target's entry from its own formula, formed whole in the compute type and narrowed once.

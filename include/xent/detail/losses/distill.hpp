@@ -127,9 +127,10 @@ struct distill_grad {
   }
   /// The soft part at the target, and hard_factor (p^raw_t - 1): from its own formula below
   /// p^raw_t = 1/2, as -hard sum_{k != t} e^raw_k above.
+  bool from_others(T s_t) const { return !(T(2) * simd::exp_nonpositive(s_t - max_s) < sum_raw); }
   T at_target(T s_t, T t_t, T, double others) const {
     const T e = simd::exp_nonpositive(s_t - max_s);
-    if (T(2) * e < sum_raw) return soft(s_t, t_t) + (hard * e - hard_factor);
+    if (!from_others(s_t)) return soft(s_t, t_t) + (hard * e - hard_factor);
     return soft(s_t, t_t) - hard * static_cast<T>(others);
   }
 };

@@ -90,7 +90,7 @@ void lse_partials(const samples_view<const S>& v, lse_partial<compute_t<S>>* par
 /// The partial of n contiguous values (a tile column of the linear cross-entropy).
 template <class T>
 lse_partial<T> lse_partial_contiguous(const T* x, Index n) {
-  return engine::summarize_sample(normalize_policy<T, false, false>(nullptr), engine::row<T>{x, 1},
+  return engine::summarize_sample(normalize_policy<T, false, false>(nullptr), 0, engine::row<T>{x, 1},
                                   static_cast<const engine::row<T>*>(nullptr), n, static_cast<const T*>(nullptr));
 }
 

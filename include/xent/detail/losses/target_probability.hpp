@@ -56,9 +56,10 @@ struct scaled_probability {
   }
   /// c F (p_t - 1): from its own formula below p_t = 1/2, as -c F sum_{k != t} p_k above (where
   /// p_t - 1 would cancel).
+  bool from_others(T z) const { return !(T(2) * simd::exp_nonpositive(z - max) < sum); }
   T at_target(T z, T, T, double others) const {
     const T e = simd::exp_nonpositive(z - max);
-    if (T(2) * e < sum) return scale * e - factor;
+    if (!from_others(z)) return scale * e - factor;
     return -scale * static_cast<T>(others);
   }
 };
