@@ -114,6 +114,19 @@ inline double error_of(double got, long double ref, long double scale) {
 
 inline std::string reference_path(const std::string& name) { return std::string(XENT_REFERENCE_DIR) + "/" + name; }
 
+/// The central difference of objective(x) in entry i of x's storage, step 1e-5 max(1, |x_i|); x is
+/// left as it was.
+template <class M, class F>
+double central_difference(M& x, Eigen::Index i, F&& objective) {
+  const double x0 = x.data()[i], h = 1e-5 * std::max(1.0, std::fabs(x0));
+  x.data()[i] = x0 + h;
+  const double up = objective(x);
+  x.data()[i] = x0 - h;
+  const double down = objective(x);
+  x.data()[i] = x0;
+  return (up - down) / (2 * h);
+}
+
 inline std::mt19937_64& rng() {
   static std::mt19937_64 engine(20261123);
   return engine;

@@ -110,7 +110,8 @@ measure_upstream<T, G> measure_upstream_of(const char* function, const G& grad_o
     } else if (grad_out.size() == samples && (grad_out.rows() == 1 || grad_out.cols() == 1)) {
       u.per_sample = grad_out.derived().template cast<T>();
     } else {
-      throw_invalid(function, "grad_out", "must be a number or hold one value per sample (" + std::to_string(samples) + ")",
+      throw_invalid(function, "grad_out",
+                    "must be a number or hold one value per sample (" + std::to_string(samples) + ")",
                     shape_string(grad_out.rows(), grad_out.cols()));
     }
   }
@@ -120,9 +121,8 @@ measure_upstream<T, G> measure_upstream_of(const char* function, const G& grad_o
 /// d (sum_j g_j M_j) / d x into out, for x = p (WrtP) or q, by the elementwise driver; out may be
 /// empty (0 x 0): not wanted. scale: 1 / ln(base).
 template <losses::measure M, bool WrtP, class T, class G, class P, class Q, class Out>
-void measure_gradient(const char* function, const Eigen::DenseBase<P>& p,
-                      const Eigen::DenseBase<Q>& q, const measure_upstream<T, G>& up, const measure_options& opts,
-                      const Eigen::DenseBase<Out>& out) {
+void measure_gradient(const char* function, const Eigen::DenseBase<P>& p, const Eigen::DenseBase<Q>& q,
+                      const measure_upstream<T, G>& up, const measure_options& opts, const Eigen::DenseBase<Out>& out) {
   static_assert(std::is_same_v<typename Out::Scalar, T>, "a gradient buffer must have the inputs' scalar type");
   if (out.size() == 0) return;
   engine::elementwise_args<T> a{function, WrtP ? "p" : "q", WrtP ? "q" : "p"};
@@ -150,7 +150,8 @@ void check_measure_gradients(const char* function, const Eigen::DenseBase<P>& p,
   auto check = [&](const char* name, const auto& g) {
     if (g.size() == 0) return;
     if (g.rows() != p.rows() || g.cols() != p.cols())
-      throw_invalid(function, name, "must have the shape of p (" + shape_string(p.rows(), p.cols()) + ") or be empty (not wanted)",
+      throw_invalid(function, name,
+                    "must have the shape of p (" + shape_string(p.rows(), p.cols()) + ") or be empty (not wanted)",
                     shape_string(g.rows(), g.cols()));
     check_no_overlap(function, name, g, "p", p, grad_q == nullptr);
     if (grad_q) check_no_overlap(function, name, g, "q", q, false);
@@ -165,8 +166,9 @@ void check_measure_gradients(const char* function, const Eigen::DenseBase<P>& p,
 /// A measure's gradients into grad_p (and grad_q), times the upstream grad_out; the values too when
 /// `values` is not null. Every check before any work.
 template <losses::measure M, class P, class Q, class G, class GP, class GQ>
-void measure_backward(const char* function, const Eigen::DenseBase<P>& p, const Eigen::DenseBase<Q>& q, const G& grad_out,
-                      const measure_options& opts, const Eigen::DenseBase<GP>& grad_p, const Eigen::DenseBase<GQ>* grad_q,
+void measure_backward(const char* function, const Eigen::DenseBase<P>& p, const Eigen::DenseBase<Q>& q,
+                      const G& grad_out, const measure_options& opts, const Eigen::DenseBase<GP>& grad_p,
+                      const Eigen::DenseBase<GQ>* grad_q,
                       Eigen::Matrix<typename P::Scalar, Eigen::Dynamic, 1>* values) {
   using T = typename P::Scalar;
   constexpr bool two = M != losses::measure::entropy;
@@ -184,18 +186,21 @@ void measure_backward(const char* function, const Eigen::DenseBase<P>& p, const 
 /// p is taken as given (no normalisation check).
 /// \throws xent::invalid_argument if p is empty, has a negative or non-finite entry, dim is not 0/1, or base is bad.
 template <class P>
-Eigen::Matrix<typename P::Scalar, Eigen::Dynamic, 1> entropy(const Eigen::DenseBase<P>& p, const measure_options& opts = {}) {
+Eigen::Matrix<typename P::Scalar, Eigen::Dynamic, 1> entropy(const Eigen::DenseBase<P>& p,
+                                                             const measure_options& opts = {}) {
   return detail::measure_values<detail::losses::measure::entropy>("entropy", p, p, opts);
 }
 
 /// entropy and its gradient d (sum_j H_j) / d p = -(log p + 1) (scaled to the base; +inf where
 /// p = 0) into grad_p (p's shape; it may be p itself, in place).
 template <class P, class GP>
-Eigen::Matrix<typename P::Scalar, Eigen::Dynamic, 1> entropy_with_grad(const Eigen::DenseBase<P>& p, const measure_options& opts,
+Eigen::Matrix<typename P::Scalar, Eigen::Dynamic, 1> entropy_with_grad(const Eigen::DenseBase<P>& p,
+                                                                       const measure_options& opts,
                                                                        const Eigen::DenseBase<GP>& grad_p) {
   Eigen::Matrix<typename P::Scalar, Eigen::Dynamic, 1> h;
-  detail::measure_backward<detail::losses::measure::entropy>("entropy_with_grad", p, p, typename P::Scalar(1), opts, grad_p,
-                                                             static_cast<const Eigen::DenseBase<GP>*>(nullptr), &h);
+  detail::measure_backward<detail::losses::measure::entropy>("entropy_with_grad", p, p, typename P::Scalar(1), opts,
+                                                             grad_p, static_cast<const Eigen::DenseBase<GP>*>(nullptr),
+                                                             &h);
   return h;
 }
 
@@ -204,8 +209,8 @@ Eigen::Matrix<typename P::Scalar, Eigen::Dynamic, 1> entropy_with_grad(const Eig
 template <class P, class G, class GP>
 void entropy_backward(const Eigen::DenseBase<P>& p, const G& grad_out, const measure_options& opts,
                       const Eigen::DenseBase<GP>& grad_p) {
-  detail::measure_backward<detail::losses::measure::entropy>("entropy_backward", p, p, grad_out, opts, grad_p,
-                                                             static_cast<const Eigen::DenseBase<GP>*>(nullptr), nullptr);
+  detail::measure_backward<detail::losses::measure::entropy>(
+      "entropy_backward", p, p, grad_out, opts, grad_p, static_cast<const Eigen::DenseBase<GP>*>(nullptr), nullptr);
 }
 
 /// The entropy of softmax(x) per sample, from logits: log S - sum_k e_k (x_k - max) / S with
@@ -235,9 +240,8 @@ Eigen::Matrix<typename X::Scalar, Eigen::Dynamic, 1> entropy_from_logits(const E
 /// entropy_from_logits and its gradient: returns H per sample (in the base of opts) and writes
 /// d (sum_j H_j) / d x = -p (log p + H) (scaled to the base) into grad_out (x's shape; it may be x).
 template <class X, class Out>
-Eigen::Matrix<typename X::Scalar, Eigen::Dynamic, 1> entropy_from_logits_with_grad(const Eigen::DenseBase<X>& x,
-                                                                                   const measure_options& opts,
-                                                                                   const Eigen::DenseBase<Out>& grad_out) {
+Eigen::Matrix<typename X::Scalar, Eigen::Dynamic, 1> entropy_from_logits_with_grad(
+    const Eigen::DenseBase<X>& x, const measure_options& opts, const Eigen::DenseBase<Out>& grad_out) {
   using T = typename X::Scalar;
   constexpr const char* fn = "entropy_from_logits_with_grad";
   detail::check_real<X>();
@@ -292,17 +296,16 @@ Eigen::Matrix<typename P::Scalar, Eigen::Dynamic, 1> cross_entropy_between(const
   return detail::measure_values<detail::losses::measure::cross_entropy>("cross_entropy_between", p, q, opts);
 }
 
-/// cross_entropy_between and its gradients: d (sum_j M_j) / d p into grad_p and / d q into grad_q (-log q and -p / q, 0 where p = 0),
-/// scaled to the base. Either buffer may be empty (0 x 0) when that gradient is not wanted; neither may
+/// cross_entropy_between and its gradients: d (sum_j M_j) / d p into grad_p and / d q into grad_q (-log q and -p / q, 0
+/// where p = 0), scaled to the base. Either buffer may be empty (0 x 0) when that gradient is not wanted; neither may
 /// overlap p, q or the other.
 template <class P, class Q, class GP, class GQ>
-Eigen::Matrix<typename P::Scalar, Eigen::Dynamic, 1> cross_entropy_between_with_grad(const Eigen::DenseBase<P>& p, const Eigen::DenseBase<Q>& q,
-                                                                      const measure_options& opts,
-                                                                      const Eigen::DenseBase<GP>& grad_p,
-                                                                      const Eigen::DenseBase<GQ>& grad_q) {
+Eigen::Matrix<typename P::Scalar, Eigen::Dynamic, 1> cross_entropy_between_with_grad(
+    const Eigen::DenseBase<P>& p, const Eigen::DenseBase<Q>& q, const measure_options& opts,
+    const Eigen::DenseBase<GP>& grad_p, const Eigen::DenseBase<GQ>& grad_q) {
   Eigen::Matrix<typename P::Scalar, Eigen::Dynamic, 1> values;
-  detail::measure_backward<detail::losses::measure::cross_entropy>("cross_entropy_between_with_grad", p, q, typename P::Scalar(1), opts, grad_p,
-                                                            &grad_q, &values);
+  detail::measure_backward<detail::losses::measure::cross_entropy>(
+      "cross_entropy_between_with_grad", p, q, typename P::Scalar(1), opts, grad_p, &grad_q, &values);
   return values;
 }
 
@@ -310,8 +313,10 @@ Eigen::Matrix<typename P::Scalar, Eigen::Dynamic, 1> cross_entropy_between_with_
 /// vector of one value per sample. Buffers as cross_entropy_between_with_grad.
 template <class P, class Q, class G, class GP, class GQ>
 void cross_entropy_between_backward(const Eigen::DenseBase<P>& p, const Eigen::DenseBase<Q>& q, const G& grad_out,
-                     const measure_options& opts, const Eigen::DenseBase<GP>& grad_p, const Eigen::DenseBase<GQ>& grad_q) {
-  detail::measure_backward<detail::losses::measure::cross_entropy>("cross_entropy_between_backward", p, q, grad_out, opts, grad_p, &grad_q, nullptr);
+                                    const measure_options& opts, const Eigen::DenseBase<GP>& grad_p,
+                                    const Eigen::DenseBase<GQ>& grad_q) {
+  detail::measure_backward<detail::losses::measure::cross_entropy>("cross_entropy_between_backward", p, q, grad_out,
+                                                                   opts, grad_p, &grad_q, nullptr);
 }
 
 /// Kullback-Leibler divergence KL(p || q) = sum_k p_k log(p_k / q_k) per sample (+inf where p_k > 0 = q_k).
@@ -327,13 +332,14 @@ Eigen::Matrix<typename P::Scalar, Eigen::Dynamic, 1> kl_divergence(const Eigen::
 /// scaled to the base. Either buffer may be empty (0 x 0) when that gradient is not wanted; neither may
 /// overlap p, q or the other.
 template <class P, class Q, class GP, class GQ>
-Eigen::Matrix<typename P::Scalar, Eigen::Dynamic, 1> kl_divergence_with_grad(const Eigen::DenseBase<P>& p, const Eigen::DenseBase<Q>& q,
-                                                                      const measure_options& opts,
-                                                                      const Eigen::DenseBase<GP>& grad_p,
-                                                                      const Eigen::DenseBase<GQ>& grad_q) {
+Eigen::Matrix<typename P::Scalar, Eigen::Dynamic, 1> kl_divergence_with_grad(const Eigen::DenseBase<P>& p,
+                                                                             const Eigen::DenseBase<Q>& q,
+                                                                             const measure_options& opts,
+                                                                             const Eigen::DenseBase<GP>& grad_p,
+                                                                             const Eigen::DenseBase<GQ>& grad_q) {
   Eigen::Matrix<typename P::Scalar, Eigen::Dynamic, 1> values;
-  detail::measure_backward<detail::losses::measure::kl>("kl_divergence_with_grad", p, q, typename P::Scalar(1), opts, grad_p,
-                                                            &grad_q, &values);
+  detail::measure_backward<detail::losses::measure::kl>("kl_divergence_with_grad", p, q, typename P::Scalar(1), opts,
+                                                        grad_p, &grad_q, &values);
   return values;
 }
 
@@ -341,8 +347,10 @@ Eigen::Matrix<typename P::Scalar, Eigen::Dynamic, 1> kl_divergence_with_grad(con
 /// vector of one value per sample. Buffers as kl_divergence_with_grad.
 template <class P, class Q, class G, class GP, class GQ>
 void kl_divergence_backward(const Eigen::DenseBase<P>& p, const Eigen::DenseBase<Q>& q, const G& grad_out,
-                     const measure_options& opts, const Eigen::DenseBase<GP>& grad_p, const Eigen::DenseBase<GQ>& grad_q) {
-  detail::measure_backward<detail::losses::measure::kl>("kl_divergence_backward", p, q, grad_out, opts, grad_p, &grad_q, nullptr);
+                            const measure_options& opts, const Eigen::DenseBase<GP>& grad_p,
+                            const Eigen::DenseBase<GQ>& grad_q) {
+  detail::measure_backward<detail::losses::measure::kl>("kl_divergence_backward", p, q, grad_out, opts, grad_p, &grad_q,
+                                                        nullptr);
 }
 
 /// Jensen-Shannon divergence JS(p, q) = (KL(p || m) + KL(q || m)) / 2, m = (p + q) / 2, per sample.
@@ -354,17 +362,18 @@ Eigen::Matrix<typename P::Scalar, Eigen::Dynamic, 1> js_divergence(const Eigen::
   return detail::measure_values<detail::losses::measure::js>("js_divergence", p, q, opts);
 }
 
-/// js_divergence and its gradients: d (sum_j M_j) / d p into grad_p and / d q into grad_q (log(p / m) / 2 and log(q / m) / 2),
-/// scaled to the base. Either buffer may be empty (0 x 0) when that gradient is not wanted; neither may
+/// js_divergence and its gradients: d (sum_j M_j) / d p into grad_p and / d q into grad_q (log(p / m) / 2 and log(q /
+/// m) / 2), scaled to the base. Either buffer may be empty (0 x 0) when that gradient is not wanted; neither may
 /// overlap p, q or the other.
 template <class P, class Q, class GP, class GQ>
-Eigen::Matrix<typename P::Scalar, Eigen::Dynamic, 1> js_divergence_with_grad(const Eigen::DenseBase<P>& p, const Eigen::DenseBase<Q>& q,
-                                                                      const measure_options& opts,
-                                                                      const Eigen::DenseBase<GP>& grad_p,
-                                                                      const Eigen::DenseBase<GQ>& grad_q) {
+Eigen::Matrix<typename P::Scalar, Eigen::Dynamic, 1> js_divergence_with_grad(const Eigen::DenseBase<P>& p,
+                                                                             const Eigen::DenseBase<Q>& q,
+                                                                             const measure_options& opts,
+                                                                             const Eigen::DenseBase<GP>& grad_p,
+                                                                             const Eigen::DenseBase<GQ>& grad_q) {
   Eigen::Matrix<typename P::Scalar, Eigen::Dynamic, 1> values;
-  detail::measure_backward<detail::losses::measure::js>("js_divergence_with_grad", p, q, typename P::Scalar(1), opts, grad_p,
-                                                            &grad_q, &values);
+  detail::measure_backward<detail::losses::measure::js>("js_divergence_with_grad", p, q, typename P::Scalar(1), opts,
+                                                        grad_p, &grad_q, &values);
   return values;
 }
 
@@ -372,8 +381,10 @@ Eigen::Matrix<typename P::Scalar, Eigen::Dynamic, 1> js_divergence_with_grad(con
 /// vector of one value per sample. Buffers as js_divergence_with_grad.
 template <class P, class Q, class G, class GP, class GQ>
 void js_divergence_backward(const Eigen::DenseBase<P>& p, const Eigen::DenseBase<Q>& q, const G& grad_out,
-                     const measure_options& opts, const Eigen::DenseBase<GP>& grad_p, const Eigen::DenseBase<GQ>& grad_q) {
-  detail::measure_backward<detail::losses::measure::js>("js_divergence_backward", p, q, grad_out, opts, grad_p, &grad_q, nullptr);
+                            const measure_options& opts, const Eigen::DenseBase<GP>& grad_p,
+                            const Eigen::DenseBase<GQ>& grad_q) {
+  detail::measure_backward<detail::losses::measure::js>("js_divergence_backward", p, q, grad_out, opts, grad_p, &grad_q,
+                                                        nullptr);
 }
 
 }  // namespace xent

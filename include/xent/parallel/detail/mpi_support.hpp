@@ -8,6 +8,11 @@
 #include "../../core/error.hpp"
 #include "vocab_record.hpp"
 
+#if defined(__has_include)
+#if !__has_include(<mpi.h>)
+#error "xent/parallel/mpi.hpp needs an MPI implementation's <mpi.h>: link xent::mpi (find_package(xent COMPONENTS mpi)), or compile with mpicxx"
+#endif
+#endif
 #include <mpi.h>
 
 #include <cstddef>
