@@ -310,6 +310,29 @@ double distill_kl(const Buffers& b, Index j, const double* s) {
   return kl * distill_T * distill_T;
 }
 
+// divergence between softmax(s) (s given, w) and softmax(z) for sample j, at T = 1, in double.
+double divergence_ref(const Buffers& b, Index j, const double* s, xent::divergence_kind kind) {
+  const Index c = b.shape.c;
+  std::vector<double> t(std::size_t(c), 0.0);
+  for (Index k = 0; k < c; ++k) t[std::size_t(k)] = column(b, Z, j, k);
+  const double ls = lse_of(s, c).value, lt = lse_of(t.data(), c).value;
+  double d = 0;
+  for (Index k = 0; k < c; ++k) {
+    const double lp = s[k] - ls, lq = t[std::size_t(k)] - lt, p = std::exp(lp), q = std::exp(lq);
+    switch (kind) {
+      case xent::divergence_kind::forward_kl: d += q * (lq - lp); break;
+      case xent::divergence_kind::reverse_kl: d += p * (lp - lq); break;
+      case xent::divergence_kind::jsd: {
+        const double lm = std::log(0.5 * (p + q));
+        d += 0.5 * (p * (lp - lm) + q * (lq - lm));
+        break;
+      }
+      case xent::divergence_kind::tvd: d += 0.5 * std::fabs(p - q); break;
+    }
+  }
+  return d;
+}
+
 std::vector<Loss> make_losses() {
   std::vector<Loss> L;
   auto samples = divisor_samples;
@@ -592,6 +615,50 @@ std::vector<Loss> make_losses() {
                   (distill_T * distill_T);
       return distill_alpha * soft + (1 - distill_alpha) * F::cross_entropy(s, view(b.targets));
     };
+#endif
+    L.push_back(l);
+  }
+  // divergence between two logit sets, at T = 1, batchmean (forward KL is distill's soft term above).
+  for (const auto kind : {xent::divergence_kind::reverse_kl, xent::divergence_kind::jsd, xent::divergence_kind::tvd}) {
+    Loss l;
+    const std::string k = xent::to_string(kind);
+    l.name = kind == xent::divergence_kind::reverse_kl ? "rkl" : k;
+    l.in = {X, Z};
+    l.fwd_call = "xent::divergence(s, t, opts), opts.kind = " + k;
+    l.grad_call = "xent::divergence_with_grad(s, t, opts, grad)";
+    l.fwd = [kind](Buffers& b, int t) {
+      xent::divergence_options o;
+      o.kind = kind;
+      return double(xent::divergence(b.in(X), b.in(Z), with_threads(o, t)).value());
+    };
+    l.grad = [kind](Buffers& b, int t, Mat& g) {
+      xent::divergence_options o;
+      o.kind = kind;
+      return double(xent::divergence_with_grad(b.in(X), b.in(Z), with_threads(o, t), g).value());
+    };
+    l.ref = [kind](const Buffers& b, Index j, const double* s) { return divergence_ref(b, j, s, kind); };
+    l.divisor = samples;
+#ifdef XENT_BENCH_WITH_TORCH
+    if (kind == xent::divergence_kind::reverse_kl) {
+      l.torch_call = "F::kl_div(log_softmax(t), log_softmax(s), batchmean, log_target)";
+      l.torch = [](Buffers& b, const torch::Tensor& s) {
+        return F::kl_div(torch::log_softmax(view(b.in(Z)), 1), torch::log_softmax(s, 1),
+                         F::KLDivFuncOptions().reduction(torch::kBatchMean).log_target(true));
+      };
+    } else if (kind == xent::divergence_kind::jsd) {
+      l.torch_call = "m = (p + q) / 2; (kl_div(log m, log p) + kl_div(log m, log q)) / 2, batchmean, log_target";
+      l.torch = [](Buffers& b, const torch::Tensor& s) {
+        const auto lp = torch::log_softmax(s, 1), lq = torch::log_softmax(view(b.in(Z)), 1);
+        const auto lm = torch::log(0.5 * (lp.exp() + lq.exp()));
+        const auto o = F::KLDivFuncOptions().reduction(torch::kBatchMean).log_target(true);
+        return 0.5 * (F::kl_div(lm, lp, o) + F::kl_div(lm, lq, o));
+      };
+    } else {
+      l.torch_call = "(softmax(s) - softmax(t)).abs().sum(1).mean() / 2";
+      l.torch = [](Buffers& b, const torch::Tensor& s) {
+        return 0.5 * (torch::softmax(s, 1) - torch::softmax(view(b.in(Z)), 1)).abs().sum(1).mean();
+      };
+    }
 #endif
     L.push_back(l);
   }

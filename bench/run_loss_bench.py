@@ -51,7 +51,7 @@ GOAL_MIN_C = 1000
 CE_TODAY_SLACK = 1.03               # cross-entropy: no slower than today's table, within 3 %
 CE_C10_ROOF = 4.0                   # cross-entropy forward at C = 10: <= 4x read roofline
 CE_2T_ROOF = 1.3                    # cross-entropy forward, 2 threads: <= 1.3x the 2-thread read roofline
-NO_TEMPORARY = ("distill", "distill_mixed", "sigmoid_focal", "softmax_focal")
+NO_TEMPORARY = ("distill", "distill_mixed", "rkl", "jsd", "tvd", "sigmoid_focal", "softmax_focal")
 
 # Peak-memory processes: every loss, forward and forward + gradient, 1 thread. A large C (each N x C
 # temporary is 125 MiB) and the tiny-C shape, where O(N) buffers are a tenth of a matrix.

@@ -98,6 +98,12 @@ int main() {
   xent::distillation_options kd_mixed = kd;
   kd_mixed.alpha = 0.5;
   xent::cross_entropy_options plain;
+  xent::divergence_options jsd, tvd;
+  jsd.kind = xent::divergence_kind::jsd;
+  tvd.kind = xent::divergence_kind::tvd;
+  tvd.temperature = 2;
+  std::vector<float> teacher_grad(logits.size());
+  Eigen::Map<Eigen::MatrixXf> gt(teacher_grad.data(), classes, samples);
   const loss_run runs[] = {
       {"cross_entropy (probability targets)", [&] { return xent::cross_entropy(x, y, plain).value(); }},
       {"cross_entropy_with_grad (probability targets)", [&] { return xent::cross_entropy_with_grad(x, y, plain, p).value(); }},
@@ -113,6 +119,9 @@ int main() {
       {"distillation_loss_with_grad (with hard targets)", [&] { return xent::distillation_loss_with_grad(x, y, t, kd_mixed, p).value(); }},
       {"softmax_hvp_into", [&] { xent::softmax_hvp_into(x, y, p); return p(0, 0); }},
       {"entropy_from_logits_with_grad", [&] { return xent::entropy_from_logits_with_grad(x, {}, p)(0); }},
+      {"divergence (jsd)", [&] { return xent::divergence(x, y, jsd).value(); }},
+      {"divergence_with_grad (forward_kl)", [&] { return xent::divergence_with_grad(x, y, {}, p).value(); }},
+      {"divergence_with_grad (tvd, both gradients)", [&] { return xent::divergence_with_grad(x, y, tvd, p, gt).value(); }},
   };
   bool all_finite = true;
   for (const loss_run& r : runs) {

@@ -20,6 +20,7 @@
 #include "losses/hvp.hpp"
 #include "losses/kl_div.hpp"
 #include "losses/linear.hpp"
+#include "losses/logit_divergence.hpp"
 
 #include "measures/divergence.hpp"
 

@@ -112,20 +112,7 @@ loss_result<T> reduce_distill(const distillation_options& o, Eigen::Matrix<T, Ei
 template <class T, class G>
 auto term_scale(const char* fn, const distillation_options& o, Index samples, double term_weight, double denominator,
                 const G& grad_out) {
-  if constexpr (std::is_arithmetic_v<G>) {
-    if (o.reduction == reduction::none)
-      throw_invalid(fn, "grad_out", "must have one entry per sample for reduction none (a vector), not a scalar", grad_out);
-    const T c = static_cast<T>(double(grad_out) * term_weight / (o.reduction == reduction::batchmean ? denominator : 1.0));
-    return [c](Index) { return c; };
-  } else {
-    if (o.reduction != reduction::none)
-      throw_invalid(fn, "grad_out", std::string("must be a scalar for reduction ") + to_string(o.reduction) + ", not a vector of size",
-                    grad_out.size());
-    if (grad_out.size() != samples)
-      throw_invalid(fn, "grad_out", "must have one entry per sample (" + std::to_string(samples) + ")", grad_out.size());
-    const T w = static_cast<T>(term_weight);
-    return [&grad_out, w](Index j) { return w * static_cast<T>(grad_out.derived().coeff(j)); };
-  }
+  return upstream_of<T>(fn, o.reduction, samples, term_weight, o.reduction == reduction::batchmean ? denominator : 1.0, grad_out);
 }
 
 }  // namespace detail
@@ -189,15 +176,6 @@ loss_result<compute_t<typename S::Scalar>> distill_gradient(const char* fn, cons
   });
   return reduce_distill(o, std::move(kl), ce, kept);
 }
-
-/// The seed of a _with_grad call: 1 for a reduced loss, a vector of ones for none.
-template <class T>
-struct ones_of {
-  Index n;
-  Index size() const { return n; }
-  const ones_of& derived() const { return *this; }
-  T coeff(Index) const { return T(1); }
-};
 
 }  // namespace detail
 

@@ -102,14 +102,14 @@ loss_result<T> reduce_losses(reduction r, Eigen::Matrix<T, Eigen::Dynamic, 1>&& 
   return loss_result<T>::reduced(r, static_cast<T>(r == reduction::mean ? total / denominator : total), denominator);
 }
 
-/// The upstream gradient of each sample's loss: grad_out for sum, grad_out / denominator for mean,
-/// grad_out[j] for none. A number goes with mean/sum, a vector with none.
+/// The upstream gradient of each sample's loss: grad_out * factor / divisor for a reduced loss
+/// (grad_out a number), grad_out[j] * factor for none (one entry per sample).
 template <class T, class G>
-auto grad_scale_of(const char* fn, reduction r, Eigen::Index samples, double denominator, const G& grad_out) {
+auto upstream_of(const char* fn, reduction r, Eigen::Index samples, double factor, double divisor, const G& grad_out) {
   if constexpr (std::is_arithmetic_v<G>) {
     if (r == reduction::none)
       throw_invalid(fn, "grad_out", "must have one entry per sample for reduction none (a vector), not a scalar", grad_out);
-    const T c = static_cast<T>(r == reduction::mean ? double(grad_out) / denominator : double(grad_out));
+    const T c = static_cast<T>(double(grad_out) * factor / divisor);
     return [c](Eigen::Index) { return c; };
   } else {
     if (r != reduction::none)
@@ -117,8 +117,16 @@ auto grad_scale_of(const char* fn, reduction r, Eigen::Index samples, double den
                     grad_out.size());
     if (grad_out.size() != samples)
       throw_invalid(fn, "grad_out", "must have one entry per sample (" + std::to_string(samples) + ")", grad_out.size());
-    return [&grad_out](Eigen::Index j) { return static_cast<T>(grad_out.derived().coeff(j)); };
+    const T f = static_cast<T>(factor);
+    return [&grad_out, f](Eigen::Index j) { return f * static_cast<T>(grad_out.derived().coeff(j)); };
   }
+}
+
+/// The upstream gradient of each sample's loss: grad_out for sum, grad_out / denominator for mean,
+/// grad_out[j] for none. A number goes with mean/sum, a vector with none.
+template <class T, class G>
+auto grad_scale_of(const char* fn, reduction r, Eigen::Index samples, double denominator, const G& grad_out) {
+  return upstream_of<T>(fn, r, samples, 1.0, r == reduction::mean ? denominator : 1.0, grad_out);
 }
 
 /// The gradient of what a _with_grad call returns: of the mean (sum), or of the sum of the
@@ -128,6 +136,15 @@ auto seed_scale(reduction r, double denominator) {
   const T c = r == reduction::mean ? static_cast<T>(1.0 / denominator) : T(1);
   return [c](Eigen::Index) { return c; };
 }
+
+/// The seed of a _with_grad call: 1 for a reduced loss, a vector of ones for none.
+template <class T>
+struct ones_of {
+  Eigen::Index n;
+  Eigen::Index size() const { return n; }
+  const ones_of& derived() const { return *this; }
+  T coeff(Eigen::Index) const { return T(1); }
+};
 
 /// Calls f with a writable view of out (checked to have x's shape and not to overlap the other
 /// inputs), through a temporary when out has no storage of its own. in_place_ok: out may be

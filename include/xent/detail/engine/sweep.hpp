@@ -30,6 +30,7 @@
 #include <Eigen/Core>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 #include <type_traits>
@@ -376,6 +377,52 @@ void write_target(S x_t, const row<S>* y, const compute_t<S>* w, S* out, Index o
   }
 }
 
+/// Sums of a functor over classes [begin, end) of one sample, for a loss that reads a sample a
+/// second time once its statistics are known (a term that needs the normalised probabilities, such
+/// as the Jensen-Shannon mixture's log or a total variation's |p - q|). F has
+///   static constexpr int sums;  template <class V> void operator()(const V& z, const V& y, V* acc) const;
+/// adding its K terms of one packet (or scalar) of x's and y's values into acc. Chunk by chunk
+/// through the chunk buffer, the packet chains folded into double every chain_terms steps and the
+/// chunks summed in order (the reduction policy): the chunk-split threads sum in the same order.
+template <class F, class S>
+std::array<double, F::sums> sum_range(const F& f, const row<S>& x, const row<S>* y, Index begin, Index end,
+                                      const transform<compute_t<S>>& fx, const transform<compute_t<S>>& fy) {
+  using T = compute_t<S>;
+  using V = simd::vector_of<T>;
+  constexpr int K = F::sums;
+  constexpr Index ps = simd::vector_lanes<T>;
+  std::array<double, K> total{};
+  alignas(64) T xb[chunk_elements<T>], yb[chunk_elements<T>];
+  for (Index start = begin; start < end; start += chunk_elements<T>) {
+    const Index len = std::min(chunk_elements<T>, end - start);
+    const T* z = chunk_values(x, start, len, xb, fx);
+    const T* yv = y ? chunk_values(*y, start, len, yb, fy) : z;
+    std::array<double, K> chunk_total{};
+    V acc[K];
+    for (int k = 0; k < K; ++k) acc[k] = simd::pset1<V>(T(0));
+    int terms = 0;
+    auto fold = [&] {
+      for (int k = 0; k < K; ++k) {
+        alignas(64) T lanes[ps];
+        simd::store(lanes, acc[k]);
+        for (Index l = 0; l < ps; ++l) chunk_total[k] += double(lanes[l]);
+        acc[k] = simd::pset1<V>(T(0));
+      }
+      terms = 0;
+    };
+    Index i = 0;
+    for (; i + ps <= len; i += ps) {
+      f(simd::load<V>(z + i), simd::load<V>(yv + i), acc);
+      if (++terms == chain_terms) fold();
+    }
+    fold();
+    T tail[K] = {};
+    for (; i < len; ++i) f(z[i], yv[i], tail);
+    for (int k = 0; k < K; ++k) total[k] += chunk_total[k] + double(tail[k]);
+  }
+  return total;
+}
+
 // ---- The driver
 
 /// The views one sweep reads and writes; y (the second input) and out are optional.
@@ -393,6 +440,10 @@ struct sweep_views {
 ///                                          what a statistic needs of the chunk's values themselves
 ///                                          (a count against the target), called after each fold
 ///                                          while the chunk is in L1.
+///   void second_read(Index j, sample&, const row<S>& x, const row<S>* y, Index classes) const;
+///                                          a second read of the sample once its statistics are
+///                                          folded, before finish (engine::sum_range: sums that
+///                                          need the normalised values).
 template <class Policy, class = void>
 inline constexpr bool has_start_sample = false;
 template <class Policy>
@@ -405,6 +456,15 @@ inline constexpr bool has_chunk_values<
     Stats, Sample, Chunk, T,
     std::void_t<decltype(std::declval<const Stats&>().chunk_values(std::declval<Sample&>(), std::declval<const Chunk&>(),
                                                                    static_cast<const T*>(nullptr), Index(0), Index(0)))>> = true;
+
+template <class Policy, class S, class = void>
+inline constexpr bool has_second_read = false;
+template <class Policy, class S>
+inline constexpr bool has_second_read<
+    Policy, S,
+    std::void_t<decltype(std::declval<const Policy&>().second_read(Index(0), std::declval<typename Policy::sample&>(),
+                                                                   std::declval<const row<S>&>(),
+                                                                   static_cast<const row<S>*>(nullptr), Index(0)))>> = true;
 
 template <class Policy>
 typename Policy::sample start_of(const Policy& p, Index j) {
@@ -480,7 +540,8 @@ void sweep(const Policy& p, const sweep_views<S>& v, int requested_threads) {
     const row<S> y_storage = v.y ? y_row(j) : row<S>{};
     const row<S>* y = v.y ? &y_storage : nullptr;
     const S* next = writes && j + 1 < N && x.stride == 1 ? v.x.sample(j + 1) : nullptr;
-    const typename Policy::sample s = summarize_sample(p, j, x, y, C, next);
+    typename Policy::sample s = summarize_sample(p, j, x, y, C, next);
+    if constexpr (has_second_read<Policy, S>) p.second_read(j, s, x, y, C);
     p.finish(j, s, x);
     if (!writes) return;
     const auto sw = p.writer(j, s);
@@ -535,7 +596,16 @@ void sweep(const Policy& p, const sweep_views<S>& v, int requested_threads) {
                        : nullptr;
       fold_chunk(p.stats(), s, parts[std::size_t(j * chunks + c)], z, start, len);
     }
-    p.finish(j, s, x_row(j));
+  }
+  if constexpr (has_second_read<Policy, S>) {
+    parallel_for(N, threads, [&](Index j) {
+      if (p.skip(j)) return;
+      const row<S> y_storage = v.y ? y_row(j) : row<S>{};
+      p.second_read(j, samples[std::size_t(j)], x_row(j), v.y ? &y_storage : nullptr, C);
+    });
+  }
+  for (Index j = 0; j < N; ++j) {
+    if (!p.skip(j)) p.finish(j, samples[std::size_t(j)], x_row(j));
   }
   if (!writes) return;
   std::vector<S> target_inputs(static_cast<std::size_t>(N), S(0));  // before the writes: out may be x

@@ -112,6 +112,14 @@ scalar_of<P> reduce_max_nan(const P& a) {
   return Eigen::internal::predux_max<Eigen::PropagateNaN>(a);
 }
 
+/// x as computed, kept out of FMA contraction with what follows: a - b of two such products is then
+/// exactly 0 where they are equal (a contracted fma(x, y, -b) leaves b's rounding error instead).
+template <class V>
+EIGEN_ALWAYS_INLINE V materialized(V x) {
+  EIGEN_OPTIMIZATION_BARRIER(x);
+  return x;
+}
+
 /// tanh of a packet where Eigen vectorises it; otherwise lane by lane.
 template <class T>
 inline constexpr bool has_packet_tanh = Eigen::internal::packet_traits<T>::HasTanh;
