@@ -666,7 +666,7 @@ TEST_CASE("linear_cross_entropy misuse throws xent::invalid_argument naming func
 #ifdef _OPENMP
 #include <omp.h>
 
-TEST_CASE("linear_cross_entropy under OpenMP: same bits inside another parallel region; the thread count is restored",
+TEST_CASE("linear_cross_entropy under OpenMP: same bits inside another parallel region, and the thread count is restored",
           "[linear]") {
   const problem p = random_problem(16, 700, 40, true, xent::reduction::sum, 0.1, 1e-3, 4.0);
   const matrix<float> h = p.hidden.cast<float>(), W = p.weight.cast<float>();
