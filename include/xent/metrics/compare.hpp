@@ -182,15 +182,16 @@ class compare_accumulator {
   template <class BDerived, class TDerived, class IDerived, class ODerived>
   void update(const Eigen::DenseBase<BDerived>& base, const Eigen::DenseBase<TDerived>& test,
               const Eigen::DenseBase<IDerived>& targets, Eigen::DenseBase<ODerived>& per_token) {
-    constexpr const char* fn = "compare_accumulator::update";
-    const Eigen::Index n = opts_.dim == 0 ? base.cols() : base.rows();
-    if (per_token.rows() != Eigen::Index(token_columns) || per_token.cols() != n)
-      detail::throw_invalid(fn, "per_token", "must be " + std::to_string(token_columns) + " x N (" + std::to_string(n) + ")",
-                            detail::shape_string(per_token.rows(), per_token.cols()));
-    add(base, test, &targets.derived(), [&](Eigen::Index j, const double* v) {
-      for (Eigen::Index i = 0; i < Eigen::Index(token_columns); ++i)
-        per_token.derived().coeffRef(i, j) = static_cast<typename ODerived::Scalar>(v[i]);
-    });
+    check_tokens(base, per_token);
+    add(base, test, &targets.derived(), token_writer(per_token));
+  }
+
+  /// The same without targets (nullptr in their place): KL and same top per sample, the rest NaN.
+  template <class BDerived, class TDerived, class ODerived>
+  void update(const Eigen::DenseBase<BDerived>& base, const Eigen::DenseBase<TDerived>& test, std::nullptr_t,
+              Eigen::DenseBase<ODerived>& per_token) {
+    check_tokens(base, per_token);
+    add(base, test, static_cast<const Eigen::Matrix<long, Eigen::Dynamic, 1>*>(nullptr), token_writer(per_token));
   }
 
   /// Rows of update()'s per_token: KL, Δp, base NLL, test NLL, same top.
@@ -239,6 +240,21 @@ class compare_accumulator {
   struct no_tokens {
     void operator()(Eigen::Index, const double*) const {}
   };
+
+  template <class BDerived, class ODerived>
+  void check_tokens(const Eigen::DenseBase<BDerived>& base, const Eigen::DenseBase<ODerived>& per_token) const {
+    const Eigen::Index n = opts_.dim == 0 ? base.cols() : base.rows();
+    if (per_token.rows() != Eigen::Index(token_columns) || per_token.cols() != n)
+      detail::throw_invalid("compare_accumulator::update", "per_token", "must be " + std::to_string(token_columns) + " x N (" + std::to_string(n) + ")",
+                            detail::shape_string(per_token.rows(), per_token.cols()));
+  }
+  template <class ODerived>
+  static auto token_writer(Eigen::DenseBase<ODerived>& per_token) {
+    return [&per_token](Eigen::Index j, const double* v) {
+      for (Eigen::Index i = 0; i < Eigen::Index(token_columns); ++i)
+        per_token.derived().coeffRef(i, j) = static_cast<typename ODerived::Scalar>(v[i]);
+    };
+  }
 
   template <class BDerived, class TDerived, class Targets, class Tokens>
   void add(const Eigen::DenseBase<BDerived>& base, const Eigen::DenseBase<TDerived>& test, const Targets* targets, Tokens&& tokens);
