@@ -436,9 +436,9 @@ void check_svg_path(const settings& s) {
 /// The diagram goes to a temporary file next to `path`, renamed over it once complete: a full disk
 /// leaves neither a truncated SVG nor a damaged older one. An existing path that is not a regular
 /// file (/dev/stdout, a FIFO) is written in place, since renaming would replace it.
-void write_svg_file(const std::string& path, const std::string& svg) {
+void write_svg_file(const std::string& path, const std::string& svg, const std::string& diagram = "the reliability diagram") {
   namespace fs = std::filesystem;
-  const std::string what = path + ": cannot write the reliability diagram";
+  const std::string what = path + ": cannot write " + diagram;
   std::error_code ec;
   const fs::file_status st = fs::status(path, ec);
   if (fs::exists(st) && !fs::is_regular_file(st)) {
@@ -469,6 +469,8 @@ void print_error(const std::string& message) { std::cerr << "xent-eval: error: "
 
 }  // namespace
 
+#include "compare.hpp"  // xent-eval compare: uses the helpers above
+
 int main(int argc, char** argv) {
 #ifndef _WIN32
   // Writing to a pipe without a reader, or past the file-size limit, then fails with EPIPE or EFBIG,
@@ -476,9 +478,12 @@ int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
   std::signal(SIGXFSZ, SIG_IGN);
 #endif
+  // xent-eval compare BASE TEST [TARGETS]: a command of its own (a file named "compare" is ./compare).
+  if (argc > 1 && std::strcmp(argv[1], "compare") == 0) return compare_main(argc - 1, argv + 1);
   settings s;
   CLI::App app{"xent-eval: evaluate a model's logits against class-index targets (.npy, .safetensors or raw files): NLL,\n"
-               "perplexity, bits, accuracy, Brier score, calibration (ECE, reliability diagram) and temperature scaling.",
+               "perplexity, bits, accuracy, Brier score, calibration (ECE, reliability diagram) and temperature scaling.\n"
+               "xent-eval compare BASE TEST [TARGETS] compares two models (xent-eval compare --help).",
                "xent-eval"};
   app.add_option("logits", s.logits_path,
                  "Logits, shape (N, C), C order: .npy of float16, float32 or float64; .safetensors (F16, BF16, F32, F64); raw with --dtype "
