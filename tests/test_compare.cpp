@@ -381,3 +381,23 @@ TEST_CASE("compare misuse throws xent::invalid_argument naming function and argu
   };
   CHECK(xent_test::check_misuse(table) == int(std::size(table)));
 }
+
+TEST_CASE("compare: per-token figures without targets are those with targets, less the target's", "[compare]") {
+  const pair_data d = random_pair(40, 25, 17);
+  xent::compare_accumulator with(xent::compare_options{}), without(xent::compare_options{});
+  matrix<float> a(5, 25), b(5, 25);
+  index_vector all = d.targets;
+  for (Eigen::Index j = 0; j < 25; ++j) all(j) = j % 40;  // none ignored
+  with.update(d.base, d.test, all, a);
+  without.update(d.base, d.test, nullptr, b);
+  for (Eigen::Index j = 0; j < 25; ++j) {
+    CHECK(a(0, j) == b(0, j));
+    CHECK(a(4, j) == b(4, j));
+    CHECK(std::isnan(b(1, j)));
+    CHECK(std::isnan(b(2, j)));
+    CHECK(std::isnan(b(3, j)));
+  }
+  CHECK(with.report().kl == without.report().kl);
+  CHECK(without.report().targeted == 0);
+  CHECK(without.delta_p_values().empty());
+}
