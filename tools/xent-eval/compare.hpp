@@ -483,7 +483,7 @@ void write_compare_svg(std::ostream& out, const compare_run& run) {
     const std::vector<std::pair<double, std::string>> marks = {{u_of(r.kl_median), "median " + fixed(r.kl_median, 5)},
                                                                 {u_of(r.kl), "mean " + fixed(r.kl, 5)},
                                                                 {u_of(r.kl_p99), "99th percentile " + fixed(r.kl_p99, 4)}};
-    panel(80, bars, false, "KL(base || test) per token, nats (log scale)", "KL divergence per token", ticks, marks, "#3b75af", true);
+    panel(80, bars, false, "KL(base || test) per token, nats (log scale)", "KL divergence per token", ticks, marks, "#3b75af", false);
   }
   if (run.has_targets && !run.delta_p_values.empty()) {
     // Δp: 41 bins over a symmetric range holding every value, rounded up to a tenth (or to 1 %).

@@ -51,6 +51,7 @@ struct compare_options {
 /// llama.cpp prints, and the quartiles): 0 (the minimum), 0.1 %, 1 %, 5 %, 10 %, 25 %, the median, 75 %,
 /// 90 %, 95 %, 99 %, 99.9 % and 1 (the maximum).
 inline constexpr double compare_fractions[] = {0, 0.001, 0.01, 0.05, 0.10, 0.25, 0.5, 0.75, 0.90, 0.95, 0.99, 0.999, 1};
+/// The number of compare_fractions (and of entries in compare_report's kl_quantiles and delta_p_quantiles).
 inline constexpr std::size_t compare_fraction_count = sizeof(compare_fractions) / sizeof(compare_fractions[0]);
 
 /// What compare_accumulator::report returns. Means are over the compared samples (the target
@@ -76,21 +77,42 @@ struct compare_report {
   double same_top = 0;         ///< fraction of samples whose first-index argmax agrees
   double same_top_stderr = 0;  ///< sqrt(p (1 - p) / (samples - 1)), as llama.cpp
 
-  double nll_base = 0, nll_base_stderr = 0;  ///< mean NLL of the target under base, and its standard error
-  double nll_test = 0, nll_test_stderr = 0;  ///< the same under test
-  double ppl_base = 0, ppl_base_stderr = 0;  ///< exp(nll_base), exp(nll_base) * nll_base_stderr
-  double ppl_test = 0, ppl_test_stderr = 0;  ///< exp(nll_test), and its standard error likewise
-  double nll_correlation = 0;                ///< Pearson correlation of the per-token NLLs of the two models
+  /// Mean NLL of the target under base, and its standard error.
+  ///@{
+  double nll_base = 0, nll_base_stderr = 0;
+  ///@}
+  /// Mean NLL of the target under test, and its standard error.
+  ///@{
+  double nll_test = 0, nll_test_stderr = 0;
+  ///@}
+  /// exp(nll_base), and exp(nll_base) * nll_base_stderr (the delta method).
+  ///@{
+  double ppl_base = 0, ppl_base_stderr = 0;
+  ///@}
+  /// exp(nll_test), and its standard error likewise.
+  ///@{
+  double ppl_test = 0, ppl_test_stderr = 0;
+  ///@}
+  double nll_correlation = 0;  ///< Pearson correlation of the per-token NLLs of the two models
   /// ln(PPL_test / PPL_base) = nll_test - nll_base, and its standard error
   /// sqrt(se_test^2 + se_base^2 - 2 cov(mean_test, mean_base)): the standard error of the mean of the
   /// per-token differences.
   ///@{
   double log_ppl_ratio = 0, log_ppl_ratio_stderr = 0;
   ///@}
-  double ppl_ratio = 0, ppl_ratio_stderr = 0;  ///< PPL_test / PPL_base = exp(log_ppl_ratio), times log_ppl_ratio_stderr
-  double ppl_diff = 0, ppl_diff_stderr = 0;    ///< PPL_test - PPL_base (delta method, as llama.cpp)
+  /// PPL_test / PPL_base = exp(log_ppl_ratio), and that times log_ppl_ratio_stderr.
+  ///@{
+  double ppl_ratio = 0, ppl_ratio_stderr = 0;
+  ///@}
+  /// PPL_test - PPL_base, and its standard error (the delta method, as llama.cpp).
+  ///@{
+  double ppl_diff = 0, ppl_diff_stderr = 0;
+  ///@}
 
-  double delta_p = 0, delta_p_stderr = 0;  ///< mean Δp = p_test(target) - p_base(target), and its standard error
+  /// Mean Δp = p_test(target) - p_base(target), and its standard error.
+  ///@{
+  double delta_p = 0, delta_p_stderr = 0;
+  ///@}
   double delta_p_rms = 0;                  ///< sqrt(mean Δp^2)
   double delta_p_rms_stderr = 0;           ///< (1 / (2 rms)) * the standard error of mean Δp^2, as llama.cpp
   double delta_p_max_abs = 0;              ///< largest |Δp| (kept without percentiles too)
@@ -224,16 +246,21 @@ class compare_accumulator {
     delta_p_values_.clear();
   }
 
+  /// The options this accumulator was made with.
   const compare_options& options() const noexcept { return opts_; }
-  /// The state of sums and maxima (layout: `field`), for sending or saving it.
+  /// The number of doubles of the state of sums and maxima (layout: `field`).
   std::size_t state_size() const noexcept { return state_.size(); }
+  /// The state_size() doubles of the state, writable (the kept values are not part of it).
   double* data() noexcept { return state_.data(); }
+  /// The state_size() doubles of the state, for sending or saving them.
   const double* data() const noexcept { return state_.data(); }
+  /// One entry of the state, e.g. acc[compare_accumulator::samples].
   double operator[](field f) const noexcept { return state_[f]; }
   /// Whether an entry merges by max rather than by addition.
   static constexpr bool is_max(field f) noexcept { return f == kl_max_abs || f == delta_p_max_abs; }
-  /// The kept per-token KL and Δp values (with compare_options::percentiles), in no particular order.
+  /// The kept per-token KL values (with compare_options::percentiles), in no particular order.
   const std::vector<float>& kl_values() const noexcept { return kl_values_; }
+  /// The kept per-token Δp values of the samples with a target, in no particular order.
   const std::vector<float>& delta_p_values() const noexcept { return delta_p_values_; }
 
  private:
