@@ -108,6 +108,7 @@ class logits_stream {
   const unsigned char* mapped_ = nullptr;
 };
 
+#ifndef _WIN32
 /// The per-token .npy (float32, shape (N, 5): KL, Δp, base NLL, test NLL, same top), written in
 /// place by the workers (pwrite at each chunk's rows) into a temporary file renamed over the path
 /// once complete.
@@ -159,6 +160,17 @@ class per_token_file {
   std::uint64_t header_ = 0;
   bool done_ = false;
 };
+#else
+/// --per-token writes with pwrite (POSIX); not available here.
+class per_token_file {
+ public:
+  per_token_file(const std::string& path, std::uint64_t) {
+    throw std::runtime_error(path + ": --per-token is not available on this platform (it writes with pwrite)");
+  }
+  void write_rows(const float*, std::uint64_t, std::uint64_t) {}
+  void finish() {}
+};
+#endif
 
 template <class U>
 compare_run run_compare_as(const compare_settings& s, xent_eval::tensor_file& bf, xent_eval::tensor_file& tf, xent_eval::tensor_file* gf,
