@@ -186,6 +186,13 @@ TEST_CASE("compare: percentiles are numpy's default (linear) quantiles", "[compa
   }
   std::cout << "compare percentiles vs np.quantile: worst " << worst << " ulp (budget 2)\n";
   CHECK(std::isnan(xent::sorted_quantile(v.data(), 0, 0.5)));
+  // Next to +inf (a test model masking a class the base gives mass): the limit, not numpy's NaN.
+  const float inf = std::numeric_limits<float>::infinity();
+  const float with_inf[] = {1, 2, inf};
+  CHECK(xent::sorted_quantile(with_inf, 3, 0.5) == 2);
+  CHECK(xent::sorted_quantile(with_inf, 3, 0.75) == double(inf));
+  CHECK(xent::sorted_quantile(with_inf, 3, 1) == double(inf));
+  CHECK(xent::sorted_quantile(with_inf, 3, 0.25) == 1.5);
 }
 
 TEST_CASE("compare: test == base gives KL 0, Δp 0, agreement 1, ln PPL ratio 0 exactly", "[compare]") {

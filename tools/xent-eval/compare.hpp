@@ -475,7 +475,14 @@ void write_compare_svg(std::ostream& out, const compare_run& run) {
     std::vector<float> kl = run.kl_values;
     std::sort(kl.begin(), kl.end());
     const double p1 = xent::sorted_quantile(kl.data(), kl.size(), 0.01);
-    const double hi_value = kl.empty() ? 1 : std::max(1e-7, double(kl.back()));
+    // The largest finite KL: a test model that masks a class the base gives mass has KL +inf
+    // there, counted in the last bar.
+    double hi_value = 1e-7;
+    for (auto it = kl.rbegin(); it != kl.rend(); ++it)
+      if (std::isfinite(*it)) {
+        hi_value = std::max(hi_value, double(*it));
+        break;
+      }
     int lo = int(std::floor(std::log10(std::max(p1, 1e-8))));
     const int hi = std::max(lo + 1, int(std::ceil(std::log10(hi_value))));
     lo = std::min(lo, hi - 1);
@@ -486,7 +493,7 @@ void write_compare_svg(std::ostream& out, const compare_run& run) {
     const auto u_of = [&](double v) { return under + (std::log10(v) - lo) / (hi - lo) * (1 - under); };
     for (const float v : kl) {
       const double u = v > 0 ? u_of(v) : -1;
-      const int i = u < under ? 0 : std::min(n_bins, 1 + int((u - under) / (1 - under) * n_bins));
+      const int i = u < under ? 0 : !(u < 1) ? n_bins : std::min(n_bins, 1 + int((u - under) / (1 - under) * n_bins));
       ++bars[std::size_t(i)].count;
     }
     for (int i = 1; i <= n_bins; ++i) bars[std::size_t(i)].u0 = under + (i - 1) * (1 - under) / n_bins, bars[std::size_t(i)].u1 = under + i * (1 - under) / n_bins;
@@ -507,7 +514,7 @@ void write_compare_svg(std::ostream& out, const compare_run& run) {
     std::vector<bar> bars(static_cast<std::size_t>(n_bins));
     for (int i = 0; i < n_bins; ++i) bars[std::size_t(i)] = {double(i) / n_bins, double(i + 1) / n_bins, 0};
     const auto u_of = [&](double v) { return (v + a) / (2 * a); };
-    for (const float v : run.delta_p_values) ++bars[std::size_t(std::clamp(int(u_of(v) * n_bins), 0, n_bins - 1))].count;
+    for (const float v : run.delta_p_values) ++bars[std::size_t(std::clamp(int(std::clamp(u_of(v), 0.0, 1.0) * n_bins), 0, n_bins - 1))].count;
     std::vector<std::pair<double, std::string>> ticks;
     for (int i = -2; i <= 2; ++i) ticks.push_back({u_of(a * i / 2), percent(a * i / 2, a >= 0.2 ? 0 : 1) + "%"});
     const std::vector<std::pair<double, std::string>> marks = {{u_of(r.delta_p), "mean " + percent(r.delta_p, 2) + " %"},

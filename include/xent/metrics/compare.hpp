@@ -126,7 +126,7 @@ struct compare_report {
 
 /// The q-quantile (0 <= q <= 1) of n sorted values as numpy's default (method "linear"): at
 /// h = (n - 1) q, between the values at floor(h) and floor(h) + 1, interpolated as numpy does.
-/// NaN for n = 0.
+/// NaN for n = 0; next to an infinite value, that value (numpy: NaN, from 0 * inf).
 template <class T>
 double sorted_quantile(const T* sorted, std::size_t n, double q) {
   if (n == 0) return std::numeric_limits<double>::quiet_NaN();
@@ -134,6 +134,10 @@ double sorted_quantile(const T* sorted, std::size_t n, double q) {
   const double lo = std::floor(h);
   const std::size_t i = std::min(std::size_t(lo), n - 1), k = std::min(i + 1, n - 1);
   const double g = h - lo, a = double(sorted[i]), b = double(sorted[k]);
+  // At a value itself, or next to an infinite one (a KL of +inf), the value or the limit; numpy's
+  // formula gives NaN there (0 * inf, inf - inf).
+  if (g == 0 || a == b || std::isinf(a)) return a;
+  if (std::isinf(b)) return b;
   const double d = b - a;
   // numpy's _lerp: a + d g below g = 1/2, b - d (1 - g) from there (exact at both ends).
   return g >= 0.5 ? b - d * (1 - g) : a + d * g;
