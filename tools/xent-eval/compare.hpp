@@ -4,8 +4,8 @@
 // the per-token KL and Δp histograms and, on request, every token's figures as a .npy.
 // docs/metrics.md ("Comparing two models") documents it.
 //
-// Part of main.cpp, which includes it after its helpers (progress_meter, write_all, write_svg_file,
-// at_least, positive, print_error): the two files are streamed in chunks of --chunk-mb as one, both
+// Part of main.cpp, which includes it after its helpers (progress_meter, run_workers, write_all,
+// write_svg_file, positive, print_error): the two files are streamed in chunks of --chunk-mb as one, both
 // memory-mapped where possible (each released behind its chunk) or read with pread, by --threads
 // workers in a fixed round-robin, each with its own accumulator, merged in worker order.
 
@@ -194,67 +194,56 @@ compare_run run_compare_as(const compare_settings& s, xent_eval::tensor_file& bf
   opts.num_threads = 1;  // the workers are this program's own
   std::vector<xent::compare_accumulator> accs(static_cast<std::size_t>(workers), xent::compare_accumulator(opts));
   std::vector<std::int64_t> first_bad(static_cast<std::size_t>(workers), -1);
-  std::vector<std::exception_ptr> errors(static_cast<std::size_t>(workers));
   progress_meter meter(s.progress, n * (base.stored_bytes_per_row() + test.stored_bytes_per_row()));
   meter.start("comparing " + xent_eval::printable(tf.path()) + " with " + xent_eval::printable(bf.path()));
   using logits_map = Eigen::Map<const Eigen::Matrix<U, Eigen::Dynamic, Eigen::Dynamic>>;
-  const auto work = [&](int w) {
-    try {
-      std::vector<U> bconv, tconv;
-      std::vector<unsigned char> braw, traw;
-      std::vector<std::int32_t> t32;
-      Eigen::Matrix<std::int64_t, Eigen::Dynamic, 1> targets;
-      Eigen::MatrixXf tokens;
-      xent::compare_accumulator& acc = accs[std::size_t(w)];
-      const std::uint64_t stride = rows_per_chunk * std::uint64_t(workers);
-      for (std::uint64_t first = rows_per_chunk * std::uint64_t(w); first < n; first += stride) {
-        const std::uint64_t rows = std::min(rows_per_chunk, n - first);
-        const Eigen::Index r = Eigen::Index(rows);
-        if (gf) {
-          targets.resize(r);
-          if (i32) {
-            t32.resize(rows);
-            gf->read_at(t32.data(), std::size_t(rows * 4), first * 4);
-            for (Eigen::Index j = 0; j < r; ++j) targets(j) = t32[std::size_t(j)];
-          } else {
-            gf->read_at(targets.data(), std::size_t(rows * 8), first * 8);
-          }
-          // Checked here, with their index in the file, before the library sees them.
-          for (Eigen::Index j = 0; j < r; ++j) {
-            const long t = long(targets(j));
-            if (t != s.ignore_index && (t < 0 || std::uint64_t(t) >= c))
-              throw file_error(gf->path() + ": target[" + std::to_string(first + std::uint64_t(j)) + "] = " + std::to_string(t) +
-                               " is outside [0, " + std::to_string(c) + ") and is not the ignore index (" + std::to_string(s.ignore_index) + ")");
-          }
+  run_workers(workers, [&](int w) {
+    std::vector<U> bconv, tconv;
+    std::vector<unsigned char> braw, traw;
+    std::vector<std::int32_t> t32;
+    Eigen::Matrix<std::int64_t, Eigen::Dynamic, 1> targets;
+    Eigen::MatrixXf tokens;
+    xent::compare_accumulator& acc = accs[std::size_t(w)];
+    const std::uint64_t stride = rows_per_chunk * std::uint64_t(workers);
+    for (std::uint64_t first = rows_per_chunk * std::uint64_t(w); first < n; first += stride) {
+      const std::uint64_t rows = std::min(rows_per_chunk, n - first);
+      const Eigen::Index r = Eigen::Index(rows);
+      if (gf) {
+        targets.resize(r);
+        if (i32) {
+          t32.resize(rows);
+          gf->read_at(t32.data(), std::size_t(rows * 4), first * 4);
+          for (Eigen::Index j = 0; j < r; ++j) targets(j) = t32[std::size_t(j)];
+        } else {
+          gf->read_at(targets.data(), std::size_t(rows * 8), first * 8);
         }
-        const logits_map b(base.rows(first, rows, bconv, braw), Eigen::Index(c), r);
-        const logits_map t(test.rows(first, rows, tconv, traw), Eigen::Index(c), r);
-        tokens.resize(5, r);
-        const double bad_before = acc[xent::compare_accumulator::nonfinite_samples];
-        if (gf)
-          acc.update(b, t, targets, tokens);
-        else
-          acc.update(b, t, nullptr, tokens);
-        // The first sample left out as non-finite: a NaN KL where no target ignores it.
-        std::int64_t& bad = first_bad[std::size_t(w)];
-        if (bad < 0 && acc[xent::compare_accumulator::nonfinite_samples] > bad_before)
-          for (Eigen::Index j = 0; j < r && bad < 0; ++j)
-            if (std::isnan(tokens(0, j)) && !(gf && long(targets(j)) == s.ignore_index)) bad = std::int64_t(first) + j;
-        if (tokens_out) tokens_out->write_rows(tokens.data(), first, rows);
-        base.release(first, rows);
-        test.release(first, rows);
-        if (w == 0) meter.advance(std::min<std::uint64_t>(n, first + stride) * (base.stored_bytes_per_row() + test.stored_bytes_per_row()));
+        // Checked here, with their index in the file, before the library sees them.
+        for (Eigen::Index j = 0; j < r; ++j) {
+          const long t = long(targets(j));
+          if (t != s.ignore_index && (t < 0 || std::uint64_t(t) >= c))
+            throw file_error(gf->path() + ": target[" + std::to_string(first + std::uint64_t(j)) + "] = " + std::to_string(t) +
+                             " is outside [0, " + std::to_string(c) + ") and is not the ignore index (" + std::to_string(s.ignore_index) + ")");
+        }
       }
-    } catch (...) {
-      errors[std::size_t(w)] = std::current_exception();
+      const logits_map b(base.rows(first, rows, bconv, braw), Eigen::Index(c), r);
+      const logits_map t(test.rows(first, rows, tconv, traw), Eigen::Index(c), r);
+      tokens.resize(5, r);
+      const double bad_before = acc[xent::compare_accumulator::nonfinite_samples];
+      if (gf)
+        acc.update(b, t, targets, tokens);
+      else
+        acc.update(b, t, nullptr, tokens);
+      // The first sample left out as non-finite: a NaN KL where no target ignores it.
+      std::int64_t& bad = first_bad[std::size_t(w)];
+      if (bad < 0 && acc[xent::compare_accumulator::nonfinite_samples] > bad_before)
+        for (Eigen::Index j = 0; j < r && bad < 0; ++j)
+          if (std::isnan(tokens(0, j)) && !(gf && long(targets(j)) == s.ignore_index)) bad = std::int64_t(first) + j;
+      if (tokens_out) tokens_out->write_rows(tokens.data(), first, rows);
+      base.release(first, rows);
+      test.release(first, rows);
+      if (w == 0) meter.advance(std::min<std::uint64_t>(n, first + stride) * (base.stored_bytes_per_row() + test.stored_bytes_per_row()));
     }
-  };
-  std::vector<std::thread> pool;
-  for (int w = 1; w < workers; ++w) pool.emplace_back(work, w);
-  work(0);
-  for (std::thread& th : pool) th.join();
-  for (const std::exception_ptr& e : errors)
-    if (e) std::rethrow_exception(e);
+  });
   meter.finish();
   for (std::size_t w = 1; w < accs.size(); ++w) accs[0].merge(accs[w]);
   result.report = accs[0].report();
