@@ -24,6 +24,7 @@
 
 #include "measures/divergence.hpp"
 
+#include "metrics/compare.hpp"
 #include "metrics/evaluation.hpp"
 #include "metrics/temperature.hpp"
 

@@ -19,12 +19,13 @@ set_tests_properties(cli.make_inputs PROPERTIES FIXTURES_SETUP xent_eval_dir)
 set_tests_properties(cli.write_inputs PROPERTIES FIXTURES_REQUIRED xent_eval_dir FIXTURES_SETUP xent_eval_inputs)
 
 # xent_eval_test(NAME EXPECT ARGS <args...> [REGEX r] [OUT_REGEX r] [STDOUT file] [WRAP <conditions...>]
-#                [ABSENT <files...>] [COMPARE tolerance [KEYS k...] [EXPECTED file]])
+#                [ABSENT <files...>] [COMPARE tolerance [KEYS k...] [EXPECTED file]] [SAME written expected])
 # File names in ARGS and ABSENT, and the FILE of a WRAP truncate=FILE:BYTES, are relative to
 # ${cli_dir}. WRAP runs xent-eval through `xent_eval_inputs run <conditions> --` (Linux). COMPARE
 # holds the JSON report to EXPECTED (default expected.txt, the library's report of the float32 logits).
+# SAME: after the run, the file xent-eval wrote must hold the bytes of the expected one (both in ${cli_dir}).
 function(xent_eval_test name expect)
-  cmake_parse_arguments(PARSE_ARGV 2 T "" "REGEX;OUT_REGEX;STDOUT;COMPARE;EXPECTED" "ARGS;KEYS;WRAP;ABSENT")
+  cmake_parse_arguments(PARSE_ARGV 2 T "" "REGEX;OUT_REGEX;STDOUT;COMPARE;EXPECTED" "ARGS;KEYS;WRAP;ABSENT;SAME")
   if(NOT DEFINED T_EXPECTED)
     set(T_EXPECTED expected.txt)
   endif()
@@ -53,6 +54,11 @@ function(xent_eval_test name expect)
       list(APPEND defs "-D${key}=${T_${key}}")
     endif()
   endforeach()
+  if(DEFINED T_SAME)
+    list(GET T_SAME 0 same_written)
+    list(GET T_SAME 1 same_expected)
+    list(APPEND defs "-DSAME_FILES=${cli_dir}/${same_written}|${cli_dir}/${same_expected}")
+  endif()
   if(DEFINED T_COMPARE)
     list(APPEND defs -DCOMPARE=$<TARGET_FILE:xent_eval_inputs> -DEXPECTED=${cli_dir}/${T_EXPECTED} -DTOLERANCE=${T_COMPARE} "-DKEYS=${keys}")
   endif()
@@ -316,4 +322,66 @@ if(CMAKE_SYSTEM_NAME STREQUAL "Linux")
   # Memory: 64 MiB of logits, two workers, 1 MB chunks: a few chunks resident, not the file.
   xent_eval_test(memory_bounded_two_threads success WRAP max-rss-mb=48
                  ARGS logits_big.npy targets_big.npy --threads 2 --chunk-mb 1 --json --no-progress REGEX "\"samples\": 2048,")
+endif()
+
+# ---- xent-eval compare BASE TEST [TARGETS]: the library's compare_accumulator on the same logits
+# (expected_compare*.txt and the per-token .npy written by xent_eval_inputs), however the files are read.
+set(compare_keys samples ignored kl kl_stderr kl_median kl_p99 kl_max same_top log_ppl_ratio log_ppl_ratio_stderr delta_p delta_p_rms
+    nll_base nll_test)
+xent_eval_test(compare_help success ARGS compare --help REGEX "--per-token")
+xent_eval_test(compare_in_main_help success ARGS --help REGEX "xent-eval compare BASE TEST")
+xent_eval_test(compare_text success ARGS compare logits_f4.npy cmp_test_f4.npy targets_i8.npy
+               REGEX "292 compared, 8 ignored\n.*KL\\(base \\|\\| test\\) .*same top token .*delta p \\(target\\) .*ln\\(PPL_test/base\\) ")
+xent_eval_test(compare_json_matches_library success ARGS compare logits_f4.npy cmp_test_f4.npy targets_i8.npy --json
+               COMPARE 1e-15 KEYS ${compare_keys} EXPECTED expected_compare.txt)
+# 100-byte chunks (7 samples of both files), 3 workers, or pread: only the order of the sums changes.
+xent_eval_test(compare_chunked_threads success ARGS compare logits_f4.npy cmp_test_f4.npy targets_i8.npy --json --chunk-mb 0.0001 --threads 3
+               COMPARE 1e-12 KEYS ${compare_keys} EXPECTED expected_compare.txt)
+xent_eval_test(compare_read_path success ARGS compare logits_f4.npy cmp_test_f4.npy targets_i8.npy --json --chunk-mb 0.0001 --no-mmap --threads 2
+               COMPARE 1e-12 KEYS ${compare_keys} EXPECTED expected_compare.txt)
+# A float64 base (the same values) makes both evaluated as float64: within the float32 budget of the
+# library's float32 figures (docs/metrics.md), 16 float epsilons.
+xent_eval_test(compare_int32_float64 success ARGS compare logits_f8.npy cmp_test_f4.npy targets_i4.npy --json
+               COMPARE 2e-6 KEYS ${compare_keys} EXPECTED expected_compare.txt)
+xent_eval_test(compare_float16_test success ARGS compare logits_f4.npy cmp_test_f2.npy targets_i8.npy --json
+               COMPARE 1e-15 KEYS ${compare_keys} EXPECTED expected_compare_f16.txt)
+xent_eval_test(compare_no_targets success ARGS compare logits_f4.npy cmp_test_f4.npy --json
+               COMPARE 1e-15 KEYS samples kl kl_stderr kl_median kl_p99 kl_max same_top EXPECTED expected_compare_notargets.txt)
+xent_eval_test(compare_no_targets_text success ARGS compare logits_f4.npy cmp_test_f4.npy REGEX "300 compared, 0 ignored\n.*same top token")
+# Every token's figures, byte for byte those of the library, whichever worker wrote them.
+xent_eval_test(compare_per_token success ARGS compare logits_f4.npy cmp_test_f4.npy targets_i8.npy --per-token cmp_tokens.npy
+               --chunk-mb 0.0001 --threads 3 SAME cmp_tokens.npy expected_compare_tokens.npy)
+xent_eval_test(compare_per_token_no_targets success ARGS compare logits_f4.npy cmp_test_f4.npy --per-token cmp_tokens_nt.npy --no-mmap
+               SAME cmp_tokens_nt.npy expected_compare_notargets_tokens.npy)
+xent_eval_test(compare_svg success ARGS compare logits_f4.npy cmp_test_f4.npy targets_i8.npy --svg compare.svg REGEX "KL")
+xent_eval_test(compare_identical success ARGS compare logits_f4.npy logits_f4.npy targets_i8.npy --json
+               REGEX "\"kl\": 0,\n.*\"kl_max\": 0,\n  \"same_top\": 1,.*\"log_ppl_ratio\": 0,.*\"delta_p\": 0,")
+xent_eval_test(compare_skip_nonfinite success ARGS compare logits_f4.npy cmp_test_nan.npy targets_i8.npy --skip-nonfinite
+               REGEX "291 compared, 8 ignored, 1 skipped as non-finite")
+# bad: the pair
+xent_eval_test(compare_classes_differ error ARGS compare logits_f4.npy cmp_test_c6.npy targets_i8.npy
+               REGEX "cmp_test_c6.npy: 6 classes per sample, but [^ ]*logits_f4.npy has 7; base and test must share the vocabulary \\(shapes \\(300, 7\\) and \\(300, 6\\)\\)")
+xent_eval_test(compare_samples_differ error ARGS compare logits_f4.npy cmp_test_n299.npy
+               REGEX "cmp_test_n299.npy: 299 samples, but [^ ]*logits_f4.npy has 300; base and test must be the logits of the same tokens")
+xent_eval_test(compare_targets_mismatch error ARGS compare logits_f4.npy cmp_test_f4.npy targets_short.npy
+               REGEX "targets_short.npy: 299 targets for 300 samples of logits in [^ ]*logits_f4.npy; both must have the same N")
+xent_eval_test(compare_target_out_of_range error ARGS compare logits_f4.npy cmp_test_f4.npy targets_range.npy --chunk-mb 0.0001 --threads 2
+               REGEX "targets_range.npy: target\\[123\\] = 7 is outside \\[0, 7\\) and is not the ignore index \\(-100\\)")
+xent_eval_test(compare_nonfinite error ARGS compare logits_f4.npy cmp_test_nan.npy targets_i8.npy --chunk-mb 0.0001 --threads 2
+               REGEX "1 of 300 samples have no distribution in [^ ]*logits_f4.npy or [^ ]*cmp_test_nan.npy \\(a NaN or \\+inf logit, or every logit -inf; the first is sample 43\\).*--skip-nonfinite")
+xent_eval_test(compare_bad_test_file error ARGS compare logits_f4.npy not_npy.npy
+               REGEX "not_npy.npy: not a .npy file")
+xent_eval_test(compare_missing_test_file usage ARGS compare logits_f4.npy does_not_exist.npy REGEX "does_not_exist.npy")
+xent_eval_test(compare_test_required usage ARGS compare logits_f4.npy REGEX "test is required")
+xent_eval_test(compare_all_ignored error ARGS compare logits_f4.npy cmp_test_f4.npy targets_all_ignored.npy REGEX "no sample left to compare \\(300 ignored")
+xent_eval_test(compare_svg_names_input error ARGS compare logits_f4.npy cmp_test_f4.npy --svg cmp_test_f4.npy
+               REGEX "--svg [^ ]*cmp_test_f4.npy names the test file [^ ]*; the histograms would overwrite an input")
+xent_eval_test(compare_per_token_no_directory error ARGS compare logits_f4.npy cmp_test_f4.npy --per-token no_such_dir/tokens.npy
+               REGEX "tokens.npy: cannot write the per-token figures \\(there is no directory [^)]*no_such_dir\\)")
+if(CMAKE_SYSTEM_NAME STREQUAL "Linux")
+  xent_eval_test(compare_json_to_dev_full error ARGS compare logits_f4.npy cmp_test_f4.npy --json STDOUT /dev/full
+                 REGEX "^xent-eval: error: cannot write the report to standard output \\(No space left on device\\)\n$")
+  # Memory: two mappings of 64 MiB (the same file twice), two workers, 1 MB chunks.
+  xent_eval_test(compare_memory_bounded success WRAP max-rss-mb=48
+                 ARGS compare logits_big.npy logits_big.npy targets_big.npy --threads 2 --chunk-mb 1 --json --no-progress REGEX "\"samples\": 2048,")
 endif()

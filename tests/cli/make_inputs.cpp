@@ -24,6 +24,7 @@
 #include "npy.hpp"
 #include "tensor_file.hpp"
 
+#include <xent/metrics/compare.hpp>
 #include <xent/metrics/evaluation.hpp>
 #include <xent/metrics/temperature.hpp>
 
@@ -119,6 +120,28 @@ void write_expected(const std::string& path, const std::vector<float>& logits, c
            << "\nperplexity " << r.perplexity << "\naccuracy " << r.accuracy << "\ntop_k_accuracy " << r.top_k_accuracy << "\nbrier "
            << r.brier << "\nece " << r.ece << "\nmce " << r.mce << "\nbits_per_character " << r.bits_per_character << "\nbits_per_byte "
            << r.bits_per_byte << "\nfitted_temperature " << fit.temperature << "\nece_after " << fit.ece_after << "\n";
+}
+
+/// What the library says of base against test (C x N float32 each), in memory, with xent-eval
+/// compare's defaults; and each token's figures, as xent-eval compare --per-token writes them.
+void write_expected_compare(const std::string& path, const std::vector<float>& base, const std::vector<float>& test,
+                            const std::vector<std::int64_t>* targets, const std::string& tokens_path) {
+  const Eigen::Map<const Eigen::MatrixXf> b(base.data(), C, N), t(test.data(), C, N);
+  xent::compare_accumulator acc;
+  Eigen::MatrixXf tokens(5, N);
+  if (targets) {
+    acc.update(b, t, Eigen::Map<const Eigen::Matrix<std::int64_t, Eigen::Dynamic, 1>>(targets->data(), N), tokens);
+  } else {
+    acc.update(b, t, nullptr, tokens);
+  }
+  const xent::compare_report r = acc.report();
+  std::ofstream expected(path);
+  expected.precision(17);
+  expected << "samples " << r.samples << "\nignored " << r.ignored << "\nkl " << r.kl << "\nkl_stderr " << r.kl_stderr << "\nkl_median "
+           << r.kl_median << "\nkl_p99 " << r.kl_p99 << "\nkl_max " << r.kl_max << "\nsame_top " << r.same_top << "\nlog_ppl_ratio "
+           << r.log_ppl_ratio << "\nlog_ppl_ratio_stderr " << r.log_ppl_ratio_stderr << "\ndelta_p " << r.delta_p << "\ndelta_p_rms "
+           << r.delta_p_rms << "\nnll_base " << r.nll_base << "\nnll_test " << r.nll_test << "\n";
+  save(tokens_path, "<f4", {N, 5}, std::vector<float>(tokens.data(), tokens.data() + tokens.size()));
 }
 
 /// A .npy with the given raw header dict (padded and ended as numpy does) and data.
@@ -303,6 +326,24 @@ int make(const std::string& dir) {
   save(d + "logits_big.npy", "<f4", {big_n, big_c}, big);
   save(d + "targets_big.npy", "<i8", {big_n}, big_targets);
   save(d + "logits_big_f2.npy", "<f2", {big_n, big_c}, std::vector<Eigen::half>(big.begin(), big.end()));
+
+  // ---- xent-eval compare: the logits above as the base model, a perturbed copy as the test model.
+  std::vector<float> test(logits);
+  for (float& v : test) v += float(0.3 * normal(rng));
+  save(d + "cmp_test_f4.npy", "<f4", {N, C}, test);
+  write_expected_compare(d + "expected_compare.txt", logits, test, &targets, d + "expected_compare_tokens.npy");
+  write_expected_compare(d + "expected_compare_notargets.txt", logits, test, nullptr, d + "expected_compare_notargets_tokens.npy");
+  // The test model as float16: compared as the float32 values it widens to.
+  const std::vector<Eigen::half> test_halves(test.begin(), test.end());
+  save_raw(d + "cmp_test_f2.npy", "{'descr': '<f2', 'fortran_order': False, 'shape': (300, 7), }", as_bytes(bits_of(test_halves)));
+  write_expected_compare(d + "expected_compare_f16.txt", logits, std::vector<float>(test_halves.begin(), test_halves.end()), &targets,
+                         d + "expected_compare_f16_tokens.npy");
+  // Bad pairs: another vocabulary, other tokens, a NaN in sample 43 of the test model (42 is ignored).
+  save(d + "cmp_test_c6.npy", "<f4", {N, 6}, std::vector<float>(test.begin(), test.begin() + N * 6));
+  save(d + "cmp_test_n299.npy", "<f4", {N - 1, C}, std::vector<float>(test.begin(), test.begin() + (N - 1) * C));
+  std::vector<float> test_nan(test);
+  test_nan[43 * C + 3] = std::numeric_limits<float>::quiet_NaN();
+  save(d + "cmp_test_nan.npy", "<f4", {N, C}, test_nan);
   return 0;
 }
 

@@ -5,6 +5,7 @@
 #         [-DOUTPUT=<file to keep stdout in>] [-DSTDOUT=<file standard output goes to instead>]
 #         [-DWRAP=<command prefix separated by |>] [-DABSENT=<files that must not exist after, by |>]
 #         [-DCOMPARE=<xent_eval_inputs> -DEXPECTED=<expected.txt> -DTOLERANCE=<t> [-DKEYS=<k1|k2>]]
+#         [-DSAME_FILES=<written|expected>]
 #         -P run_xent_eval.cmake
 #
 # EXPECT=success: exit 0. EXPECT=error: exit 1 (xent-eval's own "xent-eval: error: ..." message on
@@ -12,7 +13,7 @@
 # signal) or a hang (30 s) never passes. REGEX is matched against standard error for errors,
 # standard output otherwise. WRAP runs xent-eval through a wrapper (xent_eval_inputs run ... --).
 # The files named by ABSENT are removed before the run. After it, no temporary file of an --svg
-# file may be left behind.
+# file may be left behind. SAME_FILES: after the run, the two files must hold the same bytes.
 cmake_minimum_required(VERSION 3.21)
 
 string(REPLACE "|" ";" args "${ARGS}")
@@ -82,5 +83,14 @@ if(DEFINED COMPARE)
   execute_process(COMMAND "${COMPARE}" compare "${EXPECTED}" "${OUTPUT}.json" "${TOLERANCE}" ${keys} RESULT_VARIABLE ccode)
   if(NOT ccode EQUAL 0)
     message(FATAL_ERROR "the report differs from the library's")
+  endif()
+endif()
+if(DEFINED SAME_FILES)
+  string(REPLACE "|" ";" same "${SAME_FILES}")
+  list(GET same 0 written)
+  list(GET same 1 wanted)
+  execute_process(COMMAND ${CMAKE_COMMAND} -E compare_files "${written}" "${wanted}" RESULT_VARIABLE scode)
+  if(NOT scode EQUAL 0)
+    message(FATAL_ERROR "${written} differs from ${wanted}")
   endif()
 endif()

@@ -121,6 +121,26 @@ class progress_meter {
   clock::time_point start_, last_;
 };
 
+/// Runs work(w) for every worker w < workers, worker 0 on this thread, and rethrows the first
+/// worker's exception (in worker order) once all have finished.
+template <class F>
+void run_workers(int workers, F&& work) {
+  std::vector<std::exception_ptr> errors(static_cast<std::size_t>(workers));
+  const auto guarded = [&](int w) {
+    try {
+      work(w);
+    } catch (...) {
+      errors[std::size_t(w)] = std::current_exception();
+    }
+  };
+  std::vector<std::thread> threads;
+  for (int w = 1; w < workers; ++w) threads.emplace_back(guarded, w);
+  guarded(0);
+  for (std::thread& t : threads) t.join();
+  for (const std::exception_ptr& e : errors)
+    if (e) std::rethrow_exception(e);
+}
+
 /// The logits and targets as a sequence of chunks of at most --chunk-mb. Memory-mapped files are
 /// read in place, by `threads` workers (worker w takes chunks w, w + threads, ...: a fixed split, so
 /// the sums and hence the report are the same from run to run); each worker checks that the file
@@ -169,56 +189,45 @@ class dataset {
     logits_.rewind();
     targets_.rewind();
     meter_.start(label);
-    std::vector<std::exception_ptr> errors(static_cast<std::size_t>(workers_));
-    const auto work = [&](int w) {
-      try {
-        std::vector<I> chunk_targets(mapped() ? std::size_t(rows_per_chunk_) : 0);
-        std::vector<T> chunk_widened(mapped() && widened ? std::size_t(rows_per_chunk_ * classes_) : 0);
-        const std::uint64_t stride = rows_per_chunk_ * std::uint64_t(workers_);
-        for (std::uint64_t first = rows_per_chunk_ * std::uint64_t(w); first < samples_; first += stride) {
-          const std::uint64_t rows = std::min(rows_per_chunk_, samples_ - first);
-          const std::size_t values = std::size_t(rows * classes_);
-          const T* x = logit_buf_.data();
-          const I* t = mapped() ? chunk_targets.data() : target_buf_.data();
-          if (mapped()) {
-            // The targets, C times smaller, are read: a copy of them costs less than their own
-            // mapping and its release.
-            targets_.read_at(chunk_targets.data(), std::size_t(rows * sizeof(I)), first * sizeof(I));
-            const S* stored = mapped_logits_ + first * classes_;
-            if constexpr (widened) {
-              xent_eval::widen(stored, chunk_widened.data(), values);
-              x = chunk_widened.data();
-            } else {
-              x = stored;
-            }
+    run_workers(workers_, [&](int w) {
+      std::vector<I> chunk_targets(mapped() ? std::size_t(rows_per_chunk_) : 0);
+      std::vector<T> chunk_widened(mapped() && widened ? std::size_t(rows_per_chunk_ * classes_) : 0);
+      const std::uint64_t stride = rows_per_chunk_ * std::uint64_t(workers_);
+      for (std::uint64_t first = rows_per_chunk_ * std::uint64_t(w); first < samples_; first += stride) {
+        const std::uint64_t rows = std::min(rows_per_chunk_, samples_ - first);
+        const std::size_t values = std::size_t(rows * classes_);
+        const T* x = logit_buf_.data();
+        const I* t = mapped() ? chunk_targets.data() : target_buf_.data();
+        if (mapped()) {
+          // The targets, C times smaller, are read: a copy of them costs less than their own
+          // mapping and its release.
+          targets_.read_at(chunk_targets.data(), std::size_t(rows * sizeof(I)), first * sizeof(I));
+          const S* stored = mapped_logits_ + first * classes_;
+          if constexpr (widened) {
+            xent_eval::widen(stored, chunk_widened.data(), values);
+            x = chunk_widened.data();
           } else {
-            if constexpr (widened) {
-              logits_.read(stored_buf_.data(), values * sizeof(S));
-              xent_eval::widen(stored_buf_.data(), logit_buf_.data(), values);
-            } else {
-              logits_.read(logit_buf_.data(), values * sizeof(S));
-            }
-            targets_.read(target_buf_.data(), std::size_t(rows * sizeof(I)));
+            x = stored;
           }
-          f(logits_map(x, Eigen::Index(classes_), Eigen::Index(rows)), targets_map(t, Eigen::Index(rows)), first, w);
-          if (mapped()) {
-            const std::uint64_t end = (first + rows) * classes_ * sizeof(S);
-            logits_.check_intact(end);
-            logits_.release_mapped(first * classes_ * sizeof(S), end);
+        } else {
+          if constexpr (widened) {
+            logits_.read(stored_buf_.data(), values * sizeof(S));
+            xent_eval::widen(stored_buf_.data(), logit_buf_.data(), values);
+          } else {
+            logits_.read(logit_buf_.data(), values * sizeof(S));
           }
-          if (w == 0)  // worker 0 speaks for all: the others are at most a chunk apart
-            meter_.advance(std::min<std::uint64_t>(samples_, first + stride) * classes_ * sizeof(S));
+          targets_.read(target_buf_.data(), std::size_t(rows * sizeof(I)));
         }
-      } catch (...) {
-        errors[std::size_t(w)] = std::current_exception();
+        f(logits_map(x, Eigen::Index(classes_), Eigen::Index(rows)), targets_map(t, Eigen::Index(rows)), first, w);
+        if (mapped()) {
+          const std::uint64_t end = (first + rows) * classes_ * sizeof(S);
+          logits_.check_intact(end);
+          logits_.release_mapped(first * classes_ * sizeof(S), end);
+        }
+        if (w == 0)  // worker 0 speaks for all: the others are at most a chunk apart
+          meter_.advance(std::min<std::uint64_t>(samples_, first + stride) * classes_ * sizeof(S));
       }
-    };
-    std::vector<std::thread> threads;
-    for (int w = 1; w < workers_; ++w) threads.emplace_back(work, w);
-    work(0);
-    for (std::thread& t : threads) t.join();
-    for (const std::exception_ptr& e : errors)
-      if (e) std::rethrow_exception(e);
+    });
     meter_.finish();
     loaded_ = once;
     if (once) std::vector<S>().swap(stored_buf_);  // the widened copy stays, for the next passes
@@ -436,9 +445,9 @@ void check_svg_path(const settings& s) {
 /// The diagram goes to a temporary file next to `path`, renamed over it once complete: a full disk
 /// leaves neither a truncated SVG nor a damaged older one. An existing path that is not a regular
 /// file (/dev/stdout, a FIFO) is written in place, since renaming would replace it.
-void write_svg_file(const std::string& path, const std::string& svg) {
+void write_svg_file(const std::string& path, const std::string& svg, const std::string& diagram = "the reliability diagram") {
   namespace fs = std::filesystem;
-  const std::string what = path + ": cannot write the reliability diagram";
+  const std::string what = path + ": cannot write " + diagram;
   std::error_code ec;
   const fs::file_status st = fs::status(path, ec);
   if (fs::exists(st) && !fs::is_regular_file(st)) {
@@ -469,6 +478,8 @@ void print_error(const std::string& message) { std::cerr << "xent-eval: error: "
 
 }  // namespace
 
+#include "compare.hpp"  // xent-eval compare: uses the helpers above
+
 int main(int argc, char** argv) {
 #ifndef _WIN32
   // Writing to a pipe without a reader, or past the file-size limit, then fails with EPIPE or EFBIG,
@@ -476,9 +487,12 @@ int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
   std::signal(SIGXFSZ, SIG_IGN);
 #endif
+  // xent-eval compare BASE TEST [TARGETS]: a command of its own (a file named "compare" is ./compare).
+  if (argc > 1 && std::strcmp(argv[1], "compare") == 0) return compare_main(argc - 1, argv + 1);
   settings s;
   CLI::App app{"xent-eval: evaluate a model's logits against class-index targets (.npy, .safetensors or raw files): NLL,\n"
-               "perplexity, bits, accuracy, Brier score, calibration (ECE, reliability diagram) and temperature scaling.",
+               "perplexity, bits, accuracy, Brier score, calibration (ECE, reliability diagram) and temperature scaling.\n"
+               "xent-eval compare BASE TEST [TARGETS] compares two models (xent-eval compare --help).",
                "xent-eval"};
   app.add_option("logits", s.logits_path,
                  "Logits, shape (N, C), C order: .npy of float16, float32 or float64; .safetensors (F16, BF16, F32, F64); raw with --dtype "

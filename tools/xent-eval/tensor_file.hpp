@@ -103,20 +103,27 @@ namespace detail {
 /// action it had before the handler was installed.
 class sigbus_guard {
  public:
-  /// Watches [begin, begin + size) until unwatch(); false if a mapping is watched already (the
+  static constexpr int slots = 4;  // mappings watched at once (xent-eval compare maps two files)
+
+  /// Watches [begin, begin + size) until unwatch(slot); the slot, or -1 if every slot is taken (the
   /// caller then reads the file rather than mapping it unguarded).
-  static bool watch(const unsigned char* begin, std::size_t size) {
+  static int watch(const unsigned char* begin, std::size_t size) {
     static const bool installed = install();
-    std::uintptr_t idle = 0;
-    if (!installed || !begin_.compare_exchange_strong(idle, reinterpret_cast<std::uintptr_t>(begin))) return false;
-    faulted_ = false;
-    end_ = reinterpret_cast<std::uintptr_t>(begin) + size;
-    return true;
+    if (!installed) return -1;
+    for (int i = 0; i < slots; ++i) {
+      std::uintptr_t idle = 0;
+      if (!begin_[i].compare_exchange_strong(idle, reinterpret_cast<std::uintptr_t>(begin))) continue;
+      faulted_[i] = false;
+      end_[i] = reinterpret_cast<std::uintptr_t>(begin) + size;
+      return i;
+    }
+    return -1;
   }
-  static bool faulted() { return faulted_; }
-  static void unwatch() {
-    end_ = 0;
-    begin_ = 0;
+  static bool faulted(int slot) { return slot >= 0 && faulted_[slot]; }
+  static void unwatch(int slot) {
+    if (slot < 0) return;
+    end_[slot] = 0;
+    begin_[slot] = 0;
   }
 
  private:
@@ -132,14 +139,16 @@ class sigbus_guard {
   static void on_sigbus(int number, siginfo_t* info, void*) {
     const bool fault = info->si_code > 0;  // not sent by kill()
     const std::uintptr_t at = reinterpret_cast<std::uintptr_t>(info->si_addr);
-    const std::uintptr_t begin = begin_, end = end_;
     // mmap is not on POSIX's list of async-signal-safe functions, but on Linux and the BSDs it is
     // the bare system call (Wayland's shared-memory pools survive truncation the same way).
     const std::uintptr_t page = at / page_ * page_;
-    if (fault && at >= begin && at < end &&
-        mmap(reinterpret_cast<void*>(page), end - page, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != MAP_FAILED) {
-      faulted_ = true;
-      return;
+    for (int i = 0; fault && i < slots; ++i) {
+      const std::uintptr_t begin = begin_[i], end = end_[i];
+      if (at >= begin && at < end &&
+          mmap(reinterpret_cast<void*>(page), end - page, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != MAP_FAILED) {
+        faulted_[i] = true;
+        return;
+      }
     }
     // Not ours: back to the previous action. A fault repeats under it once this returns; a SIGBUS
     // sent by kill() is raised again, to be delivered then.
@@ -147,8 +156,8 @@ class sigbus_guard {
     if (!fault) raise(number);
   }
 
-  static inline std::atomic<std::uintptr_t> begin_{0}, end_{0};
-  static inline std::atomic<bool> faulted_{false};
+  static inline std::atomic<std::uintptr_t> begin_[slots] = {}, end_[slots] = {};
+  static inline std::atomic<bool> faulted_[slots] = {};
   static inline struct sigaction previous_ {};
   static inline std::uintptr_t page_ = 4096;
 };
@@ -211,15 +220,16 @@ class tensor_file {
   }
 
   /// The data memory-mapped (read-only), or nullptr where mapping is unavailable (not POSIX, the
-  /// mapping failed, another file is mapped already) or the data are not aligned for their element
+  /// mapping failed, sigbus_guard::slots files are mapped already) or the data are not aligned for their element
   /// type: read() then. Mapping reads the page cache in place, without read()'s copy into a buffer.
   const unsigned char* map_data(std::size_t item_size) {
 #ifndef _WIN32
     if (!map_ && tensor_.offset % item_size == 0 && tensor_.bytes > 0) {
       const std::size_t size = std::size_t(file_size_);
       void* p = mmap(nullptr, size, PROT_READ, MAP_SHARED, fileno(file_.get()), 0);
-      if (p != MAP_FAILED && detail::sigbus_guard::watch(static_cast<unsigned char*>(p), size)) {
-        map_ = std::unique_ptr<unsigned char, unmapper>(static_cast<unsigned char*>(p), unmapper{size});
+      const int slot = p != MAP_FAILED ? detail::sigbus_guard::watch(static_cast<unsigned char*>(p), size) : -1;
+      if (slot >= 0) {
+        map_ = std::unique_ptr<unsigned char, unmapper>(static_cast<unsigned char*>(p), unmapper{size, slot});
         madvise(p, size, MADV_SEQUENTIAL);  // read ahead on a cold cache
       } else if (p != MAP_FAILED) {
         munmap(p, size);
@@ -258,7 +268,7 @@ class tensor_file {
   void check_intact(std::uint64_t end) const {
 #ifndef _WIN32
     struct stat st {};
-    if ((map_ && detail::sigbus_guard::faulted()) ||
+    if ((map_ && detail::sigbus_guard::faulted(map_.get_deleter().slot)) ||
         (fstat(fileno(file_.get()), &st) == 0 && std::uint64_t(st.st_size) < tensor_.offset + end))
       throw truncated_while_read();
 #else
@@ -346,9 +356,10 @@ class tensor_file {
   };
   struct unmapper {
     std::size_t size;
+    int slot;
     void operator()(unsigned char* p) const {
 #ifndef _WIN32
-      detail::sigbus_guard::unwatch();
+      detail::sigbus_guard::unwatch(slot);
       munmap(p, size);
 #else
       (void)p;
@@ -357,7 +368,7 @@ class tensor_file {
   };
   std::string path_;
   std::unique_ptr<std::FILE, closer> file_;
-  std::unique_ptr<unsigned char, unmapper> map_{nullptr, unmapper{0}};
+  std::unique_ptr<unsigned char, unmapper> map_{nullptr, unmapper{0, -1}};
   std::uint64_t file_size_ = 0;
   tensor_desc tensor_;
 };
