@@ -32,6 +32,7 @@ enum class divergence_kind {
   tvd          ///< sum |P - Q| / 2
 };
 
+/// The kind's name, as written in the code ("forward_kl", ...).
 inline const char* to_string(divergence_kind k) {
   switch (k) {
     case divergence_kind::forward_kl: return "forward_kl";
@@ -44,7 +45,7 @@ inline const char* to_string(divergence_kind k) {
 
 /// Options of divergence.
 struct divergence_options {
-  divergence_kind kind = divergence_kind::forward_kl;
+  divergence_kind kind = divergence_kind::forward_kl;  ///< Which divergence (forward KL, distillation's, by default).
   /// jsd's weight of the student, in [0, 1]. As Liger-Kernel defines it, beta = 0 is forward KL and
   /// beta = 1 reverse KL (the mixture's divergence itself tends to 0 there: the ends are special).
   double beta = 0.5;
