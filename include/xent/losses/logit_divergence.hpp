@@ -172,7 +172,7 @@ loss_result<compute_t<typename S::Scalar>> divergence_call(const char* fn, const
   const double factor = o.scale_by_temperature_squared ? ts * ts : 1.0;
   auto skip = [targets, ignore = o.ignore_index](Index j) {
     if constexpr (std::is_same_v<Y, void>) {
-      (void)j, (void)ignore;
+      (void)targets, (void)j, (void)ignore;
       return false;
     } else {
       return static_cast<long>(targets->derived().coeff(j)) == ignore;
