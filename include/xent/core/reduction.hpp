@@ -7,7 +7,15 @@
 
 #include "error.hpp"
 
+#include <Eigen/Core>
+
+#include <optional>
+
 namespace xent {
+
+/// A per-sample keep/ignore flag (the options' `mask`): false leaves the sample out, as a target
+/// equal to ignore_index does. Build one from any 0/1 buffer with `(m.array() != 0)`.
+using sample_mask = Eigen::Array<bool, Eigen::Dynamic, 1>;
 
 /// torch's `reduction`: none (one loss per sample), mean (torch's per-loss definition, e.g. the
 /// weighted mean for cross_entropy), sum. kl_div adds batchmean.

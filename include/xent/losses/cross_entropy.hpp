@@ -16,6 +16,7 @@
 
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -36,6 +37,12 @@ struct nll_loss_options {
   int dim = 0;
   /// 0: OpenMP's default; 1: serial. Results do not depend on it.
   int num_threads = 0;
+  /// Per-sample weights, mask and normalizer (xent's, docs/losses.md "Sample weights and masks"):
+  /// each kept sample's loss times sample_weight[j]; mask[j] false leaves sample j out.
+  Eigen::VectorXd sample_weight;
+  sample_mask mask;
+  /// Given: mean and sum divide the weighted sum by it (a global token count, for micro-batches).
+  std::optional<double> normalizer;
 };
 
 /// Options of cross_entropy: torch's names and defaults (torch::nn::functional::CrossEntropyFuncOptions),
@@ -63,6 +70,12 @@ struct cross_entropy_options {
   /// Threads for one call: 0 takes OpenMP's default (omp_get_max_threads(), OMP_NUM_THREADS), 1 runs
   /// serially. Without OpenMP every call is serial. Results do not depend on it (docs/fused.md).
   int num_threads = 0;
+  /// Per-sample weights, mask and normalizer (xent's, docs/losses.md "Sample weights and masks"):
+  /// each kept sample's loss times sample_weight[j]; mask[j] false leaves sample j out.
+  Eigen::VectorXd sample_weight;
+  sample_mask mask;
+  /// Given: mean and sum divide the weighted sum by it (a global token count, for micro-batches).
+  std::optional<double> normalizer;
 };
 
 namespace detail {
@@ -74,16 +87,16 @@ inline void check_index_only_options(const char* fn, const cross_entropy_options
   if (!(o.z_loss >= 0 && std::isfinite(o.z_loss))) throw_invalid(fn, "z_loss", "must be finite and >= 0 (0 = off)", o.z_loss);
 }
 
-/// Every check of a class-index cross_entropy call; returns the sample count and the mean's
-/// denominator (the summed weights of the non-ignored targets).
+/// Every check of a class-index cross_entropy call.
 template <class Derived, class TDerived>
-std::pair<Eigen::Index, double> check_index_cross_entropy(const char* fn, const Eigen::DenseBase<Derived>& logits,
+checked_call check_index_cross_entropy(const char* fn, const Eigen::DenseBase<Derived>& logits,
                                                           const Eigen::DenseBase<TDerived>& targets,
                                                           const cross_entropy_options& opts) {
   const Eigen::Index samples = check_categorical(fn, "logits", logits, opts, opts.label_smoothing);
   check_index_only_options(fn, opts);
   const Eigen::Index classes = opts.dim == 0 ? logits.rows() : logits.cols();
-  return {samples, check_index_targets(fn, targets, samples, classes, opts.ignore_index, opts.weight)};
+  const sample_selection selection = selection_of(fn, opts, samples);
+  return {samples, check_index_targets(fn, targets, samples, classes, opts.ignore_index, opts.weight, selection), selection};
 }
 
 template <class Derived, class YDerived>
@@ -97,6 +110,17 @@ void check_prob_targets(const char* fn, const Eigen::DenseBase<Derived>& x, cons
   check_same_shape(fn, "targets", y, "logits", x);
   if (opts.ignore_index != -100)
     throw_invalid(fn, "ignore_index", "is not supported with probability targets and must stay -100", opts.ignore_index);
+}
+
+/// Every check of a probability-target cross_entropy call; the mean's denominator is the kept
+/// samples' summed weights (the sample count by default, as torch).
+template <class Derived, class YDerived>
+checked_call check_prob_cross_entropy(const char* fn, const Eigen::DenseBase<Derived>& logits,
+                                      const Eigen::DenseBase<YDerived>& targets, const cross_entropy_options& opts) {
+  const Eigen::Index samples = check_categorical(fn, "logits", logits, opts, opts.label_smoothing);
+  check_prob_targets(fn, logits, targets, opts);
+  const sample_selection selection = selection_of(fn, opts, samples);
+  return {samples, kept_weight(selection, samples), selection};
 }
 
 /// The losses of class-index cross_entropy, one per sample (0 when ignored), and when grad is given
@@ -118,7 +142,8 @@ Eigen::Matrix<compute_t<S>, Eigen::Dynamic, 1> index_cross_entropy(const samples
   st.classes = v.classes;
   st.softcap = static_cast<T>(opts.softcap);
   st.z_loss = static_cast<T>(opts.z_loss);
-  fused_cross_entropy_dispatch(v, st, opts.num_threads, index_targets(targets, opts.ignore_index), losses.data(),
+  fused_cross_entropy_dispatch(v, st, opts.num_threads, index_targets(targets, opts.ignore_index, selection_in(opts).mask),
+                               losses.data(),
                                lse ? lse->data() : nullptr, scale, grad);
   return losses;
 }
@@ -136,7 +161,7 @@ Eigen::Matrix<compute_t<S>, Eigen::Dynamic, 1> prob_cross_entropy(const samples_
   auto run = [&](auto weighted) {
     const prob_ce_policy<S, std::decay_t<Scale>, decltype(weighted)::value> policy(
         weight.empty() ? nullptr : weight.data(), static_cast<T>(opts.label_smoothing), v.classes, losses.data(), scale,
-        grad != nullptr);
+        grad != nullptr, selection_in(opts).mask);
     engine::sweep(policy, engine::sweep_views<S>{v, &y, grad}, opts.num_threads);
   };
   if (weight.empty())
@@ -172,7 +197,7 @@ loss_result<detail::compute_t<typename Derived::Scalar>> cross_entropy(const Eig
         opts.reduction,
         detail::index_cross_entropy(v, targets, opts, [](Eigen::Index) { return T(0); },
                                     static_cast<const detail::samples_view<S>*>(nullptr), opts.return_lse ? &lse : nullptr),
-        checked.second);
+        checked.denominator, checked.selection);
     return opts.return_lse ? std::move(result).with_lse(std::move(lse)) : result;
   });
 }
@@ -188,14 +213,13 @@ loss_result<detail::compute_t<typename Derived::Scalar>> cross_entropy(const Eig
   using S = typename Derived::Scalar;
   using T = detail::compute_t<S>;
   constexpr const char* fn = "cross_entropy";
-  const Eigen::Index samples = detail::check_categorical(fn, "logits", logits, opts, opts.label_smoothing);
-  detail::check_prob_targets(fn, logits, targets, opts);
+  const auto checked = detail::check_prob_cross_entropy(fn, logits, targets, opts);
   return detail::with_view(logits, opts.dim, [&](const detail::samples_view<const S>& v) {
     return detail::with_view(targets, opts.dim, [&](const detail::samples_view<const S>& y) {
       return detail::reduce_losses(opts.reduction,
                                    detail::prob_cross_entropy(v, y, opts, [](Eigen::Index) { return T(0); },
                                                               static_cast<const detail::samples_view<S>*>(nullptr)),
-                                   double(samples));
+                                   checked.denominator, checked.selection);
     });
   });
 }
@@ -213,7 +237,8 @@ void cross_entropy_backward(const Eigen::DenseBase<Derived>& logits, const Eigen
   using T = detail::compute_t<S>;
   constexpr const char* fn = "cross_entropy_backward";
   const auto checked = detail::check_index_cross_entropy(fn, logits, targets, opts);
-  const auto scale = detail::grad_scale_of<T>(fn, opts.reduction, checked.first, checked.second, grad_out);
+  const auto scale =
+      detail::grad_scale_of<T>(fn, opts.reduction, checked.samples, checked.denominator, grad_out, checked.selection);
   detail::with_out_view(fn, "grad_logits_out", logits, grad_logits_out, opts.dim, [&](const detail::samples_view<S>& out) {
     detail::with_view(logits, opts.dim, [&](const detail::samples_view<const S>& v) {
       detail::index_cross_entropy(v, targets, opts, scale, &out);
@@ -235,15 +260,16 @@ loss_result<detail::compute_t<typename Derived::Scalar>> cross_entropy_with_grad
   using T = detail::compute_t<S>;
   constexpr const char* fn = "cross_entropy_with_grad";
   const auto checked = detail::check_index_cross_entropy(fn, logits, targets, opts);
-  const double denominator = checked.second;
+  const double denominator = checked.denominator;
   Eigen::Matrix<T, Eigen::Dynamic, 1> losses, lse;
   detail::with_out_view(fn, "grad_logits_out", logits, grad_logits_out, opts.dim, [&](const detail::samples_view<S>& out) {
     detail::with_view(logits, opts.dim, [&](const detail::samples_view<const S>& v) {
-      losses = detail::index_cross_entropy(v, targets, opts, detail::seed_scale<T>(opts.reduction, denominator), &out,
+      losses = detail::index_cross_entropy(v, targets, opts,
+                                           detail::seed_scale<T>(opts.reduction, denominator, checked.selection), &out,
                                            opts.return_lse ? &lse : nullptr);
     });
   });
-  auto result = detail::reduce_losses(opts.reduction, std::move(losses), denominator);
+  auto result = detail::reduce_losses(opts.reduction, std::move(losses), denominator, checked.selection);
   return opts.return_lse ? std::move(result).with_lse(std::move(lse)) : result;
 }
 
@@ -267,10 +293,10 @@ void cross_entropy_backward(const Eigen::DenseBase<Derived>& logits, const Eigen
   using S = typename Derived::Scalar;
   using T = detail::compute_t<S>;
   constexpr const char* fn = "cross_entropy_backward";
-  const Eigen::Index samples = detail::check_categorical(fn, "logits", logits, opts, opts.label_smoothing);
-  detail::check_prob_targets(fn, logits, targets, opts);
+  const auto checked = detail::check_prob_cross_entropy(fn, logits, targets, opts);
   detail::check_no_overlap(fn, "grad_logits_out", grad_logits_out, "targets", targets, false);
-  const auto scale = detail::grad_scale_of<T>(fn, opts.reduction, samples, double(samples), grad_out);
+  const auto scale =
+      detail::grad_scale_of<T>(fn, opts.reduction, checked.samples, checked.denominator, grad_out, checked.selection);
   detail::with_out_view(fn, "grad_logits_out", logits, grad_logits_out, opts.dim, [&](const detail::samples_view<S>& out) {
     detail::with_view(logits, opts.dim, [&](const detail::samples_view<const S>& v) {
       detail::with_view(targets, opts.dim, [&](const detail::samples_view<const S>& y) {
@@ -290,31 +316,32 @@ loss_result<detail::compute_t<typename Derived::Scalar>> cross_entropy_with_grad
   using S = typename Derived::Scalar;
   using T = detail::compute_t<S>;
   constexpr const char* fn = "cross_entropy_with_grad";
-  const Eigen::Index samples = detail::check_categorical(fn, "logits", logits, opts, opts.label_smoothing);
-  detail::check_prob_targets(fn, logits, targets, opts);
+  const auto checked = detail::check_prob_cross_entropy(fn, logits, targets, opts);
   detail::check_no_overlap(fn, "grad_logits_out", grad_logits_out, "targets", targets, false);
   Eigen::Matrix<T, Eigen::Dynamic, 1> losses;
   detail::with_out_view(fn, "grad_logits_out", logits, grad_logits_out, opts.dim, [&](const detail::samples_view<S>& out) {
     detail::with_view(logits, opts.dim, [&](const detail::samples_view<const S>& v) {
       detail::with_view(targets, opts.dim, [&](const detail::samples_view<const S>& y) {
-        losses = detail::prob_cross_entropy(v, y, opts, detail::seed_scale<T>(opts.reduction, double(samples)), &out);
+        losses = detail::prob_cross_entropy(v, y, opts,
+                                            detail::seed_scale<T>(opts.reduction, checked.denominator, checked.selection), &out);
       });
     });
   });
-  return detail::reduce_losses(opts.reduction, std::move(losses), double(samples));
+  return detail::reduce_losses(opts.reduction, std::move(losses), checked.denominator, checked.selection);
 }
 
 namespace detail {
 
-/// The checks of an nll_loss call; returns the sample count and the mean's denominator.
+/// The checks of an nll_loss call.
 template <class Derived, class TDerived>
-std::pair<Eigen::Index, double> check_nll(const char* fn, const Eigen::DenseBase<Derived>& log_probs,
+checked_call check_nll(const char* fn, const Eigen::DenseBase<Derived>& log_probs,
                                           const Eigen::DenseBase<TDerived>& targets, const nll_loss_options& opts) {
   check_real<Derived>();
   check_num_threads(fn, opts.num_threads);
   const Eigen::Index samples = check_categorical(fn, "log_probs", log_probs, opts, 0.0);
   const Eigen::Index classes = opts.dim == 0 ? log_probs.rows() : log_probs.cols();
-  return {samples, check_index_targets(fn, targets, samples, classes, opts.ignore_index, opts.weight)};
+  const sample_selection selection = selection_of(fn, opts, samples);
+  return {samples, check_index_targets(fn, targets, samples, classes, opts.ignore_index, opts.weight, selection), selection};
 }
 
 /// nll_loss reads one entry per sample and writes one per sample: -w[t] * log_probs[t] (0 when
@@ -322,7 +349,7 @@ std::pair<Eigen::Index, double> check_nll(const char* fn, const Eigen::DenseBase
 template <class T, class TDerived, class Scale>
 Eigen::Matrix<T, Eigen::Dynamic, 1> nll_losses(const samples_view<const T>& v, const Eigen::DenseBase<TDerived>& targets,
                                                const nll_loss_options& opts, Scale&& scale, const samples_view<T>* grad) {
-  const auto target_at = index_targets(targets, opts.ignore_index);
+  const auto target_at = index_targets(targets, opts.ignore_index, selection_in(opts).mask);
   const std::vector<T> weight = weights_in<T>(opts.weight);
   auto w = [&](Index t) { return weight.empty() ? T(1) : weight[std::size_t(t)]; };
   Eigen::Matrix<T, Eigen::Dynamic, 1> losses(v.samples);
@@ -353,7 +380,7 @@ loss_result<typename Derived::Scalar> nll_loss(const Eigen::DenseBase<Derived>& 
     return detail::reduce_losses(opts.reduction,
                                  detail::nll_losses(v, targets, opts, [](Eigen::Index) { return T(0); },
                                                     static_cast<const detail::samples_view<T>*>(nullptr)),
-                                 checked.second);
+                                 checked.denominator, checked.selection);
   });
 }
 
@@ -370,10 +397,11 @@ loss_result<typename Derived::Scalar> nll_loss_with_grad(const Eigen::DenseBase<
   Eigen::Matrix<T, Eigen::Dynamic, 1> losses;
   detail::with_out_view(fn, "grad_log_probs_out", log_probs, grad_log_probs_out, opts.dim, [&](const detail::samples_view<T>& out) {
     detail::with_view(log_probs, opts.dim, [&](const detail::samples_view<const T>& v) {
-      losses = detail::nll_losses(v, targets, opts, detail::seed_scale<T>(opts.reduction, checked.second), &out);
+      losses = detail::nll_losses(v, targets, opts, detail::seed_scale<T>(opts.reduction, checked.denominator, checked.selection),
+                                  &out);
     });
   });
-  return detail::reduce_losses(opts.reduction, std::move(losses), checked.second);
+  return detail::reduce_losses(opts.reduction, std::move(losses), checked.denominator, checked.selection);
 }
 
 /// Gradient of nll_loss with respect to log_probs, times grad_out (a number for mean/sum, one per
@@ -385,7 +413,8 @@ void nll_loss_backward(const Eigen::DenseBase<Derived>& log_probs, const Eigen::
   using T = typename Derived::Scalar;
   constexpr const char* fn = "nll_loss_backward";
   const auto checked = detail::check_nll(fn, log_probs, targets, opts);
-  const auto scale = detail::grad_scale_of<T>(fn, opts.reduction, checked.first, checked.second, grad_out);
+  const auto scale =
+      detail::grad_scale_of<T>(fn, opts.reduction, checked.samples, checked.denominator, grad_out, checked.selection);
   detail::with_out_view(fn, "grad_log_probs_out", log_probs, grad_log_probs_out, opts.dim, [&](const detail::samples_view<T>& out) {
     detail::with_view(log_probs, opts.dim, [&](const detail::samples_view<const T>& v) {
       detail::nll_losses(v, targets, opts, scale, &out);

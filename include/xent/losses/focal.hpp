@@ -18,6 +18,7 @@
 #include <Eigen/Core>
 
 #include <cmath>
+#include <optional>
 #include <string>
 
 namespace xent {
@@ -47,6 +48,10 @@ struct softmax_focal_loss_options {
   /// The class axis: 0 = classes down each column (C x N), 1 = along each row (N x C).
   int dim = 0;
   int num_threads = 0;  ///< 0: OpenMP's default; 1: serial. Results do not depend on it.
+  /// Per-sample weights, mask and normalizer, as cross_entropy_options (docs/losses.md).
+  Eigen::VectorXd sample_weight;
+  sample_mask mask;
+  std::optional<double> normalizer;  ///< given: mean and sum divide the weighted sum by it
 };
 
 namespace detail {
@@ -82,18 +87,20 @@ inline const Eigen::VectorXd& no_weight() {
   return empty;
 }
 
-/// Checks softmax_focal_loss's arguments; returns the mean's denominator (non-ignored count).
+/// Checks softmax_focal_loss's arguments; the mean's denominator is the kept samples' weight
+/// (their count when unweighted).
 template <class Derived, class TDerived>
-double check_softmax_focal(const char* fn, const Eigen::DenseBase<Derived>& x, const Eigen::DenseBase<TDerived>& targets,
-                           const softmax_focal_loss_options& o, Eigen::Index& samples, Eigen::Index& classes) {
+checked_call check_softmax_focal(const char* fn, const Eigen::DenseBase<Derived>& x, const Eigen::DenseBase<TDerived>& targets,
+                                 const softmax_focal_loss_options& o) {
   check_gamma(fn, o.gamma);
   check_num_threads(fn, o.num_threads);
-  samples = check_categorical(fn, "logits", x, categorical_check_view{no_weight(), o.reduction, o.dim}, 0.0);
-  classes = o.dim == 0 ? x.rows() : x.cols();
+  const Index samples = check_categorical(fn, "logits", x, categorical_check_view{no_weight(), o.reduction, o.dim}, 0.0);
+  const Index classes = o.dim == 0 ? x.rows() : x.cols();
   if (o.alpha.size() != 0 && o.alpha.size() != classes)
     throw_invalid(fn, "alpha", "must be empty or have one entry per class (" + std::to_string(classes) + ")",
                   o.alpha.size());
-  return check_index_targets(fn, targets, samples, classes, o.ignore_index, no_weight());
+  const sample_selection selection = selection_of(fn, o, samples);
+  return {samples, check_index_targets(fn, targets, samples, classes, o.ignore_index, no_weight(), selection), selection};
 }
 
 /// Runs softmax_focal_loss over the logits: per-sample losses, and the gradient times scale(j)
@@ -107,7 +114,7 @@ Eigen::Matrix<compute_t<typename Derived::Scalar>, Eigen::Dynamic, 1> softmax_fo
   Eigen::Matrix<T, Eigen::Dynamic, 1> losses(o.dim == 0 ? logits.cols() : logits.rows());
   const std::vector<T> alpha = weights_in<T>(o.alpha);
   with_view(logits, o.dim, [&](const samples_view<const S>& v) {
-    target_probability_sweep(v, focal_formula<T>{&alpha, static_cast<T>(o.gamma)}, index_targets(targets, o.ignore_index),
+    target_probability_sweep(v, focal_formula<T>{&alpha, static_cast<T>(o.gamma)}, index_targets(targets, o.ignore_index, selection_in(o).mask),
                              losses.data(), scale, grad, o.num_threads);
   });
   return losses;
@@ -162,12 +169,11 @@ loss_result<detail::compute_t<typename Derived::Scalar>> softmax_focal_loss(cons
                                                                             const Eigen::DenseBase<TDerived>& targets,
                                                                             const softmax_focal_loss_options& opts = {}) {
   using T = detail::compute_t<typename Derived::Scalar>;
-  Eigen::Index samples = 0, classes = 0;
-  const double denominator = detail::check_softmax_focal("softmax_focal_loss", logits, targets, opts, samples, classes);
+  const auto checked = detail::check_softmax_focal("softmax_focal_loss", logits, targets, opts);
   return detail::reduce_losses(opts.reduction,
                                detail::softmax_focal_losses(logits, targets, opts, [](Eigen::Index) { return T(0); },
                                                             static_cast<const detail::samples_view<typename Derived::Scalar>*>(nullptr)),
-                               denominator);
+                               checked.denominator, checked.selection);
 }
 
 /// softmax_focal_loss and its gradient w.r.t. the logits in one call, into grad_logits_out (for
@@ -179,13 +185,13 @@ loss_result<detail::compute_t<typename Derived::Scalar>> softmax_focal_loss_with
   using S = typename Derived::Scalar;
   using T = detail::compute_t<S>;
   constexpr const char* fn = "softmax_focal_loss_with_grad";
-  Eigen::Index samples = 0, classes = 0;
-  const double denominator = detail::check_softmax_focal(fn, logits, targets, opts, samples, classes);
+  const auto checked = detail::check_softmax_focal(fn, logits, targets, opts);
   Eigen::Matrix<T, Eigen::Dynamic, 1> losses;
   detail::with_out_view(fn, "grad_logits_out", logits, grad_logits_out, opts.dim, [&](const detail::samples_view<S>& out) {
-    losses = detail::softmax_focal_losses(logits, targets, opts, detail::seed_scale<T>(opts.reduction, denominator), &out);
+    losses = detail::softmax_focal_losses(logits, targets, opts,
+                                          detail::seed_scale<T>(opts.reduction, checked.denominator, checked.selection), &out);
   });
-  return detail::reduce_losses(opts.reduction, std::move(losses), denominator);
+  return detail::reduce_losses(opts.reduction, std::move(losses), checked.denominator, checked.selection);
 }
 
 /// Gradient of softmax_focal_loss w.r.t. the logits, times grad_out (a number for mean/sum, one per
@@ -197,9 +203,9 @@ void softmax_focal_loss_backward(const Eigen::DenseBase<Derived>& logits, const 
   using S = typename Derived::Scalar;
   using T = detail::compute_t<S>;
   constexpr const char* fn = "softmax_focal_loss_backward";
-  Eigen::Index samples = 0, classes = 0;
-  const double denominator = detail::check_softmax_focal(fn, logits, targets, opts, samples, classes);
-  const auto scale = detail::grad_scale_of<T>(fn, opts.reduction, samples, denominator, grad_out);
+  const auto checked = detail::check_softmax_focal(fn, logits, targets, opts);
+  const auto scale =
+      detail::grad_scale_of<T>(fn, opts.reduction, checked.samples, checked.denominator, grad_out, checked.selection);
   detail::with_out_view(fn, "grad_logits_out", logits, grad_logits_out, opts.dim, [&](const detail::samples_view<S>& out) {
     detail::softmax_focal_losses(logits, targets, opts, scale, &out);
   });

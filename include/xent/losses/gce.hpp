@@ -15,6 +15,7 @@
 #include <Eigen/Core>
 
 #include <cmath>
+#include <optional>
 
 namespace xent {
 
@@ -29,17 +30,24 @@ struct generalized_cross_entropy_options {
   /// The class axis: 0 = classes down each column (C x N), 1 = along each row (N x C).
   int dim = 0;
   int num_threads = 0;  ///< 0: OpenMP's default; 1: serial. Results do not depend on it.
+  /// Per-sample weights, mask and normalizer, as cross_entropy_options (docs/losses.md).
+  Eigen::VectorXd sample_weight;
+  sample_mask mask;
+  std::optional<double> normalizer;  ///< given: mean and sum divide the weighted sum by it
 };
 
 namespace detail {
 
 template <class Derived, class TDerived>
-double check_gce(const char* fn, const Eigen::DenseBase<Derived>& x, const Eigen::DenseBase<TDerived>& targets,
-                 const generalized_cross_entropy_options& o, Eigen::Index& samples) {
+checked_call check_gce(const char* fn, const Eigen::DenseBase<Derived>& x, const Eigen::DenseBase<TDerived>& targets,
+                       const generalized_cross_entropy_options& o) {
   if (!(o.q > 0 && o.q <= 1)) throw_invalid(fn, "q", "must be in (0, 1]", o.q);
   check_num_threads(fn, o.num_threads);
-  samples = check_categorical(fn, "logits", x, categorical_check_view{no_weight(), o.reduction, o.dim}, 0.0);
-  return check_index_targets(fn, targets, samples, o.dim == 0 ? x.rows() : x.cols(), o.ignore_index, no_weight());
+  const Index samples = check_categorical(fn, "logits", x, categorical_check_view{no_weight(), o.reduction, o.dim}, 0.0);
+  const sample_selection selection = selection_of(fn, o, samples);
+  return {samples,
+          check_index_targets(fn, targets, samples, o.dim == 0 ? x.rows() : x.cols(), o.ignore_index, no_weight(), selection),
+          selection};
 }
 
 template <class Derived, class TDerived, class Scale>
@@ -50,7 +58,7 @@ Eigen::Matrix<compute_t<typename Derived::Scalar>, Eigen::Dynamic, 1> gce_losses
   using T = compute_t<S>;
   Eigen::Matrix<T, Eigen::Dynamic, 1> losses(o.dim == 0 ? logits.cols() : logits.rows());
   with_view(logits, o.dim, [&](const samples_view<const S>& v) {
-    target_probability_sweep(v, gce_formula<T>{static_cast<T>(o.q)}, index_targets(targets, o.ignore_index), losses.data(),
+    target_probability_sweep(v, gce_formula<T>{static_cast<T>(o.q)}, index_targets(targets, o.ignore_index, selection_in(o).mask), losses.data(),
                              scale, grad, o.num_threads);
   });
   return losses;
@@ -67,12 +75,11 @@ loss_result<detail::compute_t<typename Derived::Scalar>> generalized_cross_entro
     const Eigen::DenseBase<Derived>& logits, const Eigen::DenseBase<TDerived>& targets,
     const generalized_cross_entropy_options& opts = {}) {
   using T = detail::compute_t<typename Derived::Scalar>;
-  Eigen::Index samples = 0;
-  const double denominator = detail::check_gce("generalized_cross_entropy", logits, targets, opts, samples);
+  const auto checked = detail::check_gce("generalized_cross_entropy", logits, targets, opts);
   return detail::reduce_losses(opts.reduction,
                                detail::gce_losses(logits, targets, opts, [](Eigen::Index) { return T(0); },
                                                   static_cast<const detail::samples_view<typename Derived::Scalar>*>(nullptr)),
-                               denominator);
+                               checked.denominator, checked.selection);
 }
 
 /// generalized_cross_entropy and its gradient w.r.t. the logits in one call, into grad_logits_out
@@ -84,13 +91,13 @@ loss_result<detail::compute_t<typename Derived::Scalar>> generalized_cross_entro
   using S = typename Derived::Scalar;
   using T = detail::compute_t<S>;
   constexpr const char* fn = "generalized_cross_entropy_with_grad";
-  Eigen::Index samples = 0;
-  const double denominator = detail::check_gce(fn, logits, targets, opts, samples);
+  const auto checked = detail::check_gce(fn, logits, targets, opts);
   Eigen::Matrix<T, Eigen::Dynamic, 1> losses;
   detail::with_out_view(fn, "grad_logits_out", logits, grad_logits_out, opts.dim, [&](const detail::samples_view<S>& out) {
-    losses = detail::gce_losses(logits, targets, opts, detail::seed_scale<T>(opts.reduction, denominator), &out);
+    losses = detail::gce_losses(logits, targets, opts,
+                                detail::seed_scale<T>(opts.reduction, checked.denominator, checked.selection), &out);
   });
-  return detail::reduce_losses(opts.reduction, std::move(losses), denominator);
+  return detail::reduce_losses(opts.reduction, std::move(losses), checked.denominator, checked.selection);
 }
 
 /// Gradient of generalized_cross_entropy w.r.t. the logits, times grad_out (a number for mean/sum,
@@ -102,9 +109,9 @@ void generalized_cross_entropy_backward(const Eigen::DenseBase<Derived>& logits,
   using S = typename Derived::Scalar;
   using T = detail::compute_t<S>;
   constexpr const char* fn = "generalized_cross_entropy_backward";
-  Eigen::Index samples = 0;
-  const double denominator = detail::check_gce(fn, logits, targets, opts, samples);
-  const auto scale = detail::grad_scale_of<T>(fn, opts.reduction, samples, denominator, grad_out);
+  const auto checked = detail::check_gce(fn, logits, targets, opts);
+  const auto scale =
+      detail::grad_scale_of<T>(fn, opts.reduction, checked.samples, checked.denominator, grad_out, checked.selection);
   detail::with_out_view(fn, "grad_logits_out", logits, grad_logits_out, opts.dim, [&](const detail::samples_view<S>& out) {
     detail::gce_losses(logits, targets, opts, scale, &out);
   });

@@ -19,6 +19,7 @@
 
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <string>
 #include <type_traits>
 
@@ -62,6 +63,10 @@ struct divergence_options {
   xent::reduction reduction = xent::reduction::batchmean;
   int dim = 0;          ///< The class axis: 0 = classes down each column (C x N).
   int num_threads = 0;  ///< 0: OpenMP's default; 1: serial. Results do not depend on it.
+  /// Per-sample weights, mask and normalizer, as cross_entropy_options (docs/losses.md).
+  Eigen::VectorXd sample_weight;
+  sample_mask mask;
+  std::optional<double> normalizer;  ///< given: the reductions divide the weighted sum by it
 };
 
 namespace detail {
@@ -138,7 +143,8 @@ void divergence_sweep(divergence_role role, double beta, const samples_view<cons
 template <class T, class G>
 auto divergence_upstream(const char* fn, const divergence_options& o, Index samples, double denominator, double factor,
                          const G& grad_out) {
-  return upstream_of<T>(fn, o.reduction, samples, factor, o.reduction == reduction::sum ? 1.0 : denominator, grad_out);
+  const sample_selection selection = selection_in(o);
+  return upstream_of<T>(fn, o.reduction, samples, factor, selection.divisor(o.reduction, denominator), grad_out, selection);
 }
 
 /// A buffer that is not there (the overloads without a teacher gradient).
@@ -157,8 +163,10 @@ loss_result<compute_t<typename S::Scalar>> divergence_call(const char* fn, const
   const Index samples = check_divergence(fn, s, t, o);
   const Index classes = o.dim == 0 ? s.rows() : s.cols();
   constexpr bool has_teacher_buffer = !std::is_same_v<Gt, no_grad_buffer>;
-  double kept = double(samples);
-  if constexpr (!std::is_same_v<Y, void>) kept = check_index_targets(fn, *targets, samples, classes, o.ignore_index, Eigen::VectorXd());
+  const sample_selection selection = selection_of(fn, o, samples);
+  double kept = kept_weight(selection, samples);
+  if constexpr (!std::is_same_v<Y, void>)
+    kept = check_index_targets(fn, *targets, samples, classes, o.ignore_index, Eigen::VectorXd(), selection);
   const double denominator = o.reduction == reduction::mean ? kept * double(classes) : kept;
   const bool want_s = grad_out && gs && gs->size() != 0, want_t = has_teacher_buffer && grad_out && gt && gt->size() != 0;
   if (want_s) check_no_overlap(fn, "grad_student_out", *gs, "teacher_logits", t, false);
@@ -170,9 +178,10 @@ loss_result<compute_t<typename S::Scalar>> divergence_call(const char* fn, const
   }
   const double ts = o.temperature, tt = o.teacher_temperature != 0 ? o.teacher_temperature : o.temperature;
   const double factor = o.scale_by_temperature_squared ? ts * ts : 1.0;
-  auto skip = [targets, ignore = o.ignore_index](Index j) {
+  auto skip = [targets, ignore = o.ignore_index, mask = selection.mask](Index j) {
+    if (mask && !mask[j]) return true;
     if constexpr (std::is_same_v<Y, void>) {
-      (void)targets, (void)j, (void)ignore;
+      (void)targets, (void)ignore;
       return false;
     } else {
       return static_cast<long>(targets->derived().coeff(j)) == ignore;
@@ -234,10 +243,8 @@ loss_result<compute_t<typename S::Scalar>> divergence_call(const char* fn, const
     });
   });
   if (o.scale_by_temperature_squared) losses *= static_cast<T>(factor);
-  if (o.reduction == reduction::none) return loss_result<T>::per_sample_losses(std::move(losses), kept);
-  const double total = engine::ordered_sum(losses.data(), losses.size());
-  return loss_result<T>::reduced(o.reduction, static_cast<T>(o.reduction == reduction::sum ? total : total / denominator),
-                                 denominator);
+  if (o.reduction == reduction::none) return reduce_losses(o.reduction, std::move(losses), kept, selection);
+  return reduce_losses(o.reduction, std::move(losses), denominator, selection);
 }
 
 }  // namespace detail

@@ -16,6 +16,8 @@
 
 #include <Eigen/Core>
 
+#include <cmath>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -53,11 +55,65 @@ Eigen::Index check_categorical(const char* fn, const char* x_name, const Eigen::
   return o.dim == 0 ? x.cols() : x.rows();
 }
 
-/// Checks class-index targets and returns the weighted mean's denominator: the sum of the weights
-/// of the non-ignored targets (their count when unweighted), as torch's nll_loss.
+/// The per-sample weighting of one call, from the options' sample_weight, mask and normalizer
+/// (checked once by selection_of): which samples are kept, what each weighs, and what a reduced
+/// loss divides its weighted sum by. Every per-sample loss reads it the same way:
+///   value(mean, batchmean) = sum_j w_j l_j / (normalizer or the denominator),
+///   value(sum) = sum_j w_j l_j / (normalizer or 1),  none: w_j l_j per sample.
+struct sample_selection {
+  const double* weight = nullptr;  // one per sample; null: each weighs 1
+  const bool* mask = nullptr;      // one per sample; null: all kept
+  std::optional<double> normalizer;
+
+  bool kept(Index j) const { return !mask || mask[j]; }
+  double weight_at(Index j) const { return weight ? weight[j] : 1.0; }
+  /// What the reduced weighted sum is divided by.
+  double divisor(reduction r, double denominator) const {
+    if (normalizer) return *normalizer;
+    return r == reduction::mean || r == reduction::batchmean ? denominator : 1.0;
+  }
+};
+
+/// The selection of the options, unchecked (what the kernels rebuild from options already checked).
+template <class Options>
+sample_selection selection_in(const Options& o) {
+  return {o.sample_weight.size() ? o.sample_weight.data() : nullptr, o.mask.size() ? o.mask.data() : nullptr, o.normalizer};
+}
+
+/// Checks the options' sample_weight (empty or one finite weight >= 0 per sample), mask (empty or
+/// one flag per sample) and normalizer (absent, or finite and > 0 with a reduced loss).
+template <class Options>
+sample_selection selection_of(const char* fn, const Options& o, Index samples) {
+  const std::string per_sample = "must be empty or have one entry per sample (" + std::to_string(samples) + ")";
+  if (o.sample_weight.size() != 0 && o.sample_weight.size() != samples)
+    throw_invalid(fn, "sample_weight", per_sample, o.sample_weight.size());
+  for (Index j = 0; j < o.sample_weight.size(); ++j)
+    if (!(o.sample_weight(j) >= 0 && std::isfinite(o.sample_weight(j))))
+      throw_invalid(fn, "sample_weight[" + std::to_string(j) + "]", "must be finite and >= 0", o.sample_weight(j));
+  if (o.mask.size() != 0 && o.mask.size() != samples) throw_invalid(fn, "mask", per_sample, o.mask.size());
+  if (o.normalizer) {
+    if (!(*o.normalizer > 0 && std::isfinite(*o.normalizer)))
+      throw_invalid(fn, "normalizer", "must be finite and > 0 when given", *o.normalizer);
+    if (o.reduction == reduction::none)
+      throw_invalid(fn, "normalizer", "divides a reduced loss and needs reduction mean, sum or batchmean", "reduction none");
+  }
+  return selection_in(o);
+}
+
+/// What the checks of a per-sample call return: the sample count, the mean's denominator and the
+/// call's sample weighting.
+struct checked_call {
+  Eigen::Index samples;
+  double denominator;
+  sample_selection selection;
+};
+
+/// Checks class-index targets and returns the weighted mean's denominator: the sum, over the kept
+/// samples (not masked, target not ignore_index), of the sample weight times the target's class
+/// weight (their count when unweighted), as torch's nll_loss. A masked sample's target is not read.
 template <class TDerived>
 double check_index_targets(const char* fn, const Eigen::DenseBase<TDerived>& targets, Eigen::Index samples, Eigen::Index classes,
-                           long ignore_index, const Eigen::VectorXd& weight) {
+                           long ignore_index, const Eigen::VectorXd& weight, const sample_selection& selection = {}) {
   // Signed, as torch's int64 targets: an unsigned 2^64 - 100 would wrap to the default ignore_index
   // and be skipped without a word.
   static_assert(std::is_integral_v<typename TDerived::Scalar> && std::is_signed_v<typename TDerived::Scalar>,
@@ -66,20 +122,32 @@ double check_index_targets(const char* fn, const Eigen::DenseBase<TDerived>& tar
     throw_invalid(fn, "targets", "must have one entry per sample (" + std::to_string(samples) + ")", targets.size());
   engine::exact_sum total;
   for (Eigen::Index j = 0; j < samples; ++j) {
+    if (!selection.kept(j)) continue;
     const long t = static_cast<long>(targets.derived().coeff(j));
     if (t == ignore_index) continue;
     if (t < 0 || t >= classes)
       throw_invalid(fn, "target[" + std::to_string(j) + "]",
                     "must be in [0, " + std::to_string(classes) + ") or ignore_index (" + std::to_string(ignore_index) + ")", t);
-    total.add(weight.size() ? weight(t) : 1.0);
+    total.add((weight.size() ? weight(t) : 1.0) * selection.weight_at(j));
   }
   return total.value();
 }
 
-/// The class of sample j, or -1 when its target is ignore_index (its logits are never read).
+/// The summed weights of the kept samples (the denominator of a loss without class-index targets).
+inline double kept_weight(const sample_selection& selection, Index samples) {
+  if (!selection.weight && !selection.mask) return double(samples);
+  engine::exact_sum total;
+  for (Index j = 0; j < samples; ++j)
+    if (selection.kept(j)) total.add(selection.weight_at(j));
+  return total.value();
+}
+
+/// The class of sample j, or -1 when its target is ignore_index or the mask leaves it out (its
+/// logits are never read).
 template <class TDerived>
-auto index_targets(const Eigen::DenseBase<TDerived>& targets, long ignore_index) {
-  return [&targets, ignore_index](Index j) -> Index {
+auto index_targets(const Eigen::DenseBase<TDerived>& targets, long ignore_index, const bool* mask = nullptr) {
+  return [&targets, ignore_index, mask](Index j) -> Index {
+    if (mask && !mask[j]) return Index(-1);
     const long t = static_cast<long>(targets.derived().coeff(j));
     return t == ignore_index ? Index(-1) : Index(t);
   };
@@ -93,24 +161,50 @@ std::vector<T> weights_in(const Eigen::VectorXd& weight) {
   return w;
 }
 
-/// Reduces per-sample losses as torch (mean: the sum over the denominator; every sample ignored
-/// gives 0 / 0 = NaN, as torch), by the one policy: in order, compensated, in double.
+/// Reduces per-sample losses as torch (mean: the weighted sum over the denominator; every sample
+/// ignored gives 0 / 0 = NaN, as torch), by the one policy: in order, compensated, in double. The
+/// sample weights multiply each loss (in double for the sum); see sample_selection for the divisor.
 template <class T>
-loss_result<T> reduce_losses(reduction r, Eigen::Matrix<T, Eigen::Dynamic, 1>&& losses, double denominator) {
-  if (r == reduction::none) return loss_result<T>::per_sample_losses(std::move(losses), denominator);
-  const double total = engine::ordered_sum(losses.data(), losses.size());
-  return loss_result<T>::reduced(r, static_cast<T>(r == reduction::mean ? total / denominator : total), denominator);
+loss_result<T> reduce_losses(reduction r, Eigen::Matrix<T, Eigen::Dynamic, 1>&& losses, double denominator,
+                             const sample_selection& selection = {}) {
+  if (r == reduction::none) {
+    if (selection.weight)
+      for (Index j = 0; j < losses.size(); ++j) losses(j) = static_cast<T>(double(losses(j)) * selection.weight[j]);
+    return loss_result<T>::per_sample_losses(std::move(losses), denominator);
+  }
+  double total;
+  if (selection.weight) {
+    engine::exact_sum s;
+    // A masked sample's loss is 0 but its weight need not be: skip it rather than trust 0 * w.
+    for (Index j = 0; j < losses.size(); ++j)
+      if (selection.kept(j)) s.add(double(losses(j)) * selection.weight[j]);
+    total = s.value();
+  } else {
+    total = engine::ordered_sum(losses.data(), losses.size());
+  }
+  return loss_result<T>::reduced(r, static_cast<T>(total / selection.divisor(r, denominator)), denominator);
 }
 
+/// An upstream gradient per sample times the sample's weight.
+template <class T, class Base>
+struct weighted_upstream {
+  Base base;
+  const double* weight;
+  T operator()(Eigen::Index j) const { return weight ? base(j) * static_cast<T>(weight[j]) : base(j); }
+};
+
 /// The upstream gradient of each sample's loss: grad_out * factor / divisor for a reduced loss
-/// (grad_out a number), grad_out[j] * factor for none (one entry per sample).
+/// (grad_out a number), grad_out[j] * factor for none (one entry per sample); times the sample's
+/// weight.
 template <class T, class G>
-auto upstream_of(const char* fn, reduction r, Eigen::Index samples, double factor, double divisor, const G& grad_out) {
+auto upstream_of(const char* fn, reduction r, Eigen::Index samples, double factor, double divisor, const G& grad_out,
+                 const sample_selection& selection = {}) {
   if constexpr (std::is_arithmetic_v<G>) {
     if (r == reduction::none)
       throw_invalid(fn, "grad_out", "must have one entry per sample for reduction none (a vector), not a scalar", grad_out);
     const T c = static_cast<T>(double(grad_out) * factor / divisor);
-    return [c](Eigen::Index) { return c; };
+    auto base = [c](Eigen::Index) { return c; };
+    return weighted_upstream<T, decltype(base)>{base, selection.weight};
   } else {
     if (r != reduction::none)
       throw_invalid(fn, "grad_out", std::string("must be a scalar for reduction ") + to_string(r) + ", not a vector of size",
@@ -118,23 +212,27 @@ auto upstream_of(const char* fn, reduction r, Eigen::Index samples, double facto
     if (grad_out.size() != samples)
       throw_invalid(fn, "grad_out", "must have one entry per sample (" + std::to_string(samples) + ")", grad_out.size());
     const T f = static_cast<T>(factor);
-    return [&grad_out, f](Eigen::Index j) { return f * static_cast<T>(grad_out.derived().coeff(j)); };
+    auto base = [&grad_out, f](Eigen::Index j) { return f * static_cast<T>(grad_out.derived().coeff(j)); };
+    return weighted_upstream<T, decltype(base)>{base, selection.weight};
   }
 }
 
 /// The upstream gradient of each sample's loss: grad_out for sum, grad_out / denominator for mean,
-/// grad_out[j] for none. A number goes with mean/sum, a vector with none.
+/// grad_out[j] for none (each times the sample weight, over the normalizer when given). A number
+/// goes with mean/sum, a vector with none.
 template <class T, class G>
-auto grad_scale_of(const char* fn, reduction r, Eigen::Index samples, double denominator, const G& grad_out) {
-  return upstream_of<T>(fn, r, samples, 1.0, r == reduction::mean ? denominator : 1.0, grad_out);
+auto grad_scale_of(const char* fn, reduction r, Eigen::Index samples, double denominator, const G& grad_out,
+                   const sample_selection& selection = {}) {
+  return upstream_of<T>(fn, r, samples, 1.0, selection.divisor(r, denominator), grad_out, selection);
 }
 
-/// The gradient of what a _with_grad call returns: of the mean (sum), or of the sum of the
+/// The gradient of what a _with_grad call returns: of the reduced loss, or of the sum of the
 /// per-sample losses for none.
 template <class T>
-auto seed_scale(reduction r, double denominator) {
-  const T c = r == reduction::mean ? static_cast<T>(1.0 / denominator) : T(1);
-  return [c](Eigen::Index) { return c; };
+auto seed_scale(reduction r, double denominator, const sample_selection& selection = {}) {
+  const T c = r == reduction::none ? T(1) : static_cast<T>(1.0 / selection.divisor(r, denominator));
+  auto base = [c](Eigen::Index) { return c; };
+  return weighted_upstream<T, decltype(base)>{base, selection.weight};
 }
 
 /// The seed of a _with_grad call: 1 for a reduced loss, a vector of ones for none.

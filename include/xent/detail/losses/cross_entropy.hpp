@@ -393,8 +393,9 @@ class prob_ce_policy {
   using sample = sample_summary<T>;
   static constexpr bool has_lane_blocks = false;
 
-  prob_ce_policy(const T* weight, T smoothing, Index classes, T* losses, ScaleAt scale, bool grad)
-      : weight_(weight), losses_(losses), scale_(scale), grad_(grad) {
+  /// mask: null, or one flag per sample (false: left out, its inputs never read).
+  prob_ce_policy(const T* weight, T smoothing, Index classes, T* losses, ScaleAt scale, bool grad, const bool* mask = nullptr)
+      : weight_(weight), losses_(losses), scale_(scale), grad_(grad), mask_(mask) {
     stats_.keep = T(1) - smoothing;
     stats_.spread = smoothing / T(classes);
   }
@@ -403,8 +404,8 @@ class prob_ce_policy {
   const T* class_weights() const { return Weighted ? weight_ : nullptr; }
   engine::transform<T> transform_x() const { return {}; }
   engine::transform<T> transform_y() const { return {}; }
-  bool skip(Index) const { return false; }
-  void skipped(Index) const {}
+  bool skip(Index j) const { return mask_ && !mask_[j]; }
+  void skipped(Index j) const { losses_[j] = 0; }
   void finish(Index j, const sample& s, const engine::row<S>&) const {
     const lse_partial<T>& p = s.partial;
     losses_[j] = std::isfinite(p.max) ? s.weight_sum * ((p.max - s.ref) + std::log(p.sum)) - s.logit_sum
@@ -423,6 +424,7 @@ class prob_ce_policy {
   T* losses_;
   ScaleAt scale_;
   bool grad_;
+  const bool* mask_;
 };
 
 /// The statistics of one sample's n contiguous logits as cross_entropy sees them (the vocabulary-

@@ -1,0 +1,179 @@
+"""Reference data for the per-sample weights, masks and normalizer of xent's per-sample losses
+(cross_entropy with index and probability targets, nll_loss, softmax_focal_loss,
+generalized_cross_entropy, divergence): torch 1.13, float64.
+
+Rerun (Debian's python has torch 1.13 and numpy):
+
+    /usr/bin/python3 tests/reference/gen_sample_weight_reference.py > tests/reference/sample_weight_cases.txt
+
+Deterministic: fixed numpy seed, fixed case list, single-threaded torch. Line format as the other
+*_cases.txt (read by tests/support.hpp):
+
+    case <name> <C>
+    N <samples>
+    loss <0 cross_entropy, 1 cross_entropy (probability targets), 2 nll_loss, 3 softmax_focal_loss,
+          4 generalized_cross_entropy, 5 divergence (forward KL, with targets)>
+    reduction <0 none, 1 mean, 2 sum, 3 batchmean>
+    logits <N*C>                    torch [N, C] row-major = xent's C x N (dim = 0)
+    teacher <N*C> | probs <N*C>     the divergence's teacher, the probability targets
+    target <N ints>                 -100 = ignore_index
+    class_weight <C>                (cross_entropy, nll_loss), alpha <C> (softmax_focal_loss)
+    smoothing, gamma, q, T          the loss's own parameter, when it has one
+    sample_weight <N>               (absent: every sample weighs 1)
+    mask <N 0/1>                    (absent: every sample kept)
+    normalizer <value>              (absent: the reduction's own denominator)
+    grad_out <1 or N>
+    value <1 or N>                  the loss
+    denominator <1>                 sum over kept samples of sample_weight * class_weight[target]
+    grad <N*C>                      autograd of sum(value * grad_out)
+    end
+
+The semantics written out (docs/losses.md, "Sample weights and masks"): torch's per-sample loss l_j
+(F.cross_entropy(..., reduction='none') and its kin), then
+    kept_j = mask_j and target_j != ignore_index,  a_j = kept_j * sample_weight_j,
+    none:  a_j * l_j
+    mean:  sum_j a_j l_j / (normalizer or sum_j a_j * class_weight[target_j])
+    sum:   sum_j a_j l_j / (normalizer or 1)
+    batchmean (divergence): sum_j a_j l_j / (normalizer or sum_j a_j)
+"""
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+torch.set_num_threads(1)
+torch.set_default_dtype(torch.float64)
+rng = np.random.default_rng(20261202)
+REDUCTIONS = ("none", "mean", "sum", "batchmean")
+LOSSES = ("cross_entropy", "cross_entropy_probs", "nll_loss", "softmax_focal_loss", "generalized_cross_entropy", "divergence")
+
+
+def fmt(v):
+    return repr(float(v))
+
+
+def line(key, values):
+    return key + " " + " ".join(fmt(v) for v in np.asarray(values, dtype=np.float64).ravel()) + "\n"
+
+
+def per_sample(loss, x, t, extra):
+    """torch's per-sample loss (0 where the target is ignored)."""
+    kept = t != -100
+    safe_t = torch.where(kept, t, torch.zeros_like(t))
+    if loss == "cross_entropy":
+        return F.cross_entropy(x, t, weight=extra.get("class_weight"), reduction="none",
+                               label_smoothing=extra.get("smoothing", 0.0))
+    if loss == "cross_entropy_probs":
+        return F.cross_entropy(x, extra["probs"], weight=extra.get("class_weight"), reduction="none",
+                               label_smoothing=extra.get("smoothing", 0.0))
+    if loss == "nll_loss":
+        return F.nll_loss(x, t, weight=extra.get("class_weight"), reduction="none")
+    lp = F.log_softmax(x, 1).gather(1, safe_t[:, None])[:, 0]
+    if loss == "softmax_focal_loss":
+        alpha = extra["alpha"][safe_t]
+        v = -alpha * (1 - lp.exp()) ** extra["gamma"] * lp
+    elif loss == "generalized_cross_entropy":
+        v = (1 - (extra["q"] * lp).exp()) / extra["q"]
+    else:  # divergence: forward KL(Q || P) at temperature T
+        T = extra["T"]
+        v = F.kl_div(F.log_softmax(x / T, 1), F.log_softmax(extra["teacher"] / T, 1), log_target=True,
+                     reduction="none").sum(1)
+    return torch.where(kept, v, torch.zeros_like(v))
+
+
+def case(name, loss, N, C, reduction, weighted=True, masked=True, normalizer=None, ignore=True, **params):
+    x = torch.tensor(rng.standard_normal((N, C)) * 3)
+    if loss == "nll_loss":
+        x = F.log_softmax(x, 1)
+    t = torch.tensor(rng.integers(0, C, N))
+    if ignore:
+        t[1] = -100
+    extra = {}
+    if loss == "cross_entropy_probs":
+        extra["probs"] = F.softmax(torch.tensor(rng.standard_normal((N, C)) * 2), 1)
+        t = torch.zeros(N, dtype=torch.int64)  # no targets: every sample counts
+    if loss in ("cross_entropy", "cross_entropy_probs", "nll_loss") and params.get("class_weight"):
+        extra["class_weight"] = torch.tensor(rng.uniform(0.2, 2.0, C))
+    if loss == "softmax_focal_loss":
+        extra["alpha"] = torch.tensor(rng.uniform(0.2, 1.0, C))
+    if loss == "divergence":
+        extra["teacher"] = torch.tensor(rng.standard_normal((N, C)) * 2)
+    for k in ("smoothing", "gamma", "q", "T"):
+        if k in params:
+            extra[k] = params[k]
+    sw = torch.tensor(rng.uniform(0.0, 3.0, N)) if weighted else torch.ones(N)
+    if weighted:
+        sw[2] = 0.0  # a zero weight keeps the sample in nothing
+    mask = torch.ones(N, dtype=torch.bool)
+    if masked:
+        mask[rng.choice(N, max(1, N // 4), replace=False)] = False
+    x.requires_grad_(True)
+    l = per_sample(loss, x, t, extra)
+    kept = mask & (t != -100)
+    a = torch.where(kept, sw, torch.zeros_like(sw))
+    cw = extra["class_weight"][torch.where(t != -100, t, torch.zeros_like(t))] if "class_weight" in extra and loss != "cross_entropy_probs" else torch.ones(N)
+    denominator = (a * cw).sum()
+    weighted_sum = (a * l).sum()
+    if reduction == "none":
+        value = a * l
+        grad_out = torch.tensor(rng.uniform(-1.0, 2.0, N))
+    else:
+        divisor = normalizer if normalizer is not None else (1.0 if reduction == "sum" else float(denominator))
+        value = weighted_sum / divisor
+        grad_out = torch.tensor([rng.uniform(0.5, 2.0)])
+    (value * grad_out).sum().backward()
+    out = f"case {name} {C}\nN {N}\n"
+    out += f"loss {LOSSES.index(loss)}\nreduction {REDUCTIONS.index(reduction)}\n"
+    out += line("logits", x.detach().numpy())
+    if "teacher" in extra:
+        out += line("teacher", extra["teacher"].numpy())
+    if "probs" in extra:
+        out += line("probs", extra["probs"].numpy())
+    out += line("target", t.numpy())
+    if "class_weight" in extra:
+        out += line("class_weight", extra["class_weight"].numpy())
+    if "alpha" in extra:
+        out += line("alpha", extra["alpha"].numpy())
+    for k in ("smoothing", "gamma", "q", "T"):
+        if k in extra:
+            out += line(k, [extra[k]])
+    if weighted:
+        out += line("sample_weight", sw.numpy())
+    if masked:
+        out += line("mask", mask.numpy().astype(np.float64))
+    if normalizer is not None:
+        out += line("normalizer", [normalizer])
+    out += line("grad_out", grad_out.numpy())
+    out += line("value", value.detach().numpy())
+    out += line("denominator", [float(denominator)])
+    out += line("grad", x.grad.numpy())
+    return out + "end\n"
+
+
+def main():
+    out = []
+    for loss in LOSSES:
+        params = {"cross_entropy": {"class_weight": True, "smoothing": 0.1},
+                  "cross_entropy_probs": {"class_weight": True, "smoothing": 0.05},
+                  "nll_loss": {"class_weight": True},
+                  "softmax_focal_loss": {"gamma": 2.0},
+                  "generalized_cross_entropy": {"q": 0.7},
+                  "divergence": {"T": 2.0}}[loss]
+        means = ("mean", "sum", "none") + (("batchmean",) if loss == "divergence" else ())
+        for reduction in means:
+            if loss == "divergence" and reduction == "mean":
+                continue  # divergence's mean is over samples x classes: batchmean is its weighted mean
+            out.append(case(f"{loss}_{reduction}", loss, 13, 7, reduction, **params))
+            if reduction != "none":
+                out.append(case(f"{loss}_{reduction}_normalizer", loss, 11, 5, reduction, normalizer=37.5, **params))
+        weighted_mean = "batchmean" if loss == "divergence" else "mean"
+        out.append(case(f"{loss}_mask_only", loss, 9, 6, weighted_mean, weighted=False, **params))
+        out.append(case(f"{loss}_weight_only", loss, 9, 6, weighted_mean, masked=False, **params))
+        if loss == "cross_entropy":
+            out.append(case("cross_entropy_plain_weights_large_C", loss, 6, 300, "mean", class_weight=False))
+            out.append(case("cross_entropy_no_smoothing", loss, 17, 4, "mean", class_weight=True))
+    print("".join(out), end="")
+
+
+if __name__ == "__main__":
+    main()
