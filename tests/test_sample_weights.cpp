@@ -189,3 +189,260 @@ TEST_CASE("sample weights, masks and normalizers match torch 1.13 float64 compos
                                 << worst_double[1] << "; float loss " << worst_float[0] << " eps, gradient "
                                 << worst_float[1] << " eps");
 }
+
+namespace {
+
+/// Targets in [0, C) with every fifth sample ignored.
+index_vector random_targets(Eigen::Index N, Eigen::Index C) {
+  index_vector t(N);
+  std::uniform_int_distribution<std::int64_t> cls(0, C - 1);
+  for (Eigen::Index j = 0; j < N; ++j) t(j) = j % 5 == 3 ? -100 : cls(xent_test::rng());
+  return t;
+}
+
+Eigen::VectorXd random_weights(Eigen::Index N) {
+  std::uniform_real_distribution<double> u(0.0, 2.0);
+  Eigen::VectorXd w(N);
+  for (Eigen::Index j = 0; j < N; ++j) w(j) = u(xent_test::rng());
+  return w;
+}
+
+xent::sample_mask random_mask(Eigen::Index N) {
+  std::bernoulli_distribution keep(0.8);
+  xent::sample_mask m(N);
+  for (Eigen::Index j = 0; j < N; ++j) m(j) = keep(xent_test::rng());
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("weights of 1 and an all-true mask change nothing; a false mask is ignore_index", "[sample_weight]") {
+  const Eigen::Index C = 37, N = 101;
+  const matrix<float> x = xent_test::random_logits<float>(C, N);
+  const index_vector t = random_targets(N, C);
+  for (const double smoothing : {0.0, 0.1}) {
+    xent::cross_entropy_options plain;
+    plain.label_smoothing = smoothing;
+    plain.weight = random_weights(C).array() + 0.5;
+    xent::cross_entropy_options ones = plain;
+    ones.sample_weight = Eigen::VectorXd::Ones(N);
+    ones.mask = xent::sample_mask::Constant(N, true);
+    matrix<float> g_plain(C, N), g_ones(C, N);
+    const auto a = xent::cross_entropy_with_grad(x, t, plain, g_plain);
+    const auto b = xent::cross_entropy_with_grad(x, t, ones, g_ones);
+    CHECK(a.value() == b.value());  // the same bits: a weight of 1 multiplies nothing away
+    CHECK(a.denominator() == b.denominator());
+    CHECK((g_plain.array() == g_ones.array()).all());
+
+    // mask false on samples 0, 7, 50 is the same as ignore_index there.
+    xent::cross_entropy_options masked = plain;
+    masked.mask = xent::sample_mask::Constant(N, true);
+    index_vector ignored = t;
+    for (Eigen::Index j : {0, 7, 50}) {
+      masked.mask(j) = false;
+      ignored(j) = -100;
+    }
+    matrix<float> g_masked(C, N), g_ignored(C, N);
+    const auto m = xent::cross_entropy_with_grad(x, t, masked, g_masked);
+    const auto i = xent::cross_entropy_with_grad(x, ignored, plain, g_ignored);
+    CHECK(m.value() == i.value());
+    CHECK(m.denominator() == i.denominator());
+    CHECK((g_masked.array() == g_ignored.array()).all());
+  }
+}
+
+TEST_CASE("an integer sample weight is that many copies of the sample", "[sample_weight]") {
+  const Eigen::Index C = 9, N = 12;
+  const matrix<double> x = xent_test::random_logits<double>(C, N);
+  const index_vector t = random_targets(N, C);
+  Eigen::VectorXd w(N);
+  std::vector<Eigen::Index> copies;
+  for (Eigen::Index j = 0; j < N; ++j) {
+    w(j) = double(j % 4);
+    for (int k = 0; k < j % 4; ++k) copies.push_back(j);
+  }
+  matrix<double> xc(C, Eigen::Index(copies.size()));
+  index_vector tc(Eigen::Index(copies.size()));
+  for (std::size_t k = 0; k < copies.size(); ++k) {
+    xc.col(Eigen::Index(k)) = x.col(copies[k]);
+    tc(Eigen::Index(k)) = t(copies[k]);
+  }
+  xent::softmax_focal_loss_options o;
+  o.sample_weight = w;
+  const auto weighted = xent::softmax_focal_loss(x, t, o);
+  const auto repeated = xent::softmax_focal_loss(xc, tc, xent::softmax_focal_loss_options{});
+  CHECK(weighted.value() == Approx(repeated.value()).epsilon(4e-16));
+  CHECK(weighted.denominator() == repeated.denominator());
+  xent::divergence_options d;
+  d.sample_weight = w;
+  const matrix<double> teacher = xent_test::random_logits<double>(C, N);
+  matrix<double> tcopy(C, xc.cols());
+  for (std::size_t k = 0; k < copies.size(); ++k) tcopy.col(Eigen::Index(k)) = teacher.col(copies[k]);
+  CHECK(xent::divergence(x, teacher, t, d).value() ==
+        Approx(xent::divergence(xc, tcopy, tc, xent::divergence_options{}).value()).epsilon(4e-16));
+}
+
+TEST_CASE("a masked sample is never read: NaN there changes nothing", "[sample_weight]") {
+  const Eigen::Index C = 50, N = 40;
+  matrix<float> x = xent_test::random_logits<float>(C, N);
+  const index_vector t = random_targets(N, C);
+  xent::cross_entropy_options o;
+  o.mask = random_mask(N);
+  o.mask(3) = false;
+  o.sample_weight = random_weights(N);
+  matrix<float> g_clean(C, N), g_nan(C, N);
+  const auto clean = xent::cross_entropy_with_grad(x, t, o, g_clean);
+  for (Eigen::Index j = 0; j < N; ++j)
+    if (!o.mask(j)) x.col(j).setConstant(std::numeric_limits<float>::quiet_NaN());
+  const auto poisoned = xent::cross_entropy_with_grad(x, t, o, g_nan);
+  REQUIRE(std::isfinite(clean.value()));
+  CHECK(clean.value() == poisoned.value());
+  CHECK((g_clean.array() == g_nan.array()).all());
+  for (Eigen::Index j = 0; j < N; ++j)
+    if (!o.mask(j)) CHECK((g_nan.col(j).array() == 0).all());
+  // The same for a loss without class-index targets (probability targets) and for divergence.
+  matrix<float> y = xent::softmax(xent_test::random_logits<float>(C, N));
+  xent::cross_entropy_options p;
+  p.mask = o.mask;
+  const float prob = xent::cross_entropy(x, y, p).value();
+  CHECK(std::isfinite(prob));
+  xent::divergence_options d;
+  d.mask = o.mask;
+  CHECK(std::isfinite(xent::divergence(x, y.array().log().matrix(), d).value()));
+}
+
+TEMPLATE_TEST_CASE("micro-batches with the global normalizer sum to the whole batch's mean", "[sample_weight]", float, double) {
+  using T = TestType;
+  const Eigen::Index C = 300, N = 4096, parts = 4;
+  const matrix<T> x = xent_test::random_logits<T>(C, N);
+  const index_vector t = random_targets(N, C);
+  xent::cross_entropy_options whole;
+  whole.label_smoothing = 0.1;
+  whole.sample_weight = random_weights(N);
+  whole.mask = random_mask(N);
+  matrix<T> g_whole(C, N);
+  const auto big = xent::cross_entropy_with_grad(x, t, whole, g_whole);
+  // What a training loop knows before its micro-batches: the whole batch's denominator (here, a
+  // first pass; across ranks, one allreduce_sum of each rank's).
+  const double global = big.denominator();
+  double summed = 0;
+  matrix<T> g_parts(C, N);
+  const Eigen::Index n = N / parts;
+  double denominators = 0;
+  for (Eigen::Index k = 0; k < parts; ++k) {
+    xent::cross_entropy_options part = whole;
+    part.sample_weight = whole.sample_weight.segment(k * n, n);
+    part.mask = whole.mask.segment(k * n, n);
+    part.normalizer = global;
+    matrix<T> g(C, n);
+    const auto r = xent::cross_entropy_with_grad(x.middleCols(k * n, n), t.segment(k * n, n), part, g);
+    summed += double(r.value());
+    denominators += r.denominator();
+    g_parts.middleCols(k * n, n) = g;
+  }
+  CHECK(denominators == Approx(global).epsilon(1e-15));
+  const double ulp = double(std::numeric_limits<T>::epsilon()) * std::fabs(double(big.value()));
+  CHECK(std::fabs(summed - double(big.value())) <= 4 * ulp);
+  // Each token's gradient is the whole batch's: the same upstream 1 / global times its weight.
+  CHECK((g_parts.array() == g_whole.array()).all());
+  // sum with the normalizer is the same number as mean with it (Keras's sum / N by name).
+  xent::cross_entropy_options keras = whole;
+  keras.reduction = xent::reduction::sum;
+  keras.normalizer = double(N);
+  xent::cross_entropy_options total = whole;
+  total.reduction = xent::reduction::sum;
+  CHECK(double(xent::cross_entropy(x, t, keras).value()) ==
+        Approx(double(xent::cross_entropy(x, t, total).value()) / double(N)).epsilon(2 * std::numeric_limits<T>::epsilon()));
+}
+
+TEST_CASE("sample-weighted gradients agree with finite differences", "[sample_weight]") {
+  const Eigen::Index C = 6, N = 8;
+  matrix<double> x = xent_test::random_logits<double>(C, N);
+  const index_vector t = random_targets(N, C);
+  xent::generalized_cross_entropy_options g;
+  g.sample_weight = random_weights(N);
+  g.mask = random_mask(N);
+  g.normalizer = 3.25;
+  xent::cross_entropy_options ce;
+  ce.sample_weight = g.sample_weight;
+  ce.mask = g.mask;
+  ce.label_smoothing = 0.2;
+  double worst = 0;
+  auto check = [&](auto&& loss, auto&& with_grad) {
+    matrix<double> grad(C, N);
+    with_grad(grad);
+    for (Eigen::Index i = 0; i < x.size(); ++i)
+      worst = std::max(worst, std::fabs(grad.data()[i] - xent_test::central_difference(x, i, loss)));
+  };
+  check([&](const matrix<double>& m) { return xent::generalized_cross_entropy(m, t, g).value(); },
+        [&](matrix<double>& out) { xent::generalized_cross_entropy_with_grad(x, t, g, out); });
+  check([&](const matrix<double>& m) { return xent::cross_entropy(m, t, ce).value(); },
+        [&](matrix<double>& out) { xent::cross_entropy_with_grad(x, t, ce, out); });
+  CHECK(worst <= 1e-9);
+  WARN("finite differences, weighted and masked gce and cross_entropy: " << worst);
+}
+
+TEST_CASE("bad sample weights, masks and normalizers are named errors", "[sample_weight][errors]") {
+  const matrix<float> x = matrix<float>::Zero(4, 3);
+  const index_vector t = index_vector::Zero(3);
+  auto ce = [&](auto&& set) {
+    return [&x, &t, set] {
+      xent::cross_entropy_options o;
+      set(o);
+      (void)xent::cross_entropy(x, t, o);
+    };
+  };
+  const xent_test::misuse table[] = {
+      {"a weight per class, not per sample", ce([](auto& o) { o.sample_weight = Eigen::VectorXd::Ones(4); }),
+       "cross_entropy", "sample_weight", "one entry per sample (3)", "4"},
+      {"a negative weight", ce([](auto& o) { o.sample_weight = Eigen::Vector3d(1, -0.5, 1); }), "cross_entropy",
+       "sample_weight[1]", "finite and >= 0", "-0.5"},
+      {"a NaN weight", ce([](auto& o) { o.sample_weight = Eigen::Vector3d(1, 1, std::nan("")); }), "cross_entropy",
+       "sample_weight[2]", "finite and >= 0"},
+      {"an infinite weight", ce([](auto& o) { o.sample_weight = Eigen::Vector3d(HUGE_VAL, 1, 1); }), "cross_entropy",
+       "sample_weight[0]", "finite and >= 0", "inf"},
+      {"a mask of the wrong length", ce([](auto& o) { o.mask = xent::sample_mask::Constant(2, true); }), "cross_entropy",
+       "mask", "one entry per sample (3)", "2"},
+      {"a zero normalizer", ce([](auto& o) { o.normalizer = 0.0; }), "cross_entropy", "normalizer", "finite and > 0", "0"},
+      {"a negative normalizer", ce([](auto& o) { o.normalizer = -2.0; }), "cross_entropy", "normalizer", "finite and > 0"},
+      {"a NaN normalizer", ce([](auto& o) { o.normalizer = std::nan(""); }), "cross_entropy", "normalizer", "finite and > 0"},
+      {"a normalizer without a reduction", ce([](auto& o) {
+         o.normalizer = 2.0;
+         o.reduction = xent::reduction::none;
+       }),
+       "cross_entropy", "normalizer", "mean, sum or batchmean", "none"},
+      {"nll_loss's weights", [&] {
+         xent::nll_loss_options o;
+         o.sample_weight = Eigen::VectorXd::Ones(2);
+         (void)xent::nll_loss(x, t, o);
+       },
+       "nll_loss", "sample_weight", "one entry per sample (3)"},
+      {"probability targets' mask", [&] {
+         xent::cross_entropy_options o;
+         o.mask = xent::sample_mask::Constant(4, true);
+         (void)xent::cross_entropy(x, x, o);
+       },
+       "cross_entropy", "mask", "one entry per sample (3)"},
+      {"softmax_focal_loss_backward's normalizer", [&] {
+         xent::softmax_focal_loss_options o;
+         o.normalizer = -1.0;
+         matrix<float> g(4, 3);
+         xent::softmax_focal_loss_backward(x, t, 1.0f, o, g);
+       },
+       "softmax_focal_loss_backward", "normalizer", "finite and > 0"},
+      {"generalized_cross_entropy_with_grad's weights", [&] {
+         xent::generalized_cross_entropy_options o;
+         o.sample_weight = Eigen::Vector3d(0, 0, -1);
+         matrix<float> g(4, 3);
+         (void)xent::generalized_cross_entropy_with_grad(x, t, o, g);
+       },
+       "generalized_cross_entropy_with_grad", "sample_weight[2]", "finite and >= 0"},
+      {"divergence's mask", [&] {
+         xent::divergence_options o;
+         o.mask = xent::sample_mask::Constant(5, true);
+         (void)xent::divergence(x, x, o);
+       },
+       "divergence", "mask", "one entry per sample (3)"},
+  };
+  CHECK(xent_test::check_misuse(table) == int(std::size(table)));
+}
