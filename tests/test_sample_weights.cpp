@@ -31,7 +31,10 @@ const std::vector<xent_test::reference_case>& cases() {
   return all;
 }
 
-enum class loss_kind { cross_entropy, cross_entropy_probs, nll_loss, softmax_focal_loss, generalized_cross_entropy, divergence };
+enum class loss_kind {
+  cross_entropy, cross_entropy_probs, nll_loss, softmax_focal_loss, generalized_cross_entropy, divergence,
+  binary_cross_entropy, binary_cross_entropy_with_logits, kl_div, sigmoid_focal_loss
+};
 
 constexpr std::array<xent::reduction, 4> reductions{xent::reduction::none, xent::reduction::mean, xent::reduction::sum,
                                                     xent::reduction::batchmean};
@@ -67,14 +70,19 @@ outcome<T> run_three(const xent_test::reference_case& c, Eigen::Index C, Eigen::
   auto fwd = forward();
   auto wg = with_grad(g1);
   const bool reduced = reductions[std::size_t(c["reduction"][0])] != xent::reduction::none;
+  const bool elementwise = int(c["loss"][0]) >= int(loss_kind::binary_cross_entropy);
   if (reduced) {
     backward(static_cast<T>(c["grad_out"][0]), g2);
+    g1 *= static_cast<T>(c["grad_out"][0]);
+  } else if (elementwise) {
+    const matrix<T> go = xent_test::as_matrix<T>(c["grad_out"], C, N);
+    backward(go, g2);
+    g1 = g1.cwiseProduct(go);  // with_grad seeds 1 per element
   } else {
     const vector<T> go = doubles(c["grad_out"]).cast<T>();
     backward(go, g2);
+    g1 = g1 * go.asDiagonal();  // with_grad seeds 1 per sample
   }
-  if (!reduced) g1 = g1 * doubles(c["grad_out"]).cast<T>().asDiagonal();  // with_grad seeds 1 per sample
-  else g1 *= static_cast<T>(c["grad_out"][0]);
   return {std::move(fwd), std::move(wg), g1, g2};
 }
 
@@ -83,7 +91,7 @@ outcome<T> run_case(const xent_test::reference_case& c) {
   const Eigen::Index C = c.classes, N = Eigen::Index(c["N"][0]);
   const matrix<T> x = xent_test::as_matrix<T>(c["logits"], C, N);
   index_vector targets(N);
-  for (Eigen::Index j = 0; j < N; ++j) targets(j) = std::int64_t(c["target"][std::size_t(j)]);
+  for (Eigen::Index j = 0; j < N; ++j) targets(j) = c.has("target") ? std::int64_t(c["target"][std::size_t(j)]) : 0;
   const auto kind = static_cast<loss_kind>(int(c["loss"][0]));
   auto three = [&](const auto& opts, auto&& fwd, auto&& wg, auto&& bwd) { return run_three<T>(c, C, N, fwd, wg, bwd); };
   switch (kind) {
@@ -136,6 +144,42 @@ outcome<T> run_case(const xent_test::reference_case& c) {
                    [&](matrix<T>& g) { return xent::divergence_with_grad(x, t, targets, o, g); },
                    [&](const auto& go, matrix<T>& g) { xent::divergence_backward(x, t, targets, go, o, g); });
     }
+    case loss_kind::binary_cross_entropy: {
+      xent::binary_cross_entropy_options<T> o;
+      weighting_of(c, o);
+      o.weight = doubles(c["class_weight"]).cast<T>();
+      const matrix<T> y = xent_test::as_matrix<T>(c["probs"], C, N);
+      return three(o, [&] { return xent::binary_cross_entropy(x, y, o); },
+                   [&](matrix<T>& g) { return xent::binary_cross_entropy_with_grad(x, y, o, g); },
+                   [&](const auto& go, matrix<T>& g) { xent::binary_cross_entropy_backward(x, y, go, o, g); });
+    }
+    case loss_kind::binary_cross_entropy_with_logits: {
+      xent::binary_cross_entropy_with_logits_options<T> o;
+      weighting_of(c, o);
+      o.weight = doubles(c["class_weight"]).cast<T>();
+      o.pos_weight = doubles(c["pos_weight"]).cast<T>();
+      const matrix<T> y = xent_test::as_matrix<T>(c["probs"], C, N);
+      return three(o, [&] { return xent::binary_cross_entropy_with_logits(x, y, o); },
+                   [&](matrix<T>& g) { return xent::binary_cross_entropy_with_logits_with_grad(x, y, o, g); },
+                   [&](const auto& go, matrix<T>& g) { xent::binary_cross_entropy_with_logits_backward(x, y, go, o, g); });
+    }
+    case loss_kind::kl_div: {
+      xent::kl_div_options o;
+      weighting_of(c, o);
+      const matrix<T> y = xent_test::as_matrix<T>(c["probs"], C, N);
+      return three(o, [&] { return xent::kl_div(x, y, o); }, [&](matrix<T>& g) { return xent::kl_div_with_grad(x, y, o, g); },
+                   [&](const auto& go, matrix<T>& g) { xent::kl_div_backward(x, y, go, o, g); });
+    }
+    case loss_kind::sigmoid_focal_loss: {
+      xent::sigmoid_focal_loss_options o;
+      weighting_of(c, o);
+      o.alpha = double(c["alpha"][0]);
+      o.gamma = double(c["gamma"][0]);
+      const matrix<T> y = xent_test::as_matrix<T>(c["probs"], C, N);
+      return three(o, [&] { return xent::sigmoid_focal_loss(x, y, o); },
+                   [&](matrix<T>& g) { return xent::sigmoid_focal_loss_with_grad(x, y, o, g); },
+                   [&](const auto& go, matrix<T>& g) { xent::sigmoid_focal_loss_backward(x, y, go, o, g); });
+    }
   }
   throw std::runtime_error("unknown loss in " + c.name);
 }
@@ -148,10 +192,11 @@ std::array<double, 2> errors_of(const xent_test::reference_case& c, const outcom
   double value_error = 0;
   for (const auto* r : {&o.forward, &o.with_grad}) {
     if (r->reduction() == xent::reduction::none) {
-      REQUIRE(std::size_t(r->per_sample().size()) == ref.size());
+      const bool elementwise = int(c["loss"][0]) >= int(loss_kind::binary_cross_entropy);
+      const T* got = elementwise ? r->elementwise().data() : r->per_sample().data();
+      REQUIRE(std::size_t(elementwise ? r->elementwise().size() : r->per_sample().size()) == ref.size());
       for (std::size_t j = 0; j < ref.size(); ++j)
-        value_error = std::max(value_error, xent_test::error_of(double(r->per_sample()(Eigen::Index(j))), ref[j],
-                                                                std::max(std::fabs(ref[j]), 1.0L)));
+        value_error = std::max(value_error, xent_test::error_of(double(got[j]), ref[j], std::max(std::fabs(ref[j]), 1.0L)));
     } else {
       value_error = std::max(value_error, xent_test::error_of(double(r->value()), ref[0], std::max(std::fabs(ref[0]), 1.0L)));
     }
@@ -309,6 +354,35 @@ TEST_CASE("a masked sample is never read: NaN there changes nothing", "[sample_w
   xent::divergence_options d;
   d.mask = o.mask;
   CHECK(std::isfinite(xent::divergence(x, y.array().log().matrix(), d).value()));
+
+  // The elementwise losses: a masked sample's NaN logits and out-of-range targets are neither read
+  // nor reported, along either class axis.
+  for (const int dim : {0, 1}) {
+    const Eigen::Index rows = dim == 0 ? C : N, cols = dim == 0 ? N : C;
+    matrix<float> logits = xent_test::random_logits<float>(rows, cols);
+    matrix<float> targets = (xent_test::random_logits<float>(rows, cols).array() > 0).cast<float>();
+    xent::binary_cross_entropy_with_logits_options<float> b;
+    b.dim = dim;
+    b.mask = o.mask;
+    b.sample_weight = o.sample_weight;
+    b.sample_weight(5) = 0;  // a zero weight is left out the same way
+    matrix<float> g_clean(rows, cols), g_poisoned(rows, cols);
+    const float clean_value = xent::binary_cross_entropy_with_logits_with_grad(logits, targets, b, g_clean).value();
+    for (Eigen::Index j = 0; j < N; ++j)
+      if (!o.mask(j) || j == 5) {
+        if (dim == 0) {
+          logits.col(j).setConstant(std::numeric_limits<float>::quiet_NaN());
+          targets.col(j).setConstant(7);
+        } else {
+          logits.row(j).setConstant(std::numeric_limits<float>::quiet_NaN());
+          targets.row(j).setConstant(7);
+        }
+      }
+    const float poisoned_value = xent::binary_cross_entropy_with_logits_with_grad(logits, targets, b, g_poisoned).value();
+    CHECK(std::isfinite(clean_value));
+    CHECK(clean_value == poisoned_value);
+    CHECK((g_clean.array() == g_poisoned.array()).all());
+  }
 }
 
 TEMPLATE_TEST_CASE("micro-batches with the global normalizer sum to the whole batch's mean", "[sample_weight]", float, double) {
@@ -437,6 +511,26 @@ TEST_CASE("bad sample weights, masks and normalizers are named errors", "[sample
          (void)xent::generalized_cross_entropy_with_grad(x, t, o, g);
        },
        "generalized_cross_entropy_with_grad", "sample_weight[2]", "finite and >= 0"},
+      {"binary_cross_entropy_with_logits's weights", [&] {
+         xent::binary_cross_entropy_with_logits_options<float> o;
+         o.sample_weight = Eigen::VectorXd::Ones(4);
+         (void)xent::binary_cross_entropy_with_logits(x, x, o);
+       },
+       "binary_cross_entropy_with_logits", "sample_weight", "one entry per sample (3)", "4"},
+      {"kl_div's normalizer without a reduction", [&] {
+         xent::kl_div_options o;
+         o.reduction = xent::reduction::none;
+         o.normalizer = 3.0;
+         (void)xent::kl_div(x, x, o);
+       },
+       "kl_div", "normalizer", "mean, sum or batchmean"},
+      {"sigmoid_focal_loss's mask along dim 1", [&] {
+         xent::sigmoid_focal_loss_options o;
+         o.dim = 1;
+         o.mask = xent::sample_mask::Constant(3, true);
+         (void)xent::sigmoid_focal_loss(x, x, o);
+       },
+       "sigmoid_focal_loss", "mask", "one entry per sample (4)", "3"},
       {"divergence's mask", [&] {
          xent::divergence_options o;
          o.mask = xent::sample_mask::Constant(5, true);

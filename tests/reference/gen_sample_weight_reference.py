@@ -12,7 +12,8 @@ Deterministic: fixed numpy seed, fixed case list, single-threaded torch. Line fo
     case <name> <C>
     N <samples>
     loss <0 cross_entropy, 1 cross_entropy (probability targets), 2 nll_loss, 3 softmax_focal_loss,
-          4 generalized_cross_entropy, 5 divergence (forward KL, with targets)>
+          4 generalized_cross_entropy, 5 divergence (forward KL, with targets), the elementwise losses
+          6 binary_cross_entropy, 7 binary_cross_entropy_with_logits, 8 kl_div, 9 sigmoid_focal_loss>
     reduction <0 none, 1 mean, 2 sum, 3 batchmean>
     logits <N*C>                    torch [N, C] row-major = xent's C x N (dim = 0)
     teacher <N*C> | probs <N*C>     the divergence's teacher, the probability targets
@@ -35,6 +36,10 @@ The semantics written out (docs/losses.md, "Sample weights and masks"): torch's 
     mean:  sum_j a_j l_j / (normalizer or sum_j a_j * class_weight[target_j])
     sum:   sum_j a_j l_j / (normalizer or 1)
     batchmean (divergence): sum_j a_j l_j / (normalizer or sum_j a_j)
+and for the elementwise losses, l_jk torch's elementwise loss (class weights folded in as torch's
+`weight`), with C classes per sample:
+    none:  a_j * l_jk,   mean: sum a_j l_jk / (normalizer or C sum_j a_j),   sum: as above,
+    batchmean (kl_div): sum a_j l_jk / (normalizer or sum_j a_j)
 """
 
 import numpy as np
@@ -45,7 +50,9 @@ torch.set_num_threads(1)
 torch.set_default_dtype(torch.float64)
 rng = np.random.default_rng(20261202)
 REDUCTIONS = ("none", "mean", "sum", "batchmean")
-LOSSES = ("cross_entropy", "cross_entropy_probs", "nll_loss", "softmax_focal_loss", "generalized_cross_entropy", "divergence")
+LOSSES = ("cross_entropy", "cross_entropy_probs", "nll_loss", "softmax_focal_loss", "generalized_cross_entropy", "divergence",
+          "binary_cross_entropy", "binary_cross_entropy_with_logits", "kl_div", "sigmoid_focal_loss")
+ELEMENTWISE = LOSSES[6:]
 
 
 def fmt(v):
@@ -79,6 +86,80 @@ def per_sample(loss, x, t, extra):
         v = F.kl_div(F.log_softmax(x / T, 1), F.log_softmax(extra["teacher"] / T, 1), log_target=True,
                      reduction="none").sum(1)
     return torch.where(kept, v, torch.zeros_like(v))
+
+
+def elementwise(loss, x, extra):
+    """torch's elementwise loss, [N, C]."""
+    y, cw = extra["probs"], extra.get("class_weight")
+    if loss == "binary_cross_entropy":
+        return F.binary_cross_entropy(x, y, weight=cw, reduction="none")
+    if loss == "binary_cross_entropy_with_logits":
+        return F.binary_cross_entropy_with_logits(x, y, weight=cw, pos_weight=extra.get("pos_weight"), reduction="none")
+    if loss == "kl_div":
+        return F.kl_div(x, y, reduction="none")
+    p = torch.sigmoid(x)  # torchvision.ops.sigmoid_focal_loss, written out
+    ce = F.binary_cross_entropy_with_logits(x, y, reduction="none")
+    p_t = p * y + (1 - p) * (1 - y)
+    a = extra["alpha"]
+    return (a * y + (1 - a) * (1 - y)) * ce * (1 - p_t) ** extra["gamma"]
+
+
+def elementwise_case(name, loss, N, C, reduction, weighted=True, masked=True, normalizer=None, **params):
+    x = torch.tensor(rng.standard_normal((N, C)) * 3)
+    extra = {"probs": torch.tensor(rng.uniform(0, 1, (N, C)))}
+    if loss == "binary_cross_entropy":
+        x = torch.sigmoid(x)
+    if loss == "kl_div":
+        x = F.log_softmax(x, 1)
+        extra["probs"] = F.softmax(torch.tensor(rng.standard_normal((N, C))), 1)
+    # Inputs exactly representable in float: the float run then sees the reference's own inputs
+    # (binary_cross_entropy's gradient magnifies a rounded p near 1 by p / (1 - p)).
+    x, extra["probs"] = x.float().double(), extra["probs"].float().double()
+    if loss in ("binary_cross_entropy", "binary_cross_entropy_with_logits"):
+        extra["class_weight"] = torch.tensor(rng.uniform(0.2, 2.0, C))
+    if loss == "binary_cross_entropy_with_logits":
+        extra["pos_weight"] = torch.tensor(rng.uniform(0.5, 3.0, C))
+    if loss == "sigmoid_focal_loss":
+        extra["alpha"], extra["gamma"] = 0.25, 2.0
+    sw = torch.tensor(rng.uniform(0.0, 3.0, N)) if weighted else torch.ones(N)
+    if weighted:
+        sw[2] = 0.0
+    mask = torch.ones(N, dtype=torch.bool)
+    if masked:
+        mask[rng.choice(N, max(1, N // 4), replace=False)] = False
+    x.requires_grad_(True)
+    a = torch.where(mask, sw, torch.zeros_like(sw))
+    l = elementwise(loss, x, extra) * a[:, None]
+    denominator = a.sum() * (1 if reduction == "batchmean" else C)
+    if reduction == "none":
+        value = l
+        grad_out = torch.tensor(rng.uniform(-1.0, 2.0, (N, C)))
+    else:
+        divisor = normalizer if normalizer is not None else (1.0 if reduction == "sum" else float(denominator))
+        value = l.sum() / divisor
+        grad_out = torch.tensor([rng.uniform(0.5, 2.0)])
+    (value * grad_out).sum().backward()
+    out = f"case {name} {C}\nN {N}\n"
+    out += f"loss {LOSSES.index(loss)}\nreduction {REDUCTIONS.index(reduction)}\n"
+    out += line("logits", x.detach().numpy())
+    out += line("probs", extra["probs"].numpy())
+    for k in ("class_weight", "pos_weight"):
+        if k in extra:
+            out += line(k, extra[k].numpy())
+    for k in ("alpha", "gamma"):
+        if k in extra:
+            out += line(k, [extra[k]])
+    if weighted:
+        out += line("sample_weight", sw.numpy())
+    if masked:
+        out += line("mask", mask.numpy().astype(np.float64))
+    if normalizer is not None:
+        out += line("normalizer", [normalizer])
+    out += line("grad_out", grad_out.numpy())
+    out += line("value", value.detach().numpy())
+    out += line("denominator", [float(denominator)])
+    out += line("grad", x.grad.numpy())
+    return out + "end\n"
 
 
 def case(name, loss, N, C, reduction, weighted=True, masked=True, normalizer=None, ignore=True, **params):
@@ -152,7 +233,7 @@ def case(name, loss, N, C, reduction, weighted=True, masked=True, normalizer=Non
 
 def main():
     out = []
-    for loss in LOSSES:
+    for loss in LOSSES[:6]:
         params = {"cross_entropy": {"class_weight": True, "smoothing": 0.1},
                   "cross_entropy_probs": {"class_weight": True, "smoothing": 0.05},
                   "nll_loss": {"class_weight": True},
@@ -172,6 +253,12 @@ def main():
         if loss == "cross_entropy":
             out.append(case("cross_entropy_plain_weights_large_C", loss, 6, 300, "mean", class_weight=False))
             out.append(case("cross_entropy_no_smoothing", loss, 17, 4, "mean", class_weight=True))
+    for loss in ELEMENTWISE:
+        for reduction in ("mean", "sum", "none") + (("batchmean",) if loss == "kl_div" else ()):
+            out.append(elementwise_case(f"{loss}_{reduction}", loss, 10, 6, reduction))
+            if reduction != "none":
+                out.append(elementwise_case(f"{loss}_{reduction}_normalizer", loss, 7, 3, reduction, normalizer=12.5))
+        out.append(elementwise_case(f"{loss}_mask_only", loss, 8, 33, "mean", weighted=False))
     print("".join(out), end="")
 
 

@@ -14,6 +14,8 @@
 
 #include <Eigen/Core>
 
+#include <optional>
+
 namespace xent {
 
 /// Options of binary_cross_entropy, with torch's names and defaults.
@@ -23,7 +25,11 @@ struct binary_cross_entropy_options {
   Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> weight;
   xent::reduction reduction = xent::reduction::mean;  ///< none, mean (over all elements) or sum
   int dim = 0;                                        ///< the class axis, for a per-class weight
-  int num_threads = 0;  ///< 0: OpenMP's default; 1: serial. Results do not depend on it.
+  int num_threads = 0;  ///< 0: OpenMP's default; 1: serial. Results do not depend on it.  /// Per-sample weights, mask and normalizer (docs/losses.md, "Sample weights and masks"); a
+  /// sample is the run of C entries along dim. mean divides by C times the kept samples' weight.
+  Eigen::VectorXd sample_weight;
+  sample_mask mask;
+  std::optional<double> normalizer;  ///< given: mean and sum divide the weighted sum by it
 };
 
 /// Options of binary_cross_entropy_with_logits, with torch's names and defaults.
@@ -36,7 +42,11 @@ struct binary_cross_entropy_with_logits_options {
   /// The class axis, for a per-class weight or pos_weight.
   int dim = 0;
   /// 0: OpenMP's default; 1: serial. Results do not depend on it.
-  int num_threads = 0;
+  int num_threads = 0;  /// Per-sample weights, mask and normalizer (docs/losses.md, "Sample weights and masks"); a
+  /// sample is the run of C entries along dim. mean divides by C times the kept samples' weight.
+  Eigen::VectorXd sample_weight;
+  sample_mask mask;
+  std::optional<double> normalizer;  ///< given: mean and sum divide the weighted sum by it
 };
 
 namespace detail {
@@ -48,6 +58,7 @@ engine::elementwise_args<T> args_of(const char* fn, const binary_cross_entropy_o
   a.dim = o.dim;
   a.num_threads = o.num_threads;
   a.weight = &o.weight;
+  engine::with_selection(a, o);
   return a;
 }
 
@@ -60,6 +71,7 @@ engine::elementwise_args<T> args_of(const char* fn, const binary_cross_entropy_w
   a.weight = &o.weight;
   a.extra = &o.pos_weight;
   a.extra_name = "pos_weight";
+  engine::with_selection(a, o);
   return a;
 }
 
@@ -78,8 +90,9 @@ loss_result<T> elementwise_with_grad(const F& f, const engine::elementwise_args<
   engine::check_elementwise(a, x, t);
   engine::check_gradient_buffer(a, out_name, x, t, grad);
   // The gradient of what is returned: of the mean (sum, batchmean), or of the sum of the losses for none.
-  const auto up = engine::upstream_of<T>(a.function, T(1), a.r == reduction::none ? reduction::sum : a.r, x.rows(),
-                                         x.cols(), a.dim);
+  const reduction r = a.r == reduction::none ? reduction::sum : a.r;
+  const auto up = engine::upstream_of<T>(a.function, T(1), r, x.rows(), x.cols(),
+                                         engine::elementwise_divisor(a, r, engine::elementwise_denominator(a, x.rows(), x.cols())));
   return engine::elementwise(f, a, x, t, true, &up, &grad);
 }
 
@@ -90,7 +103,8 @@ void elementwise_backward(const F& f, const engine::elementwise_args<T>& a, cons
   engine::check_elementwise(a, x, t);
   engine::check_gradient_buffer(a, out_name, x, t, grad);
   if constexpr (!std::is_arithmetic_v<G>) check_no_overlap(a.function, out_name, grad, "grad_out", grad_out, false);
-  const auto up = engine::upstream_of<T>(a.function, grad_out, a.r, x.rows(), x.cols(), a.dim);
+  const auto up = engine::upstream_of<T>(a.function, grad_out, a.r, x.rows(), x.cols(),
+                                         engine::elementwise_divisor(a, a.r, engine::elementwise_denominator(a, x.rows(), x.cols())));
   engine::elementwise(f, a, x, t, false, &up, &grad);
 }
 

@@ -32,6 +32,13 @@ struct sigmoid_focal_loss_options {
   /// torchvision's default is none; mean averages over every element.
   xent::reduction reduction = xent::reduction::none;
   int num_threads = 0;  ///< 0: OpenMP's default; 1: serial. Results do not depend on it.
+  /// The class axis, for sample_weight and mask only (0: a sample is a column of C entries).
+  int dim = 0;
+  /// Per-sample weights, mask and normalizer (docs/losses.md, "Sample weights and masks"); a
+  /// sample is the run of C entries along dim. mean divides by C times the kept samples' weight.
+  Eigen::VectorXd sample_weight;
+  sample_mask mask;
+  std::optional<double> normalizer;  ///< given: mean and sum divide the weighted sum by it
 };
 
 /// Options of softmax_focal_loss.
@@ -72,6 +79,8 @@ engine::elementwise_args<T> args_of(const char* fn, const sigmoid_focal_loss_opt
   engine::elementwise_args<T> a{fn, "logits", "targets"};
   a.r = o.reduction;
   a.num_threads = o.num_threads;
+  a.dim = o.dim;
+  engine::with_selection(a, o);
   return a;
 }
 

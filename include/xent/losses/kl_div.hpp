@@ -12,6 +12,8 @@
 
 #include <Eigen/Core>
 
+#include <optional>
+
 namespace xent {
 
 /// Options of kl_div, with torch's names and defaults.
@@ -19,7 +21,12 @@ struct kl_div_options {
   xent::reduction reduction = xent::reduction::mean;  ///< none, mean (over all elements), sum, batchmean (sum / samples)
   bool log_target = false;                            ///< the target holds log-probabilities
   int dim = 0;                                        ///< the class axis; batchmean divides by the other one's length
-  int num_threads = 0;                                ///< 0: OpenMP's default; 1: serial. Results do not depend on it.
+  int num_threads = 0;                                ///< 0: OpenMP's default; 1: serial. Results do not depend on it.  /// Per-sample weights, mask and normalizer (docs/losses.md, "Sample weights and masks"); a
+  /// sample is the run of C entries along dim. mean divides by C times the kept samples' weight,
+  /// batchmean by their weight.
+  Eigen::VectorXd sample_weight;
+  sample_mask mask;
+  std::optional<double> normalizer;  ///< given: mean and sum divide the weighted sum by it
 };
 
 namespace detail {
@@ -31,6 +38,7 @@ engine::elementwise_args<T> args_of(const char* fn, const kl_div_options& o) {
   a.dim = o.dim;
   a.num_threads = o.num_threads;
   a.batchmean_allowed = true;
+  engine::with_selection(a, o);
   return a;
 }
 

@@ -22,6 +22,7 @@
 #include "../simd/math.hpp"
 #include "checks.hpp"
 #include "reduce.hpp"
+#include "selection.hpp"
 #include "threads.hpp"
 #include "view.hpp"
 
@@ -67,6 +68,10 @@ template <class T>
 struct elementwise_call {
   Index rows = 0, cols = 0;
   operand<const T> x, t, w, e;
+  /// Each sample's weight broadcast over its classes (0 for a masked sample), or absent. Elements
+  /// of weight 0 are not read: the formula sees padding there, so that NaN or a bad target in a
+  /// masked sample neither spreads nor is reported.
+  operand<const T> sample_w;
   operand<const T> grad_out;    // backward of reduction none: the upstream gradient per element
   T scale = 1;                  // upstream factor otherwise (grad_out scalar and the reduction's 1/n)
   operand<T> losses;            // reduction none: the losses, in the input's shape
@@ -346,9 +351,9 @@ template <class F, class T>
 elementwise_outcome run_elementwise(const F& f, const elementwise_call<T>& c) {
   using namespace elementwise_detail;
   const plan p = make_plan(c);
-  const block_reader<T> x(c.x, p), t(c.t, p), w(c.w, p), e(c.e, p), go(c.grad_out, p);
+  const block_reader<T> x(c.x, p), t(c.t, p), w(c.w, p), e(c.e, p), go(c.grad_out, p), sample_w(c.sample_w, p);
   const block_writer<T> losses(c.losses, p), grad(c.grad, p);
-  const mode m{bool(c.w), bool(c.e), bool(c.grad_out), bool(c.losses), c.sum, bool(c.grad)};
+  const mode m{bool(c.w) || bool(c.sample_w), bool(c.e), bool(c.grad_out), bool(c.losses), c.sum, bool(c.grad)};
   std::vector<double> block_sums(c.sum ? std::size_t(p.blocks) : 0);
   std::vector<char> block_invalid(std::size_t(p.blocks), 0);
   const int threads = thread_count(c.num_threads, c.rows * c.cols);
@@ -359,6 +364,28 @@ elementwise_outcome run_elementwise(const F& f, const elementwise_call<T>& c) {
         bloss[block_elements], bgrad[block_elements];
     block_data<T> d{x.read(s, bx), t.read(s, bt), w.read(s, bw), e.read(s, be), go.read(s, bgo),
                     losses.target(s, bloss), grad.target(s, bgrad), s.length};
+    if (c.sample_w) {
+      alignas(64) T bsw[block_elements];
+      const T* a = sample_w.read(s, bsw);
+      // The block's weight: the class weight (if any) times the sample's, in bw (w's own buffer).
+      bool any_left_out = false;
+      for (Index i = 0; i < s.length; ++i) {
+        bw[i] = d.w ? d.w[i] * a[i] : a[i];
+        any_left_out |= a[i] == T(0);
+      }
+      d.w = bw;
+      if (any_left_out) {
+        if (d.x != bx) std::copy(d.x, d.x + s.length, bx);
+        if (d.t != bt) std::copy(d.t, d.t + s.length, bt);
+        for (Index i = 0; i < s.length; ++i)
+          if (a[i] == T(0)) {
+            bx[i] = T(F::pad_x);
+            bt[i] = T(F::pad_t);
+          }
+        d.x = bx;
+        d.t = bt;
+      }
+    }
     const block_result<T> r = dispatch_block(f, m, d, c.scale);
     losses.commit(s, d.loss);
     grad.commit(s, d.grad);
@@ -377,7 +404,8 @@ elementwise_outcome run_elementwise(const F& f, const elementwise_call<T>& c) {
         const Index row = p.row(s.run + r, s.position + i), col = p.col(s.run + r, s.position + i);
         const T xv = c.x.data[row * c.x.row_stride + col * c.x.col_stride];
         const T tv = c.t.data[row * c.t.row_stride + col * c.t.col_stride];
-        if (f.invalid(xv, tv) != T(0)) {  // a scalar mask: all bits set (NaN) or 0
+        const bool left_out = c.sample_w && c.sample_w.data[row * c.sample_w.row_stride + col * c.sample_w.col_stride] == T(0);
+        if (!left_out && f.invalid(xv, tv) != T(0)) {  // a scalar mask: all bits set (NaN) or 0
           out.invalid = true;
           out.bad_row = row;
           out.bad_col = col;
@@ -403,7 +431,32 @@ struct elementwise_args {
   const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>* weight = nullptr;
   const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>* extra = nullptr;
   const char* extra_name = nullptr;
+  /// The options' per-sample weights, mask and normalizer (each sample: a run along dim's other axis).
+  const Eigen::VectorXd* sample_weight = nullptr;
+  const sample_mask* mask = nullptr;
+  std::optional<double> normalizer;
 };
+
+/// The sample weighting of options that have it, into a call's arguments.
+template <class T, class Options>
+void with_selection(elementwise_args<T>& a, const Options& o) {
+  a.sample_weight = &o.sample_weight;
+  a.mask = &o.mask;
+  a.normalizer = o.normalizer;
+}
+
+/// Each sample's factor in the compute type (its weight, 0 when masked); empty when the call has
+/// neither weights nor a mask.
+template <class T>
+std::vector<T> sample_factors(const elementwise_args<T>& a, Index samples) {
+  const bool weighted = a.sample_weight && a.sample_weight->size(), masked = a.mask && a.mask->size();
+  std::vector<T> f(weighted || masked ? std::size_t(samples) : 0);
+  for (std::size_t j = 0; j < f.size(); ++j) {
+    const bool kept = !masked || (*a.mask)(Index(j));
+    f[j] = kept ? (weighted ? static_cast<T>((*a.sample_weight)(Index(j))) : T(1)) : T(0);
+  }
+  return f;
+}
 
 /// torch's broadcast of a tensor against the input [N, C]: empty (absent), one entry per class (a
 /// vector of C entries along dim), or the input's own shape.
@@ -434,12 +487,34 @@ void check_elementwise(const elementwise_args<T>& a, const Eigen::DenseBase<X>& 
   check_same_shape(a.function, a.t_name, t, a.x_name, x);
   (void)broadcast_operand(a.function, "weight", a.weight, x.rows(), x.cols(), a.dim);
   if (a.extra) (void)broadcast_operand(a.function, a.extra_name, a.extra, x.rows(), x.cols(), a.dim);
+  static const Eigen::VectorXd no_weights;
+  static const sample_mask no_mask;
+  check_selection(a.function, a.sample_weight ? *a.sample_weight : no_weights, a.mask ? *a.mask : no_mask, a.normalizer, a.r,
+                  a.dim == 0 ? x.cols() : x.rows());
 }
 
-/// What reduction::mean (batchmean) divides by.
-inline double elementwise_denominator(reduction r, Index rows, Index cols, int dim) {
-  if (r == reduction::batchmean) return double(dim == 0 ? cols : rows);
-  return double(rows) * double(cols);
+/// What reduction::mean (batchmean) divides by: the elements (samples) kept, each sample counted
+/// by its weight. The class weights are not in it (torch's mean over the elements).
+template <class T>
+double elementwise_denominator(const elementwise_args<T>& a, Index rows, Index cols) {
+  const Index samples = a.dim == 0 ? cols : rows, classes = a.dim == 0 ? rows : cols;
+  const std::vector<T> f = sample_factors(a, samples);
+  double kept = double(samples);
+  if (!f.empty()) {
+    exact_sum s;
+    for (std::size_t j = 0; j < f.size(); ++j)
+      if (f[j] != T(0)) s.add(a.sample_weight && a.sample_weight->size() ? (*a.sample_weight)(Index(j)) : 1.0);
+    kept = s.value();
+  }
+  return a.r == reduction::batchmean ? kept : kept * double(classes);
+}
+
+/// What the reduced weighted sum is divided by: the normalizer when given, else the denominator
+/// for mean and batchmean, 1 for sum.
+template <class T>
+double elementwise_divisor(const elementwise_args<T>& a, reduction r, double denominator) {
+  if (a.normalizer) return *a.normalizer;
+  return r == reduction::sum || r == reduction::none ? 1.0 : denominator;
 }
 
 /// The upstream gradient of a call: a number for mean, sum and batchmean (a 1 x 1 matrix is taken
@@ -451,11 +526,11 @@ struct upstream {
   Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> evaluated;  // grad_out when it had no storage of its own
 };
 
+/// divisor: what the reduced loss is divided by (elementwise_divisor; 1 for none).
 template <class T, class G>
-upstream<T, G> upstream_of(const char* function, const G& grad_out, reduction r, Index rows, Index cols, int dim) {
+upstream<T, G> upstream_of(const char* function, const G& grad_out, reduction r, Index rows, Index cols, double divisor) {
   upstream<T, G> u;
-  const T reduce = r == reduction::none ? T(1) : T(1.0 / elementwise_denominator(r, rows, cols, dim));
-  const T per = r == reduction::sum ? T(1) : reduce;
+  const T per = r == reduction::none ? T(1) : T(1.0 / divisor);
   if constexpr (std::is_arithmetic_v<G>) {
     if (r == reduction::none)
       throw_invalid(function, "grad_out", "must have the shape of the input (" + shape_string(rows, cols) + ") for reduction none, not a number",
@@ -504,7 +579,8 @@ loss_result<T> elementwise(const F& f, const elementwise_args<T>& a, const Eigen
                            const Eigen::DenseBase<Out>* grad_out_buffer = nullptr) {
   using matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
   const Index rows = x.rows(), cols = x.cols();
-  const double denominator = elementwise_denominator(a.r, rows, cols, a.dim);
+  const double denominator = elementwise_denominator(a, rows, cols);
+  const std::vector<T> factors = sample_factors(a, a.dim == 0 ? cols : rows);
   return with_storage(x, [&](const auto& xs) {
     return with_storage(t, [&](const auto& ts) {
     elementwise_call<T> c;
@@ -514,6 +590,7 @@ loss_result<T> elementwise(const F& f, const elementwise_args<T>& a, const Eigen
     c.t = operand_of(ts);
     c.w = broadcast_operand(a.function, "weight", a.weight, rows, cols, a.dim);
     if (a.extra) c.e = broadcast_operand(a.function, a.extra_name, a.extra, rows, cols, a.dim);
+    if (!factors.empty()) c.sample_w = a.dim == 0 ? operand<const T>{factors.data(), 0, 1} : operand<const T>{factors.data(), 1, 0};
     c.num_threads = a.num_threads;
     matrix losses;
     if (losses_wanted && a.r == reduction::none) {
@@ -541,7 +618,7 @@ loss_result<T> elementwise(const F& f, const elementwise_args<T>& a, const Eigen
       if (up) const_cast<Out&>(grad_out_buffer->derived()) = grad_temporary;
     }
     if (a.r == reduction::none) return loss_result<T>::elementwise_losses(std::move(losses), denominator);
-    const double total = a.r == reduction::sum ? o.sum : o.sum / denominator;
+    const double total = o.sum / elementwise_divisor(a, a.r, denominator);
     return loss_result<T>::reduced(a.r, static_cast<T>(total), denominator);
     });
   });

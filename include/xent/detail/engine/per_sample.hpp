@@ -11,6 +11,7 @@
 #include "../../core/reduction.hpp"
 #include "checks.hpp"
 #include "reduce.hpp"
+#include "selection.hpp"
 #include "sweep.hpp"
 #include "view.hpp"
 
@@ -53,51 +54,6 @@ Eigen::Index check_categorical(const char* fn, const char* x_name, const Eigen::
     throw_invalid(fn, "weight", "must be empty or have one entry per class (" + std::to_string(classes) + ")",
                   o.weight.size());
   return o.dim == 0 ? x.cols() : x.rows();
-}
-
-/// The per-sample weighting of one call, from the options' sample_weight, mask and normalizer
-/// (checked once by selection_of): which samples are kept, what each weighs, and what a reduced
-/// loss divides its weighted sum by. Every per-sample loss reads it the same way:
-///   value(mean, batchmean) = sum_j w_j l_j / (normalizer or the denominator),
-///   value(sum) = sum_j w_j l_j / (normalizer or 1),  none: w_j l_j per sample.
-struct sample_selection {
-  const double* weight = nullptr;  // one per sample; null: each weighs 1
-  const bool* mask = nullptr;      // one per sample; null: all kept
-  std::optional<double> normalizer;
-
-  bool kept(Index j) const { return !mask || mask[j]; }
-  double weight_at(Index j) const { return weight ? weight[j] : 1.0; }
-  /// What the reduced weighted sum is divided by.
-  double divisor(reduction r, double denominator) const {
-    if (normalizer) return *normalizer;
-    return r == reduction::mean || r == reduction::batchmean ? denominator : 1.0;
-  }
-};
-
-/// The selection of the options, unchecked (what the kernels rebuild from options already checked).
-template <class Options>
-sample_selection selection_in(const Options& o) {
-  return {o.sample_weight.size() ? o.sample_weight.data() : nullptr, o.mask.size() ? o.mask.data() : nullptr, o.normalizer};
-}
-
-/// Checks the options' sample_weight (empty or one finite weight >= 0 per sample), mask (empty or
-/// one flag per sample) and normalizer (absent, or finite and > 0 with a reduced loss).
-template <class Options>
-sample_selection selection_of(const char* fn, const Options& o, Index samples) {
-  const std::string per_sample = "must be empty or have one entry per sample (" + std::to_string(samples) + ")";
-  if (o.sample_weight.size() != 0 && o.sample_weight.size() != samples)
-    throw_invalid(fn, "sample_weight", per_sample, o.sample_weight.size());
-  for (Index j = 0; j < o.sample_weight.size(); ++j)
-    if (!(o.sample_weight(j) >= 0 && std::isfinite(o.sample_weight(j))))
-      throw_invalid(fn, "sample_weight[" + std::to_string(j) + "]", "must be finite and >= 0", o.sample_weight(j));
-  if (o.mask.size() != 0 && o.mask.size() != samples) throw_invalid(fn, "mask", per_sample, o.mask.size());
-  if (o.normalizer) {
-    if (!(*o.normalizer > 0 && std::isfinite(*o.normalizer)))
-      throw_invalid(fn, "normalizer", "must be finite and > 0 when given", *o.normalizer);
-    if (o.reduction == reduction::none)
-      throw_invalid(fn, "normalizer", "divides a reduced loss and needs reduction mean, sum or batchmean", "reduction none");
-  }
-  return selection_in(o);
 }
 
 /// What the checks of a per-sample call return: the sample count, the mean's denominator and the
