@@ -540,3 +540,36 @@ TEST_CASE("bad sample weights, masks and normalizers are named errors", "[sample
   };
   CHECK(xent_test::check_misuse(table) == int(std::size(table)));
 }
+
+TEST_CASE("linear_cross_entropy with sample weights is cross_entropy of the logits with them", "[sample_weight]") {
+  const Eigen::Index D = 24, V = 301, N = 77;
+  const matrix<double> hidden = xent_test::random_logits<double>(D, N, 1.0);
+  const matrix<double> weight = xent_test::random_logits<double>(D, V, 0.5);
+  const index_vector t = random_targets(N, V);
+  xent::linear_cross_entropy_options lo;
+  lo.label_smoothing = 0.1;
+  lo.sample_weight = random_weights(N);
+  lo.sample_weight(4) = 0;  // out of the GEMMs
+  lo.mask = random_mask(N);
+  xent::cross_entropy_options co;
+  co.label_smoothing = lo.label_smoothing;
+  co.sample_weight = lo.sample_weight;
+  co.mask = lo.mask;
+  for (const auto r : {xent::reduction::mean, xent::reduction::sum}) {
+    for (const bool normalized : {false, true}) {
+      lo.reduction = co.reduction = r;
+      if (normalized) lo.normalizer = co.normalizer = 123.0;
+      const matrix<double> logits = weight.transpose() * hidden;
+      matrix<double> g_logits(V, N), g_hidden(D, N), g_weight(D, V);
+      const double expected = xent::cross_entropy_with_grad(logits, t, co, g_logits).value();
+      const auto got = xent::linear_cross_entropy_with_grad(hidden, weight, t, 1.0, lo, g_hidden, g_weight);
+      CHECK(got.loss.value() == Approx(expected).epsilon(1e-13));
+      CHECK(got.loss.denominator() == Approx(xent::mean_denominator(t, co)).epsilon(1e-15));
+      CHECK((g_hidden - weight * g_logits).cwiseAbs().maxCoeff() <= 1e-13);
+      CHECK((g_weight - hidden * g_logits.transpose()).cwiseAbs().maxCoeff() <= 1e-13);
+      CHECK((g_hidden.col(4).array() == 0).all());
+      lo.normalizer.reset();
+      co.normalizer.reset();
+    }
+  }
+}

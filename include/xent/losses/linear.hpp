@@ -18,6 +18,7 @@
 #include <cmath>
 #include <cstddef>
 #include <limits>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -68,6 +69,11 @@ struct linear_cross_entropy_options {
   /// (omp_get_max_threads(); 1 when xent is compiled without OpenMP), 1 = serial (Eigen's GEMMs
   /// included), T > 1 = an OpenMP team of T (std::threads without OpenMP), each GEMM on one thread.
   int num_threads = 0;
+  /// Per-sample weights, mask and normalizer, as cross_entropy_options (docs/losses.md). A sample
+  /// masked or of weight 0 is left out of the GEMMs, as an ignored one (its lse is NaN).
+  Eigen::VectorXd sample_weight;
+  sample_mask mask;
+  std::optional<double> normalizer;  ///< given: mean and sum divide the weighted sum by it
 };
 
 /// What linear_cross_entropy returns: the loss as cross_entropy's loss_result, and with
@@ -221,8 +227,10 @@ linear_cross_entropy_result<accumulation_t<typename HDerived::Scalar>> linear_ru
     const Eigen::DenseBase<TDerived>& targets, double denominator, const linear_cross_entropy_options& o, Sink* sink) {
   using T = accumulation_t<typename HDerived::Scalar>;
   constexpr bool training = !std::is_same_v<Sink, std::nullptr_t>;
+  const sample_selection selection = selection_in(o);
   std::vector<Index> active, target;
   for (Index j = 0; j < s.samples; ++j) {
+    if (!selection.kept(j) || selection.weight_at(j) == 0) continue;  // it costs nothing: out of the GEMMs
     const long t = static_cast<long>(targets.derived().coeff(j));
     if (t == o.ignore_index) continue;
     active.push_back(j);
@@ -268,7 +276,7 @@ linear_cross_entropy_result<accumulation_t<typename HDerived::Scalar>> linear_ru
   else
     go(std::false_type{});
   Eigen::Matrix<T, Eigen::Dynamic, 1> losses = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>(per_sample.data(), s.samples);
-  return {reduce_losses(o.reduction, std::move(losses), denominator), std::move(lse)};
+  return {reduce_losses(o.reduction, std::move(losses), denominator, selection), std::move(lse)};
 }
 
 template <class T, class BDerived>
@@ -288,8 +296,10 @@ linear_cross_entropy_result<accumulation_t<typename HDerived::Scalar>> linear_tr
   using T = accumulation_t<typename HDerived::Scalar>;
   const linear_shapes s = check_linear(fn, hidden, weight, opts);
   if (bias) check_linear_bias<typename HDerived::Scalar>(fn, *bias, s.classes);
-  const double denominator = check_index_targets(fn, targets, s.samples, s.classes, opts.ignore_index, Eigen::VectorXd());
-  auto scale = grad_scale_of<T>(fn, opts.reduction, s.samples, denominator, grad_out);
+  const sample_selection selection = selection_of(fn, opts, s.samples);
+  const double denominator =
+      check_index_targets(fn, targets, s.samples, s.classes, opts.ignore_index, Eigen::VectorXd(), selection);
+  auto scale = grad_scale_of<T>(fn, opts.reduction, s.samples, denominator, grad_out, selection);
   auto& gh = checked_output<T>(fn, "grad_hidden_out", grad_hidden_out, s.hidden_size, s.samples, "hidden's shape");
   auto& gw = checked_output<T>(fn, "grad_weight_out", grad_weight_out, weight.rows(), weight.cols(), "weight's shape");
   Eigen::Matrix<T, Eigen::Dynamic, 1> gb, b;
@@ -329,8 +339,8 @@ linear_cross_entropy_result<detail::accumulation_t<typename HDerived::Scalar>> l
     const Eigen::DenseBase<TDerived>& targets, const linear_cross_entropy_options& opts = {}) {
   constexpr const char* fn = "linear_cross_entropy";
   const detail::linear_shapes s = detail::check_linear(fn, hidden, weight, opts);
-  const double denominator =
-      detail::check_index_targets(fn, targets, s.samples, s.classes, opts.ignore_index, Eigen::VectorXd());
+  const double denominator = detail::check_index_targets(fn, targets, s.samples, s.classes, opts.ignore_index,
+                                                         Eigen::VectorXd(), detail::selection_of(fn, opts, s.samples));
   return detail::linear_run<HDerived, WDerived, TDerived, std::nullptr_t>(s, hidden, weight, nullptr, targets,
                                                                          denominator, opts, nullptr);
 }
@@ -347,8 +357,8 @@ linear_cross_entropy_result<detail::accumulation_t<typename HDerived::Scalar>> l
   constexpr const char* fn = "linear_cross_entropy";
   const detail::linear_shapes s = detail::check_linear(fn, hidden, weight, opts);
   detail::check_linear_bias<typename HDerived::Scalar>(fn, bias, s.classes);
-  const double denominator =
-      detail::check_index_targets(fn, targets, s.samples, s.classes, opts.ignore_index, Eigen::VectorXd());
+  const double denominator = detail::check_index_targets(fn, targets, s.samples, s.classes, opts.ignore_index,
+                                                         Eigen::VectorXd(), detail::selection_of(fn, opts, s.samples));
   const Eigen::Matrix<T, Eigen::Dynamic, 1> b = detail::bias_in<T>(bias);
   return detail::linear_run<HDerived, WDerived, TDerived, std::nullptr_t>(s, hidden, weight, &b, targets, denominator,
                                                                          opts, nullptr);
