@@ -858,6 +858,68 @@ void data_parallel_sums() {
 
 }  // namespace
 
+/// Sample weights, a mask and a normalizer: the sharded loss and gradient within 4 ulp of the single
+/// process's with the same options (which tests/test_sample_weights.cpp holds to torch), still one
+/// collective per call; a masked sample's gradient rows exactly 0.
+template <class T>
+void sample_weights_case(xent::reduction r, bool normalized) {
+  current = std::string("sample weights ") + xent::to_string(r) + (normalized ? " normalizer" : "") +
+            (sizeof(T) == 4 ? " float" : " double");
+  const Eigen::Index C = 333, N = 20;
+  std::mt19937_64 engine(0x5eed ^ seed);
+  std::normal_distribution<double> normal(0, 3);
+  std::uniform_real_distribution<double> wd(0.0, 2.0);
+  matrix<T> x(C, N);
+  for (Eigen::Index i = 0; i < x.size(); ++i) x.data()[i] = T(normal(engine));
+  targets_t targets(N);
+  for (Eigen::Index j = 0; j < N; ++j) targets(j) = j % 6 == 5 ? -100 : std::int64_t(engine() % std::uint64_t(C));
+  xent::cross_entropy_options opts;
+  opts.reduction = r;
+  opts.label_smoothing = 0.1;
+  opts.sample_weight.resize(N);
+  opts.mask.resize(N);
+  for (Eigen::Index j = 0; j < N; ++j) {
+    opts.sample_weight(j) = wd(engine);
+    opts.mask(j) = j % 4 != 1;
+  }
+  opts.sample_weight(2) = 0;
+  if (normalized) opts.normalizer = 41.5;
+  matrix<T> g_single(C, N);
+  const xent::loss_result<T> single = xent::cross_entropy_with_grad(x, targets, opts, g_single);
+  const xent::parallel::vocab_shard shard = shard_of(layout::even, C);
+  const matrix<T> local = x.middleRows(shard.begin, shard.size);
+  matrix<T> g(shard.size, N);
+  xent::loss_result<T> got = xent::loss_result<T>::reduced(r, T(0), 0.0);
+  expect_one_allreduce([&] { got = xent::parallel::vocab_parallel_cross_entropy_with_grad(local, targets, shard, opts, MPI_COMM_WORLD, g); },
+                       int(N + 1), "with_grad");
+  expect(got.denominator() == single.denominator(), "the denominator is the single process's");
+  if (r == xent::reduction::none) {
+    for (Eigen::Index j = 0; j < N; ++j)
+      expect(xent_test::ulps(got.per_sample()(j), single.per_sample()(j), 1) <= 4, "loss[" + std::to_string(j) + "]");
+  } else {
+    expect(xent_test::ulps(got.value(), single.value(), 1) <= 4, "the reduced loss");
+  }
+  // The ulp at |c| * max sample weight, c the reduction's scale (p_t - 1 cancels at the target).
+  const double divisor = normalized ? *opts.normalizer : r == xent::reduction::mean ? got.denominator() : 1.0;
+  const long double floor = opts.sample_weight.maxCoeff() / divisor;
+  for (Eigen::Index j = 0; j < N; ++j)
+    for (Eigen::Index k = 0; k < shard.size; ++k) {
+      expect(xent_test::ulps(g(k, j), g_single(shard.begin + k, j), floor) <= 4,
+             "grad[class " + std::to_string(shard.begin + k) + "][sample " + std::to_string(j) + "]");
+      if (!opts.mask(j) || opts.sample_weight(j) == 0) expect(g(k, j) == T(0), "a left-out sample's gradient is 0");
+    }
+}
+
+void sample_weights() {
+  for (const auto r : {xent::reduction::mean, xent::reduction::sum, xent::reduction::none})
+    for (const bool normalized : {false, true}) {
+      if (r == xent::reduction::none && normalized) continue;
+      sample_weights_case<float>(r, normalized);
+      sample_weights_case<double>(r, normalized);
+    }
+  if (rank == 0) std::printf("sample weights, mask and normalizer: sharded within 4 ulp of the single process\n");
+}
+
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -870,6 +932,7 @@ int main(int argc, char** argv) {
     record_merge();
     vocab_parallel_matches_single_process();
     bf16_logits();
+    sample_weights();
     gradient_in_place();
     errors();
     data_parallel_sums();

@@ -106,9 +106,9 @@ inline void check_shard_table(const char* fn, const std::vector<long long>& tabl
 struct no_gradient {};
 
 /// The checks a rank makes on its own arguments before the collective; returns the mean's
-/// denominator (the summed weights of the non-ignored targets).
+/// denominator (the summed weights of the kept targets) and the sample weighting.
 template <class Derived, class TDerived, class Out>
-double check_arguments(const char* fn, const Eigen::DenseBase<Derived>& logits, const Eigen::DenseBase<TDerived>& targets,
+xent::detail::checked_call check_arguments(const char* fn, const Eigen::DenseBase<Derived>& logits, const Eigen::DenseBase<TDerived>& targets,
                        const vocab_shard& shard, const cross_entropy_options& opts, const Out& grad_out) {
   using xent::detail::shape_string;
   using xent::detail::throw_invalid;
@@ -137,7 +137,9 @@ double check_arguments(const char* fn, const Eigen::DenseBase<Derived>& logits, 
     throw_invalid(fn, "weight",
                   "must be empty or have one entry per class of the whole vocabulary (" + std::to_string(shard.classes) + ")",
                   opts.weight.size());
-  const double denominator = xent::detail::check_index_targets(fn, targets, samples, shard.classes, opts.ignore_index, opts.weight);
+  const xent::detail::sample_selection selection = xent::detail::selection_of(fn, opts, samples);
+  const double denominator =
+      xent::detail::check_index_targets(fn, targets, samples, shard.classes, opts.ignore_index, opts.weight, selection);
   if constexpr (!std::is_same_v<Out, no_gradient>) {
     static_assert(std::is_same_v<typename Derived::Scalar, typename Out::Scalar>,
                   "the gradient buffer must have the logits' scalar type");
@@ -145,7 +147,7 @@ double check_arguments(const char* fn, const Eigen::DenseBase<Derived>& logits, 
       throw_invalid(fn, "grad_local_out", "must have the shape of local_logits (" + shape_string(logits.rows(), logits.cols()) + ")",
                     shape_string(grad_out.rows(), grad_out.cols()));
   }
-  return denominator;
+  return {samples, denominator, selection};
 }
 
 /// The kernels' view of one call, as cross_entropy sets up its own; `weights` receives the
@@ -209,21 +211,18 @@ loss_result<xent::detail::compute_t<typename Derived::Scalar>> vocab_parallel(
   // Every rank must pass the same count; the targets are the same everywhere, so this one is.
   const Eigen::Index count = samples < Eigen::Index(INT_MAX) ? samples + 1 : 1;
   std::exception_ptr local_error;
-  double denominator = 0;
+  xent::detail::checked_call checked{samples, 0.0, {}};
   std::vector<T> weights;
   shard_setup<T> setup;
   try {
-    denominator = check_arguments(fn, logits, targets, shard, opts, grad_out);
+    checked = check_arguments(fn, logits, targets, shard, opts, grad_out);
     setup = shard_setup_of(opts, shard, weights);
   } catch (...) {
     local_error = std::current_exception();
   }
-
-  const long ignore = opts.ignore_index;
-  auto target_at = [&targets, ignore](Eigen::Index j) -> Index {
-    const long t = static_cast<long>(targets.derived().coeff(j));
-    return t == ignore ? Index(-1) : Index(t);
-  };
+  const double denominator = checked.denominator;
+  // The mask only once it is checked (a rank whose arguments fail reads no target).
+  const auto target_at = xent::detail::index_targets(targets, opts.ignore_index, checked.selection.mask);
   const int threads = xent::detail::thread_count(opts.num_threads, samples * shard.size);
 
   std::vector<vocab_record<T>> records(std::size_t(count), vocab_record<T>::identity());
@@ -249,15 +248,16 @@ loss_result<xent::detail::compute_t<typename Derived::Scalar>> vocab_parallel(
     losses(j) = t < 0 ? T(0) : record_loss(records[std::size_t(j)], t, setup);
   }
   if constexpr (!std::is_same_v<Out, no_gradient>) {
-    // grad_out = 1: for mean the single-process scale 1 / denominator, rounded the same way.
-    const T c = opts.reduction == reduction::mean ? static_cast<T>(1.0 / denominator) : T(1);
+    // grad_out = 1: the single-process scale (1 / denominator for mean, times the sample weights),
+    // rounded the same way.
+    const auto c = xent::detail::seed_scale<T>(opts.reduction, denominator, checked.selection);
     xent::detail::with_out_view(fn, "grad_local_out", logits, grad_out, opts.dim, [&](const samples_view<S>& out) {
       xent::detail::with_view(logits, opts.dim, [&](const samples_view<const S>& v) {
         write_gradients(v, out, target_at, records.data(), setup, c, threads);
       });
     });
   }
-  return xent::detail::reduce_losses(opts.reduction, std::move(losses), denominator);
+  return xent::detail::reduce_losses(opts.reduction, std::move(losses), denominator, checked.selection);
 }
 
 }  // namespace detail

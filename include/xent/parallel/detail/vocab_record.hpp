@@ -173,19 +173,19 @@ void fill_records(const samples_view<const S>& v, TargetAt&& target_at, const sh
   }
 }
 
-/// c * the gradient of every sample on the rank's classes into out (zeros for an ignored sample);
-/// out may be the logits' own storage. A strided class axis goes through a contiguous copy.
-template <class S, class TargetAt>
+/// c(j) * the gradient of every sample j on the rank's classes into out (zeros for an ignored
+/// sample); out may be the logits' own storage. A strided class axis goes through a contiguous copy.
+template <class S, class TargetAt, class Scale>
 void write_gradients(const samples_view<const S>& v, const samples_view<S>& out, TargetAt&& target_at,
                      const vocab_record<xent::detail::compute_t<S>>* records, const shard_setup<xent::detail::compute_t<S>>& s,
-                     xent::detail::compute_t<S> c, int threads) {
+                     Scale&& c, int threads) {
   if (v.classes_contiguous() && out.classes_contiguous()) {
     xent::detail::parallel_for(v.samples, threads, [&](Index j) {
       const Index t = target_at(j);
       if (t < 0)
         std::fill(out.sample(j), out.sample(j) + out.classes, S(0));
       else
-        record_grad(records[j], v.sample(j), out.sample(j), v.classes, t, s, c);
+        record_grad(records[j], v.sample(j), out.sample(j), v.classes, t, s, c(j));
     });
     return;
   }
@@ -197,7 +197,7 @@ void write_gradients(const samples_view<const S>& v, const samples_view<S>& out,
       continue;
     }
     for (Index k = 0; k < v.classes; ++k) scratch[std::size_t(k)] = v.sample(j)[k * v.class_stride];
-    record_grad(records[j], scratch.data(), scratch.data(), v.classes, t, s, c);
+    record_grad(records[j], scratch.data(), scratch.data(), v.classes, t, s, c(j));
     for (Index k = 0; k < v.classes; ++k) out.sample(j)[k * out.class_stride] = scratch[std::size_t(k)];
   }
 }
