@@ -40,7 +40,7 @@ struct nll_loss_options {
   /// Per-sample weights, mask and normalizer (xent's, docs/losses.md "Sample weights and masks"):
   /// each kept sample's loss times sample_weight[j]; mask[j] false leaves sample j out.
   Eigen::VectorXd sample_weight;
-  sample_mask mask;
+  sample_mask mask;  ///< one flag per sample (false: left out, as ignore_index); empty: all kept
   /// Given: mean and sum divide the weighted sum by it (a global token count, for micro-batches).
   std::optional<double> normalizer;
 };
@@ -73,7 +73,7 @@ struct cross_entropy_options {
   /// Per-sample weights, mask and normalizer (xent's, docs/losses.md "Sample weights and masks"):
   /// each kept sample's loss times sample_weight[j]; mask[j] false leaves sample j out.
   Eigen::VectorXd sample_weight;
-  sample_mask mask;
+  sample_mask mask;  ///< one flag per sample (false: left out, as ignore_index); empty: all kept
   /// Given: mean and sum divide the weighted sum by it (a global token count, for micro-batches).
   std::optional<double> normalizer;
 };

@@ -37,7 +37,7 @@ struct sigmoid_focal_loss_options {
   /// Per-sample weights, mask and normalizer (docs/losses.md, "Sample weights and masks"); a
   /// sample is the run of C entries along dim. mean divides by C times the kept samples' weight.
   Eigen::VectorXd sample_weight;
-  sample_mask mask;
+  sample_mask mask;  ///< one flag per sample (false: left out, as ignore_index); empty: all kept
   std::optional<double> normalizer;  ///< given: mean and sum divide the weighted sum by it
 };
 
@@ -57,7 +57,7 @@ struct softmax_focal_loss_options {
   int num_threads = 0;  ///< 0: OpenMP's default; 1: serial. Results do not depend on it.
   /// Per-sample weights, mask and normalizer, as cross_entropy_options (docs/losses.md).
   Eigen::VectorXd sample_weight;
-  sample_mask mask;
+  sample_mask mask;  ///< one flag per sample (false: left out, as ignore_index); empty: all kept
   std::optional<double> normalizer;  ///< given: mean and sum divide the weighted sum by it
 };
 

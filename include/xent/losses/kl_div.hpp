@@ -25,7 +25,7 @@ struct kl_div_options {
   /// sample is the run of C entries along dim. mean divides by C times the kept samples' weight,
   /// batchmean by their weight.
   Eigen::VectorXd sample_weight;
-  sample_mask mask;
+  sample_mask mask;  ///< one flag per sample (false: left out, as ignore_index); empty: all kept
   std::optional<double> normalizer;  ///< given: mean and sum divide the weighted sum by it
 };
 

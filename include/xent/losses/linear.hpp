@@ -72,7 +72,7 @@ struct linear_cross_entropy_options {
   /// Per-sample weights, mask and normalizer, as cross_entropy_options (docs/losses.md). A sample
   /// masked or of weight 0 is left out of the GEMMs, as an ignored one (its lse is NaN).
   Eigen::VectorXd sample_weight;
-  sample_mask mask;
+  sample_mask mask;  ///< one flag per sample (false: left out, as ignore_index); empty: all kept
   std::optional<double> normalizer;  ///< given: mean and sum divide the weighted sum by it
 };
 
