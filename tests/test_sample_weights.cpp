@@ -93,7 +93,7 @@ outcome<T> run_case(const xent_test::reference_case& c) {
   index_vector targets(N);
   for (Eigen::Index j = 0; j < N; ++j) targets(j) = c.has("target") ? std::int64_t(c["target"][std::size_t(j)]) : 0;
   const auto kind = static_cast<loss_kind>(int(c["loss"][0]));
-  auto three = [&](const auto& opts, auto&& fwd, auto&& wg, auto&& bwd) { return run_three<T>(c, C, N, fwd, wg, bwd); };
+  auto three = [&](const auto&, auto&& fwd, auto&& wg, auto&& bwd) { return run_three<T>(c, C, N, fwd, wg, bwd); };
   switch (kind) {
     case loss_kind::cross_entropy:
     case loss_kind::cross_entropy_probs: {

@@ -27,9 +27,9 @@ struct binary_cross_entropy_options {
   int dim = 0;                                        ///< the class axis, for a per-class weight
   int num_threads = 0;  ///< 0: OpenMP's default; 1: serial. Results do not depend on it.  /// Per-sample weights, mask and normalizer (docs/losses.md, "Sample weights and masks"); a
   /// sample is the run of C entries along dim. mean divides by C times the kept samples' weight.
-  Eigen::VectorXd sample_weight;
-  sample_mask mask;  ///< one flag per sample (false: left out, as ignore_index); empty: all kept
-  std::optional<double> normalizer;  ///< given: mean and sum divide the weighted sum by it
+  Eigen::VectorXd sample_weight{};
+  sample_mask mask{};  ///< one flag per sample (false: left out, as ignore_index); empty: all kept
+  std::optional<double> normalizer = std::nullopt;  ///< given: mean and sum divide the weighted sum by it
 };
 
 /// Options of binary_cross_entropy_with_logits, with torch's names and defaults.
@@ -44,9 +44,9 @@ struct binary_cross_entropy_with_logits_options {
   /// 0: OpenMP's default; 1: serial. Results do not depend on it.
   int num_threads = 0;  /// Per-sample weights, mask and normalizer (docs/losses.md, "Sample weights and masks"); a
   /// sample is the run of C entries along dim. mean divides by C times the kept samples' weight.
-  Eigen::VectorXd sample_weight;
-  sample_mask mask;  ///< one flag per sample (false: left out, as ignore_index); empty: all kept
-  std::optional<double> normalizer;  ///< given: mean and sum divide the weighted sum by it
+  Eigen::VectorXd sample_weight{};
+  sample_mask mask{};  ///< one flag per sample (false: left out, as ignore_index); empty: all kept
+  std::optional<double> normalizer = std::nullopt;  ///< given: mean and sum divide the weighted sum by it
 };
 
 namespace detail {

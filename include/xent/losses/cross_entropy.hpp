@@ -39,10 +39,10 @@ struct nll_loss_options {
   int num_threads = 0;
   /// Per-sample weights, mask and normalizer (xent's, docs/losses.md "Sample weights and masks"):
   /// each kept sample's loss times sample_weight[j]; mask[j] false leaves sample j out.
-  Eigen::VectorXd sample_weight;
-  sample_mask mask;  ///< one flag per sample (false: left out, as ignore_index); empty: all kept
+  Eigen::VectorXd sample_weight{};
+  sample_mask mask{};  ///< one flag per sample (false: left out, as ignore_index); empty: all kept
   /// Given: mean and sum divide the weighted sum by it (a global token count, for micro-batches).
-  std::optional<double> normalizer;
+  std::optional<double> normalizer = std::nullopt;
 };
 
 /// Options of cross_entropy: torch's names and defaults (torch::nn::functional::CrossEntropyFuncOptions),
@@ -72,10 +72,10 @@ struct cross_entropy_options {
   int num_threads = 0;
   /// Per-sample weights, mask and normalizer (xent's, docs/losses.md "Sample weights and masks"):
   /// each kept sample's loss times sample_weight[j]; mask[j] false leaves sample j out.
-  Eigen::VectorXd sample_weight;
-  sample_mask mask;  ///< one flag per sample (false: left out, as ignore_index); empty: all kept
+  Eigen::VectorXd sample_weight{};
+  sample_mask mask{};  ///< one flag per sample (false: left out, as ignore_index); empty: all kept
   /// Given: mean and sum divide the weighted sum by it (a global token count, for micro-batches).
-  std::optional<double> normalizer;
+  std::optional<double> normalizer = std::nullopt;
 };
 
 namespace detail {

@@ -24,9 +24,9 @@ struct kl_div_options {
   int num_threads = 0;                                ///< 0: OpenMP's default; 1: serial. Results do not depend on it.  /// Per-sample weights, mask and normalizer (docs/losses.md, "Sample weights and masks"); a
   /// sample is the run of C entries along dim. mean divides by C times the kept samples' weight,
   /// batchmean by their weight.
-  Eigen::VectorXd sample_weight;
-  sample_mask mask;  ///< one flag per sample (false: left out, as ignore_index); empty: all kept
-  std::optional<double> normalizer;  ///< given: mean and sum divide the weighted sum by it
+  Eigen::VectorXd sample_weight{};
+  sample_mask mask{};  ///< one flag per sample (false: left out, as ignore_index); empty: all kept
+  std::optional<double> normalizer = std::nullopt;  ///< given: mean and sum divide the weighted sum by it
 };
 
 namespace detail {

@@ -71,9 +71,9 @@ struct linear_cross_entropy_options {
   int num_threads = 0;
   /// Per-sample weights, mask and normalizer, as cross_entropy_options (docs/losses.md). A sample
   /// masked or of weight 0 is left out of the GEMMs, as an ignored one (its lse is NaN).
-  Eigen::VectorXd sample_weight;
-  sample_mask mask;  ///< one flag per sample (false: left out, as ignore_index); empty: all kept
-  std::optional<double> normalizer;  ///< given: mean and sum divide the weighted sum by it
+  Eigen::VectorXd sample_weight{};
+  sample_mask mask{};  ///< one flag per sample (false: left out, as ignore_index); empty: all kept
+  std::optional<double> normalizer = std::nullopt;  ///< given: mean and sum divide the weighted sum by it
 };
 
 /// What linear_cross_entropy returns: the loss as cross_entropy's loss_result, and with

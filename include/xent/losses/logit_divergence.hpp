@@ -64,9 +64,9 @@ struct divergence_options {
   int dim = 0;          ///< The class axis: 0 = classes down each column (C x N).
   int num_threads = 0;  ///< 0: OpenMP's default; 1: serial. Results do not depend on it.
   /// Per-sample weights, mask and normalizer, as cross_entropy_options (docs/losses.md).
-  Eigen::VectorXd sample_weight;
-  sample_mask mask;  ///< one flag per sample (false: left out, as ignore_index); empty: all kept
-  std::optional<double> normalizer;  ///< given: the reductions divide the weighted sum by it
+  Eigen::VectorXd sample_weight{};
+  sample_mask mask{};  ///< one flag per sample (false: left out, as ignore_index); empty: all kept
+  std::optional<double> normalizer = std::nullopt;  ///< given: the reductions divide the weighted sum by it
 };
 
 namespace detail {

@@ -434,7 +434,7 @@ struct elementwise_args {
   /// The options' per-sample weights, mask and normalizer (each sample: a run along dim's other axis).
   const Eigen::VectorXd* sample_weight = nullptr;
   const sample_mask* mask = nullptr;
-  std::optional<double> normalizer;
+  std::optional<double> normalizer = std::nullopt;
 };
 
 /// The sample weighting of options that have it, into a call's arguments.

@@ -25,7 +25,7 @@ namespace xent::detail {
 struct sample_selection {
   const double* weight = nullptr;  // one per sample; null: each weighs 1
   const bool* mask = nullptr;      // one per sample; null: all kept
-  std::optional<double> normalizer;
+  std::optional<double> normalizer = std::nullopt;
 
   bool kept(Index j) const { return !mask || mask[j]; }
   double weight_at(Index j) const { return weight ? weight[j] : 1.0; }
