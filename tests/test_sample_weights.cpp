@@ -33,8 +33,14 @@ const std::vector<xent_test::reference_case>& cases() {
 
 enum class loss_kind {
   cross_entropy, cross_entropy_probs, nll_loss, softmax_focal_loss, generalized_cross_entropy, divergence,
-  binary_cross_entropy, binary_cross_entropy_with_logits, kl_div, sigmoid_focal_loss
+  binary_cross_entropy, binary_cross_entropy_with_logits, kl_div, sigmoid_focal_loss, poly1_cross_entropy,
+  poly1_cross_entropy_probs
 };
+
+bool is_elementwise(const xent_test::reference_case& c) {
+  const int k = int(c["loss"][0]);
+  return k >= int(loss_kind::binary_cross_entropy) && k <= int(loss_kind::sigmoid_focal_loss);
+}
 
 constexpr std::array<xent::reduction, 4> reductions{xent::reduction::none, xent::reduction::mean, xent::reduction::sum,
                                                     xent::reduction::batchmean};
@@ -70,7 +76,7 @@ outcome<T> run_three(const xent_test::reference_case& c, Eigen::Index C, Eigen::
   auto fwd = forward();
   auto wg = with_grad(g1);
   const bool reduced = reductions[std::size_t(c["reduction"][0])] != xent::reduction::none;
-  const bool elementwise = int(c["loss"][0]) >= int(loss_kind::binary_cross_entropy);
+  const bool elementwise = is_elementwise(c);
   if (reduced) {
     backward(static_cast<T>(c["grad_out"][0]), g2);
     g1 *= static_cast<T>(c["grad_out"][0]);
@@ -144,6 +150,22 @@ outcome<T> run_case(const xent_test::reference_case& c) {
                    [&](matrix<T>& g) { return xent::divergence_with_grad(x, t, targets, o, g); },
                    [&](const auto& go, matrix<T>& g) { xent::divergence_backward(x, t, targets, go, o, g); });
     }
+    case loss_kind::poly1_cross_entropy:
+    case loss_kind::poly1_cross_entropy_probs: {
+      xent::poly1_cross_entropy_options o;
+      weighting_of(c, o);
+      if (c.has("class_weight")) o.weight = doubles(c["class_weight"]);
+      if (c.has("smoothing")) o.label_smoothing = double(c["smoothing"][0]);
+      o.epsilon = double(c["epsilon"][0]);
+      if (kind == loss_kind::poly1_cross_entropy)
+        return three(o, [&] { return xent::poly1_cross_entropy(x, targets, o); },
+                     [&](matrix<T>& g) { return xent::poly1_cross_entropy_with_grad(x, targets, o, g); },
+                     [&](const auto& go, matrix<T>& g) { xent::poly1_cross_entropy_backward(x, targets, go, o, g); });
+      const matrix<T> y = xent_test::as_matrix<T>(c["probs"], C, N);
+      return three(o, [&] { return xent::poly1_cross_entropy(x, y, o); },
+                   [&](matrix<T>& g) { return xent::poly1_cross_entropy_with_grad(x, y, o, g); },
+                   [&](const auto& go, matrix<T>& g) { xent::poly1_cross_entropy_backward(x, y, go, o, g); });
+    }
     case loss_kind::binary_cross_entropy: {
       xent::binary_cross_entropy_options<T> o;
       weighting_of(c, o);
@@ -192,7 +214,7 @@ std::array<double, 2> errors_of(const xent_test::reference_case& c, const outcom
   double value_error = 0;
   for (const auto* r : {&o.forward, &o.with_grad}) {
     if (r->reduction() == xent::reduction::none) {
-      const bool elementwise = int(c["loss"][0]) >= int(loss_kind::binary_cross_entropy);
+      const bool elementwise = is_elementwise(c);
       const T* got = elementwise ? r->elementwise().data() : r->per_sample().data();
       REQUIRE(std::size_t(elementwise ? r->elementwise().size() : r->per_sample().size()) == ref.size());
       for (std::size_t j = 0; j < ref.size(); ++j)
@@ -572,4 +594,102 @@ TEST_CASE("linear_cross_entropy with sample weights is cross_entropy of the logi
       co.normalizer.reset();
     }
   }
+}
+
+TEST_CASE("poly1_cross_entropy is cross_entropy + epsilon (1 - p_t), on every path of the sweep", "[poly1]") {
+  // N = 3 x C = 20000 takes the sweep's chunk-split path (threads share a sample), N = 64 x C = 10
+  // the per-sample one (Poly-1 leaves the small-C lane blocks), along both class axes.
+  for (const auto shape : {std::array<Eigen::Index, 2>{20000, 3}, std::array<Eigen::Index, 2>{10, 64}}) {
+    const Eigen::Index C = shape[0], N = shape[1];
+    const matrix<double> x = xent_test::random_logits<double>(C, N, 4.0);
+    const index_vector t = random_targets(N, C);
+    xent::poly1_cross_entropy_options o;
+    o.epsilon = 1.5;
+    o.num_threads = 2;
+    xent::cross_entropy_options plain;
+    plain.num_threads = 2;
+    matrix<double> g_poly(C, N), g_ce(C, N);
+    const double poly = xent::poly1_cross_entropy_with_grad(x, t, o, g_poly).value();
+    const double ce = xent::cross_entropy_with_grad(x, t, plain, g_ce).value();
+    const matrix<double> p = xent::softmax(x);
+    const double denominator = xent::mean_denominator(t, plain);
+    double extra = 0;
+    matrix<double> g_expected = g_ce;
+    for (Eigen::Index j = 0; j < N; ++j) {
+      if (t(j) < 0) continue;
+      const double pt = p(t(j), j);
+      extra += o.epsilon * (1 - pt);
+      // d (eps (1 - p_t)) / d x_k = eps p_t (p_k - [k = t]), over the mean's denominator.
+      for (Eigen::Index k = 0; k < C; ++k) g_expected(k, j) += o.epsilon * pt * (p(k, j) - (k == t(j))) / denominator;
+    }
+    CHECK(poly == Approx(ce + extra / denominator).epsilon(1e-14));
+    CHECK((g_poly - g_expected).cwiseAbs().maxCoeff() <= 1e-15);
+    // The strided class axis (dim = 1 over the transposed buffer) gives the same bits.
+    xent::poly1_cross_entropy_options o1 = o;
+    o1.dim = 1;
+    const matrix<double> xt = x.transpose();
+    matrix<double> g1(N, C);
+    CHECK(xent::poly1_cross_entropy_with_grad(xt, t, o1, g1).value() == poly);
+    CHECK((g1.transpose().array() == g_poly.array()).all());
+  }
+}
+
+TEST_CASE("poly1_cross_entropy: epsilon 0 is cross_entropy, bit for bit; finite differences; a bad epsilon", "[poly1]") {
+  const Eigen::Index C = 12, N = 21;
+  matrix<double> x = xent_test::random_logits<double>(C, N);
+  const index_vector t = random_targets(N, C);
+  const matrix<double> y = xent::softmax(xent_test::random_logits<double>(C, N));
+  xent::poly1_cross_entropy_options zero;
+  zero.epsilon = 0;
+  zero.label_smoothing = 0.1;
+  xent::cross_entropy_options plain;
+  plain.label_smoothing = 0.1;
+  matrix<double> a(C, N), b(C, N);
+  CHECK(xent::poly1_cross_entropy_with_grad(x, t, zero, a).value() == xent::cross_entropy_with_grad(x, t, plain, b).value());
+  CHECK((a.array() == b.array()).all());
+  CHECK(xent::poly1_cross_entropy_with_grad(x, y, zero, a).value() == xent::cross_entropy_with_grad(x, y, plain, b).value());
+  CHECK((a.array() == b.array()).all());
+
+  xent::poly1_cross_entropy_options o;
+  o.label_smoothing = 0.05;
+  o.sample_weight = random_weights(N);
+  double worst = 0;
+  for (int kind = 0; kind < 2; ++kind) {
+    matrix<double> grad(C, N);
+    if (kind == 0)
+      xent::poly1_cross_entropy_with_grad(x, t, o, grad);
+    else
+      xent::poly1_cross_entropy_with_grad(x, y, o, grad);
+    for (Eigen::Index i = 0; i < x.size(); ++i)
+      worst = std::max(worst, std::fabs(grad.data()[i] - xent_test::central_difference(x, i, [&](const matrix<double>& m) {
+                                          return kind == 0 ? xent::poly1_cross_entropy(m, t, o).value()
+                                                           : xent::poly1_cross_entropy(m, y, o).value();
+                                        })));
+  }
+  CHECK(worst <= 1e-9);
+  WARN("poly1_cross_entropy finite differences (index and probability targets): " << worst);
+
+  const xent_test::misuse table[] = {
+      {"a NaN epsilon", [&] {
+         xent::poly1_cross_entropy_options bad;
+         bad.epsilon = std::nan("");
+         (void)xent::poly1_cross_entropy(x, t, bad);
+       },
+       "poly1_cross_entropy", "epsilon", "must be finite"},
+      {"an infinite epsilon, probability targets", [&] {
+         xent::poly1_cross_entropy_options bad;
+         bad.epsilon = HUGE_VAL;
+         matrix<double> g(C, N);
+         (void)xent::poly1_cross_entropy_with_grad(x, y, bad, g);
+       },
+       "poly1_cross_entropy_with_grad", "epsilon", "must be finite"},
+      {"cross_entropy's checks", [&] {
+         xent::poly1_cross_entropy_options bad;
+         bad.label_smoothing = 2;
+         matrix<double> g(C, N);
+         xent::poly1_cross_entropy_backward(x, t, 1.0, bad, g);
+       },
+       "poly1_cross_entropy_backward", "label_smoothing", "[0, 1]"},
+  };
+  CHECK(xent_test::check_misuse(table) == int(std::size(table)));
 }

@@ -13,7 +13,10 @@ Deterministic: fixed numpy seed, fixed case list, single-threaded torch. Line fo
     N <samples>
     loss <0 cross_entropy, 1 cross_entropy (probability targets), 2 nll_loss, 3 softmax_focal_loss,
           4 generalized_cross_entropy, 5 divergence (forward KL, with targets), the elementwise losses
-          6 binary_cross_entropy, 7 binary_cross_entropy_with_logits, 8 kl_div, 9 sigmoid_focal_loss>
+          6 binary_cross_entropy, 7 binary_cross_entropy_with_logits, 8 kl_div, 9 sigmoid_focal_loss,
+          10 poly1_cross_entropy, 11 poly1_cross_entropy (probability targets)>
+    epsilon <value>                 Poly-1's: cross_entropy + epsilon (1 - sum_k y~_k softmax(x)_k),
+                                    y~ the smoothed target ((1 - eps) y + eps / C, unweighted)
     reduction <0 none, 1 mean, 2 sum, 3 batchmean>
     logits <N*C>                    torch [N, C] row-major = xent's C x N (dim = 0)
     teacher <N*C> | probs <N*C>     the divergence's teacher, the probability targets
@@ -51,8 +54,9 @@ torch.set_default_dtype(torch.float64)
 rng = np.random.default_rng(20261202)
 REDUCTIONS = ("none", "mean", "sum", "batchmean")
 LOSSES = ("cross_entropy", "cross_entropy_probs", "nll_loss", "softmax_focal_loss", "generalized_cross_entropy", "divergence",
-          "binary_cross_entropy", "binary_cross_entropy_with_logits", "kl_div", "sigmoid_focal_loss")
-ELEMENTWISE = LOSSES[6:]
+          "binary_cross_entropy", "binary_cross_entropy_with_logits", "kl_div", "sigmoid_focal_loss",
+          "poly1_cross_entropy", "poly1_cross_entropy_probs")
+ELEMENTWISE = LOSSES[6:10]
 
 
 def fmt(v):
@@ -73,6 +77,18 @@ def per_sample(loss, x, t, extra):
     if loss == "cross_entropy_probs":
         return F.cross_entropy(x, extra["probs"], weight=extra.get("class_weight"), reduction="none",
                                label_smoothing=extra.get("smoothing", 0.0))
+    if loss.startswith("poly1"):
+        C = x.shape[1]
+        eps = extra.get("smoothing", 0.0)
+        if loss == "poly1_cross_entropy":
+            ce = F.cross_entropy(x, t, weight=extra.get("class_weight"), reduction="none", label_smoothing=eps)
+            y = F.one_hot(safe_t, C).double()
+        else:
+            ce = F.cross_entropy(x, extra["probs"], weight=extra.get("class_weight"), reduction="none", label_smoothing=eps)
+            y = extra["probs"]
+        smoothed = (1 - eps) * y + eps / C
+        v = ce + extra["epsilon"] * (1 - (smoothed * F.softmax(x, 1)).sum(1))
+        return torch.where(kept, v, torch.zeros_like(v))
     if loss == "nll_loss":
         return F.nll_loss(x, t, weight=extra.get("class_weight"), reduction="none")
     lp = F.log_softmax(x, 1).gather(1, safe_t[:, None])[:, 0]
@@ -163,23 +179,24 @@ def elementwise_case(name, loss, N, C, reduction, weighted=True, masked=True, no
 
 
 def case(name, loss, N, C, reduction, weighted=True, masked=True, normalizer=None, ignore=True, **params):
-    x = torch.tensor(rng.standard_normal((N, C)) * 3)
+    x = torch.tensor(rng.standard_normal((N, C)) * params.get("scale", 3))
     if loss == "nll_loss":
         x = F.log_softmax(x, 1)
     t = torch.tensor(rng.integers(0, C, N))
     if ignore:
         t[1] = -100
     extra = {}
-    if loss == "cross_entropy_probs":
+    if loss in ("cross_entropy_probs", "poly1_cross_entropy_probs"):
         extra["probs"] = F.softmax(torch.tensor(rng.standard_normal((N, C)) * 2), 1)
         t = torch.zeros(N, dtype=torch.int64)  # no targets: every sample counts
-    if loss in ("cross_entropy", "cross_entropy_probs", "nll_loss") and params.get("class_weight"):
+    if loss in ("cross_entropy", "cross_entropy_probs", "nll_loss", "poly1_cross_entropy", "poly1_cross_entropy_probs") \
+            and params.get("class_weight"):
         extra["class_weight"] = torch.tensor(rng.uniform(0.2, 2.0, C))
     if loss == "softmax_focal_loss":
         extra["alpha"] = torch.tensor(rng.uniform(0.2, 1.0, C))
     if loss == "divergence":
         extra["teacher"] = torch.tensor(rng.standard_normal((N, C)) * 2)
-    for k in ("smoothing", "gamma", "q", "T"):
+    for k in ("smoothing", "gamma", "q", "T", "epsilon"):
         if k in params:
             extra[k] = params[k]
     sw = torch.tensor(rng.uniform(0.0, 3.0, N)) if weighted else torch.ones(N)
@@ -192,7 +209,8 @@ def case(name, loss, N, C, reduction, weighted=True, masked=True, normalizer=Non
     l = per_sample(loss, x, t, extra)
     kept = mask & (t != -100)
     a = torch.where(kept, sw, torch.zeros_like(sw))
-    cw = extra["class_weight"][torch.where(t != -100, t, torch.zeros_like(t))] if "class_weight" in extra and loss != "cross_entropy_probs" else torch.ones(N)
+    by_target = "class_weight" in extra and loss in ("cross_entropy", "nll_loss", "poly1_cross_entropy")
+    cw = extra["class_weight"][torch.where(t != -100, t, torch.zeros_like(t))] if by_target else torch.ones(N)
     denominator = (a * cw).sum()
     weighted_sum = (a * l).sum()
     if reduction == "none":
@@ -215,7 +233,7 @@ def case(name, loss, N, C, reduction, weighted=True, masked=True, normalizer=Non
         out += line("class_weight", extra["class_weight"].numpy())
     if "alpha" in extra:
         out += line("alpha", extra["alpha"].numpy())
-    for k in ("smoothing", "gamma", "q", "T"):
+    for k in ("smoothing", "gamma", "q", "T", "epsilon"):
         if k in extra:
             out += line(k, [extra[k]])
     if weighted:
@@ -253,6 +271,13 @@ def main():
         if loss == "cross_entropy":
             out.append(case("cross_entropy_plain_weights_large_C", loss, 6, 300, "mean", class_weight=False))
             out.append(case("cross_entropy_no_smoothing", loss, 17, 4, "mean", class_weight=True))
+    for loss in ("poly1_cross_entropy", "poly1_cross_entropy_probs"):
+        for reduction in ("mean", "sum", "none"):
+            out.append(case(f"{loss}_{reduction}", loss, 13, 7, reduction, class_weight=True, smoothing=0.1, epsilon=2.0))
+        out.append(case(f"{loss}_plain", loss, 9, 6, "mean", weighted=False, masked=False, ignore=False, epsilon=1.0))
+        out.append(case(f"{loss}_confident", loss, 9, 5, "none", weighted=False, masked=False, ignore=False, epsilon=2.0,
+                        scale=12))
+        out.append(case(f"{loss}_negative_epsilon", loss, 8, 40, "sum", epsilon=-1.0, smoothing=0.05))
     for loss in ELEMENTWISE:
         for reduction in ("mean", "sum", "none") + (("batchmean",) if loss == "kl_div" else ()):
             out.append(elementwise_case(f"{loss}_{reduction}", loss, 10, 6, reduction))

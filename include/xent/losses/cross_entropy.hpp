@@ -78,6 +78,12 @@ struct cross_entropy_options {
   std::optional<double> normalizer = std::nullopt;
 };
 
+/// Options of poly1_cross_entropy: cross_entropy's, and Poly-1's epsilon (Optax's default).
+struct poly1_cross_entropy_options : cross_entropy_options {
+  /// The weight of the first polynomial term, 1 - P; finite (negative values are allowed, as in the paper).
+  double epsilon = 2.0;
+};
+
 namespace detail {
 
 /// The checks of the options only class-index cross_entropy has.
@@ -130,7 +136,8 @@ Eigen::Matrix<compute_t<S>, Eigen::Dynamic, 1> index_cross_entropy(const samples
                                                                    const Eigen::DenseBase<TDerived>& targets,
                                                                    const cross_entropy_options& opts, Scale&& scale,
                                                                    const samples_view<S>* grad,
-                                                                   Eigen::Matrix<compute_t<S>, Eigen::Dynamic, 1>* lse = nullptr) {
+                                                                   Eigen::Matrix<compute_t<S>, Eigen::Dynamic, 1>* lse = nullptr,
+                                                                   double poly = 0) {
   using T = compute_t<S>;
   Eigen::Matrix<T, Eigen::Dynamic, 1> losses(v.samples);
   if (lse) lse->resize(v.samples);
@@ -142,6 +149,7 @@ Eigen::Matrix<compute_t<S>, Eigen::Dynamic, 1> index_cross_entropy(const samples
   st.classes = v.classes;
   st.softcap = static_cast<T>(opts.softcap);
   st.z_loss = static_cast<T>(opts.z_loss);
+  st.poly = static_cast<T>(poly);
   fused_cross_entropy_dispatch(v, st, opts.num_threads, index_targets(targets, opts.ignore_index, selection_in(opts).mask),
                                losses.data(),
                                lse ? lse->data() : nullptr, scale, grad);
@@ -154,21 +162,151 @@ template <class S, class Scale>
 Eigen::Matrix<compute_t<S>, Eigen::Dynamic, 1> prob_cross_entropy(const samples_view<const S>& v,
                                                                   const samples_view<const S>& y,
                                                                   const cross_entropy_options& opts, Scale&& scale,
-                                                                  const samples_view<S>* grad) {
+                                                                  const samples_view<S>* grad, double poly = 0) {
   using T = compute_t<S>;
   Eigen::Matrix<T, Eigen::Dynamic, 1> losses(v.samples);
   const std::vector<T> weight = weights_in<T>(opts.weight);
-  auto run = [&](auto weighted) {
-    const prob_ce_policy<S, std::decay_t<Scale>, decltype(weighted)::value> policy(
+  auto run = [&](auto weighted, auto with_poly) {
+    const prob_ce_policy<S, std::decay_t<Scale>, decltype(weighted)::value, decltype(with_poly)::value> policy(
         weight.empty() ? nullptr : weight.data(), static_cast<T>(opts.label_smoothing), v.classes, losses.data(), scale,
-        grad != nullptr, selection_in(opts).mask);
+        grad != nullptr, selection_in(opts).mask, static_cast<T>(poly));
     engine::sweep(policy, engine::sweep_views<S>{v, &y, grad}, opts.num_threads);
   };
-  if (weight.empty())
-    run(std::false_type{});
+  auto with_weights = [&](auto with_poly) {
+    if (weight.empty())
+      run(std::false_type{}, with_poly);
+    else
+      run(std::true_type{}, with_poly);
+  };
+  if (poly == 0)
+    with_weights(std::false_type{});
   else
-    run(std::true_type{});
+    with_weights(std::true_type{});
   return losses;
+}
+
+}  // namespace detail
+
+namespace detail {
+
+inline double poly_of(const cross_entropy_options&) { return 0; }
+inline double poly_of(const poly1_cross_entropy_options& o) { return o.epsilon; }
+
+/// The checks of Poly-1's own option.
+inline void check_poly(const char* fn, const cross_entropy_options&) { (void)fn; }
+inline void check_poly(const char* fn, const poly1_cross_entropy_options& o) {
+  if (!std::isfinite(o.epsilon)) throw_invalid(fn, "epsilon", "must be finite", o.epsilon);
+}
+
+// The six entry points of cross_entropy and poly1_cross_entropy (one body each, the loss chosen by
+// the options' type).
+
+template <class Options, class Derived, class TDerived>
+loss_result<compute_t<typename Derived::Scalar>> index_forward(const char* fn, const Eigen::DenseBase<Derived>& logits,
+                                                               const Eigen::DenseBase<TDerived>& targets, const Options& opts) {
+  using S = typename Derived::Scalar;
+  using T = compute_t<S>;
+  check_poly(fn, opts);
+  const auto checked = check_index_cross_entropy(fn, logits, targets, opts);
+  return with_view(logits, opts.dim, [&](const samples_view<const S>& v) {
+    Eigen::Matrix<T, Eigen::Dynamic, 1> lse;
+    auto result = reduce_losses(opts.reduction,
+                                index_cross_entropy(v, targets, opts, [](Eigen::Index) { return T(0); },
+                                                    static_cast<const samples_view<S>*>(nullptr),
+                                                    opts.return_lse ? &lse : nullptr, poly_of(opts)),
+                                checked.denominator, checked.selection);
+    return opts.return_lse ? std::move(result).with_lse(std::move(lse)) : result;
+  });
+}
+
+template <class Options, class Derived, class YDerived>
+loss_result<compute_t<typename Derived::Scalar>> prob_forward(const char* fn, const Eigen::DenseBase<Derived>& logits,
+                                                              const Eigen::DenseBase<YDerived>& targets, const Options& opts) {
+  using S = typename Derived::Scalar;
+  using T = compute_t<S>;
+  check_poly(fn, opts);
+  const auto checked = check_prob_cross_entropy(fn, logits, targets, opts);
+  return with_view(logits, opts.dim, [&](const samples_view<const S>& v) {
+    return with_view(targets, opts.dim, [&](const samples_view<const S>& y) {
+      return reduce_losses(opts.reduction,
+                           prob_cross_entropy(v, y, opts, [](Eigen::Index) { return T(0); },
+                                              static_cast<const samples_view<S>*>(nullptr), poly_of(opts)),
+                           checked.denominator, checked.selection);
+    });
+  });
+}
+
+template <class Options, class Derived, class TDerived, class G, class OutDerived>
+void index_backward(const char* fn, const Eigen::DenseBase<Derived>& logits, const Eigen::DenseBase<TDerived>& targets,
+                    const G& grad_out, const Options& opts, const Eigen::DenseBase<OutDerived>& grad_logits_out) {
+  using S = typename Derived::Scalar;
+  using T = compute_t<S>;
+  check_poly(fn, opts);
+  const auto checked = check_index_cross_entropy(fn, logits, targets, opts);
+  const auto scale = grad_scale_of<T>(fn, opts.reduction, checked.samples, checked.denominator, grad_out, checked.selection);
+  with_out_view(fn, "grad_logits_out", logits, grad_logits_out, opts.dim, [&](const samples_view<S>& out) {
+    with_view(logits, opts.dim, [&](const samples_view<const S>& v) {
+      index_cross_entropy(v, targets, opts, scale, &out, nullptr, poly_of(opts));
+    });
+  });
+}
+
+template <class Options, class Derived, class TDerived, class OutDerived>
+loss_result<compute_t<typename Derived::Scalar>> index_with_grad(const char* fn, const Eigen::DenseBase<Derived>& logits,
+                                                                 const Eigen::DenseBase<TDerived>& targets, const Options& opts,
+                                                                 const Eigen::DenseBase<OutDerived>& grad_logits_out) {
+  using S = typename Derived::Scalar;
+  using T = compute_t<S>;
+  check_poly(fn, opts);
+  const auto checked = check_index_cross_entropy(fn, logits, targets, opts);
+  Eigen::Matrix<T, Eigen::Dynamic, 1> losses, lse;
+  with_out_view(fn, "grad_logits_out", logits, grad_logits_out, opts.dim, [&](const samples_view<S>& out) {
+    with_view(logits, opts.dim, [&](const samples_view<const S>& v) {
+      losses = index_cross_entropy(v, targets, opts, seed_scale<T>(opts.reduction, checked.denominator, checked.selection),
+                                   &out, opts.return_lse ? &lse : nullptr, poly_of(opts));
+    });
+  });
+  auto result = reduce_losses(opts.reduction, std::move(losses), checked.denominator, checked.selection);
+  return opts.return_lse ? std::move(result).with_lse(std::move(lse)) : result;
+}
+
+template <class Options, class Derived, class YDerived, class G, class OutDerived>
+void prob_backward(const char* fn, const Eigen::DenseBase<Derived>& logits, const Eigen::DenseBase<YDerived>& targets,
+                   const G& grad_out, const Options& opts, const Eigen::DenseBase<OutDerived>& grad_logits_out) {
+  using S = typename Derived::Scalar;
+  using T = compute_t<S>;
+  check_poly(fn, opts);
+  const auto checked = check_prob_cross_entropy(fn, logits, targets, opts);
+  check_no_overlap(fn, "grad_logits_out", grad_logits_out, "targets", targets, false);
+  const auto scale = grad_scale_of<T>(fn, opts.reduction, checked.samples, checked.denominator, grad_out, checked.selection);
+  with_out_view(fn, "grad_logits_out", logits, grad_logits_out, opts.dim, [&](const samples_view<S>& out) {
+    with_view(logits, opts.dim, [&](const samples_view<const S>& v) {
+      with_view(targets, opts.dim, [&](const samples_view<const S>& y) {
+        prob_cross_entropy(v, y, opts, scale, &out, poly_of(opts));
+      });
+    });
+  });
+}
+
+template <class Options, class Derived, class YDerived, class OutDerived>
+loss_result<compute_t<typename Derived::Scalar>> prob_with_grad(const char* fn, const Eigen::DenseBase<Derived>& logits,
+                                                                const Eigen::DenseBase<YDerived>& targets, const Options& opts,
+                                                                const Eigen::DenseBase<OutDerived>& grad_logits_out) {
+  using S = typename Derived::Scalar;
+  using T = compute_t<S>;
+  check_poly(fn, opts);
+  const auto checked = check_prob_cross_entropy(fn, logits, targets, opts);
+  check_no_overlap(fn, "grad_logits_out", grad_logits_out, "targets", targets, false);
+  Eigen::Matrix<T, Eigen::Dynamic, 1> losses;
+  with_out_view(fn, "grad_logits_out", logits, grad_logits_out, opts.dim, [&](const samples_view<S>& out) {
+    with_view(logits, opts.dim, [&](const samples_view<const S>& v) {
+      with_view(targets, opts.dim, [&](const samples_view<const S>& y) {
+        losses = prob_cross_entropy(v, y, opts, seed_scale<T>(opts.reduction, checked.denominator, checked.selection), &out,
+                                    poly_of(opts));
+      });
+    });
+  });
+  return reduce_losses(opts.reduction, std::move(losses), checked.denominator, checked.selection);
 }
 
 }  // namespace detail
@@ -188,18 +326,7 @@ template <class Derived, class TDerived,
 loss_result<detail::compute_t<typename Derived::Scalar>> cross_entropy(const Eigen::DenseBase<Derived>& logits,
                                                                        const Eigen::DenseBase<TDerived>& targets,
                                                                        const cross_entropy_options& opts = {}) {
-  using S = typename Derived::Scalar;
-  using T = detail::compute_t<S>;
-  const auto checked = detail::check_index_cross_entropy("cross_entropy", logits, targets, opts);
-  return detail::with_view(logits, opts.dim, [&](const detail::samples_view<const S>& v) {
-    Eigen::Matrix<T, Eigen::Dynamic, 1> lse;
-    auto result = detail::reduce_losses(
-        opts.reduction,
-        detail::index_cross_entropy(v, targets, opts, [](Eigen::Index) { return T(0); },
-                                    static_cast<const detail::samples_view<S>*>(nullptr), opts.return_lse ? &lse : nullptr),
-        checked.denominator, checked.selection);
-    return opts.return_lse ? std::move(result).with_lse(std::move(lse)) : result;
-  });
+  return detail::index_forward("cross_entropy", logits, targets, opts);
 }
 
 /// Cross-entropy of logits against probability targets (same shape and class axis as logits):
@@ -210,18 +337,7 @@ template <class Derived, class YDerived,
 loss_result<detail::compute_t<typename Derived::Scalar>> cross_entropy(const Eigen::DenseBase<Derived>& logits,
                                                                        const Eigen::DenseBase<YDerived>& targets,
                                                                        const cross_entropy_options& opts = {}) {
-  using S = typename Derived::Scalar;
-  using T = detail::compute_t<S>;
-  constexpr const char* fn = "cross_entropy";
-  const auto checked = detail::check_prob_cross_entropy(fn, logits, targets, opts);
-  return detail::with_view(logits, opts.dim, [&](const detail::samples_view<const S>& v) {
-    return detail::with_view(targets, opts.dim, [&](const detail::samples_view<const S>& y) {
-      return detail::reduce_losses(opts.reduction,
-                                   detail::prob_cross_entropy(v, y, opts, [](Eigen::Index) { return T(0); },
-                                                              static_cast<const detail::samples_view<S>*>(nullptr)),
-                                   checked.denominator, checked.selection);
-    });
-  });
+  return detail::prob_forward("cross_entropy", logits, targets, opts);
 }
 
 /// Gradient of cross_entropy (class-index targets) with respect to the logits, times grad_out,
@@ -233,17 +349,7 @@ template <class Derived, class TDerived, class G, class OutDerived,
 void cross_entropy_backward(const Eigen::DenseBase<Derived>& logits, const Eigen::DenseBase<TDerived>& targets,
                             const G& grad_out, const cross_entropy_options& opts,
                             const Eigen::DenseBase<OutDerived>& grad_logits_out) {
-  using S = typename Derived::Scalar;
-  using T = detail::compute_t<S>;
-  constexpr const char* fn = "cross_entropy_backward";
-  const auto checked = detail::check_index_cross_entropy(fn, logits, targets, opts);
-  const auto scale =
-      detail::grad_scale_of<T>(fn, opts.reduction, checked.samples, checked.denominator, grad_out, checked.selection);
-  detail::with_out_view(fn, "grad_logits_out", logits, grad_logits_out, opts.dim, [&](const detail::samples_view<S>& out) {
-    detail::with_view(logits, opts.dim, [&](const detail::samples_view<const S>& v) {
-      detail::index_cross_entropy(v, targets, opts, scale, &out);
-    });
-  });
+  detail::index_backward("cross_entropy_backward", logits, targets, grad_out, opts, grad_logits_out);
 }
 
 /// Forward and gradient in one call (class-index targets): returns what cross_entropy returns and
@@ -256,21 +362,7 @@ template <class Derived, class TDerived, class OutDerived,
 loss_result<detail::compute_t<typename Derived::Scalar>> cross_entropy_with_grad(
     const Eigen::DenseBase<Derived>& logits, const Eigen::DenseBase<TDerived>& targets, const cross_entropy_options& opts,
     const Eigen::DenseBase<OutDerived>& grad_logits_out) {
-  using S = typename Derived::Scalar;
-  using T = detail::compute_t<S>;
-  constexpr const char* fn = "cross_entropy_with_grad";
-  const auto checked = detail::check_index_cross_entropy(fn, logits, targets, opts);
-  const double denominator = checked.denominator;
-  Eigen::Matrix<T, Eigen::Dynamic, 1> losses, lse;
-  detail::with_out_view(fn, "grad_logits_out", logits, grad_logits_out, opts.dim, [&](const detail::samples_view<S>& out) {
-    detail::with_view(logits, opts.dim, [&](const detail::samples_view<const S>& v) {
-      losses = detail::index_cross_entropy(v, targets, opts,
-                                           detail::seed_scale<T>(opts.reduction, denominator, checked.selection), &out,
-                                           opts.return_lse ? &lse : nullptr);
-    });
-  });
-  auto result = detail::reduce_losses(opts.reduction, std::move(losses), denominator, checked.selection);
-  return opts.return_lse ? std::move(result).with_lse(std::move(lse)) : result;
+  return detail::index_with_grad("cross_entropy_with_grad", logits, targets, opts, grad_logits_out);
 }
 
 /// cross_entropy_with_grad that overwrites the logits with their gradient: no N x C buffer beyond
@@ -290,20 +382,7 @@ template <class Derived, class YDerived, class G, class OutDerived,
 void cross_entropy_backward(const Eigen::DenseBase<Derived>& logits, const Eigen::DenseBase<YDerived>& targets,
                             const G& grad_out, const cross_entropy_options& opts,
                             const Eigen::DenseBase<OutDerived>& grad_logits_out) {
-  using S = typename Derived::Scalar;
-  using T = detail::compute_t<S>;
-  constexpr const char* fn = "cross_entropy_backward";
-  const auto checked = detail::check_prob_cross_entropy(fn, logits, targets, opts);
-  detail::check_no_overlap(fn, "grad_logits_out", grad_logits_out, "targets", targets, false);
-  const auto scale =
-      detail::grad_scale_of<T>(fn, opts.reduction, checked.samples, checked.denominator, grad_out, checked.selection);
-  detail::with_out_view(fn, "grad_logits_out", logits, grad_logits_out, opts.dim, [&](const detail::samples_view<S>& out) {
-    detail::with_view(logits, opts.dim, [&](const detail::samples_view<const S>& v) {
-      detail::with_view(targets, opts.dim, [&](const detail::samples_view<const S>& y) {
-        detail::prob_cross_entropy(v, y, opts, scale, &out);
-      });
-    });
-  });
+  detail::prob_backward("cross_entropy_backward", logits, targets, grad_out, opts, grad_logits_out);
 }
 
 /// Forward and gradient in one call (probability targets), as the class-index overload: the
@@ -313,21 +392,47 @@ template <class Derived, class YDerived, class OutDerived,
 loss_result<detail::compute_t<typename Derived::Scalar>> cross_entropy_with_grad(
     const Eigen::DenseBase<Derived>& logits, const Eigen::DenseBase<YDerived>& targets, const cross_entropy_options& opts,
     const Eigen::DenseBase<OutDerived>& grad_logits_out) {
-  using S = typename Derived::Scalar;
-  using T = detail::compute_t<S>;
-  constexpr const char* fn = "cross_entropy_with_grad";
-  const auto checked = detail::check_prob_cross_entropy(fn, logits, targets, opts);
-  detail::check_no_overlap(fn, "grad_logits_out", grad_logits_out, "targets", targets, false);
-  Eigen::Matrix<T, Eigen::Dynamic, 1> losses;
-  detail::with_out_view(fn, "grad_logits_out", logits, grad_logits_out, opts.dim, [&](const detail::samples_view<S>& out) {
-    detail::with_view(logits, opts.dim, [&](const detail::samples_view<const S>& v) {
-      detail::with_view(targets, opts.dim, [&](const detail::samples_view<const S>& y) {
-        losses = detail::prob_cross_entropy(v, y, opts,
-                                            detail::seed_scale<T>(opts.reduction, checked.denominator, checked.selection), &out);
-      });
-    });
-  });
-  return detail::reduce_losses(opts.reduction, std::move(losses), checked.denominator, checked.selection);
+  return detail::prob_with_grad("cross_entropy_with_grad", logits, targets, opts, grad_logits_out);
+}
+
+/// Poly-1 cross-entropy (Leng et al. 2022, "PolyLoss"; Optax's poly_loss_cross_entropy):
+/// cross_entropy + epsilon * (1 - P) per sample, P the probability softmax(x) gives the target
+/// distribution: sum_k y~_k p_k with y~ the (label-smoothed, unweighted) target, p_t for a class
+/// index without smoothing. Class-index targets (on the fused kernel) or probability targets (a
+/// second read from cache for P); every cross_entropy option applies. \returns loss_result as
+/// cross_entropy. \throws xent::invalid_argument as cross_entropy, and for a non-finite epsilon.
+template <class Derived, class YDerived>
+loss_result<detail::compute_t<typename Derived::Scalar>> poly1_cross_entropy(const Eigen::DenseBase<Derived>& logits,
+                                                                             const Eigen::DenseBase<YDerived>& targets,
+                                                                             const poly1_cross_entropy_options& opts = {}) {
+  if constexpr (std::is_integral_v<typename YDerived::Scalar>)
+    return detail::index_forward("poly1_cross_entropy", logits, targets, opts);
+  else
+    return detail::prob_forward("poly1_cross_entropy", logits, targets, opts);
+}
+
+/// poly1_cross_entropy and its gradient w.r.t. the logits in one call (grad_out = 1; for none, of
+/// the sum of the per-sample losses), into grad_logits_out (the logits' shape).
+template <class Derived, class YDerived, class OutDerived>
+loss_result<detail::compute_t<typename Derived::Scalar>> poly1_cross_entropy_with_grad(
+    const Eigen::DenseBase<Derived>& logits, const Eigen::DenseBase<YDerived>& targets,
+    const poly1_cross_entropy_options& opts, const Eigen::DenseBase<OutDerived>& grad_logits_out) {
+  if constexpr (std::is_integral_v<typename YDerived::Scalar>)
+    return detail::index_with_grad("poly1_cross_entropy_with_grad", logits, targets, opts, grad_logits_out);
+  else
+    return detail::prob_with_grad("poly1_cross_entropy_with_grad", logits, targets, opts, grad_logits_out);
+}
+
+/// The gradient of poly1_cross_entropy w.r.t. the logits, times grad_out (a number for mean/sum,
+/// one per sample for none), into grad_logits_out.
+template <class Derived, class YDerived, class G, class OutDerived>
+void poly1_cross_entropy_backward(const Eigen::DenseBase<Derived>& logits, const Eigen::DenseBase<YDerived>& targets,
+                                  const G& grad_out, const poly1_cross_entropy_options& opts,
+                                  const Eigen::DenseBase<OutDerived>& grad_logits_out) {
+  if constexpr (std::is_integral_v<typename YDerived::Scalar>)
+    detail::index_backward("poly1_cross_entropy_backward", logits, targets, grad_out, opts, grad_logits_out);
+  else
+    detail::prob_backward("poly1_cross_entropy_backward", logits, targets, grad_out, opts, grad_logits_out);
 }
 
 namespace detail {

@@ -18,6 +18,7 @@
 #include <cmath>
 #include <limits>
 #include <type_traits>
+#include <vector>
 
 namespace xent::detail {
 
@@ -35,6 +36,7 @@ struct fused_setup {
   Index classes = 0;
   T softcap = 0;  // > 0: the logits are c * tanh(x / c) (Gemma 2); 0: as given
   T z_loss = 0;   // s: s * lse^2 is added to each sample's loss (PaLM)
+  T poly = 0;     // Poly-1's epsilon: eps * (1 - P) is added, P the (smoothed) target's probability
 
   T weight_at(Index k) const { return weight ? weight[k] : T(1); }
   chunk_sums sums() const {
@@ -55,6 +57,7 @@ struct sample_summary {
   T logit_sum = 0;     // sum_k (z_k - ref), or sum_k w_k (z_k - ref), or sum_k q_k (z_k - ref)
   T weighted_sum = 0;  // the same as logit_sum for the weighted forms (kept apart for readers)
   T weight_sum = 0;    // sum_k w_k or sum_k q_k
+  T poly_mass = 0;     // probability targets with Poly-1: P = sum_k y~_k p_k (the second read's)
   bool empty = true;
 };
 
@@ -129,34 +132,49 @@ T fused_loss(const sample_summary<T>& s, T x_t, Index t, const fused_setup<T>& s
   // (x_t - max) first: exact near the max, so a confident sample keeps its small loss's digits.
   const T nll = -st.weight_at(t) * ((x_t - p.max) - log_sum);
   const T z_term = st.z_loss == 0 ? T(0) : st.z_loss * (p.max + log_sum) * (p.max + log_sum);
-  if (st.smoothing == 0) return nll + z_term;
   const T C = static_cast<T>(st.classes);
+  // Poly-1 (Leng et al. 2022) against the smoothed target y~ = (1 - eps) onehot + eps / C: 1 - P =
+  // (1 - eps) (1 - p_t) + eps (1 - 1 / C), with 1 - p_t = -expm1(log p_t): no cancellation near p_t = 1.
+  const T poly_term = st.poly == 0 ? T(0)
+                                   : st.poly * ((1 - st.smoothing) * -std::expm1((x_t - p.max) - log_sum) +
+                                                st.smoothing * (1 - 1 / C));
+  if (st.smoothing == 0) return nll + z_term + poly_term;
   const T sum_weighted_log_probs = st.weight ? s.weighted_sum + st.weight_total * ((s.ref - p.max) - log_sum)
                                              : s.logit_sum + C * ((s.ref - p.max) - log_sum);
-  return (1 - st.smoothing) * nll - st.smoothing / C * sum_weighted_log_probs + z_term;
+  return (1 - st.smoothing) * nll - st.smoothing / C * sum_weighted_log_probs + z_term + poly_term;
+}
+
+/// p_t of a sample from its summary and its target's logit (Poly-1's gradient needs it).
+template <class T>
+T target_probability(const sample_summary<T>& s, T x_t) {
+  return std::exp((x_t - s.partial.max) - std::log(s.partial.sum));
 }
 
 /// The gradient of c * loss of one sample: g_k = p_k * c * Q' - c * q_k, with
-/// q_k = eps / C * w_k + [k = t] (1 - eps) * w_t, Q = sum_k q_k and Q' = Q + 2 s lse (z-loss).
+/// q_k = eps / C * w_k + [k = t] ((1 - eps) * w_t + a p_t), Q = sum_k q_k and Q' = Q + 2 s lse (z-loss);
+/// a = poly (1 - eps), Poly-1's d (-a p_t) / d z_k = a p_t (p_k - [k = t]).
 template <class T>
 struct fused_grad {
   T max = 0;
   T prob_scale = 0;    // c * Q' / sum: multiplies exp(z_k - max)
   T smooth_scale = 0;  // c * eps / C: multiplies w_k
   T target_term = 0;   // c * (1 - eps) * w_t, taken off at the target
+  T poly_term = 0;     // c * poly * (1 - eps) * p_t: Poly-1's share, also taken off at the target
   T z_grad = 0;        // c * 2 s lse: the sum of g over the classes
   T others_weight = 0; // c * eps / C * (W - w_t): the smoothing mass on the other classes
   T sum = 1;           // the sample's sum of exp(z_k - max)
   bool defined = true;
 
-  fused_grad(const sample_summary<T>& s, Index t, const fused_setup<T>& st, T c)
+  /// p_t: the target's probability (Poly-1 only; unused when st.poly is 0).
+  fused_grad(const sample_summary<T>& s, Index t, const fused_setup<T>& st, T c, T p_t = 0)
       : max(s.partial.max), defined(std::isfinite(s.partial.max)) {
     const T eps_c = st.smoothing / static_cast<T>(st.classes);
     target_term = c * (1 - st.smoothing) * st.weight_at(t);
+    poly_term = st.poly == 0 ? T(0) : c * st.poly * (1 - st.smoothing) * p_t;
     smooth_scale = c * eps_c;
     // z-loss: d (s * lse^2) / d z_k = 2 s lse p_k, one more multiple of p_k.
     z_grad = st.z_loss == 0 ? T(0) : c * 2 * st.z_loss * (s.partial.max + std::log(s.partial.sum));
-    prob_scale = (target_term + smooth_scale * st.weight_total + z_grad) / s.partial.sum;
+    prob_scale = (target_term + smooth_scale * st.weight_total + z_grad + poly_term) / s.partial.sum;
     others_weight = smooth_scale * (st.weight_total - st.weight_at(t));
     sum = s.partial.sum;
   }
@@ -179,20 +197,46 @@ struct fused_grad {
   /// The same from the target's own formula (c * q_t summed before it is taken off, in the order
   /// prob_scale was formed, so a sure sample gets exactly 0): what a rank that holds the target
   /// but not the other classes uses (vocabulary-parallel).
-  T at_target_direct(T z, T w) const { return simd::exp_nonpositive(z - max) * prob_scale - (target_term + smooth_scale * w); }
+  T at_target_direct(T z, T w) const {
+    return simd::exp_nonpositive(z - max) * prob_scale - ((target_term + poly_term) + smooth_scale * w);
+  }
 };
 
 /// The gradient of c * loss for probability targets: g_k = c (p_k Q - q_k), the difference formed
 /// before c multiplies it (so a sure sample, p = 1 and Q = q, gets exactly 0 however the compiler
 /// contracts the multiply-adds, as torch).
-template <class T>
+/// With Poly-1 (Poly true) the gradient of eps (1 - P), P = sum_k y~_k p_k, joins it:
+/// d (-eps P) / d z_k = eps p_k (P - y~_k), folded into the same difference.
+template <class T, bool Poly = false>
 struct prob_target_grad {
   T max = 0, q_per_sum = 0, c = 0, keep = 1, spread = 0;  // q_per_sum = Q / sum
+  T poly_per_sum = 0;                                     // Poly-1: eps / sum
+  T poly_mass = 0;                                        // Poly-1: P
   template <class V>
   V operator()(const V& z, const V& y, const V& w, V& mass) const {
-    const V q = simd::pmul(simd::pmadd(y, simd::pset1<V>(keep), simd::pset1<V>(spread)), w);
+    const V smoothed = simd::pmadd(y, simd::pset1<V>(keep), simd::pset1<V>(spread));
+    const V q = simd::pmul(smoothed, w);
     mass = simd::exp_nonpositive(simd::psub(z, simd::pset1<V>(max)));
-    return simd::pmul(simd::pset1<V>(c), simd::psub(simd::pmul(mass, simd::pset1<V>(q_per_sum)), q));
+    if constexpr (Poly) {
+      // p_k (Q + eps P) - q_k - eps p_k y~_k, the p_k terms first: mass (Q + eps (P - y~_k)) / sum.
+      const V per_mass = simd::pmadd(simd::pset1<V>(poly_per_sum), simd::psub(simd::pset1<V>(poly_mass), smoothed),
+                                     simd::pset1<V>(q_per_sum));
+      return simd::pmul(simd::pset1<V>(c), simd::psub(simd::pmul(mass, per_mass), q));
+    } else {
+      return simd::pmul(simd::pset1<V>(c), simd::psub(simd::pmul(mass, simd::pset1<V>(q_per_sum)), q));
+    }
+  }
+};
+
+/// P = sum_k y~_k p_k of one sample, from a second read (engine::sum_range), y~ = y keep + spread.
+template <class T>
+struct smoothed_target_mass {
+  static constexpr int sums = 1;
+  T max, keep, spread;
+  template <class V>
+  void operator()(const V& z, const V& y, V* acc) const {
+    const V smoothed = simd::pmadd(y, simd::pset1<V>(keep), simd::pset1<V>(spread));
+    acc[0] = simd::pmadd(smoothed, simd::exp_nonpositive(simd::psub(z, simd::pset1<V>(max))), acc[0]);
   }
 };
 
@@ -303,8 +347,10 @@ class index_ce_policy {
   using sample = sample_summary<T>;
   static constexpr bool has_lane_blocks = std::is_same_v<S, T> && simd::has_packet_exp<T>;
 
-  index_ce_policy(const fused_setup<T>& st, TargetAt target_at, T* losses, T* lse_out, ScaleAt scale, bool grad)
-      : st_(st), target_at_(target_at), losses_(losses), lse_(lse_out), scale_(scale), grad_(grad) {}
+  /// target_p: with Poly-1 and a gradient, N entries the forward fills with each p_t for the writer.
+  index_ce_policy(const fused_setup<T>& st, TargetAt target_at, T* losses, T* lse_out, ScaleAt scale, bool grad,
+                  T* target_p = nullptr)
+      : st_(st), target_at_(target_at), losses_(losses), lse_(lse_out), scale_(scale), grad_(grad), target_p_(target_p) {}
 
   const stats_type& stats() const { return stats_; }
   const T* class_weights() const { return Sums == chunk_sums::weighted_logits ? st_.weight : nullptr; }
@@ -317,13 +363,15 @@ class index_ce_policy {
   }
   void finish(Index j, const sample& s, const engine::row<S>& x) const {
     const Index t = target_at_(j);
-    losses_[j] = fused_loss(s, engine::value_of(*x.at(t), st_.transform()), t, st_);
+    const T x_t = engine::value_of(*x.at(t), st_.transform());
+    losses_[j] = fused_loss(s, x_t, t, st_);
     if (lse_) lse_[j] = s.partial.value();
+    if (target_p_) target_p_[j] = target_probability(s, x_t);
   }
   bool writes() const { return grad_; }
   engine::sample_writer<fused_grad<T>> writer(Index j, const sample& s) const {
     const Index t = target_at_(j);
-    fused_grad<T> k(s, t, st_, scale_(j));
+    fused_grad<T> k(s, t, st_, scale_(j), target_p_ ? target_p_[j] : T(0));
     return {k, k.defined, t};
   }
 
@@ -335,7 +383,7 @@ class index_ce_policy {
     const Index N = v.x.samples, C = v.x.classes;
     const bool packed = v.x.class_stride == 1 && v.x.sample_stride == C && (!v.out || (v.out->class_stride == 1 &&
                                                                                        v.out->sample_stride == C));
-    if (!(C <= 16 && packed && N >= ps && st_.softcap == 0 && st_.z_loss == 0 && !lse_)) return false;
+    if (!(C <= 16 && packed && N >= ps && st_.softcap == 0 && st_.z_loss == 0 && st_.poly == 0 && !lse_)) return false;
     T* g = grad_ && v.out ? v.out->data : nullptr;
     const Index blocks = N / ps;
     with_small_class_count(C, [&](auto classes) {
@@ -356,6 +404,7 @@ class index_ce_policy {
   T* lse_;
   ScaleAt scale_;
   bool grad_;
+  T* target_p_;
 };
 
 /// The fused class-index cross-entropy (see index_ce_policy); grad: null, or the gradient's view
@@ -365,8 +414,9 @@ template <chunk_sums Sums, class S, class TargetAt, class ScaleAt>
 void fused_cross_entropy(const samples_view<const S>& v, const fused_setup<compute_t<S>>& st, int requested_threads,
                          TargetAt&& target_at, compute_t<S>* losses, compute_t<S>* lse_out, ScaleAt&& scale,
                          const samples_view<S>* grad) {
-  const index_ce_policy<Sums, S, std::decay_t<TargetAt>, std::decay_t<ScaleAt>> policy(st, target_at, losses, lse_out,
-                                                                                       scale, grad != nullptr);
+  std::vector<compute_t<S>> target_p(st.poly != 0 && grad ? std::size_t(v.samples) : 0);
+  const index_ce_policy<Sums, S, std::decay_t<TargetAt>, std::decay_t<ScaleAt>> policy(
+      st, target_at, losses, lse_out, scale, grad != nullptr, target_p.empty() ? nullptr : target_p.data());
   engine::sweep(policy, engine::sweep_views<S>{v, nullptr, grad}, requested_threads);
 }
 
@@ -385,7 +435,7 @@ void fused_cross_entropy_dispatch(const samples_view<const S>& v, const fused_se
 ///   sum_k q_k (lse - z_k),  q_k = (y_k (1 - eps) + eps / C) w_k,
 /// torch's -sum_k log_softmax(z)_k ((1 - eps) y_k + eps / C) w_k, from one read of each input.
 /// As torch, a zero probability on a -inf logit gives 0 * -inf = NaN.
-template <class S, class ScaleAt, bool Weighted>
+template <class S, class ScaleAt, bool Weighted, bool Poly = false>
 class prob_ce_policy {
  public:
   using T = compute_t<S>;
@@ -393,9 +443,11 @@ class prob_ce_policy {
   using sample = sample_summary<T>;
   static constexpr bool has_lane_blocks = false;
 
-  /// mask: null, or one flag per sample (false: left out, its inputs never read).
-  prob_ce_policy(const T* weight, T smoothing, Index classes, T* losses, ScaleAt scale, bool grad, const bool* mask = nullptr)
-      : weight_(weight), losses_(losses), scale_(scale), grad_(grad), mask_(mask) {
+  /// mask: null, or one flag per sample (false: left out, its inputs never read); poly: Poly-1's
+  /// epsilon (with Poly).
+  prob_ce_policy(const T* weight, T smoothing, Index classes, T* losses, ScaleAt scale, bool grad, const bool* mask = nullptr,
+                 T poly = 0)
+      : weight_(weight), losses_(losses), scale_(scale), grad_(grad), mask_(mask), poly_(poly) {
     stats_.keep = T(1) - smoothing;
     stats_.spread = smoothing / T(classes);
   }
@@ -406,15 +458,28 @@ class prob_ce_policy {
   engine::transform<T> transform_y() const { return {}; }
   bool skip(Index j) const { return mask_ && !mask_[j]; }
   void skipped(Index j) const { losses_[j] = 0; }
+  /// Poly-1's P: a second read of the sample (from cache) once its max and sum are known.
+  template <bool P = Poly, std::enable_if_t<P, int> = 0>
+  void second_read(Index, sample& s, const engine::row<S>& x, const engine::row<S>* y, Index n) const {
+    if (!std::isfinite(s.partial.max)) return;
+    const auto total = engine::sum_range(smoothed_target_mass<T>{s.partial.max, stats_.keep, stats_.spread}, x, y, 0, n,
+                                         transform_x(), transform_y());
+    s.poly_mass = static_cast<T>(total[0] / double(s.partial.sum));
+  }
   void finish(Index j, const sample& s, const engine::row<S>&) const {
     const lse_partial<T>& p = s.partial;
     losses_[j] = std::isfinite(p.max) ? s.weight_sum * ((p.max - s.ref) + std::log(p.sum)) - s.logit_sum
                                       : std::numeric_limits<T>::quiet_NaN();
+    if constexpr (Poly) losses_[j] += poly_ * (1 - s.poly_mass);
   }
   bool writes() const { return grad_; }
-  engine::sample_writer<prob_target_grad<T>> writer(Index j, const sample& s) const {
+  engine::sample_writer<prob_target_grad<T, Poly>> writer(Index j, const sample& s) const {
     const T c = scale_(j);
-    const prob_target_grad<T> k{s.partial.max, s.weight_sum / s.partial.sum, c, stats_.keep, stats_.spread};
+    prob_target_grad<T, Poly> k{s.partial.max, s.weight_sum / s.partial.sum, c, stats_.keep, stats_.spread};
+    if constexpr (Poly) {
+      k.poly_per_sum = poly_ / s.partial.sum;
+      k.poly_mass = s.poly_mass;
+    }
     return {k, std::isfinite(s.partial.max), -1};
   }
 
@@ -425,6 +490,7 @@ class prob_ce_policy {
   ScaleAt scale_;
   bool grad_;
   const bool* mask_;
+  T poly_;
 };
 
 /// The statistics of one sample's n contiguous logits as cross_entropy sees them (the vocabulary-
