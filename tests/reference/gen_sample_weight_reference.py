@@ -14,7 +14,9 @@ Deterministic: fixed numpy seed, fixed case list, single-threaded torch. Line fo
     loss <0 cross_entropy, 1 cross_entropy (probability targets), 2 nll_loss, 3 softmax_focal_loss,
           4 generalized_cross_entropy, 5 divergence (forward KL, with targets), the elementwise losses
           6 binary_cross_entropy, 7 binary_cross_entropy_with_logits, 8 kl_div, 9 sigmoid_focal_loss,
-          10 poly1_cross_entropy, 11 poly1_cross_entropy (probability targets)>
+          10 poly1_cross_entropy, 11 poly1_cross_entropy (probability targets),
+          12 cross_entropy with label_smoothing_kind other_classes: (1 - eps) (-w_t lp_t)
+             + eps / (C - 1) sum_{k != t} (-w_k lp_k), written out (torch has no such option)>
     epsilon <value>                 Poly-1's: cross_entropy + epsilon (1 - sum_k y~_k softmax(x)_k),
                                     y~ the smoothed target ((1 - eps) y + eps / C, unweighted)
     reduction <0 none, 1 mean, 2 sum, 3 batchmean>
@@ -55,7 +57,7 @@ rng = np.random.default_rng(20261202)
 REDUCTIONS = ("none", "mean", "sum", "batchmean")
 LOSSES = ("cross_entropy", "cross_entropy_probs", "nll_loss", "softmax_focal_loss", "generalized_cross_entropy", "divergence",
           "binary_cross_entropy", "binary_cross_entropy_with_logits", "kl_div", "sigmoid_focal_loss",
-          "poly1_cross_entropy", "poly1_cross_entropy_probs")
+          "poly1_cross_entropy", "poly1_cross_entropy_probs", "cross_entropy_other_classes")
 ELEMENTWISE = LOSSES[6:10]
 
 
@@ -77,6 +79,14 @@ def per_sample(loss, x, t, extra):
     if loss == "cross_entropy_probs":
         return F.cross_entropy(x, extra["probs"], weight=extra.get("class_weight"), reduction="none",
                                label_smoothing=extra.get("smoothing", 0.0))
+    if loss == "cross_entropy_other_classes":
+        C = x.shape[1]
+        eps = extra["smoothing"]
+        w = extra["class_weight"] if "class_weight" in extra else torch.ones(C)
+        lp = F.log_softmax(x, 1)
+        onehot = F.one_hot(safe_t, C).double()
+        v = -(1 - eps) * (w * onehot * lp).sum(1) - eps / (C - 1) * (w * (1 - onehot) * lp).sum(1)
+        return torch.where(kept, v, torch.zeros_like(v))
     if loss.startswith("poly1"):
         C = x.shape[1]
         eps = extra.get("smoothing", 0.0)
@@ -189,7 +199,8 @@ def case(name, loss, N, C, reduction, weighted=True, masked=True, normalizer=Non
     if loss in ("cross_entropy_probs", "poly1_cross_entropy_probs"):
         extra["probs"] = F.softmax(torch.tensor(rng.standard_normal((N, C)) * 2), 1)
         t = torch.zeros(N, dtype=torch.int64)  # no targets: every sample counts
-    if loss in ("cross_entropy", "cross_entropy_probs", "nll_loss", "poly1_cross_entropy", "poly1_cross_entropy_probs") \
+    if loss in ("cross_entropy", "cross_entropy_probs", "nll_loss", "poly1_cross_entropy", "poly1_cross_entropy_probs",
+                "cross_entropy_other_classes") \
             and params.get("class_weight"):
         extra["class_weight"] = torch.tensor(rng.uniform(0.2, 2.0, C))
     if loss == "softmax_focal_loss":
@@ -209,7 +220,8 @@ def case(name, loss, N, C, reduction, weighted=True, masked=True, normalizer=Non
     l = per_sample(loss, x, t, extra)
     kept = mask & (t != -100)
     a = torch.where(kept, sw, torch.zeros_like(sw))
-    by_target = "class_weight" in extra and loss in ("cross_entropy", "nll_loss", "poly1_cross_entropy")
+    by_target = "class_weight" in extra and loss in ("cross_entropy", "nll_loss", "poly1_cross_entropy",
+                                                     "cross_entropy_other_classes")
     cw = extra["class_weight"][torch.where(t != -100, t, torch.zeros_like(t))] if by_target else torch.ones(N)
     denominator = (a * cw).sum()
     weighted_sum = (a * l).sum()
@@ -278,6 +290,12 @@ def main():
         out.append(case(f"{loss}_confident", loss, 9, 5, "none", weighted=False, masked=False, ignore=False, epsilon=2.0,
                         scale=12))
         out.append(case(f"{loss}_negative_epsilon", loss, 8, 40, "sum", epsilon=-1.0, smoothing=0.05))
+    for reduction in ("mean", "sum", "none"):
+        out.append(case(f"other_classes_{reduction}", "cross_entropy_other_classes", 13, 7, reduction, class_weight=True,
+                        smoothing=0.1))
+    out.append(case("other_classes_two_classes", "cross_entropy_other_classes", 10, 2, "mean", smoothing=0.3))
+    out.append(case("other_classes_unweighted_large_C", "cross_entropy_other_classes", 5, 500, "mean", weighted=False,
+                    masked=False, smoothing=0.2))
     for loss in ELEMENTWISE:
         for reduction in ("mean", "sum", "none") + (("batchmean",) if loss == "kl_div" else ()):
             out.append(elementwise_case(f"{loss}_{reduction}", loss, 10, 6, reduction))

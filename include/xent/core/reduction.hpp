@@ -10,6 +10,7 @@
 #include <Eigen/Core>
 
 #include <optional>
+#include <string>
 
 namespace xent {
 
@@ -20,6 +21,12 @@ using sample_mask = Eigen::Array<bool, Eigen::Dynamic, 1>;
 /// torch's `reduction`: none (one loss per sample), mean (torch's per-loss definition, e.g. the
 /// weighted mean for cross_entropy), sum. kl_div adds batchmean.
 enum class reduction { none, mean, sum, batchmean };
+
+/// How label smoothing spreads its mass eps. uniform (torch's): the target becomes
+/// (1 - eps) onehot + eps / C, every class, the target's own included, gets eps / C. other_classes
+/// (Megatron-LM / NeMo's, the textbooks' [0.9, 0.05, 0.05]): the target keeps 1 - eps and each other
+/// class gets eps / (C - 1). Class-index targets only; other_classes needs C >= 2.
+enum class label_smoothing_kind { uniform, other_classes };
 
 /// torch's name for the reduction, for messages.
 inline const char* to_string(reduction r) noexcept {
@@ -42,6 +49,18 @@ inline void check_reduction(const char* function, reduction r, bool batchmean_al
     throw_invalid(function, "reduction", "must be none, mean, sum or batchmean", code);
   if (r == reduction::batchmean && !batchmean_allowed)
     throw_invalid(function, "reduction", "must be none, mean or sum (batchmean is kl_div's only)", to_string(r));
+}
+
+/// The torch-form smoothing eps' that gives the kind's target: other_classes is torch's uniform
+/// smoothing with eps' = eps C / (C - 1) (then eps' / C = eps / (C - 1) and 1 - eps' + eps' / C = 1 - eps).
+inline double torch_smoothing_of(const char* function, double eps, label_smoothing_kind kind, long long classes) {
+  const int code = static_cast<int>(kind);
+  if (code < 0 || code > 1) throw_invalid(function, "label_smoothing_kind", "must be uniform or other_classes", code);
+  if (kind == label_smoothing_kind::uniform || eps == 0) return eps;
+  if (classes < 2)
+    throw_invalid(function, "label_smoothing_kind", "other_classes needs at least 2 classes (eps / (C - 1))",
+                  "C = " + std::to_string(classes));
+  return eps * double(classes) / double(classes - 1);
 }
 
 }  // namespace detail

@@ -57,6 +57,9 @@ struct cross_entropy_options {
   xent::reduction reduction = xent::reduction::mean;
   /// In [0, 1]: the target becomes (1 - label_smoothing) * target + label_smoothing / C.
   double label_smoothing = 0;
+  /// uniform (torch's eps / C to every class) or other_classes (eps / (C - 1) to each class but the
+  /// target, which keeps 1 - eps; class-index targets only).
+  xent::label_smoothing_kind label_smoothing_kind = xent::label_smoothing_kind::uniform;
   /// The class axis: 0 = classes down each column (C x N), 1 = along each row (N x C).
   int dim = 0;
   /// xent extensions for large vocabularies (not in torch; docs/differences-from-torch.md), class-index
@@ -101,6 +104,7 @@ checked_call check_index_cross_entropy(const char* fn, const Eigen::DenseBase<De
   const Eigen::Index samples = check_categorical(fn, "logits", logits, opts, opts.label_smoothing);
   check_index_only_options(fn, opts);
   const Eigen::Index classes = opts.dim == 0 ? logits.rows() : logits.cols();
+  (void)torch_smoothing_of(fn, opts.label_smoothing, opts.label_smoothing_kind, classes);
   const sample_selection selection = selection_of(fn, opts, samples);
   return {samples, check_index_targets(fn, targets, samples, classes, opts.ignore_index, opts.weight, selection), selection};
 }
@@ -116,6 +120,9 @@ void check_prob_targets(const char* fn, const Eigen::DenseBase<Derived>& x, cons
   check_same_shape(fn, "targets", y, "logits", x);
   if (opts.ignore_index != -100)
     throw_invalid(fn, "ignore_index", "is not supported with probability targets and must stay -100", opts.ignore_index);
+  if (opts.label_smoothing_kind != label_smoothing_kind::uniform)
+    throw_invalid(fn, "label_smoothing_kind", "must be uniform with probability targets (other_classes needs a target class)",
+                  static_cast<int>(opts.label_smoothing_kind));
 }
 
 /// Every check of a probability-target cross_entropy call; the mean's denominator is the kept
@@ -144,7 +151,7 @@ Eigen::Matrix<compute_t<S>, Eigen::Dynamic, 1> index_cross_entropy(const samples
   const std::vector<T> weight = weights_in<T>(opts.weight);
   fused_setup<T> st;
   st.weight = weight.empty() ? nullptr : weight.data();
-  st.smoothing = static_cast<T>(opts.label_smoothing);
+  st.smoothing = static_cast<T>(torch_smoothing_of("cross_entropy", opts.label_smoothing, opts.label_smoothing_kind, v.classes));
   st.weight_total = weight.empty() ? static_cast<T>(v.classes) : static_cast<T>(opts.weight.sum());
   st.classes = v.classes;
   st.softcap = static_cast<T>(opts.softcap);

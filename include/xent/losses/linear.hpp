@@ -47,6 +47,8 @@ struct linear_cross_entropy_options {
   xent::reduction reduction = xent::reduction::mean;
   /// In [0, 1]: torch's label smoothing, the target becomes (1 - eps) onehot + eps / V.
   double label_smoothing = 0;
+  /// uniform (torch's) or other_classes (eps / (C - 1) to the non-target classes), as cross_entropy_options.
+  xent::label_smoothing_kind label_smoothing_kind = xent::label_smoothing_kind::uniform;
   /// s >= 0: adds s * lse^2 to each sample's loss (PaLM's z-loss; Liger's lse_square_scale).
   double z_loss = 0;
   /// c >= 0: the logits become c * tanh(x / c) before everything else (Gemma 2); 0 turns it off.
@@ -139,6 +141,7 @@ linear_shapes check_linear(const char* fn, const Eigen::DenseBase<HDerived>& hid
       break;
   }
   const Index V = v_by_d ? weight.rows() : weight.cols();
+  (void)torch_smoothing_of(fn, o.label_smoothing, o.label_smoothing_kind, V);
   return {D, V, N, v_by_d};
 }
 
@@ -239,7 +242,7 @@ linear_cross_entropy_result<accumulation_t<typename HDerived::Scalar>> linear_ru
   const Index kept = Index(active.size());
   const linear_plan plan = plan_linear<T>(s, kept, o, training);
   linear_loss_params<T> params;
-  params.smoothing = T(o.label_smoothing);
+  params.smoothing = T(torch_smoothing_of("linear_cross_entropy", o.label_smoothing, o.label_smoothing_kind, s.classes));
   params.z_loss = T(o.z_loss);
   params.softcap = T(o.softcap);
 

@@ -122,6 +122,7 @@ xent::detail::checked_call check_arguments(const char* fn, const Eigen::DenseBas
     throw_invalid(fn, "opts", "softcap, z_loss and return_lse are not supported vocabulary-parallel yet (must be 0, 0, false)",
                   "one of them set");
   if (shard.classes < 1) throw_invalid(fn, "shard.classes", "must be at least 1", shard.classes);
+  (void)xent::detail::torch_smoothing_of(fn, opts.label_smoothing, opts.label_smoothing_kind, shard.classes);
   if (shard.begin < 0 || shard.size < 0 || shard.begin > shard.classes - shard.size)
     throw_invalid(fn, "shard", "must lie in [0, classes) = [0, " + std::to_string(shard.classes) + ")",
                   "[" + std::to_string(shard.begin) + ", " + std::to_string(shard.begin + shard.size) + ")");
@@ -158,7 +159,9 @@ shard_setup<T> shard_setup_of(const cross_entropy_options& opts, const vocab_sha
   for (std::size_t k = 0; k < weights.size(); ++k) weights[k] = static_cast<T>(opts.weight(Eigen::Index(k)));
   shard_setup<T> setup;
   setup.global.weight = weights.empty() ? nullptr : weights.data();
-  setup.global.smoothing = static_cast<T>(opts.label_smoothing);
+  setup.global.smoothing =
+      static_cast<T>(xent::detail::torch_smoothing_of("vocab_parallel_cross_entropy", opts.label_smoothing,
+                                                      opts.label_smoothing_kind, shard.classes));
   setup.global.weight_total = weights.empty() ? static_cast<T>(shard.classes) : static_cast<T>(opts.weight.sum());
   setup.global.classes = shard.classes;
   setup.local = setup.global;
