@@ -555,6 +555,26 @@ TEST_CASE("bad sample weights, masks and normalizers are named errors", "[sample
          (void)xent::sigmoid_focal_loss(x, x, o);
        },
        "sigmoid_focal_loss", "mask", "one entry per sample (4)", "3"},
+      {"other_classes smoothing over one class", [&] {
+         xent::cross_entropy_options o;
+         o.label_smoothing = 0.1;
+         o.label_smoothing_kind = xent::label_smoothing_kind::other_classes;
+         const matrix<float> one = matrix<float>::Zero(1, 3);
+         (void)xent::cross_entropy(one, t, o);
+       },
+       "cross_entropy", "label_smoothing_kind", "at least 2 classes", "C = 1"},
+      {"other_classes smoothing with probability targets", [&] {
+         xent::cross_entropy_options o;
+         o.label_smoothing_kind = xent::label_smoothing_kind::other_classes;
+         (void)xent::cross_entropy(x, x, o);
+       },
+       "cross_entropy", "label_smoothing_kind", "must be uniform with probability targets"},
+      {"a label_smoothing_kind outside the enum", [&] {
+         xent::cross_entropy_options o;
+         o.label_smoothing_kind = static_cast<xent::label_smoothing_kind>(7);
+         (void)xent::cross_entropy(x, t, o);
+       },
+       "cross_entropy", "label_smoothing_kind", "uniform or other_classes", "7"},
       {"divergence's mask", [&] {
          xent::divergence_options o;
          o.mask = xent::sample_mask::Constant(5, true);
@@ -575,8 +595,11 @@ TEST_CASE("linear_cross_entropy with sample weights is cross_entropy of the logi
   lo.sample_weight = random_weights(N);
   lo.sample_weight(4) = 0;  // out of the GEMMs
   lo.mask = random_mask(N);
+  // Megatron's smoothing (test_linear.cpp covers torch's).
+  lo.label_smoothing_kind = xent::label_smoothing_kind::other_classes;
   xent::cross_entropy_options co;
   co.label_smoothing = lo.label_smoothing;
+  co.label_smoothing_kind = lo.label_smoothing_kind;
   co.sample_weight = lo.sample_weight;
   co.mask = lo.mask;
   for (const auto r : {xent::reduction::mean, xent::reduction::sum}) {
