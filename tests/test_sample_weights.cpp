@@ -171,6 +171,7 @@ outcome<T> run_case(const xent_test::reference_case& c) {
     case loss_kind::binary_cross_entropy: {
       xent::binary_cross_entropy_options<T> o;
       weighting_of(c, o);
+      if (c.has("smoothing")) o.label_smoothing = double(c["smoothing"][0]);
       o.weight = doubles(c["class_weight"]).cast<T>();
       const matrix<T> y = xent_test::as_matrix<T>(c["probs"], C, N);
       return three(o, [&] { return xent::binary_cross_entropy(x, y, o); },
@@ -180,6 +181,7 @@ outcome<T> run_case(const xent_test::reference_case& c) {
     case loss_kind::binary_cross_entropy_with_logits: {
       xent::binary_cross_entropy_with_logits_options<T> o;
       weighting_of(c, o);
+      if (c.has("smoothing")) o.label_smoothing = double(c["smoothing"][0]);
       o.weight = doubles(c["class_weight"]).cast<T>();
       o.pos_weight = doubles(c["pos_weight"]).cast<T>();
       const matrix<T> y = xent_test::as_matrix<T>(c["probs"], C, N);
@@ -197,6 +199,7 @@ outcome<T> run_case(const xent_test::reference_case& c) {
     case loss_kind::sigmoid_focal_loss: {
       xent::sigmoid_focal_loss_options o;
       weighting_of(c, o);
+      if (c.has("smoothing")) o.label_smoothing = double(c["smoothing"][0]);
       o.alpha = double(c["alpha"][0]);
       o.gamma = double(c["gamma"][0]);
       const matrix<T> y = xent_test::as_matrix<T>(c["probs"], C, N);

@@ -24,7 +24,8 @@ Deterministic: fixed numpy seed, fixed case list, single-threaded torch. Line fo
     teacher <N*C> | probs <N*C>     the divergence's teacher, the probability targets
     target <N ints>                 -100 = ignore_index
     class_weight <C>                (cross_entropy, nll_loss), alpha <C> (softmax_focal_loss)
-    smoothing, gamma, q, T          the loss's own parameter, when it has one
+    smoothing, gamma, q, T          the loss's own parameter, when it has one (smoothing of the binary
+                                    losses: Keras's, t -> t (1 - eps) + eps / 2)
     sample_weight <N>               (absent: every sample weighs 1)
     mask <N 0/1>                    (absent: every sample kept)
     normalizer <value>              (absent: the reduction's own denominator)
@@ -115,8 +116,10 @@ def per_sample(loss, x, t, extra):
 
 
 def elementwise(loss, x, extra):
-    """torch's elementwise loss, [N, C]."""
+    """torch's elementwise loss, [N, C]; with a smoothing, Keras's: the targets y (1 - eps) + eps / 2 first."""
     y, cw = extra["probs"], extra.get("class_weight")
+    if "smoothing" in extra:
+        y = y * (1 - extra["smoothing"]) + extra["smoothing"] / 2
     if loss == "binary_cross_entropy":
         return F.binary_cross_entropy(x, y, weight=cw, reduction="none")
     if loss == "binary_cross_entropy_with_logits":
@@ -147,6 +150,8 @@ def elementwise_case(name, loss, N, C, reduction, weighted=True, masked=True, no
         extra["pos_weight"] = torch.tensor(rng.uniform(0.5, 3.0, C))
     if loss == "sigmoid_focal_loss":
         extra["alpha"], extra["gamma"] = 0.25, 2.0
+    if "smoothing" in params:
+        extra["smoothing"] = params["smoothing"]
     sw = torch.tensor(rng.uniform(0.0, 3.0, N)) if weighted else torch.ones(N)
     if weighted:
         sw[2] = 0.0
@@ -172,7 +177,7 @@ def elementwise_case(name, loss, N, C, reduction, weighted=True, masked=True, no
     for k in ("class_weight", "pos_weight"):
         if k in extra:
             out += line(k, extra[k].numpy())
-    for k in ("alpha", "gamma"):
+    for k in ("alpha", "gamma", "smoothing"):
         if k in extra:
             out += line(k, [extra[k]])
     if weighted:
@@ -302,6 +307,10 @@ def main():
             if reduction != "none":
                 out.append(elementwise_case(f"{loss}_{reduction}_normalizer", loss, 7, 3, reduction, normalizer=12.5))
         out.append(elementwise_case(f"{loss}_mask_only", loss, 8, 33, "mean", weighted=False))
+        if loss != "kl_div":
+            out.append(elementwise_case(f"{loss}_label_smoothing", loss, 9, 4, "mean", smoothing=0.2))
+            out.append(elementwise_case(f"{loss}_label_smoothing_none", loss, 6, 5, "none", weighted=False, masked=False,
+                                        smoothing=0.1))
     print("".join(out), end="")
 
 

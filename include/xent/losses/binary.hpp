@@ -25,7 +25,10 @@ struct binary_cross_entropy_options {
   Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> weight;
   xent::reduction reduction = xent::reduction::mean;  ///< none, mean (over all elements) or sum
   int dim = 0;                                        ///< the class axis, for a per-class weight
-  int num_threads = 0;  ///< 0: OpenMP's default; 1: serial. Results do not depend on it.  /// Per-sample weights, mask and normalizer (docs/losses.md, "Sample weights and masks"); a
+  int num_threads = 0;  ///< 0: OpenMP's default; 1: serial. Results do not depend on it.
+  /// Keras's label smoothing, in [0, 1]: each target becomes t (1 - eps) + eps / 2 (not in torch).
+  double label_smoothing = 0;
+  /// Per-sample weights, mask and normalizer (docs/losses.md, "Sample weights and masks"); a
   /// sample is the run of C entries along dim. mean divides by C times the kept samples' weight.
   Eigen::VectorXd sample_weight{};
   sample_mask mask{};  ///< one flag per sample (false: left out, as ignore_index); empty: all kept
@@ -42,7 +45,10 @@ struct binary_cross_entropy_with_logits_options {
   /// The class axis, for a per-class weight or pos_weight.
   int dim = 0;
   /// 0: OpenMP's default; 1: serial. Results do not depend on it.
-  int num_threads = 0;  /// Per-sample weights, mask and normalizer (docs/losses.md, "Sample weights and masks"); a
+  int num_threads = 0;
+  /// Keras's label smoothing, in [0, 1]: each target becomes t (1 - eps) + eps / 2 (not in torch).
+  double label_smoothing = 0;
+  /// Per-sample weights, mask and normalizer (docs/losses.md, "Sample weights and masks"); a
   /// sample is the run of C entries along dim. mean divides by C times the kept samples' weight.
   Eigen::VectorXd sample_weight{};
   sample_mask mask{};  ///< one flag per sample (false: left out, as ignore_index); empty: all kept
@@ -59,6 +65,7 @@ engine::elementwise_args<T> args_of(const char* fn, const binary_cross_entropy_o
   a.num_threads = o.num_threads;
   a.weight = &o.weight;
   engine::with_selection(a, o);
+  a.label_smoothing = o.label_smoothing;
   return a;
 }
 
@@ -72,7 +79,17 @@ engine::elementwise_args<T> args_of(const char* fn, const binary_cross_entropy_w
   a.extra = &o.pos_weight;
   a.extra_name = "pos_weight";
   engine::with_selection(a, o);
+  a.label_smoothing = o.label_smoothing;
   return a;
+}
+
+/// f(formula), the formula label-smoothed when the call asks for it.
+template <class F, class T, class Run>
+decltype(auto) with_smoothing(const F& f, const engine::elementwise_args<T>& a, Run&& run) {
+  if constexpr (losses::is_label_smoothable<F>) {
+    if (a.label_smoothing != 0) return run(losses::label_smoothed<F>(f, a.label_smoothing));
+  }
+  return run(f);
 }
 
 /// The three entry points of an elementwise loss, in one place: forward, forward + gradient, backward.
@@ -80,7 +97,7 @@ template <class F, class T, class X, class Tg>
 loss_result<T> elementwise_forward(const F& f, const engine::elementwise_args<T>& a, const Eigen::DenseBase<X>& x,
                                    const Eigen::DenseBase<Tg>& t) {
   engine::check_elementwise(a, x, t);
-  return engine::elementwise(f, a, x, t, true);
+  return with_smoothing(f, a, [&](const auto& g) { return engine::elementwise(g, a, x, t, true); });
 }
 
 template <class F, class T, class X, class Tg, class Out>
@@ -93,7 +110,7 @@ loss_result<T> elementwise_with_grad(const F& f, const engine::elementwise_args<
   const reduction r = a.r == reduction::none ? reduction::sum : a.r;
   const auto up = engine::upstream_of<T>(a.function, T(1), r, x.rows(), x.cols(),
                                          engine::elementwise_divisor(a, r, engine::elementwise_denominator(a, x.rows(), x.cols())));
-  return engine::elementwise(f, a, x, t, true, &up, &grad);
+  return with_smoothing(f, a, [&](const auto& g) { return engine::elementwise(g, a, x, t, true, &up, &grad); });
 }
 
 template <class F, class T, class X, class Tg, class G, class Out>
@@ -105,7 +122,7 @@ void elementwise_backward(const F& f, const engine::elementwise_args<T>& a, cons
   if constexpr (!std::is_arithmetic_v<G>) check_no_overlap(a.function, out_name, grad, "grad_out", grad_out, false);
   const auto up = engine::upstream_of<T>(a.function, grad_out, a.r, x.rows(), x.cols(),
                                          engine::elementwise_divisor(a, a.r, engine::elementwise_denominator(a, x.rows(), x.cols())));
-  engine::elementwise(f, a, x, t, false, &up, &grad);
+  with_smoothing(f, a, [&](const auto& g) { engine::elementwise(g, a, x, t, false, &up, &grad); });
 }
 
 }  // namespace detail

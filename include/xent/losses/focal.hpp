@@ -34,6 +34,9 @@ struct sigmoid_focal_loss_options {
   int num_threads = 0;  ///< 0: OpenMP's default; 1: serial. Results do not depend on it.
   /// The class axis, for sample_weight and mask only (0: a sample is a column of C entries).
   int dim = 0;
+  /// Keras's label smoothing, in [0, 1]: each target becomes t (1 - eps) + eps / 2 before the loss
+  /// (p_t and alpha_t included, as Keras's BinaryFocalCrossentropy); not in torchvision.
+  double label_smoothing = 0;
   /// Per-sample weights, mask and normalizer (docs/losses.md, "Sample weights and masks"); a
   /// sample is the run of C entries along dim. mean divides by C times the kept samples' weight.
   Eigen::VectorXd sample_weight{};
@@ -81,6 +84,7 @@ engine::elementwise_args<T> args_of(const char* fn, const sigmoid_focal_loss_opt
   a.num_threads = o.num_threads;
   a.dim = o.dim;
   engine::with_selection(a, o);
+  a.label_smoothing = o.label_smoothing;
   return a;
 }
 

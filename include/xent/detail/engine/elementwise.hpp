@@ -435,6 +435,8 @@ struct elementwise_args {
   const Eigen::VectorXd* sample_weight = nullptr;
   const sample_mask* mask = nullptr;
   std::optional<double> normalizer = std::nullopt;
+  /// Keras's label smoothing of the binary losses' targets (t -> t (1 - eps) + eps / 2), in [0, 1].
+  double label_smoothing = 0;
 };
 
 /// The sample weighting of options that have it, into a call's arguments.
@@ -487,6 +489,8 @@ void check_elementwise(const elementwise_args<T>& a, const Eigen::DenseBase<X>& 
   check_same_shape(a.function, a.t_name, t, a.x_name, x);
   (void)broadcast_operand(a.function, "weight", a.weight, x.rows(), x.cols(), a.dim);
   if (a.extra) (void)broadcast_operand(a.function, a.extra_name, a.extra, x.rows(), x.cols(), a.dim);
+  if (!(a.label_smoothing >= 0 && a.label_smoothing <= 1))
+    throw_invalid(a.function, "label_smoothing", "must be in [0, 1]", a.label_smoothing);
   static const Eigen::VectorXd no_weights;
   static const sample_mask no_mask;
   check_selection(a.function, a.sample_weight ? *a.sample_weight : no_weights, a.mask ? *a.mask : no_mask, a.normalizer, a.r,

@@ -10,6 +10,7 @@
 #include "../simd/math.hpp"
 
 #include <cmath>
+#include <type_traits>
 
 namespace xent::detail::losses {
 
@@ -26,6 +27,7 @@ V outside_unit_interval(const V& t) {  // t < 0, t > 1 or NaN
 /// for t = 0 and x << 0 (x + softplus(-x), 2 % off in float at x = -11); here both terms are >= 0
 /// and each is formed without cancellation, for every finite x. Targets must be in [0, 1].
 struct bce_with_logits {
+  static constexpr bool label_smoothable = true;  // Keras's label_smoothing applies (label_smoothed)
   static constexpr double pad_x = 0, pad_t = 0.5;
   static constexpr bool x_checked = false;
   static constexpr const char* x_expected = "";
@@ -69,6 +71,7 @@ struct bce_with_logits {
 /// torch's clamps (Loss.cpp): each log is held at -100, so p = 0 and p = 1 give finite losses, and
 /// its EPSILON is the float 1e-12 also in double. log(1 - p) as log1p(-p), exact for tiny p.
 struct bce {
+  static constexpr bool label_smoothable = true;  // Keras's label_smoothing applies (label_smoothed)
   static constexpr double pad_x = 0.5, pad_t = 0.5;
   static constexpr bool x_checked = true;
   static constexpr const char* x_expected = "must hold probabilities in [0, 1]";
@@ -107,6 +110,7 @@ struct bce {
 /// m is formed from sigmoid(x) and sigmoid(-x), without the cancellation of 1 - p_t (torchvision's
 /// loses m entirely where p_t rounds to 1); where m is 0 the second term's limit is 0.
 struct sigmoid_focal {
+  static constexpr bool label_smoothable = true;  // Keras's label_smoothing applies (label_smoothed)
   double alpha = 0.25, gamma = 2;
   static constexpr double pad_x = 0, pad_t = 0.5;
   static constexpr bool x_checked = false;
@@ -161,6 +165,39 @@ struct sigmoid_focal {
       g = simd::pmul(at, simd::padd(simd::pmul(dce, mg), simd::pmul(ce, focus)));
     }
     return simd::pmul(at, simd::pmul(ce, mg));
+  }
+};
+
+template <class F, class = void>
+inline constexpr bool is_label_smoothable = false;
+template <class F>
+inline constexpr bool is_label_smoothable<F, std::enable_if_t<F::label_smoothable>> = true;
+
+/// A binary formula whose targets are label-smoothed first, as Keras's binary losses:
+/// t -> t (1 - eps) + eps / 2, everywhere the formula reads t (sigmoid_focal's p_t and alpha_t too).
+/// The check reads the caller's t, which must be in [0, 1] before smoothing.
+template <class F>
+struct label_smoothed : F {
+  double smoothing = 0;
+  label_smoothed() = default;
+  label_smoothed(const F& f, double eps) : F(f), smoothing(eps) {}
+
+  template <class V>
+  V smoothed(const V& t) const {
+    using T = simd::scalar_of<V>;
+    return simd::pmadd(t, simd::pset1<V>(T(1 - smoothing)), simd::pset1<V>(T(smoothing / 2)));
+  }
+  template <class V>
+  V loss(const V& x, const V& t, const V& e) const {
+    return F::loss(x, smoothed(t), e);
+  }
+  template <class V>
+  V grad(const V& x, const V& t, const V& e) const {
+    return F::grad(x, smoothed(t), e);
+  }
+  template <class V>
+  V loss_grad(const V& x, const V& t, const V& e, V& g) const {
+    return F::loss_grad(x, smoothed(t), e, g);
   }
 };
 
