@@ -721,3 +721,37 @@ TEST_CASE("poly1_cross_entropy: epsilon 0 is cross_entropy, bit for bit; finite 
   };
   CHECK(xent_test::check_misuse(table) == int(std::size(table)));
 }
+
+TEST_CASE("safe probability-target cross_entropy: a zero target on a -inf logit adds 0, as Optax's", "[safe]") {
+  // Classes 2 and 5 are masked (-inf) and have no target mass: the safe loss is the cross-entropy
+  // over the other classes alone, and its gradient there is theirs (0 on the masked classes).
+  for (const Eigen::Index C : {9, 5000}) {  // 5000: across the 4096-float chunks
+    const Eigen::Index N = 6;
+    matrix<double> x = xent_test::random_logits<double>(C, N);
+    matrix<double> y = xent::softmax(xent_test::random_logits<double>(C, N));
+    for (const Eigen::Index k : {Eigen::Index(2), Eigen::Index(5)}) {
+      x.row(k).setConstant(-std::numeric_limits<double>::infinity());
+      y.row(k).setZero();
+    }
+    std::vector<Eigen::Index> kept_classes;
+    for (Eigen::Index k = 0; k < C; ++k)
+      if (k != 2 && k != 5) kept_classes.push_back(k);
+    matrix<double> xs(Eigen::Index(kept_classes.size()), N), ys(xs.rows(), N);
+    for (std::size_t i = 0; i < kept_classes.size(); ++i) {
+      xs.row(Eigen::Index(i)) = x.row(kept_classes[i]);
+      ys.row(Eigen::Index(i)) = y.row(kept_classes[i]);
+    }
+    xent::cross_entropy_options safe;
+    safe.safe = true;
+    matrix<double> g(C, N), gs(xs.rows(), N);
+    const double got = xent::cross_entropy_with_grad(x, y, safe, g).value();
+    const double expected = xent::cross_entropy_with_grad(xs, ys, xent::cross_entropy_options{}, gs).value();
+    CHECK(got == Approx(expected).epsilon(1e-15));
+    for (std::size_t i = 0; i < kept_classes.size(); ++i)
+      CHECK((g.row(kept_classes[i]) - gs.row(Eigen::Index(i))).cwiseAbs().maxCoeff() <= 1e-16);
+    CHECK((g.row(2).array() == 0).all());
+    CHECK((g.row(5).array() == 0).all());
+    // torch's (and the default's) 0 * -inf.
+    CHECK(std::isnan(xent::cross_entropy(x, y).value()));
+  }
+}

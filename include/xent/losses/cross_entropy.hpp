@@ -60,6 +60,9 @@ struct cross_entropy_options {
   /// uniform (torch's eps / C to every class) or other_classes (eps / (C - 1) to each class but the
   /// target, which keeps 1 - eps; class-index targets only).
   xent::label_smoothing_kind label_smoothing_kind = xent::label_smoothing_kind::uniform;
+  /// Probability targets: a zero target on a -inf (masked) logit contributes 0 (Optax's
+  /// safe_softmax_cross_entropy) instead of torch's 0 * -inf = NaN.
+  bool safe = false;
   /// The class axis: 0 = classes down each column (C x N), 1 = along each row (N x C).
   int dim = 0;
   /// xent extensions for large vocabularies (not in torch; docs/differences-from-torch.md), class-index
@@ -176,7 +179,7 @@ Eigen::Matrix<compute_t<S>, Eigen::Dynamic, 1> prob_cross_entropy(const samples_
   auto run = [&](auto weighted, auto with_poly) {
     const prob_ce_policy<S, std::decay_t<Scale>, decltype(weighted)::value, decltype(with_poly)::value> policy(
         weight.empty() ? nullptr : weight.data(), static_cast<T>(opts.label_smoothing), v.classes, losses.data(), scale,
-        grad != nullptr, selection_in(opts).mask, static_cast<T>(poly));
+        grad != nullptr, selection_in(opts).mask, static_cast<T>(poly), opts.safe);
     engine::sweep(policy, engine::sweep_views<S>{v, &y, grad}, opts.num_threads);
   };
   auto with_weights = [&](auto with_poly) {

@@ -70,6 +70,7 @@ struct ce_stats {
   static constexpr bool max_of_y = false, exp_of_x = true;
   T keep = 1;    // targets: 1 - eps
   T spread = 0;  // targets: eps / C
+  bool safe = false;  // targets: a zero q on a -inf logit adds 0, not 0 * -inf = NaN (Optax's safe form)
   using sample = sample_summary<T>;
 
   template <class V>
@@ -81,7 +82,8 @@ struct ce_stats {
       acc[1] = simd::padd(acc[1], w);
     } else if constexpr (Sums == chunk_sums::targets) {
       const V q = simd::pmul(simd::pmadd(y, simd::pset1<V>(keep), simd::pset1<V>(spread)), w);
-      acc[0] = simd::pmadd(q, d, acc[0]);
+      // The branch is the same for the whole call: the compiler hoists it out of the loops.
+      acc[0] = simd::pmadd(q, safe ? simd::pandnot(d, simd::pcmp_eq(q, simd::pset1<V>(T(0)))) : d, acc[0]);
       acc[1] = simd::padd(acc[1], q);
     }
   }
@@ -446,8 +448,9 @@ class prob_ce_policy {
   /// mask: null, or one flag per sample (false: left out, its inputs never read); poly: Poly-1's
   /// epsilon (with Poly).
   prob_ce_policy(const T* weight, T smoothing, Index classes, T* losses, ScaleAt scale, bool grad, const bool* mask = nullptr,
-                 T poly = 0)
+                 T poly = 0, bool safe = false)
       : weight_(weight), losses_(losses), scale_(scale), grad_(grad), mask_(mask), poly_(poly) {
+    stats_.safe = safe;
     stats_.keep = T(1) - smoothing;
     stats_.spread = smoothing / T(classes);
   }
