@@ -340,7 +340,7 @@ TEST_CASE("bad input to the binary losses throws a message naming it", "[binary]
   // which GCC 12 at -O2 -mavx2 cannot see and reports as reading past the 2 (-Werror=array-bounds).
   w_len.weight = (Eigen::MatrixXd(2, 1) << 1, 2).finished();  // 3 classes along dim 0
   xent::binary_cross_entropy_with_logits_options<double> pw_len;
-  pw_len.pos_weight = Eigen::Vector4d(1, 2, 3, 4);
+  pw_len.pos_weight = (Eigen::MatrixXd(4, 1) << 1, 2, 3, 4).finished();  // as w_len, for the same GCC report
   xent::binary_cross_entropy_options<double> batchmean;
   batchmean.reduction = xent::reduction::batchmean;
   xent::binary_cross_entropy_options<double> dim2;

@@ -34,7 +34,7 @@ const std::vector<xent_test::reference_case>& cases() {
 enum class loss_kind {
   cross_entropy, cross_entropy_probs, nll_loss, softmax_focal_loss, generalized_cross_entropy, divergence,
   binary_cross_entropy, binary_cross_entropy_with_logits, kl_div, sigmoid_focal_loss, poly1_cross_entropy,
-  poly1_cross_entropy_probs, cross_entropy_other_classes
+  poly1_cross_entropy_probs, cross_entropy_other_classes, categorical_cross_entropy, categorical_cross_entropy_probs
 };
 
 bool is_elementwise(const xent_test::reference_case& c) {
@@ -167,6 +167,20 @@ outcome<T> run_case(const xent_test::reference_case& c) {
       return three(o, [&] { return xent::poly1_cross_entropy(x, y, o); },
                    [&](matrix<T>& g) { return xent::poly1_cross_entropy_with_grad(x, y, o, g); },
                    [&](const auto& go, matrix<T>& g) { xent::poly1_cross_entropy_backward(x, y, go, o, g); });
+    }
+    case loss_kind::categorical_cross_entropy:
+    case loss_kind::categorical_cross_entropy_probs: {
+      xent::categorical_cross_entropy_options o;
+      weighting_of(c, o);
+      if (c.has("smoothing")) o.label_smoothing = double(c["smoothing"][0]);
+      if (kind == loss_kind::categorical_cross_entropy)
+        return three(o, [&] { return xent::categorical_cross_entropy(x, targets, o); },
+                     [&](matrix<T>& g) { return xent::categorical_cross_entropy_with_grad(x, targets, o, g); },
+                     [&](const auto& go, matrix<T>& g) { xent::categorical_cross_entropy_backward(x, targets, go, o, g); });
+      const matrix<T> y = xent_test::as_matrix<T>(c["probs"], C, N);
+      return three(o, [&] { return xent::categorical_cross_entropy(x, y, o); },
+                   [&](matrix<T>& g) { return xent::categorical_cross_entropy_with_grad(x, y, o, g); },
+                   [&](const auto& go, matrix<T>& g) { xent::categorical_cross_entropy_backward(x, y, go, o, g); });
     }
     case loss_kind::binary_cross_entropy: {
       xent::binary_cross_entropy_options<T> o;
@@ -578,6 +592,25 @@ TEST_CASE("bad sample weights, masks and normalizers are named errors", "[sample
          (void)xent::cross_entropy(x, t, o);
        },
        "cross_entropy", "label_smoothing_kind", "uniform or other_classes", "7"},
+      {"categorical_cross_entropy: a negative probability", [&] {
+         matrix<float> p = matrix<float>::Constant(4, 3, 0.25f);
+         p(2, 1) = -0.5f;
+         (void)xent::categorical_cross_entropy(p, t);
+       },
+       "categorical_cross_entropy", "probs", "finite probabilities >= 0", "probs(2, 1) = -0.5"},
+      {"categorical_cross_entropy: a sample summing to 0", [&] {
+         matrix<float> p = matrix<float>::Constant(4, 3, 0.25f);
+         p.col(2).setZero();
+         matrix<float> g(4, 3);
+         (void)xent::categorical_cross_entropy_with_grad(p, t, xent::categorical_cross_entropy_options{}, g);
+       },
+       "categorical_cross_entropy_with_grad", "probs", "positive sum", "sample 2"},
+      {"categorical_cross_entropy: epsilon 0.5", [&] {
+         xent::categorical_cross_entropy_options o;
+         o.epsilon = 0.5;
+         (void)xent::categorical_cross_entropy(x, t, o);
+       },
+       "categorical_cross_entropy", "epsilon", "(0, 0.5)"},
       {"divergence's mask", [&] {
          xent::divergence_options o;
          o.mask = xent::sample_mask::Constant(5, true);

@@ -13,6 +13,7 @@
 #include "softmax.hpp"
 
 #include "losses/binary.hpp"
+#include "losses/categorical.hpp"
 #include "losses/cross_entropy.hpp"
 #include "losses/distill.hpp"
 #include "losses/focal.hpp"

@@ -16,7 +16,9 @@ Deterministic: fixed numpy seed, fixed case list, single-threaded torch. Line fo
           6 binary_cross_entropy, 7 binary_cross_entropy_with_logits, 8 kl_div, 9 sigmoid_focal_loss,
           10 poly1_cross_entropy, 11 poly1_cross_entropy (probability targets),
           12 cross_entropy with label_smoothing_kind other_classes: (1 - eps) (-w_t lp_t)
-             + eps / (C - 1) sum_{k != t} (-w_k lp_k), written out (torch has no such option)>
+             + eps / (C - 1) sum_{k != t} (-w_k lp_k), written out (torch has no such option),
+          13, 14 Keras's (sparse) categorical_crossentropy of probabilities (logits holds them, not
+             normalised): -sum y~ log(clamp(p / sum p, 1e-7, 1 - 1e-7)), written out>
     epsilon <value>                 Poly-1's: cross_entropy + epsilon (1 - sum_k y~_k softmax(x)_k),
                                     y~ the smoothed target ((1 - eps) y + eps / C, unweighted)
     reduction <0 none, 1 mean, 2 sum, 3 batchmean>
@@ -58,7 +60,8 @@ rng = np.random.default_rng(20261202)
 REDUCTIONS = ("none", "mean", "sum", "batchmean")
 LOSSES = ("cross_entropy", "cross_entropy_probs", "nll_loss", "softmax_focal_loss", "generalized_cross_entropy", "divergence",
           "binary_cross_entropy", "binary_cross_entropy_with_logits", "kl_div", "sigmoid_focal_loss",
-          "poly1_cross_entropy", "poly1_cross_entropy_probs", "cross_entropy_other_classes")
+          "poly1_cross_entropy", "poly1_cross_entropy_probs", "cross_entropy_other_classes",
+          "categorical_cross_entropy", "categorical_cross_entropy_probs")
 ELEMENTWISE = LOSSES[6:10]
 
 
@@ -80,6 +83,14 @@ def per_sample(loss, x, t, extra):
     if loss == "cross_entropy_probs":
         return F.cross_entropy(x, extra["probs"], weight=extra.get("class_weight"), reduction="none",
                                label_smoothing=extra.get("smoothing", 0.0))
+    if loss.startswith("categorical"):
+        C = x.shape[1]
+        eps = extra.get("smoothing", 0.0)
+        y = F.one_hot(safe_t, C).double() if loss == "categorical_cross_entropy" else extra["probs"]
+        smoothed = (1 - eps) * y + eps / C
+        v = torch.clamp(x / x.sum(1, keepdim=True), 1e-7, 1 - 1e-7)
+        v = -(smoothed * torch.log(v)).sum(1)
+        return torch.where(kept, v, torch.zeros_like(v))
     if loss == "cross_entropy_other_classes":
         C = x.shape[1]
         eps = extra["smoothing"]
@@ -197,11 +208,14 @@ def case(name, loss, N, C, reduction, weighted=True, masked=True, normalizer=Non
     x = torch.tensor(rng.standard_normal((N, C)) * params.get("scale", 3))
     if loss == "nll_loss":
         x = F.log_softmax(x, 1)
+    if loss.startswith("categorical"):
+        # Unnormalised probabilities (each sample scaled), exactly representable in float.
+        x = (F.softmax(x, 1) * torch.tensor(rng.uniform(0.5, 4.0, (N, 1)))).float().double()
     t = torch.tensor(rng.integers(0, C, N))
     if ignore:
         t[1] = -100
     extra = {}
-    if loss in ("cross_entropy_probs", "poly1_cross_entropy_probs"):
+    if loss in ("cross_entropy_probs", "poly1_cross_entropy_probs", "categorical_cross_entropy_probs"):
         extra["probs"] = F.softmax(torch.tensor(rng.standard_normal((N, C)) * 2), 1)
         t = torch.zeros(N, dtype=torch.int64)  # no targets: every sample counts
     if loss in ("cross_entropy", "cross_entropy_probs", "nll_loss", "poly1_cross_entropy", "poly1_cross_entropy_probs",
@@ -301,6 +315,11 @@ def main():
     out.append(case("other_classes_two_classes", "cross_entropy_other_classes", 10, 2, "mean", smoothing=0.3))
     out.append(case("other_classes_unweighted_large_C", "cross_entropy_other_classes", 5, 500, "mean", weighted=False,
                     masked=False, smoothing=0.2))
+    for loss in ("categorical_cross_entropy", "categorical_cross_entropy_probs"):
+        for reduction in ("mean", "sum", "none"):
+            out.append(case(f"{loss}_{reduction}", loss, 13, 7, reduction, smoothing=0.1))
+        out.append(case(f"{loss}_clipped", loss, 9, 6, "mean", weighted=False, masked=False, ignore=False, scale=12))
+        out.append(case(f"{loss}_normalizer", loss, 8, 30, "sum", normalizer=19.0))
     for loss in ELEMENTWISE:
         for reduction in ("mean", "sum", "none") + (("batchmean",) if loss == "kl_div" else ()):
             out.append(elementwise_case(f"{loss}_{reduction}", loss, 10, 6, reduction))
