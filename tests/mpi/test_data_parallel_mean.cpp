@@ -9,30 +9,18 @@
 
 #include <mpi.h>
 
+#include "mpi_check.hpp"
+
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <limits>
 #include <random>
 
-namespace {
-
-int failures = 0;
-int rank = 0, ranks = 1;
-
-void expect(bool ok, const char* what) {
-  if (!ok) {
-    std::fprintf(stderr, "rank %d: FAILED: %s\n", rank, what);
-    ++failures;
-  }
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
-  MPI_Init(&argc, &argv);
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &ranks);
+  xent_test::mpi_checks checks(&argc, &argv);
+  const int rank = checks.rank, ranks = checks.ranks;
+  auto expect = [&](bool ok, const char* what) { checks.expect(ok, what); };
 
   // The same batch on every rank (same seed): the one process's answer is computed on each.
   const Eigen::Index C = 257, N = 1001;
@@ -80,8 +68,5 @@ int main(int argc, char** argv) {
     std::printf("data-parallel mean over %d ranks: %.9g vs one process %.9g (%.2f ulp)\n", ranks, loss, double(one_process),
                 std::fabs(loss - double(one_process)) / ulp);
 
-  int all_failures = 0;
-  MPI_Allreduce(&failures, &all_failures, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
-  MPI_Finalize();
-  return all_failures == 0 ? 0 : 1;
+  return checks.finish("data_parallel_mean");
 }

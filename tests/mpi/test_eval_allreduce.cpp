@@ -8,6 +8,8 @@
 
 #include <mpi.h>
 
+#include "mpi_check.hpp"
+
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -16,24 +18,14 @@
 
 namespace {
 
-int failures = 0;
-int rank = 0, ranks = 1;
-
-void expect(bool ok, const char* what) {
-  if (!ok) {
-    std::fprintf(stderr, "rank %d: FAILED: %s\n", rank, what);
-    ++failures;
-  }
-}
-
 bool close(double a, double b) { return std::fabs(a - b) <= 1e-12 * std::max(1.0, std::fabs(b)); }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  MPI_Init(&argc, &argv);
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &ranks);
+  xent_test::mpi_checks checks(&argc, &argv);
+  const int rank = checks.rank, ranks = checks.ranks;
+  auto expect = [&](bool ok, const char* what) { checks.expect(ok, what); };
 
   // The same data on every rank (same seed); rank r evaluates samples r, r + ranks, ...
   const Eigen::Index C = 50, N = 999;
@@ -77,9 +69,5 @@ int main(int argc, char** argv) {
   xent::add_temperature_sums(logits, targets, 1.5, {}, all);
   expect(sums.samples == all.samples && close(sums.nll, all.nll) && close(sums.gradient, all.gradient), "temperature_sums");
 
-  int total = 0;
-  MPI_Allreduce(&failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
-  if (rank == 0) std::printf("eval_allreduce on %d ranks: %s\n", ranks, total == 0 ? "all passed" : "FAILED");
-  MPI_Finalize();
-  return total == 0 ? 0 : 1;
+  return checks.finish("eval_allreduce");
 }

@@ -126,6 +126,22 @@ def per_sample(loss, x, t, extra):
     return torch.where(kept, v, torch.zeros_like(v))
 
 
+def weighting_lines(sw, mask, normalizer, grad_out, value, denominator, grad):
+    """The lines every case ends with: its weighting (what is given), the upstream, the results."""
+    out = ""
+    if sw is not None:
+        out += line("sample_weight", sw.numpy())
+    if mask is not None:
+        out += line("mask", mask.numpy().astype(np.float64))
+    if normalizer is not None:
+        out += line("normalizer", [normalizer])
+    out += line("grad_out", grad_out.numpy())
+    out += line("value", value.detach().numpy())
+    out += line("denominator", [float(denominator)])
+    out += line("grad", grad.numpy())
+    return out + "end\n"
+
+
 def elementwise(loss, x, extra):
     """torch's elementwise loss, [N, C]; with a smoothing, Keras's: the targets y (1 - eps) + eps / 2 first."""
     y, cw = extra["probs"], extra.get("class_weight")
@@ -191,17 +207,8 @@ def elementwise_case(name, loss, N, C, reduction, weighted=True, masked=True, no
     for k in ("alpha", "gamma", "smoothing"):
         if k in extra:
             out += line(k, [extra[k]])
-    if weighted:
-        out += line("sample_weight", sw.numpy())
-    if masked:
-        out += line("mask", mask.numpy().astype(np.float64))
-    if normalizer is not None:
-        out += line("normalizer", [normalizer])
-    out += line("grad_out", grad_out.numpy())
-    out += line("value", value.detach().numpy())
-    out += line("denominator", [float(denominator)])
-    out += line("grad", x.grad.numpy())
-    return out + "end\n"
+    return out + weighting_lines(sw if weighted else None, mask if masked else None, normalizer, grad_out, value,
+                                 denominator, x.grad)
 
 
 def case(name, loss, N, C, reduction, weighted=True, masked=True, normalizer=None, ignore=True, **params):
@@ -267,17 +274,8 @@ def case(name, loss, N, C, reduction, weighted=True, masked=True, normalizer=Non
     for k in ("smoothing", "gamma", "q", "T", "epsilon"):
         if k in extra:
             out += line(k, [extra[k]])
-    if weighted:
-        out += line("sample_weight", sw.numpy())
-    if masked:
-        out += line("mask", mask.numpy().astype(np.float64))
-    if normalizer is not None:
-        out += line("normalizer", [normalizer])
-    out += line("grad_out", grad_out.numpy())
-    out += line("value", value.detach().numpy())
-    out += line("denominator", [float(denominator)])
-    out += line("grad", x.grad.numpy())
-    return out + "end\n"
+    return out + weighting_lines(sw if weighted else None, mask if masked else None, normalizer, grad_out, value,
+                                 denominator, x.grad)
 
 
 def main():
