@@ -302,7 +302,7 @@ xent::sample_mask random_mask(Eigen::Index N) {
 
 }  // namespace
 
-TEST_CASE("weights of 1 and an all-true mask change nothing; a false mask is ignore_index", "[sample_weight]") {
+TEST_CASE("weights of 1 and an all-true mask change nothing, and a false mask is ignore_index", "[sample_weight]") {
   const Eigen::Index C = 37, N = 101;
   const matrix<float> x = xent_test::random_logits<float>(C, N);
   const index_vector t = random_targets(N, C);
@@ -695,7 +695,7 @@ TEST_CASE("poly1_cross_entropy is cross_entropy + epsilon (1 - p_t), on every pa
   }
 }
 
-TEST_CASE("poly1_cross_entropy: epsilon 0 is cross_entropy, bit for bit; finite differences; a bad epsilon", "[poly1]") {
+TEST_CASE("poly1_cross_entropy: epsilon 0 is cross_entropy bit for bit, finite differences, a bad epsilon", "[poly1]") {
   const Eigen::Index C = 12, N = 21;
   matrix<double> x = xent_test::random_logits<double>(C, N);
   const index_vector t = random_targets(N, C);
