@@ -21,6 +21,7 @@
 #include "losses/kl_div.hpp"
 #include "losses/linear.hpp"
 #include "losses/logit_divergence.hpp"
+#include "losses/policy.hpp"
 
 #include "measures/divergence.hpp"
 
