@@ -147,3 +147,237 @@ TEST_CASE("target_log_prob_and_entropy matches torch 1.13 in float", "[policy][r
   CHECK(w.entropy <= 4 * 0x1p-23);
   CHECK(w.grad <= 4 * 0x1p-23);
 }
+
+TEST_CASE("target_log_prob_and_entropy's gradient matches central differences in double", "[policy][gradient]") {
+  for (double temperature : {1.0, 0.3, 4.0}) {
+    for (Index C : {3, 40}) {
+      const Index N = 5;
+      Eigen::MatrixXd x = xent_test::random_logits<double>(C, N, 2);
+      index_vector t(N);
+      for (Index j = 0; j < N; ++j) t(j) = (3 * j + 1) % C;
+      t(2) = -100;
+      const Eigen::VectorXd a = Eigen::VectorXd::LinSpaced(N, -1.5, 0.7), b = Eigen::VectorXd::LinSpaced(N, 0.9, -0.4);
+      xent::log_prob_entropy_options o;
+      o.temperature = temperature;
+      Eigen::MatrixXd g(C, N);
+      xent::target_log_prob_and_entropy_backward(x, t, a, b, o, g);
+      double worst = 0;
+      for (Index i = 0; i < x.size(); ++i) {
+        const double fd = xent_test::central_difference(x, i, [&](const Eigen::MatrixXd& y) { return objective(y, t, a, b, o); });
+        worst = std::max(worst, std::fabs(fd - g.data()[i]) / std::max(1.0, std::fabs(fd)));
+      }
+      INFO("T " << temperature << " C " << C);
+      CHECK(worst < 1e-7);
+      CHECK(g.col(2).isZero(0));  // ignored: exactly 0
+    }
+  }
+}
+
+TEST_CASE("one pass gives what entropy_from_logits and -cross_entropy give apart", "[policy][fused]") {
+  // The statistics are the same sums in the same order: the values agree to a few ulp (cross_entropy
+  // takes C <= 16 in SIMD lanes, whose log may differ by an ulp), the gradient to a few ulp of its scale.
+  for (Index C : {5, 33, 5000}) {
+    for (float temperature : {1.0f, 0.25f}) {
+      const Index N = 7;
+      const Eigen::MatrixXf x = xent_test::random_logits<float>(C, N, 3);
+      index_vector t(N);
+      for (Index j = 0; j < N; ++j) t(j) = (7 * j + 2) % C;
+      xent::log_prob_entropy_options o;
+      o.temperature = temperature;
+      const Eigen::MatrixXf z = x * static_cast<float>(1.0 / temperature);  // the kernel's z = x * (1 / T)
+      const auto r = xent::target_log_prob_and_entropy(x, t, o);
+      const Eigen::VectorXf h = xent::entropy_from_logits(z);
+      xent::cross_entropy_options ce;
+      ce.reduction = xent::reduction::none;
+      const Eigen::VectorXf nll = xent::cross_entropy(z, t, ce).per_sample();
+      INFO("C " << C << " T " << temperature);
+      for (Index j = 0; j < N; ++j) {
+        CHECK(xent_test::ulps(r.entropy.per_sample()(j), h(j), 1) <= 2);
+        CHECK(xent_test::ulps(r.log_prob.per_sample()(j), -(long double)nll(j), 1) <= 2);
+      }
+      // d/dx of a log p + b H = (a (onehot - p) - b p (log p + H)) / T: -a ce's gradient + b entropy's, over T.
+      const Eigen::VectorXf a = Eigen::VectorXf::LinSpaced(N, -1, 1), b = Eigen::VectorXf::LinSpaced(N, 0.5, -2);
+      Eigen::MatrixXf g(C, N), g_ce(C, N), g_h(C, N);
+      xent::target_log_prob_and_entropy_backward(x, t, a, b, o, g);
+      xent::cross_entropy_backward(z, t, Eigen::VectorXf(-a), ce, g_ce);
+      xent::entropy_from_logits_backward(z, b, {}, g_h);
+      const Eigen::MatrixXf apart = (g_ce + g_h) * static_cast<float>(1.0 / temperature);
+      CHECK((g - apart).cwiseAbs().maxCoeff() <= 8 * 0x1p-23 * apart.cwiseAbs().maxCoeff());
+    }
+  }
+}
+
+TEST_CASE("a confident sample keeps its gradient's digits", "[policy][gradient][accuracy]") {
+  // p_t = 1 - 2e-13: 1 - p_t formed as 1 - p would keep 1 digit in double (and none in float); from
+  // the other classes' mass it keeps all of them. Exact: d log p_t / d x_t = 1 - p_t = 4 e^-30 / S.
+  Eigen::MatrixXd x = Eigen::MatrixXd::Zero(5, 1);
+  x(2, 0) = 30;
+  const index_vector t = index_vector::Constant(1, 2);
+  Eigen::MatrixXd g(5, 1);
+  xent::target_log_prob_and_entropy_backward(x, t, 1.0, 0.0, xent::log_prob_entropy_options{}, g);
+  const long double e = std::exp(-30.0L), exact = 4 * e / (1 + 4 * e);
+  CHECK(xent_test::ulps(g(2, 0), exact) <= 4);
+  Eigen::MatrixXf xf = x.cast<float>(), gf(5, 1);
+  xent::target_log_prob_and_entropy_backward(xf, t, 1.0f, 0.0f, xent::log_prob_entropy_options{}, gf);
+  CHECK(xent_test::ulps(gf(2, 0), exact) <= 8);
+  // The values: log p = -log S and H = log S + 30 * 4e / S carry S = 1 + 4e's rounding (an ulp of
+  // 1 absolute: S has no more digits of 4e, here or in torch), and no more.
+  const long double h = std::log1p(4 * e) + 30 * 4 * e / (1 + 4 * e), lp = -std::log1p(4 * e);
+  const auto rd = xent::target_log_prob_and_entropy(x, t);
+  CHECK(std::fabs(rd.entropy.per_sample()(0) - h) <= 0x1p-52L);
+  CHECK(std::fabs(rd.log_prob.per_sample()(0) - lp) <= 0x1p-52L);
+  const auto rf = xent::target_log_prob_and_entropy(xf, t);
+  CHECK(std::fabs(rf.entropy.per_sample()(0) - h) <= 0x1p-23L);
+  CHECK(std::fabs(rf.log_prob.per_sample()(0) - lp) <= 0x1p-23L);
+}
+
+TEST_CASE("target_log_prob_and_entropy's reductions follow the per-sample values", "[policy][reduction]") {
+  const Index C = 11, N = 9;
+  const Eigen::MatrixXf x = xent_test::random_logits<float>(C, N, 2);
+  index_vector t(N);
+  for (Index j = 0; j < N; ++j) t(j) = (5 * j) % C;
+  t(3) = -100;
+  t(6) = -100;
+  xent::log_prob_entropy_options o;
+  o.temperature = 0.7;
+  const auto none = xent::target_log_prob_and_entropy(x, t, o);
+  CHECK(none.log_prob.per_sample()(3) == 0);
+  CHECK(none.entropy.per_sample()(6) == 0);
+  CHECK(none.log_prob.denominator() == 7);
+  double lp = 0, h = 0;
+  for (Index j = 0; j < N; ++j) lp += none.log_prob.per_sample()(j), h += none.entropy.per_sample()(j);
+  o.reduction = xent::reduction::sum;
+  const auto sum = xent::target_log_prob_and_entropy(x, t, o);
+  CHECK(sum.log_prob.value() == Approx(lp).epsilon(1e-6));
+  CHECK(sum.entropy.value() == Approx(h).epsilon(1e-6));
+  o.reduction = xent::reduction::mean;
+  const auto mean = xent::target_log_prob_and_entropy(x, t, o);
+  CHECK(mean.log_prob.value() == Approx(lp / 7).epsilon(1e-6));
+  CHECK(mean.entropy.value() == Approx(h / 7).epsilon(1e-6));
+  CHECK(mean.entropy.denominator() == 7);
+
+  // Under mean a number is divided by the kept samples: the same bits as none with that per sample.
+  Eigen::MatrixXf g_mean(C, N), g_none(C, N), g_with(C, N);
+  xent::target_log_prob_and_entropy_backward(x, t, -1.0, -0.01, o, g_mean);
+  auto none_o = o;
+  none_o.reduction = xent::reduction::none;
+  xent::target_log_prob_and_entropy_backward(x, t, Eigen::VectorXf::Constant(N, float(-1.0 / 7)), float(-0.01 / 7), none_o,
+                                             g_none);
+  CHECK(g_mean == g_none);
+  const auto with = xent::target_log_prob_and_entropy_with_grad(x, t, o, -1.0, -0.01, g_with);
+  CHECK(g_with == g_mean);
+  CHECK(with.log_prob.value() == mean.log_prob.value());
+  CHECK(with.entropy.value() == mean.entropy.value());
+
+  // Every sample ignored: mean is 0 / 0 = NaN, as torch's.
+  const auto all_ignored = xent::target_log_prob_and_entropy(x, index_vector::Constant(N, -100), o);
+  CHECK(std::isnan(all_ignored.log_prob.value()));
+  CHECK(all_ignored.log_prob.denominator() == 0);
+}
+
+TEST_CASE("target_log_prob_and_entropy: same bits for any thread count, layout, bf16 widening and in place",
+          "[policy][threads]") {
+  const Index C = 9000, N = 3;  // few samples, many classes: the threads split each sample's chunks
+  const Eigen::MatrixXf x = xent_test::random_logits<float>(C, N, 4);
+  index_vector t(N);
+  t << 5, 8999, 17;
+  const Eigen::VectorXf a(Eigen::Vector3f(-1, 0.5, 2)), b(Eigen::Vector3f(0.1, -0.2, 0.3));
+  xent::log_prob_entropy_options o;
+  o.temperature = 1.5;
+  o.num_threads = 1;
+  const auto one = xent::target_log_prob_and_entropy(x, t, o);
+  Eigen::MatrixXf g1(C, N);
+  xent::target_log_prob_and_entropy_backward(x, t, a, b, o, g1);
+  o.num_threads = 2;
+  const auto two = xent::target_log_prob_and_entropy(x, t, o);
+  Eigen::MatrixXf g2(C, N);
+  xent::target_log_prob_and_entropy_backward(x, t, a, b, o, g2);
+  CHECK(one.log_prob.per_sample() == two.log_prob.per_sample());
+  CHECK(one.entropy.per_sample() == two.entropy.per_sample());
+  CHECK(g1 == g2);
+
+  // N x C (dim 1), strided through the class axis.
+  auto o1 = o;
+  o1.dim = 1;
+  const Eigen::MatrixXf xt = x.transpose();
+  const auto rows = xent::target_log_prob_and_entropy(xt, t, o1);
+  Eigen::MatrixXf gt(N, C);
+  xent::target_log_prob_and_entropy_backward(xt, t, a, b, o1, gt);
+  CHECK(rows.log_prob.per_sample() == one.log_prob.per_sample());
+  CHECK(rows.entropy.per_sample() == one.entropy.per_sample());
+  CHECK(gt.transpose() == g1);
+
+  // In place: the gradient over the logits' own storage.
+  Eigen::MatrixXf y = x;
+  const auto in_place = xent::target_log_prob_and_entropy_with_grad(y, t, o, 1.0, 1.0, y);
+  Eigen::MatrixXf g_ones(C, N);
+  xent::target_log_prob_and_entropy_backward(x, t, 1.0f, 1.0f, o, g_ones);
+  CHECK(y == g_ones);
+  CHECK(in_place.entropy.per_sample() == one.entropy.per_sample());
+
+  // bf16 logits are widened to float: the float results of the same values.
+  const Eigen::Matrix<Eigen::bfloat16, Eigen::Dynamic, Eigen::Dynamic> xb = x.cast<Eigen::bfloat16>();
+  const Eigen::MatrixXf xw = xb.cast<float>();
+  const auto rb = xent::target_log_prob_and_entropy(xb, t, o);
+  const auto rw = xent::target_log_prob_and_entropy(xw, t, o);
+  CHECK(rb.log_prob.per_sample() == rw.log_prob.per_sample());
+  CHECK(rb.entropy.per_sample() == rw.entropy.per_sample());
+}
+
+TEST_CASE("bad input to target_log_prob_and_entropy throws a message naming it", "[policy][errors]") {
+  const Eigen::MatrixXf x = Eigen::MatrixXf::Random(4, 3);
+  const index_vector t = index_vector::Constant(3, 1);
+  index_vector out_of_range = t;
+  out_of_range(2) = 4;
+  auto with = [](auto f) {
+    xent::log_prob_entropy_options o;
+    f(o);
+    return o;
+  };
+  const auto t0 = with([](auto& o) { o.temperature = 0; });
+  const auto tnan = with([](auto& o) { o.temperature = std::nan(""); });
+  const auto tinf = with([](auto& o) { o.temperature = HUGE_VAL; });
+  const auto batchmean = with([](auto& o) { o.reduction = xent::reduction::batchmean; });
+  const auto cast = with([](auto& o) { o.reduction = static_cast<xent::reduction>(9); });
+  const auto dim2 = with([](auto& o) { o.dim = 2; });
+  const auto threads = with([](auto& o) { o.num_threads = -1; });
+  const auto mean = with([](auto& o) { o.reduction = xent::reduction::mean; });
+  const xent::log_prob_entropy_options none;
+  Eigen::MatrixXf g(4, 3), wrong(3, 4);
+  const Eigen::VectorXf three = Eigen::VectorXf::Ones(3), four = Eigen::VectorXf::Ones(4);
+  using xent_test::misuse;
+  const misuse cases[] = {
+      {"targets length", [&] { (void)xent::target_log_prob_and_entropy(x, index_vector::Zero(4)); },
+       "target_log_prob_and_entropy", "targets", "one entry per sample (3)", "but got 4"},
+      {"target out of range", [&] { (void)xent::target_log_prob_and_entropy(x, out_of_range); }, "target_log_prob_and_entropy",
+       "target[2]", "[0, 4)", "but got 4"},
+      {"temperature 0", [&] { (void)xent::target_log_prob_and_entropy(x, t, t0); }, "target_log_prob_and_entropy",
+       "temperature", "finite and > 0", "but got 0"},
+      {"temperature nan", [&] { (void)xent::target_log_prob_and_entropy(x, t, tnan); }, "target_log_prob_and_entropy",
+       "temperature", "but got nan"},
+      {"temperature inf", [&] { xent::target_log_prob_and_entropy_backward(x, t, 1.0, 1.0, tinf, g); },
+       "target_log_prob_and_entropy_backward", "temperature", "but got inf"},
+      {"batchmean", [&] { (void)xent::target_log_prob_and_entropy(x, t, batchmean); }, "target_log_prob_and_entropy",
+       "reduction", "batchmean is kl_div's only"},
+      {"cast reduction", [&] { (void)xent::target_log_prob_and_entropy_with_grad(x, t, cast, 1, 1, g); },
+       "target_log_prob_and_entropy_with_grad", "reduction", "but got 9"},
+      {"dim 2", [&] { (void)xent::target_log_prob_and_entropy(x, t, dim2); }, "target_log_prob_and_entropy", "dim", "but got 2"},
+      {"num_threads", [&] { (void)xent::target_log_prob_and_entropy(x, t, threads); }, "target_log_prob_and_entropy",
+       "num_threads", "but got -1"},
+      {"empty logits", [&] { (void)xent::target_log_prob_and_entropy(Eigen::MatrixXf(0, 3), t); },
+       "target_log_prob_and_entropy", "logits", "must not be empty"},
+      {"grad_x shape", [&] { xent::target_log_prob_and_entropy_backward(x, t, three, three, none, wrong); },
+       "target_log_prob_and_entropy_backward", "grad_x", "4 x 3", "3 x 4"},
+      {"with_grad grad_x shape", [&] { (void)xent::target_log_prob_and_entropy_with_grad(x, t, none, 1, 1, wrong); },
+       "target_log_prob_and_entropy_with_grad", "grad_x", "4 x 3"},
+      {"grad_log_prob length", [&] { xent::target_log_prob_and_entropy_backward(x, t, four, 1.0f, none, g); },
+       "target_log_prob_and_entropy_backward", "grad_log_prob", "one entry per sample (3)"},
+      {"grad_entropy length", [&] { xent::target_log_prob_and_entropy_backward(x, t, three, four, none, g); },
+       "target_log_prob_and_entropy_backward", "grad_entropy", "one entry per sample (3)"},
+      {"vector under mean", [&] { xent::target_log_prob_and_entropy_backward(x, t, 1.0f, three, mean, g); },
+       "target_log_prob_and_entropy_backward", "grad_entropy", "must be a number for reduction mean"},
+      {"backward target out of range", [&] { xent::target_log_prob_and_entropy_backward(x, out_of_range, 1, 1, none, g); },
+       "target_log_prob_and_entropy_backward", "target[2]", "[0, 4)"},
+  };
+  CHECK(xent_test::check_misuse(cases) == int(sizeof(cases) / sizeof(cases[0])));
+}
