@@ -281,7 +281,7 @@ TEST_CASE("target_log_prob_and_entropy: same bits for any thread count, layout, 
   const Eigen::MatrixXf x = xent_test::random_logits<float>(C, N, 4);
   index_vector t(N);
   t << 5, 8999, 17;
-  const Eigen::VectorXf a(Eigen::Vector3f(-1, 0.5, 2)), b(Eigen::Vector3f(0.1, -0.2, 0.3));
+  const Eigen::VectorXf a(Eigen::Vector3f(-1, 0.5, 2)), b(Eigen::Vector3f(0.1f, -0.2f, 0.3f));
   xent::log_prob_entropy_options o;
   o.temperature = 1.5;
   o.num_threads = 1;
