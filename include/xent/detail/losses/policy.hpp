@@ -30,8 +30,9 @@ struct log_prob_entropy_grad {
 
   template <class V>
   V operator()(const V& z, const V&, const V&, V& mass) const {
-    const V d = simd::pmax(simd::psub(z, simd::pset1<V>(max)), simd::pset1<V>(std::numeric_limits<T>::lowest()));
-    mass = simd::exp_nonpositive(simd::psub(z, simd::pset1<V>(max)));
+    const V shifted = simd::psub(z, simd::pset1<V>(max));
+    mass = simd::exp_nonpositive(shifted);
+    const V d = simd::pmax(shifted, simd::pset1<V>(std::numeric_limits<T>::lowest()));
     const V p = simd::pmul(mass, simd::pset1<V>(inv_sum));
     const V entropy_term = simd::pmul(p, simd::padd(d, simd::pset1<V>(shift)));
     return simd::pnegate(simd::padd(simd::pmul(simd::pset1<V>(a), p), simd::pmul(simd::pset1<V>(b), entropy_term)));
