@@ -114,6 +114,19 @@ def main():
     masked[3, t[3]] = -inf
     for temperature in (1.0, 0.05):
         write_case(out, rs, "masked_T%g" % temperature, masked, t, temperature)
+    # The same past the packet loop's reach (C = 9 runs the scalar tail on AVX-512): masked classes
+    # between live ones in every packet, a sample with one class left, a masked target.
+    wide = (rs.randn(4, 300) * 3).astype(F32)
+    wt = rs.randint(0, 300, size=4)
+    wide[0, ::3] = -inf
+    wide[0, wt[0]] = F32(2.0)
+    wide[1, :] = -inf
+    wide[1, wt[1]] = F32(-1.0)
+    wide[2, 50:250] = -inf
+    wide[2, wt[2]] = F32(0.0)
+    wide[3, wt[3]] = -inf
+    for temperature in (1.0, 0.05, 4.0):
+        write_case(out, rs, "masked_wide_T%g" % temperature, wide, wt, temperature)
     # ignore_index
     ignored = t.copy()
     ignored[[1, 4]] = -100
