@@ -343,7 +343,7 @@ TEST_CASE("empty gradient buffers are skipped and entropy's gradient may be writ
 
 TEST_CASE("entropy_from_logits: masked classes add nothing, in the packet loop too", "[measures][masks]") {
   // Regression: the packet exp of a sum clamps -inf to a tiny nonzero e, and e times the held
-  // -inf difference added -4 (float) to the moment where C reached the packet loop.
+  // -inf difference added a term of order 1 to the moment where C reached the packet loop.
   auto check = [](auto zero) {
     using T = decltype(zero);
     for (Index C : {9, 64, 300, 5000}) {

@@ -33,8 +33,8 @@ struct moment_stats {
   void accumulate(V* acc, const V&, const V& d, const V& e, const V& y, const V&, const V&) const {
     if constexpr (Centered) {
       // A masked class (-inf) must add 0. The packet exp of a sum is not 0 there (it clamps its
-      // argument: 1.2e-38 in float, 1e-308 in double), and times d held at the lowest finite value
-      // that would add -4 (float) or -0.2 (double) to the moment; so e is flushed below
+      // argument: about 1.2e-38 in float), and times d held at the lowest finite value that adds a term
+      // of order 1 to the moment; so e is flushed below
       // log(min normal), as exp_nonpositive's, where e d is below any ulp of the moment's terms.
       V live = e;
       if constexpr (simd::lanes<V> == 1) {
