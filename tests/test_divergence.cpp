@@ -341,6 +341,120 @@ TEST_CASE("empty gradient buffers are skipped and entropy's gradient may be writ
   for (Index j = 0; j < 3; ++j) CHECK(gxw.col(j).isApprox(gx1.col(j) * double(j == 0 ? 1 : j == 1 ? 2 : -3), 1e-15));
 }
 
+TEST_CASE("entropy_from_logits: masked classes add nothing, in the packet loop too", "[measures][masks]") {
+  // Regression: the packet exp of a sum clamps -inf to a tiny nonzero e, and e times the held
+  // -inf difference added a term of order 1 to the moment where C reached the packet loop.
+  auto check = [](auto zero) {
+    using T = decltype(zero);
+    for (Index C : {9, 64, 300, 5000}) {
+      dense<T> x = random_logits<T>(C, 2, 3);
+      std::vector<T> live;
+      for (Index k = 0; k < C; ++k) {
+        if (k % 3 == 1) x(k, 0) = -std::numeric_limits<T>::infinity();
+        else live.push_back(x(k, 0));
+      }
+      const Eigen::Map<const dense<T>> compact(live.data(), Index(live.size()), 1);
+      const T masked = xent::entropy_from_logits(x)(0), plain = xent::entropy_from_logits(compact)(0);
+      INFO("C " << C << ": " << masked << " vs " << plain);
+      CHECK(std::fabs(masked - plain) <= 8 * std::numeric_limits<T>::epsilon() * std::max(T(1), plain));
+    }
+  };
+  check(0.0f);
+  check(0.0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reductions: the reduced forms against the per-sample values they reduce.
+
+namespace {
+
+/// Checks one measure's reduced forms, given its per-sample values, unreduced backward and the
+/// reduced forward, with_grad and backward (the pair measures through their q-gradients too).
+template <class T, class Values, class Backward, class Reduced, class WithGrad, class ReducedBackward>
+void check_reductions(const char* name, Index C, Index N, Values&& values, Backward&& backward, Reduced&& reduced,
+                      WithGrad&& with_grad, ReducedBackward&& reduced_backward) {
+  INFO(name);
+  const Eigen::Matrix<T, Eigen::Dynamic, 1> v = values();
+  long double exact = 0;
+  for (Index j = 0; j < N; ++j) exact += v(j);
+  const auto none = reduced(xent::reduction::none);
+  CHECK(none.per_sample() == v);
+  CHECK(none.denominator() == double(N));
+  const T sum = reduced(xent::reduction::sum).value(), mean = reduced(xent::reduction::mean).value();
+  CHECK(xent_test::ulps(sum, exact) <= 1);
+  CHECK(xent_test::ulps(mean, exact / N) <= 1);
+  CHECK(reduced(xent::reduction::mean).denominator() == double(N));
+
+  // A number under mean is divided by N: the same bits as the per-sample form with g / N.
+  const T g = T(-0.75);
+  dense<T> expected(C, N), got(C, N);
+  backward(T(double(g) / double(N)), expected);
+  reduced_backward(g, xent::reduction::mean, got);
+  CHECK(got == expected);
+  backward(g, expected);
+  reduced_backward(g, xent::reduction::sum, got);
+  CHECK(got == expected);
+  const Eigen::Matrix<T, Eigen::Dynamic, 1> per = Eigen::Matrix<T, Eigen::Dynamic, 1>::LinSpaced(N, -1, 2);
+  backward(per, expected);
+  reduced_backward(per, xent::reduction::none, got);
+  CHECK(got == expected);
+  // with_grad differentiates what it returns: the mean's gradient is the sum's over N.
+  backward(T(1.0 / double(N)), expected);
+  const auto wm = with_grad(xent::reduction::mean, got);
+  CHECK(got == expected);
+  CHECK(wm.value() == mean);
+  backward(T(1), expected);
+  const auto ws = with_grad(xent::reduction::sum, got);
+  CHECK(got == expected);
+  CHECK(ws.value() == sum);
+}
+
+template <class T>
+void check_all_reductions() {
+  const Index C = 7, N = 13;
+  const dense<T> p = xent::softmax(random_logits<T>(C, N, 2)), q = xent::softmax(random_logits<T>(C, N, 2));
+  const dense<T> x = random_logits<T>(C, N, 3);
+  const xent::measure_options o{0, xent::bits};  // a base other than e: the reduced forms keep its scale
+  using R = xent::reduction;
+  check_reductions<T>(
+      "entropy", C, N, [&] { return xent::entropy(p, o); },
+      [&](const auto& g, dense<T>& out) { xent::entropy_backward(p, g, o, out); },
+      [&](R r) { return xent::entropy(p, o, r); }, [&](R r, dense<T>& out) { return xent::entropy_with_grad(p, o, r, out); },
+      [&](const auto& g, R r, dense<T>& out) { xent::entropy_backward(p, g, o, r, out); });
+  check_reductions<T>(
+      "entropy_from_logits", C, N, [&] { return xent::entropy_from_logits(x, o); },
+      [&](const auto& g, dense<T>& out) { xent::entropy_from_logits_backward(x, g, o, out); },
+      [&](R r) { return xent::entropy_from_logits(x, o, r); },
+      [&](R r, dense<T>& out) { return xent::entropy_from_logits_with_grad(x, o, r, out); },
+      [&](const auto& g, R r, dense<T>& out) { xent::entropy_from_logits_backward(x, g, o, r, out); });
+  const dense<T> none;
+  // The pairs: the gradient w.r.t. q (grad_p not wanted), and w.r.t. p below for kl.
+#define XENT_PAIR(NAME)                                                                                              \
+  check_reductions<T>(                                                                                               \
+      #NAME, C, N, [&] { return xent::NAME(p, q, o); },                                                              \
+      [&](const auto& g, dense<T>& out) { xent::NAME##_backward(p, q, g, o, none, out); },                            \
+      [&](R r) { return xent::NAME(p, q, o, r); },                                                                   \
+      [&](R r, dense<T>& out) { return xent::NAME##_with_grad(p, q, o, r, none, out); },                              \
+      [&](const auto& g, R r, dense<T>& out) { xent::NAME##_backward(p, q, g, o, r, none, out); });
+  XENT_PAIR(cross_entropy_between)
+  XENT_PAIR(kl_divergence)
+  XENT_PAIR(js_divergence)
+#undef XENT_PAIR
+  check_reductions<T>(
+      "kl_divergence w.r.t. p", C, N, [&] { return xent::kl_divergence(p, q, o); },
+      [&](const auto& g, dense<T>& out) { xent::kl_divergence_backward(p, q, g, o, out, none); },
+      [&](R r) { return xent::kl_divergence(p, q, o, r); },
+      [&](R r, dense<T>& out) { return xent::kl_divergence_with_grad(p, q, o, r, out, none); },
+      [&](const auto& g, R r, dense<T>& out) { xent::kl_divergence_backward(p, q, g, o, r, out, none); });
+}
+
+}  // namespace
+
+TEST_CASE("the measures' reductions are the per-sample values reduced, and their gradients follow", "[measures][reduction]") {
+  check_all_reductions<double>();
+  check_all_reductions<float>();
+}
+
 // ---------------------------------------------------------------------------------------------
 // Misuse: xent::invalid_argument naming function, argument, expectation and value.
 
@@ -376,6 +490,16 @@ TEST_CASE("bad input to the measures throws a message naming it", "[measures][er
        "kl_divergence_with_grad", "q", "q(2, 1) = -0.2"},
       {"entropy_from_logits grad_out", [&] { Eigen::MatrixXd g(3, 2); xent::entropy_from_logits_backward(p, Eigen::Vector4d::Ones(), {}, g); },
        "entropy_from_logits_backward", "grad_out", "one value per sample (2)"},
+      {"batchmean measure", [&] { (void)xent::kl_divergence(p, p, {}, xent::reduction::batchmean); }, "kl_divergence",
+       "reduction", "batchmean is kl_div's only"},
+      {"cast reduction", [&] { (void)xent::entropy(p, {}, static_cast<xent::reduction>(7)); }, "entropy", "reduction",
+       "but got 7"},
+      {"vector grad_out under mean", [&] { Eigen::MatrixXd g(3, 2); xent::js_divergence_backward(p, p, Eigen::Vector2d(1, 1), {}, xent::reduction::mean, g, g); },
+       "js_divergence_backward", "grad_out", "must be a number for reduction mean"},
+      {"reduced with_grad shape", [&] { Eigen::MatrixXd g(2, 2); (void)xent::entropy_from_logits_with_grad(p, {}, xent::reduction::sum, g); },
+       "entropy_from_logits_with_grad", "grad_out", "3 x 2"},
+      {"reduced backward bad reduction", [&] { Eigen::MatrixXd g(3, 2); xent::cross_entropy_between_backward(p, p, 1.0, {}, xent::reduction::batchmean, g, Eigen::MatrixXd()); },
+       "cross_entropy_between_backward", "reduction", "batchmean"},
   };
   check_misuse(cases);
 }

@@ -6,8 +6,12 @@
 // 0 log 0 = 0 throughout (torch.xlogy), so zeros in a distribution are fine. Each measure is one
 // sweep (the per-sample sums, the probability check in the same read); its gradients are one
 // elementwise pass each (they need no per-sample statistic): detail/losses/measures.hpp.
+// Each measure also takes a reduction after its options (none, mean over the samples, sum),
+// returning a loss_result reduced by the one reduction policy (engine/reduce.hpp); without it the
+// per-sample vector, as before.
 
 #include "../core/error.hpp"
+#include "../core/loss_result.hpp"
 #include "../core/reduction.hpp"
 #include "../detail/engine/checks.hpp"
 #include "../detail/engine/elementwise.hpp"
@@ -24,6 +28,7 @@
 #include <limits>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace xent {
@@ -180,6 +185,40 @@ void measure_backward(const char* function, const Eigen::DenseBase<P>& p, const 
   measure_gradient<M, true>(function, p, q, up, opts, grad_p);
 }
 
+/// The sample count of a measure's input.
+template <class P>
+Index measure_samples(const Eigen::DenseBase<P>& p, const measure_options& opts) {
+  return opts.dim == 0 ? p.cols() : p.rows();
+}
+
+/// Per-sample values reduced as the options' reduction says (denominator: the sample count).
+template <class T>
+loss_result<T> reduce_measure(reduction r, Eigen::Matrix<T, Eigen::Dynamic, 1>&& values) {
+  const double samples = double(values.size());
+  return reduce_losses(r, std::move(values), samples);
+}
+
+/// f(g) with the per-sample upstream gradient of a reduced measure: a number under mean (divided by
+/// the samples) or sum, a number or a vector of one value per sample under none.
+template <class T, class G, class F>
+void with_reduced_upstream(const char* function, reduction r, Index samples, const G& grad_out, F&& f) {
+  check_reduction(function, r, false);
+  if constexpr (std::is_arithmetic_v<G>) {
+    f(r == reduction::mean ? T(double(grad_out) / double(samples)) : T(grad_out));
+  } else {
+    if (r != reduction::none)
+      throw_invalid(function, "grad_out", std::string("must be a number for reduction ") + to_string(r) + ", not a vector of size",
+                    grad_out.size());
+    f(grad_out);
+  }
+}
+
+/// What a reduced _with_grad differentiates: the mean (1 / samples per sample) or the sum.
+template <class T>
+T reduced_seed(reduction r, Index samples) {
+  return r == reduction::mean ? T(1.0 / double(samples)) : T(1);
+}
+
 }  // namespace detail
 
 /// Shannon entropy H(p) = -sum_k p_k log p_k of every sample (0 log 0 = 0), in the base of opts.
@@ -237,28 +276,41 @@ Eigen::Matrix<typename X::Scalar, Eigen::Dynamic, 1> entropy_from_logits(const E
   return h;
 }
 
+namespace detail {
+
+/// H of every sample of the logits x (in the base of opts) and, in the same sweep, the gradient of
+/// coefficient * sum_j H_j into grad_out.
+template <class X, class Out>
+Eigen::Matrix<typename X::Scalar, Eigen::Dynamic, 1> entropy_from_logits_and_grad(const char* fn, const Eigen::DenseBase<X>& x,
+                                                                                 const measure_options& opts,
+                                                                                 typename X::Scalar coefficient,
+                                                                                 const Eigen::DenseBase<Out>& grad_out) {
+  using T = typename X::Scalar;
+  check_real<X>();
+  check_dim(fn, opts.dim);
+  check_num_threads(fn, opts.num_threads);
+  check_not_empty(fn, "x", x);
+  const T scale = T(inverse_log_base(fn, opts.base));
+  Eigen::Matrix<T, Eigen::Dynamic, 1> h(opts.dim == 0 ? x.cols() : x.rows());
+  auto c = [k = scale * coefficient](Eigen::Index) { return k; };
+  with_out_view(fn, "grad_out", x, grad_out, opts.dim, [&](const samples_view<T>& g) {
+    with_view(x, opts.dim, [&](const samples_view<const T>& v) {
+      const moment_policy<T, true, decltype(c)> policy(h.data(), c, true);
+      engine::sweep(policy, engine::sweep_views<T>{v, nullptr, &g}, opts.num_threads);
+    });
+  });
+  if (scale != T(1)) h *= scale;
+  return h;
+}
+
+}  // namespace detail
+
 /// entropy_from_logits and its gradient: returns H per sample (in the base of opts) and writes
 /// d (sum_j H_j) / d x = -p (log p + H) (scaled to the base) into grad_out (x's shape; it may be x).
 template <class X, class Out>
 Eigen::Matrix<typename X::Scalar, Eigen::Dynamic, 1> entropy_from_logits_with_grad(
     const Eigen::DenseBase<X>& x, const measure_options& opts, const Eigen::DenseBase<Out>& grad_out) {
-  using T = typename X::Scalar;
-  constexpr const char* fn = "entropy_from_logits_with_grad";
-  detail::check_real<X>();
-  detail::check_dim(fn, opts.dim);
-  detail::check_num_threads(fn, opts.num_threads);
-  detail::check_not_empty(fn, "x", x);
-  const T scale = T(detail::inverse_log_base(fn, opts.base));
-  Eigen::Matrix<T, Eigen::Dynamic, 1> h(opts.dim == 0 ? x.cols() : x.rows());
-  auto c = [scale](Eigen::Index) { return scale; };
-  detail::with_out_view(fn, "grad_out", x, grad_out, opts.dim, [&](const detail::samples_view<T>& g) {
-    detail::with_view(x, opts.dim, [&](const detail::samples_view<const T>& v) {
-      const detail::moment_policy<T, true, decltype(c)> policy(h.data(), c, true);
-      detail::engine::sweep(policy, detail::engine::sweep_views<T>{v, nullptr, &g}, opts.num_threads);
-    });
-  });
-  if (scale != T(1)) h *= scale;
-  return h;
+  return detail::entropy_from_logits_and_grad("entropy_from_logits_with_grad", x, opts, typename X::Scalar(1), grad_out);
 }
 
 /// The gradient of sum_j grad_out_j H_j, H_j the entropy of softmax of sample j, w.r.t. the logits
@@ -385,6 +437,181 @@ void js_divergence_backward(const Eigen::DenseBase<P>& p, const Eigen::DenseBase
                             const Eigen::DenseBase<GQ>& grad_q) {
   detail::measure_backward<detail::losses::measure::js>("js_divergence_backward", p, q, grad_out, opts, grad_p, &grad_q,
                                                         nullptr);
+}
+
+// ---- Reduced forms: the reduction after the options; loss_result as every loss returns.
+
+/// entropy reduced over the samples: none (per_sample(), as entropy(p, opts)), mean or sum
+/// (value(); denominator() is the sample count).
+/// \throws xent::invalid_argument as entropy, and if r is batchmean or not a reduction.
+template <class P>
+loss_result<typename P::Scalar> entropy(const Eigen::DenseBase<P>& p, const measure_options& opts, xent::reduction r) {
+  detail::check_reduction("entropy", r, false);
+  return detail::reduce_measure(r, detail::measure_values<detail::losses::measure::entropy>("entropy", p, p, opts));
+}
+
+/// entropy reduced by r, and the gradient of what it returns (the mean, the sum, or for none the
+/// sum over the samples) into grad_p.
+template <class P, class GP>
+loss_result<typename P::Scalar> entropy_with_grad(const Eigen::DenseBase<P>& p, const measure_options& opts,
+                                                   xent::reduction r, const Eigen::DenseBase<GP>& grad_p) {
+  using T = typename P::Scalar;
+  constexpr const char* fn = "entropy_with_grad";
+  detail::check_reduction(fn, r, false);
+  Eigen::Matrix<T, Eigen::Dynamic, 1> h;
+  detail::measure_backward<detail::losses::measure::entropy>(fn, p, p, detail::reduced_seed<T>(r, detail::measure_samples(p, opts)),
+                                                             opts, grad_p, static_cast<const Eigen::DenseBase<GP>*>(nullptr), &h);
+  return detail::reduce_measure(r, std::move(h));
+}
+
+/// The gradient of grad_out times entropy reduced by r: grad_out a number (under mean divided by the
+/// samples), or for none also a vector of one value per sample.
+template <class P, class G, class GP>
+void entropy_backward(const Eigen::DenseBase<P>& p, const G& grad_out, const measure_options& opts, xent::reduction r,
+                      const Eigen::DenseBase<GP>& grad_p) {
+  constexpr const char* fn = "entropy_backward";
+  detail::with_reduced_upstream<typename P::Scalar>(fn, r, detail::measure_samples(p, opts), grad_out, [&](const auto& g) {
+    detail::measure_backward<detail::losses::measure::entropy>(fn, p, p, g, opts, grad_p,
+                                                               static_cast<const Eigen::DenseBase<GP>*>(nullptr), nullptr);
+  });
+}
+
+/// entropy_from_logits reduced over the samples (none, mean or sum), as entropy(p, opts, r).
+template <class X>
+loss_result<typename X::Scalar> entropy_from_logits(const Eigen::DenseBase<X>& x, const measure_options& opts,
+                                                     xent::reduction r) {
+  detail::check_reduction("entropy_from_logits", r, false);
+  return detail::reduce_measure(r, entropy_from_logits(x, opts));
+}
+
+/// entropy_from_logits reduced by r, and in the same sweep the gradient of what it returns into
+/// grad_out (x's shape; it may be x).
+template <class X, class Out>
+loss_result<typename X::Scalar> entropy_from_logits_with_grad(const Eigen::DenseBase<X>& x, const measure_options& opts,
+                                                               xent::reduction r, const Eigen::DenseBase<Out>& grad_out) {
+  using T = typename X::Scalar;
+  constexpr const char* fn = "entropy_from_logits_with_grad";
+  detail::check_reduction(fn, r, false);
+  return detail::reduce_measure(
+      r, detail::entropy_from_logits_and_grad(fn, x, opts, detail::reduced_seed<T>(r, detail::measure_samples(x, opts)), grad_out));
+}
+
+/// The gradient of grad_out times entropy_from_logits reduced by r into grad_x; grad_out as
+/// entropy_backward's reduced form.
+template <class X, class G, class Out>
+void entropy_from_logits_backward(const Eigen::DenseBase<X>& x, const G& grad_out, const measure_options& opts,
+                                  xent::reduction r, const Eigen::DenseBase<Out>& grad_x) {
+  using T = detail::compute_t<typename X::Scalar>;
+  detail::with_reduced_upstream<T>("entropy_from_logits_backward", r, detail::measure_samples(x, opts), grad_out,
+                                   [&](const auto& g) { entropy_from_logits_backward(x, g, opts, grad_x); });
+}
+
+/// cross_entropy_between reduced over the samples: none (per_sample()), mean or sum (value(); denominator() is the
+/// sample count). \throws xent::invalid_argument as cross_entropy_between, and if r is batchmean or not a reduction.
+template <class P, class Q>
+loss_result<typename P::Scalar> cross_entropy_between(const Eigen::DenseBase<P>& p, const Eigen::DenseBase<Q>& q,
+                                        const measure_options& opts, xent::reduction r) {
+  detail::check_reduction("cross_entropy_between", r, false);
+  return detail::reduce_measure(r, detail::measure_values<detail::losses::measure::cross_entropy>("cross_entropy_between", p, q, opts));
+}
+
+/// cross_entropy_between reduced by r, and the gradients of what it returns (the mean, the sum, or for none the sum
+/// over the samples) into grad_p and grad_q (either may be empty: not wanted).
+template <class P, class Q, class GP, class GQ>
+loss_result<typename P::Scalar> cross_entropy_between_with_grad(const Eigen::DenseBase<P>& p, const Eigen::DenseBase<Q>& q,
+                                                  const measure_options& opts, xent::reduction r,
+                                                  const Eigen::DenseBase<GP>& grad_p, const Eigen::DenseBase<GQ>& grad_q) {
+  using T = typename P::Scalar;
+  constexpr const char* fn = "cross_entropy_between_with_grad";
+  detail::check_reduction(fn, r, false);
+  Eigen::Matrix<T, Eigen::Dynamic, 1> values;
+  detail::measure_backward<detail::losses::measure::cross_entropy>(fn, p, q, detail::reduced_seed<T>(r, detail::measure_samples(p, opts)),
+                                                          opts, grad_p, &grad_q, &values);
+  return detail::reduce_measure(r, std::move(values));
+}
+
+/// The gradients of grad_out times cross_entropy_between reduced by r: grad_out a number (under mean divided by the
+/// samples), or for none also a vector of one value per sample.
+template <class P, class Q, class G, class GP, class GQ>
+void cross_entropy_between_backward(const Eigen::DenseBase<P>& p, const Eigen::DenseBase<Q>& q, const G& grad_out,
+                     const measure_options& opts, xent::reduction r, const Eigen::DenseBase<GP>& grad_p,
+                     const Eigen::DenseBase<GQ>& grad_q) {
+  constexpr const char* fn = "cross_entropy_between_backward";
+  detail::with_reduced_upstream<typename P::Scalar>(fn, r, detail::measure_samples(p, opts), grad_out, [&](const auto& g) {
+    detail::measure_backward<detail::losses::measure::cross_entropy>(fn, p, q, g, opts, grad_p, &grad_q, nullptr);
+  });
+}
+
+/// kl_divergence reduced over the samples: none (per_sample()), mean or sum (value(); denominator() is the
+/// sample count). \throws xent::invalid_argument as kl_divergence, and if r is batchmean or not a reduction.
+template <class P, class Q>
+loss_result<typename P::Scalar> kl_divergence(const Eigen::DenseBase<P>& p, const Eigen::DenseBase<Q>& q,
+                                        const measure_options& opts, xent::reduction r) {
+  detail::check_reduction("kl_divergence", r, false);
+  return detail::reduce_measure(r, detail::measure_values<detail::losses::measure::kl>("kl_divergence", p, q, opts));
+}
+
+/// kl_divergence reduced by r, and the gradients of what it returns (the mean, the sum, or for none the sum
+/// over the samples) into grad_p and grad_q (either may be empty: not wanted).
+template <class P, class Q, class GP, class GQ>
+loss_result<typename P::Scalar> kl_divergence_with_grad(const Eigen::DenseBase<P>& p, const Eigen::DenseBase<Q>& q,
+                                                  const measure_options& opts, xent::reduction r,
+                                                  const Eigen::DenseBase<GP>& grad_p, const Eigen::DenseBase<GQ>& grad_q) {
+  using T = typename P::Scalar;
+  constexpr const char* fn = "kl_divergence_with_grad";
+  detail::check_reduction(fn, r, false);
+  Eigen::Matrix<T, Eigen::Dynamic, 1> values;
+  detail::measure_backward<detail::losses::measure::kl>(fn, p, q, detail::reduced_seed<T>(r, detail::measure_samples(p, opts)),
+                                                          opts, grad_p, &grad_q, &values);
+  return detail::reduce_measure(r, std::move(values));
+}
+
+/// The gradients of grad_out times kl_divergence reduced by r: grad_out a number (under mean divided by the
+/// samples), or for none also a vector of one value per sample.
+template <class P, class Q, class G, class GP, class GQ>
+void kl_divergence_backward(const Eigen::DenseBase<P>& p, const Eigen::DenseBase<Q>& q, const G& grad_out,
+                     const measure_options& opts, xent::reduction r, const Eigen::DenseBase<GP>& grad_p,
+                     const Eigen::DenseBase<GQ>& grad_q) {
+  constexpr const char* fn = "kl_divergence_backward";
+  detail::with_reduced_upstream<typename P::Scalar>(fn, r, detail::measure_samples(p, opts), grad_out, [&](const auto& g) {
+    detail::measure_backward<detail::losses::measure::kl>(fn, p, q, g, opts, grad_p, &grad_q, nullptr);
+  });
+}
+
+/// js_divergence reduced over the samples: none (per_sample()), mean or sum (value(); denominator() is the
+/// sample count). \throws xent::invalid_argument as js_divergence, and if r is batchmean or not a reduction.
+template <class P, class Q>
+loss_result<typename P::Scalar> js_divergence(const Eigen::DenseBase<P>& p, const Eigen::DenseBase<Q>& q,
+                                        const measure_options& opts, xent::reduction r) {
+  detail::check_reduction("js_divergence", r, false);
+  return detail::reduce_measure(r, detail::measure_values<detail::losses::measure::js>("js_divergence", p, q, opts));
+}
+
+/// js_divergence reduced by r, and the gradients of what it returns (the mean, the sum, or for none the sum
+/// over the samples) into grad_p and grad_q (either may be empty: not wanted).
+template <class P, class Q, class GP, class GQ>
+loss_result<typename P::Scalar> js_divergence_with_grad(const Eigen::DenseBase<P>& p, const Eigen::DenseBase<Q>& q,
+                                                  const measure_options& opts, xent::reduction r,
+                                                  const Eigen::DenseBase<GP>& grad_p, const Eigen::DenseBase<GQ>& grad_q) {
+  using T = typename P::Scalar;
+  constexpr const char* fn = "js_divergence_with_grad";
+  detail::check_reduction(fn, r, false);
+  Eigen::Matrix<T, Eigen::Dynamic, 1> values;
+  detail::measure_backward<detail::losses::measure::js>(fn, p, q, detail::reduced_seed<T>(r, detail::measure_samples(p, opts)),
+                                                          opts, grad_p, &grad_q, &values);
+  return detail::reduce_measure(r, std::move(values));
+}
+
+/// The gradients of grad_out times js_divergence reduced by r: grad_out a number (under mean divided by the
+/// samples), or for none also a vector of one value per sample.
+template <class P, class Q, class G, class GP, class GQ>
+void js_divergence_backward(const Eigen::DenseBase<P>& p, const Eigen::DenseBase<Q>& q, const G& grad_out,
+                     const measure_options& opts, xent::reduction r, const Eigen::DenseBase<GP>& grad_p,
+                     const Eigen::DenseBase<GQ>& grad_q) {
+  constexpr const char* fn = "js_divergence_backward";
+  detail::with_reduced_upstream<typename P::Scalar>(fn, r, detail::measure_samples(p, opts), grad_out, [&](const auto& g) {
+    detail::measure_backward<detail::losses::measure::js>(fn, p, q, g, opts, grad_p, &grad_q, nullptr);
+  });
 }
 
 }  // namespace xent

@@ -3,8 +3,8 @@
 
 // The per-sample sweep: one driver for every loss that normalises each sample's classes
 // (cross_entropy, softmax and log_softmax, the focal and generalised losses, distillation, the HVP,
-// the entropy of logits, the information measures' values, the evaluation metrics and temperature
-// fitting's moments). A loss supplies a policy (detail/losses/): which statistics one read of a
+// the entropy of logits, the target's log-probability with the entropy (policy gradients), the
+// information measures' values, the evaluation metrics and temperature fitting's moments). A loss supplies a policy (detail/losses/): which statistics one read of a
 // chunk gathers besides the log-sum-exp partial, how chunks fold into a sample, what the sample's
 // loss is, and what the write pass writes per class (a template over packet or scalar); the driver
 // owns the rest:

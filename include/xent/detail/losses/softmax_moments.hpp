@@ -32,8 +32,17 @@ struct moment_stats {
   template <class V>
   void accumulate(V* acc, const V&, const V& d, const V& e, const V& y, const V&, const V&) const {
     if constexpr (Centered) {
-      // A masked class (-inf) has e = 0 and must add 0, not 0 * -inf: d is held at the lowest finite value.
-      acc[0] = simd::padd(acc[0], simd::pmul(e, simd::pmax(d, simd::pset1<V>(std::numeric_limits<T>::lowest()))));
+      // A masked class (-inf) must add 0. The packet exp of a sum is not 0 there (it clamps its
+      // argument: about 1.2e-38 in float), and times d held at the lowest finite value that adds a term
+      // of order 1 to the moment; so e is flushed below
+      // log(min normal), as exp_nonpositive's, where e d is below any ulp of the moment's terms.
+      V live = e;
+      if constexpr (simd::lanes<V> == 1) {
+        live = d < simd::exp_flush_below<T> ? T(0) : e;
+      } else {
+        live = simd::pandnot(e, simd::pcmp_lt(d, simd::pset1<V>(simd::exp_flush_below<T>)));
+      }
+      acc[0] = simd::padd(acc[0], simd::pmul(live, simd::pmax(d, simd::pset1<V>(std::numeric_limits<T>::lowest()))));
     } else {
       acc[0] = simd::padd(acc[0], simd::pmul(e, y));
     }
