@@ -497,28 +497,27 @@ void check_elementwise(const elementwise_args<T>& a, const Eigen::DenseBase<X>& 
                   a.dim == 0 ? x.cols() : x.rows());
 }
 
+/// The call's sample weighting, as the per-sample losses see theirs.
+template <class T>
+sample_selection selection_of(const elementwise_args<T>& a) {
+  return {a.sample_weight && a.sample_weight->size() ? a.sample_weight->data() : nullptr,
+          a.mask && a.mask->size() ? a.mask->data() : nullptr, a.normalizer};
+}
+
 /// What reduction::mean (batchmean) divides by: the elements (samples) kept, each sample counted
 /// by its weight. The class weights are not in it (torch's mean over the elements).
 template <class T>
 double elementwise_denominator(const elementwise_args<T>& a, Index rows, Index cols) {
   const Index samples = a.dim == 0 ? cols : rows, classes = a.dim == 0 ? rows : cols;
-  const std::vector<T> f = sample_factors(a, samples);
-  double kept = double(samples);
-  if (!f.empty()) {
-    exact_sum s;
-    for (std::size_t j = 0; j < f.size(); ++j)
-      if (f[j] != T(0)) s.add(a.sample_weight && a.sample_weight->size() ? (*a.sample_weight)(Index(j)) : 1.0);
-    kept = s.value();
-  }
+  const double kept = kept_weight(selection_of(a), samples);
   return a.r == reduction::batchmean ? kept : kept * double(classes);
 }
 
-/// What the reduced weighted sum is divided by: the normalizer when given, else the denominator
-/// for mean and batchmean, 1 for sum.
+/// What the reduced weighted sum is divided by (sample_selection::divisor: the normalizer when
+/// given, else the denominator for mean and batchmean, 1 for sum).
 template <class T>
 double elementwise_divisor(const elementwise_args<T>& a, reduction r, double denominator) {
-  if (a.normalizer) return *a.normalizer;
-  return r == reduction::sum || r == reduction::none ? 1.0 : denominator;
+  return selection_of(a).divisor(r, denominator);
 }
 
 /// The upstream gradient of a call: a number for mean, sum and batchmean (a 1 x 1 matrix is taken

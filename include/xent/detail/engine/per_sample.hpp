@@ -89,15 +89,6 @@ double check_index_targets(const char* fn, const Eigen::DenseBase<TDerived>& tar
   return total.value();
 }
 
-/// The summed weights of the kept samples (the denominator of a loss without class-index targets).
-inline double kept_weight(const sample_selection& selection, Index samples) {
-  if (!selection.weight && !selection.mask) return double(samples);
-  engine::exact_sum total;
-  for (Index j = 0; j < samples; ++j)
-    if (selection.kept(j)) total.add(selection.weight_at(j));
-  return total.value();
-}
-
 /// The class of sample j, or -1 when its target is ignore_index or the mask leaves it out (its
 /// logits are never read).
 template <class TDerived>

@@ -7,6 +7,7 @@
 
 #include "../../core/error.hpp"
 #include "../../core/reduction.hpp"
+#include "reduce.hpp"
 #include "view.hpp"
 
 #include <Eigen/Core>
@@ -66,6 +67,15 @@ template <class Options>
 sample_selection selection_of(const char* fn, const Options& o, Index samples) {
   check_selection(fn, o.sample_weight, o.mask, o.normalizer, o.reduction, samples);
   return selection_in(o);
+}
+
+/// The summed weights of the kept samples (the denominator of a loss without class-index targets).
+inline double kept_weight(const sample_selection& selection, Index samples) {
+  if (!selection.weight && !selection.mask) return double(samples);
+  engine::exact_sum total;
+  for (Index j = 0; j < samples; ++j)
+    if (selection.kept(j)) total.add(selection.weight_at(j));
+  return total.value();
 }
 
 }  // namespace xent::detail
