@@ -920,6 +920,113 @@ void sample_weights() {
   if (rank == 0) std::printf("sample weights, mask and normalizer: sharded within 4 ulp of the single process\n");
 }
 
+/// softcap, z_loss and return_lse (alone and with smoothing of both kinds, class weights,
+/// ignore_index, both layouts): the sharded loss, lse and gradient within 4 ulp of the single
+/// process's with the same options (tests/test_fused.cpp and test_reference_data.cpp hold it to
+/// torch), still one collective per call.
+struct capped_spec {
+  const char* name;
+  double softcap, z_loss;
+  bool return_lse;
+  double smoothing;
+  xent::label_smoothing_kind kind;
+  bool weighted;
+  xent::reduction reduction;
+  int dim;
+};
+
+template <class T>
+void capped_case(const capped_spec& s) {
+  current = std::string(s.name) + (sizeof(T) == 4 ? " float" : " double");
+  const Eigen::Index C = 1003, N = 13;
+  std::mt19937_64 engine(std::hash<std::string>{}(s.name) ^ seed);
+  // Logits beyond the cap (|x| up to ~60 with a cap of 30) so that tanh bends them.
+  std::normal_distribution<double> normal(0, 20);
+  matrix<T> x(C, N);
+  for (Eigen::Index i = 0; i < x.size(); ++i) x.data()[i] = T(normal(engine));
+  x(5, 2) = -std::numeric_limits<T>::infinity();  // a masked class stays masked under the cap
+  targets_t targets(N);
+  for (Eigen::Index j = 0; j < N; ++j) targets(j) = j % 5 == 3 ? -100 : std::int64_t(engine() % std::uint64_t(C));
+  xent::cross_entropy_options opts;
+  opts.softcap = s.softcap;
+  opts.z_loss = s.z_loss;
+  opts.return_lse = s.return_lse;
+  opts.label_smoothing = s.smoothing;
+  opts.label_smoothing_kind = s.kind;
+  opts.reduction = s.reduction;
+  double max_weight = 1;
+  if (s.weighted) {
+    std::uniform_real_distribution<double> wd(0.25, 2.0);
+    opts.weight.resize(C);
+    for (Eigen::Index k = 0; k < C; ++k) opts.weight(k) = wd(engine);
+    max_weight = opts.weight.maxCoeff();
+  }
+  matrix<T> g_single(C, N);
+  const xent::loss_result<T> single = xent::cross_entropy_with_grad(x, targets, opts, g_single);
+  const xent::parallel::vocab_shard shard = shard_of(layout::even, C);
+  opts.dim = s.dim;
+  matrix<T> g(s.dim == 0 ? shard.size : N, s.dim == 0 ? N : shard.size);
+  xent::loss_result<T> got = xent::loss_result<T>::reduced(s.reduction, T(0), 0.0);
+  xent::loss_result<T> forward_only = got;
+  const matrix<T> local = s.dim == 0 ? matrix<T>(x.middleRows(shard.begin, shard.size))
+                                     : matrix<T>(x.middleRows(shard.begin, shard.size).transpose());
+  expect_one_allreduce([&] { got = xent::parallel::vocab_parallel_cross_entropy_with_grad(local, targets, shard, opts, MPI_COMM_WORLD, g); },
+                       int(N + 1), "with_grad");
+  expect_one_allreduce([&] { forward_only = xent::parallel::vocab_parallel_cross_entropy(local, targets, shard, opts, MPI_COMM_WORLD); },
+                       int(N + 1), "forward");
+  auto close = [](T a, T b) { return (std::isnan(a) && std::isnan(b)) || a == b || xent_test::ulps(a, b, 1) <= 4; };
+  if (s.reduction == xent::reduction::none) {
+    for (Eigen::Index j = 0; j < N; ++j) {
+      expect(close(got.per_sample()(j), single.per_sample()(j)),
+             "loss[" + std::to_string(j) + "] = " + std::to_string(double(got.per_sample()(j))) + ", single process " +
+                 std::to_string(double(single.per_sample()(j))));
+      expect(std::memcmp(&got.per_sample()(j), &forward_only.per_sample()(j), sizeof(T)) == 0, "forward-only loss differs");
+    }
+  } else {
+    expect(close(got.value(), single.value()),
+           "the reduced loss " + std::to_string(double(got.value())) + ", single process " + std::to_string(double(single.value())));
+    const T a = got.value(), b = forward_only.value();
+    expect(std::memcmp(&a, &b, sizeof(T)) == 0, "forward-only loss differs");
+  }
+  if (s.return_lse) {
+    for (Eigen::Index j = 0; j < N; ++j)
+      expect(close(got.lse()(j), single.lse()(j)) && close(forward_only.lse()(j), single.lse()(j)),
+             "lse[" + std::to_string(j) + "] = " + std::to_string(double(got.lse()(j))) + ", single process " +
+                 std::to_string(double(single.lse()(j))));
+    expect(std::isnan(got.lse()(3)), "an ignored sample's lse is NaN, as cross_entropy's");
+  }
+  const double divisor = s.reduction == xent::reduction::mean ? got.denominator() : 1.0;
+  const long double floor = max_weight / divisor;
+  for (Eigen::Index j = 0; j < N; ++j)
+    for (Eigen::Index k = 0; k < shard.size; ++k) {
+      const T gk = s.dim == 0 ? g(k, j) : g(j, k);
+      const T sk = g_single(shard.begin + k, j);
+      expect((std::isnan(gk) && std::isnan(sk)) || xent_test::ulps(gk, sk, floor) <= 4,
+             "grad[class " + std::to_string(shard.begin + k) + "][sample " + std::to_string(j) + "] = " + std::to_string(double(gk)) +
+                 ", single process " + std::to_string(double(sk)));
+    }
+}
+
+void softcap_z_loss_lse() {
+  using R = xent::reduction;
+  using K = xent::label_smoothing_kind;
+  const std::vector<capped_spec> specs = {
+      {"softcap 30", 30, 0, false, 0, K::uniform, false, R::none, 0},
+      {"softcap 30 mean", 30, 0, false, 0, K::uniform, false, R::mean, 0},
+      {"z_loss 1e-3", 0, 1e-3, false, 0, K::uniform, false, R::none, 0},
+      {"return_lse", 0, 0, true, 0, K::uniform, false, R::sum, 0},
+      {"softcap z_loss lse smoothing", 30, 1e-3, true, 0.1, K::uniform, false, R::none, 0},
+      {"softcap z_loss lse other_classes weight", 30, 1e-4, true, 0.1, K::other_classes, true, R::mean, 0},
+      {"softcap z_loss lse weight dim 1", 5, 1e-2, true, 0.2, K::uniform, true, R::none, 1},
+  };
+  for (const capped_spec& s : specs) {
+    capped_case<float>(s);
+    capped_case<double>(s);
+  }
+  if (rank == 0)
+    std::printf("softcap, z_loss, return_lse: %zu cases x float, double sharded within 4 ulp of the single process\n", specs.size());
+}
+
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -933,6 +1040,7 @@ int main(int argc, char** argv) {
     vocab_parallel_matches_single_process();
     bf16_logits();
     sample_weights();
+    softcap_z_loss_lse();
     gradient_in_place();
     errors();
     data_parallel_sums();

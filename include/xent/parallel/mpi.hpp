@@ -118,9 +118,6 @@ xent::detail::checked_call check_arguments(const char* fn, const Eigen::DenseBas
   xent::detail::check_index_only_options(fn, opts);
   if (!(opts.label_smoothing >= 0 && opts.label_smoothing <= 1))
     throw_invalid(fn, "label_smoothing", "must be in [0, 1]", opts.label_smoothing);
-  if (opts.softcap != 0 || opts.z_loss != 0 || opts.return_lse)
-    throw_invalid(fn, "opts", "softcap, z_loss and return_lse are not supported vocabulary-parallel yet (must be 0, 0, false)",
-                  "one of them set");
   if (shard.classes < 1) throw_invalid(fn, "shard.classes", "must be at least 1", shard.classes);
   (void)xent::detail::torch_smoothing_of(fn, opts.label_smoothing, opts.label_smoothing_kind, shard.classes);
   if (shard.begin < 0 || shard.size < 0 || shard.begin > shard.classes - shard.size)
@@ -164,6 +161,8 @@ shard_setup<T> shard_setup_of(const cross_entropy_options& opts, const vocab_sha
                                                       opts.label_smoothing_kind, shard.classes));
   setup.global.weight_total = weights.empty() ? static_cast<T>(shard.classes) : static_cast<T>(opts.weight.sum());
   setup.global.classes = shard.classes;
+  setup.global.softcap = static_cast<T>(opts.softcap);
+  setup.global.z_loss = static_cast<T>(opts.z_loss);
   setup.local = setup.global;
   if (setup.local.weight) setup.local.weight += shard.begin;
   setup.begin = shard.begin;
@@ -245,10 +244,12 @@ loss_result<xent::detail::compute_t<typename Derived::Scalar>> vocab_parallel(
   if (local_error) std::rethrow_exception(local_error);
   check_merged(fn, records, target_at, shard);
 
-  Eigen::Matrix<T, Eigen::Dynamic, 1> losses(samples);
+  Eigen::Matrix<T, Eigen::Dynamic, 1> losses(samples), lse(opts.return_lse ? samples : 0);
   for (Eigen::Index j = 0; j < samples; ++j) {
     const Index t = target_at(j);
     losses(j) = t < 0 ? T(0) : record_loss(records[std::size_t(j)], t, setup);
+    // NaN for a left-out sample, as cross_entropy's (its records are the identity, never read).
+    if (opts.return_lse) lse(j) = t < 0 ? std::numeric_limits<T>::quiet_NaN() : records[std::size_t(j)].lse().value();
   }
   if constexpr (!std::is_same_v<Out, no_gradient>) {
     // grad_out = 1: the single-process scale (1 / denominator for mean, times the sample weights),
@@ -260,7 +261,8 @@ loss_result<xent::detail::compute_t<typename Derived::Scalar>> vocab_parallel(
       });
     });
   }
-  return xent::detail::reduce_losses(opts.reduction, std::move(losses), denominator, checked.selection);
+  auto result = xent::detail::reduce_losses(opts.reduction, std::move(losses), denominator, checked.selection);
+  return opts.return_lse ? std::move(result).with_lse(std::move(lse)) : result;
 }
 
 }  // namespace detail
@@ -289,8 +291,10 @@ inline void validate_shards(const vocab_shard& shard, MPI_Comm comm) {
 /// [shard.begin, shard.begin + shard.size) of the C x N logits) or N x shard.size (dim = 1); float,
 /// double or Eigen::bfloat16 (computed in float, as cross_entropy does).
 /// targets: the N global class indices, the same on every rank, in [0, C) or ignore_index.
-/// opts: as cross_entropy's: reduction (none, mean, sum), ignore_index, label_smoothing, weight as
-/// the whole vocabulary's C weights on every rank, num_threads for the rank's own work.
+/// opts: as cross_entropy's: reduction (none, mean, sum), ignore_index, label_smoothing (both kinds),
+/// weight as the whole vocabulary's C weights on every rank, softcap, z_loss, return_lse (each
+/// sample's log-sum-exp over the whole vocabulary, of the softcapped logits), sample_weight, mask,
+/// normalizer, num_threads for the rank's own work.
 /// Collective: every rank of comm calls it with the same targets, opts and shard.classes.
 /// \returns the same loss_result on every rank (bit for bit), within 4 ulp of xent::cross_entropy
 ///          on the whole logits (docs/parallel.md).

@@ -123,10 +123,13 @@ xent::detail::sample_summary<T> summary_of(const vocab_record<T>& r) {
   return s;
 }
 
-/// The loss of a sample (global target t, not ignored) from its merged record.
+/// The loss of a sample (global target t, not ignored) from its merged record. The record carries
+/// the target's raw logit (summed exactly across ranks); the loss reads it softcapped, as the
+/// summaries are.
 template <class T>
 T record_loss(const vocab_record<T>& r, Index t, const shard_setup<T>& s) {
-  return xent::detail::fused_loss(summary_of(r), r.target_logit, t, s.global);
+  return xent::detail::fused_loss(summary_of(r), xent::detail::engine::value_of(r.target_logit, s.global.transform()), t,
+                                  s.global);
 }
 
 /// c * d loss / d x over the rank's n contiguous classes of a sample (global target t, not
