@@ -26,6 +26,7 @@
 
 #include "../support.hpp"
 
+#include <xent/parallel/linear.hpp>
 #include <xent/parallel/mpi.hpp>
 #include <xent/xent.hpp>
 
@@ -42,6 +43,7 @@
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -1027,6 +1029,190 @@ void softcap_z_loss_lse() {
     std::printf("softcap, z_loss, return_lse: %zu cases x float, double sharded within 4 ulp of the single process\n", specs.size());
 }
 
+
+// --- vocabulary-parallel linear cross-entropy ------------------------------------------------------
+
+struct linear_spec {
+  const char* name;
+  bool v_by_d;
+  bool bias;
+  double smoothing;
+  xent::label_smoothing_kind kind;
+  double z_loss, softcap;
+  bool return_lse, weighted;
+  xent::reduction reduction;
+  Eigen::Index sample_block;
+  std::size_t max_block_bytes;  // 0: every block's logits recomputed for the gradient
+};
+
+template <class T>
+bool same_bits(T a, T b) { return std::memcmp(&a, &b, sizeof(T)) == 0; }
+
+/// The largest |a - b| over the largest |b|, in eps of T.
+template <class A, class B>
+double relative_eps(const A& a, const B& b) {
+  using T = typename B::Scalar;
+  const double scale = std::max(double(b.cwiseAbs().maxCoeff()), double(std::numeric_limits<T>::min()));
+  return double((a - b).cwiseAbs().maxCoeff()) / scale / double(std::numeric_limits<T>::epsilon());
+}
+
+template <class T>
+void linear_case(const linear_spec& s, double& worst_loss, double& worst_grad) {
+  current = std::string(s.name) + (sizeof(T) == 4 ? " float" : " double");
+  const Eigen::Index C = 1003, D = 24, N = 29;
+  std::mt19937_64 engine(std::hash<std::string>{}(s.name) ^ seed);
+  std::normal_distribution<double> normal(0, 1);
+  matrix<T> h(D, N), w_dv(D, C);
+  for (Eigen::Index i = 0; i < h.size(); ++i) h.data()[i] = T(normal(engine));
+  for (Eigen::Index i = 0; i < w_dv.size(); ++i) w_dv.data()[i] = T(normal(engine) * (s.softcap != 0 ? 4 : 1));
+  Eigen::Matrix<T, Eigen::Dynamic, 1> bias(C);
+  for (Eigen::Index k = 0; k < C; ++k) bias(k) = T(normal(engine));
+  targets_t targets(N);
+  for (Eigen::Index j = 0; j < N; ++j) targets(j) = j % 7 == 3 ? -100 : std::int64_t(engine() % std::uint64_t(C));
+  xent::linear_cross_entropy_options opts;
+  opts.label_smoothing = s.smoothing;
+  opts.label_smoothing_kind = s.kind;
+  opts.z_loss = s.z_loss;
+  opts.softcap = s.softcap;
+  opts.return_lse = s.return_lse;
+  opts.reduction = s.reduction;
+  opts.sample_block = s.sample_block;
+  opts.max_block_bytes = s.max_block_bytes;
+  if (s.weighted) {
+    std::uniform_real_distribution<double> wd(0, 2);
+    opts.sample_weight.resize(N);
+    opts.mask.resize(N);
+    for (Eigen::Index j = 0; j < N; ++j) {
+      opts.sample_weight(j) = j % 5 == 1 ? 0.0 : wd(engine);  // a weight of 0 leaves the GEMMs
+      opts.mask(j) = j % 6 != 2;
+    }
+  }
+  const matrix<T> w = s.v_by_d ? matrix<T>(w_dv.transpose()) : w_dv;
+  const xent::parallel::vocab_shard shard = shard_of(layout::even, C);
+  const matrix<T> local_w = s.v_by_d ? matrix<T>(w.middleRows(shard.begin, shard.size)) : matrix<T>(w.middleCols(shard.begin, shard.size));
+  const Eigen::Matrix<T, Eigen::Dynamic, 1> local_b = bias.segment(shard.begin, shard.size);
+
+  // The one process, grad_out = 1 (ones for none).
+  matrix<T> gh1(D, N), gw1(w.rows(), w.cols());
+  Eigen::Matrix<T, Eigen::Dynamic, 1> gb1(C);
+  const Eigen::Matrix<T, Eigen::Dynamic, 1> ones = Eigen::Matrix<T, Eigen::Dynamic, 1>::Ones(N);
+  auto single_call = [&](const auto& grad_out) {
+    return s.bias ? xent::linear_cross_entropy_with_grad(h, w, bias, targets, grad_out, opts, gh1, gw1, gb1)
+                  : xent::linear_cross_entropy_with_grad(h, w, targets, grad_out, opts, gh1, gw1);
+  };
+  const auto single = s.reduction == xent::reduction::none ? single_call(ones) : single_call(T(1));
+
+  matrix<T> gh(D, N), gw(local_w.rows(), local_w.cols());
+  Eigen::Matrix<T, Eigen::Dynamic, 1> gb(shard.size);
+  std::optional<xent::linear_cross_entropy_result<T>> got_call, forward_call;
+  expect_one_allreduce(
+      [&] {
+        got_call = s.bias ? xent::parallel::vocab_parallel_linear_cross_entropy_with_grad(h, local_w, local_b, targets, shard, opts,
+                                                                                      MPI_COMM_WORLD, gh, gw, gb)
+                     : xent::parallel::vocab_parallel_linear_cross_entropy_with_grad(h, local_w, targets, shard, opts, MPI_COMM_WORLD, gh, gw);
+      },
+      int(N + 1), "linear with_grad");
+  expect_one_allreduce(
+      [&] {
+        forward_call = s.bias ? xent::parallel::vocab_parallel_linear_cross_entropy(h, local_w, local_b, targets, shard, opts, MPI_COMM_WORLD)
+                              : xent::parallel::vocab_parallel_linear_cross_entropy(h, local_w, targets, shard, opts, MPI_COMM_WORLD);
+      },
+      int(N + 1), "linear forward");
+  const xent::linear_cross_entropy_result<T>&got = *got_call, &forward_only = *forward_call;
+  // The logits of both come from GEMMs blocked differently: a loss is held to 8 ulp at
+  // max(|loss|, 1), a gradient to 16 eps of its largest entry.
+  auto loss_ulps = [](T a, T b) { return (std::isnan(a) && std::isnan(b)) ? 0.0 : xent_test::ulps(a, b, 1); };
+  if (s.reduction == xent::reduction::none) {
+    for (Eigen::Index j = 0; j < N; ++j) {
+      const double e = loss_ulps(got.loss.per_sample()(j), single.loss.per_sample()(j));
+      worst_loss = std::max(worst_loss, e);
+      expect(e <= 8, "loss[" + std::to_string(j) + "] = " + std::to_string(double(got.loss.per_sample()(j))) + ", single process " +
+                         std::to_string(double(single.loss.per_sample()(j))));
+      expect(same_bits(got.loss.per_sample()(j), forward_only.loss.per_sample()(j)), "forward-only loss differs");
+    }
+  } else {
+    const double e = loss_ulps(got.loss.value(), single.loss.value());
+    worst_loss = std::max(worst_loss, e);
+    expect(e <= 8, "the reduced loss " + std::to_string(double(got.loss.value())) + ", single process " +
+                       std::to_string(double(single.loss.value())));
+    expect(same_bits(got.loss.value(), forward_only.loss.value()), "forward-only loss differs");
+    expect(got.loss.denominator() == single.loss.denominator(), "the mean's denominator differs");
+  }
+  if (s.return_lse) {
+    for (Eigen::Index j = 0; j < N; ++j) {
+      const bool left_out = std::isnan(single.lse(j));
+      expect(left_out ? std::isnan(got.lse(j)) : loss_ulps(got.lse(j), single.lse(j)) <= 8,
+             "lse[" + std::to_string(j) + "] = " + std::to_string(double(got.lse(j))) + ", single process " + std::to_string(double(single.lse(j))));
+    }
+  }
+  const matrix<T> gw1_shard = s.v_by_d ? matrix<T>(gw1.middleRows(shard.begin, shard.size)) : matrix<T>(gw1.middleCols(shard.begin, shard.size));
+  if (shard.size > 0) {
+    const double e = relative_eps(gw, gw1_shard);
+    worst_grad = std::max(worst_grad, e);
+    expect(e <= 16, "grad_local_weight: " + std::to_string(e) + " eps of its largest entry from the single process");
+    if (s.bias) {
+      const double eb = relative_eps(gb, Eigen::Matrix<T, Eigen::Dynamic, 1>(gb1.segment(shard.begin, shard.size)));
+      worst_grad = std::max(worst_grad, eb);
+      expect(eb <= 16, "grad_local_bias: " + std::to_string(eb) + " eps of its largest entry from the single process");
+    }
+  }
+  // The hidden state's gradient is the sum of the ranks' shares.
+  xent::parallel::allreduce_sum(gh, MPI_COMM_WORLD);
+  const double eh = relative_eps(gh, gh1);
+  worst_grad = std::max(worst_grad, eh);
+  expect(eh <= 16, "grad_hidden summed over the ranks: " + std::to_string(eh) + " eps of its largest entry from the single process");
+  for (Eigen::Index j = 0; j < N; ++j)
+    if (targets(j) == -100) expect(gh.col(j).isZero(0), "an ignored sample's grad_hidden column is 0");
+}
+
+void linear_matches_single_process() {
+  using R = xent::reduction;
+  using K = xent::label_smoothing_kind;
+  const std::size_t keep = std::size_t(256) << 20;
+  const std::vector<linear_spec> specs = {
+      {"linear mean", false, false, 0, K::uniform, 0, 0, false, false, R::mean, 0, keep},
+      {"linear V x D bias sum", true, true, 0, K::uniform, 0, 0, false, false, R::sum, 0, keep},
+      {"linear smoothing none blocks of 8", false, true, 0.1, K::uniform, 0, 0, true, false, R::none, 8, keep},
+      {"linear other_classes recomputed", true, false, 0.2, K::other_classes, 0, 0, false, false, R::mean, 5, 0},
+      {"linear softcap z_loss lse", false, false, 0, K::uniform, 1e-3, 20, true, false, R::none, 0, keep},
+      {"linear weights mask recomputed", true, true, 0.1, K::uniform, 1e-4, 0, true, true, R::mean, 7, 0},
+      {"linear weights mask sum", false, false, 0, K::uniform, 0, 10, false, true, R::sum, 0, keep},
+  };
+  double worst_loss[2] = {0, 0}, worst_grad[2] = {0, 0};
+  for (const linear_spec& s : specs) {
+    linear_case<float>(s, worst_loss[0], worst_grad[0]);
+    linear_case<double>(s, worst_loss[1], worst_grad[1]);
+  }
+  if (rank == 0)
+    std::printf("linear: %zu cases x float, double within %.2f / %.2f ulp (loss) and %.2f / %.2f eps of the largest entry "
+                "(gradients) of the single-process linear_cross_entropy\n",
+                specs.size(), worst_loss[0], worst_loss[1], worst_grad[0], worst_grad[1]);
+}
+
+void linear_errors() {
+  current = "linear errors";
+  const Eigen::Index C = 40, D = 6, N = 5;
+  const xent::parallel::vocab_shard shard = shard_of(layout::even, C);
+  Eigen::MatrixXf h = Eigen::MatrixXf::Ones(D, N), w = Eigen::MatrixXf::Ones(D, shard.size);
+  targets_t targets = targets_t::Zero(N);
+  xent::linear_cross_entropy_options opts;
+  expect_invalid([&] { xent::parallel::vocab_parallel_linear_cross_entropy(h, Eigen::MatrixXf::Ones(D + 1, shard.size), targets, shard, opts, MPI_COMM_WORLD); },
+                 "local_weight", "D x shard.size");
+  expect_invalid([&] { xent::parallel::vocab_parallel_linear_cross_entropy(Eigen::MatrixXf::Ones(D, N + 1), w, targets, shard, opts, MPI_COMM_WORLD); },
+                 "hidden", "one column per target");
+  expect_invalid([&] { xent::parallel::vocab_parallel_linear_cross_entropy(h, w, Eigen::VectorXf::Ones(shard.size + 1), targets, shard, opts, MPI_COMM_WORLD); },
+                 "local_bias");
+  Eigen::MatrixXf gh(D, N), gw(D, shard.size + 1);
+  expect_invalid([&] { xent::parallel::vocab_parallel_linear_cross_entropy_with_grad(h, w, targets, shard, opts, MPI_COMM_WORLD, gh, gw); },
+                 "grad_local_weight_out");
+  // One rank's bad target: every rank throws, the others naming the failure elsewhere.
+  targets_t bad = targets;
+  if (rank == 0) bad(1) = C;
+  expect_invalid([&] { xent::parallel::vocab_parallel_linear_cross_entropy(h, w, bad, shard, opts, MPI_COMM_WORLD); },
+                 rank == 0 ? "target[1]" : "comm");
+  if (rank == 0) std::printf("linear errors: named on every rank\n");
+}
+
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -1041,6 +1227,8 @@ int main(int argc, char** argv) {
     bf16_logits();
     sample_weights();
     softcap_z_loss_lse();
+    linear_matches_single_process();
+    linear_errors();
     gradient_in_place();
     errors();
     data_parallel_sums();

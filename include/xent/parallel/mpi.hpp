@@ -105,12 +105,12 @@ inline void check_shard_table(const char* fn, const std::vector<long long>& tabl
 
 struct no_gradient {};
 
-/// The checks a rank makes on its own arguments before the collective; returns the mean's
-/// denominator (the summed weights of the kept targets) and the sample weighting.
-template <class Derived, class TDerived, class Out>
-xent::detail::checked_call check_arguments(const char* fn, const Eigen::DenseBase<Derived>& logits, const Eigen::DenseBase<TDerived>& targets,
-                       const vocab_shard& shard, const cross_entropy_options& opts, const Out& grad_out) {
-  using xent::detail::shape_string;
+/// The checks of a rank's options, shard and targets, before the collective (the logits' or the
+/// linear layer's shapes are the caller's); returns the mean's denominator (the summed weights of
+/// the kept targets) and the sample weighting.
+template <class TDerived>
+xent::detail::checked_call check_call(const char* fn, const Eigen::DenseBase<TDerived>& targets, const vocab_shard& shard,
+                                      const cross_entropy_options& opts) {
   using xent::detail::throw_invalid;
   const Eigen::Index samples = targets.size();
   xent::detail::check_dim(fn, opts.dim);
@@ -125,12 +125,6 @@ xent::detail::checked_call check_arguments(const char* fn, const Eigen::DenseBas
                   "[" + std::to_string(shard.begin) + ", " + std::to_string(shard.begin + shard.size) + ")");
   if (samples == 0) throw_invalid(fn, "targets", "must hold at least one sample", "none");
   if (samples >= Eigen::Index(INT_MAX)) throw_invalid(fn, "targets", "must hold fewer than INT_MAX samples (one MPI count)", samples);
-  const Eigen::Index rows = opts.dim == 0 ? shard.size : samples, cols = opts.dim == 0 ? samples : shard.size;
-  if (logits.rows() != rows || logits.cols() != cols)
-    throw_invalid(fn, "local_logits",
-                  std::string("must be ") + (opts.dim == 0 ? "shard.size x samples" : "samples x shard.size") + " (" +
-                      shape_string(rows, cols) + ")",
-                  shape_string(logits.rows(), logits.cols()));
   if (opts.weight.size() != 0 && opts.weight.size() != shard.classes)
     throw_invalid(fn, "weight",
                   "must be empty or have one entry per class of the whole vocabulary (" + std::to_string(shard.classes) + ")",
@@ -138,6 +132,23 @@ xent::detail::checked_call check_arguments(const char* fn, const Eigen::DenseBas
   const xent::detail::sample_selection selection = xent::detail::selection_of(fn, opts, samples);
   const double denominator =
       xent::detail::check_index_targets(fn, targets, samples, shard.classes, opts.ignore_index, opts.weight, selection);
+  return {samples, denominator, selection};
+}
+
+/// check_call and the shapes of the rank's logits (and gradient buffer).
+template <class Derived, class TDerived, class Out>
+xent::detail::checked_call check_arguments(const char* fn, const Eigen::DenseBase<Derived>& logits, const Eigen::DenseBase<TDerived>& targets,
+                       const vocab_shard& shard, const cross_entropy_options& opts, const Out& grad_out) {
+  using xent::detail::shape_string;
+  using xent::detail::throw_invalid;
+  const xent::detail::checked_call checked = check_call(fn, targets, shard, opts);
+  const Eigen::Index samples = checked.samples;
+  const Eigen::Index rows = opts.dim == 0 ? shard.size : samples, cols = opts.dim == 0 ? samples : shard.size;
+  if (logits.rows() != rows || logits.cols() != cols)
+    throw_invalid(fn, "local_logits",
+                  std::string("must be ") + (opts.dim == 0 ? "shard.size x samples" : "samples x shard.size") + " (" +
+                      shape_string(rows, cols) + ")",
+                  shape_string(logits.rows(), logits.cols()));
   if constexpr (!std::is_same_v<Out, no_gradient>) {
     static_assert(std::is_same_v<typename Derived::Scalar, typename Out::Scalar>,
                   "the gradient buffer must have the logits' scalar type");
@@ -145,7 +156,7 @@ xent::detail::checked_call check_arguments(const char* fn, const Eigen::DenseBas
       throw_invalid(fn, "grad_local_out", "must have the shape of local_logits (" + shape_string(logits.rows(), logits.cols()) + ")",
                     shape_string(grad_out.rows(), grad_out.cols()));
   }
-  return {samples, denominator, selection};
+  return checked;
 }
 
 /// The kernels' view of one call, as cross_entropy sets up its own; `weights` receives the
@@ -191,6 +202,41 @@ void check_merged(const char* fn, const std::vector<vocab_record<T>>& records, T
   }
 }
 
+/// The one collective: every rank's records of every sample merged, then the checks only the
+/// merged records can answer. The status record that ends `records` says how many classes each
+/// rank holds or, from a rank whose own checks failed (local_error), that it rejected them; that
+/// rank then throws its own error, every other one an error naming the failure elsewhere.
+template <class T, class TargetAt>
+void exchange_records(const char* fn, std::vector<vocab_record<T>>& records, const std::exception_ptr& local_error,
+                      TargetAt&& target_at, const vocab_shard& shard, MPI_Comm comm) {
+  if (!local_error)
+    records.back().holders = shard.size;  // summed: must give the vocabulary size
+  else
+    records.back().target_logit = T(1);  // summed: the number of ranks that rejected their arguments
+  {
+    const scoped_datatype type = record_datatype<T>();
+    const scoped_op op = record_merge_op<T>();
+    check_mpi(MPI_Allreduce(MPI_IN_PLACE, records.data(), int(records.size()), type.get(), op.get(), comm), "MPI_Allreduce");
+  }
+  if (local_error) std::rethrow_exception(local_error);
+  check_merged(fn, records, target_at, shard);
+}
+
+/// Each sample's loss (0 for a left-out one) and, with return_lse, its log-sum-exp over the whole
+/// vocabulary (NaN for a left-out sample, as cross_entropy's) from the merged records.
+template <class T, class TargetAt>
+void losses_of(const std::vector<vocab_record<T>>& records, TargetAt&& target_at, const shard_setup<T>& setup,
+               bool return_lse, Eigen::Matrix<T, Eigen::Dynamic, 1>& losses, Eigen::Matrix<T, Eigen::Dynamic, 1>& lse) {
+  const Eigen::Index samples = Eigen::Index(records.size()) - 1;
+  losses.resize(samples);
+  lse.resize(return_lse ? samples : 0);
+  for (Eigen::Index j = 0; j < samples; ++j) {
+    const Index t = target_at(j);
+    losses(j) = t < 0 ? T(0) : record_loss(records[std::size_t(j)], t, setup);
+    if (return_lse) lse(j) = t < 0 ? std::numeric_limits<T>::quiet_NaN() : records[std::size_t(j)].lse().value();
+  }
+}
+
 /// Both public functions: checks, the local records, the one collective, the loss and (unless
 /// Out is no_gradient) the gradient of the rank's shard.
 ///
@@ -228,29 +274,13 @@ loss_result<xent::detail::compute_t<typename Derived::Scalar>> vocab_parallel(
   const int threads = xent::detail::thread_count(opts.num_threads, samples * shard.size);
 
   std::vector<vocab_record<T>> records(std::size_t(count), vocab_record<T>::identity());
-  if (!local_error) {
+  if (!local_error)
     xent::detail::with_view(logits, opts.dim, [&](const samples_view<const S>& v) {
       fill_records(v, target_at, setup, threads, records.data());
     });
-    records.back().holders = shard.size;  // summed: must give the vocabulary size
-  } else {
-    records.back().target_logit = T(1);  // summed: the number of ranks that rejected their arguments
-  }
-  {
-    const scoped_datatype type = record_datatype<T>();
-    const scoped_op op = record_merge_op<T>();
-    check_mpi(MPI_Allreduce(MPI_IN_PLACE, records.data(), int(count), type.get(), op.get(), comm), "MPI_Allreduce");
-  }
-  if (local_error) std::rethrow_exception(local_error);
-  check_merged(fn, records, target_at, shard);
-
-  Eigen::Matrix<T, Eigen::Dynamic, 1> losses(samples), lse(opts.return_lse ? samples : 0);
-  for (Eigen::Index j = 0; j < samples; ++j) {
-    const Index t = target_at(j);
-    losses(j) = t < 0 ? T(0) : record_loss(records[std::size_t(j)], t, setup);
-    // NaN for a left-out sample, as cross_entropy's (its records are the identity, never read).
-    if (opts.return_lse) lse(j) = t < 0 ? std::numeric_limits<T>::quiet_NaN() : records[std::size_t(j)].lse().value();
-  }
+  exchange_records(fn, records, local_error, target_at, shard, comm);
+  Eigen::Matrix<T, Eigen::Dynamic, 1> losses, lse;
+  losses_of(records, target_at, setup, opts.return_lse, losses, lse);
   if constexpr (!std::is_same_v<Out, no_gradient>) {
     // grad_out = 1: the single-process scale (1 / denominator for mean, times the sample weights),
     // rounded the same way.
