@@ -76,14 +76,30 @@ double check_index_targets(const char* fn, const Eigen::DenseBase<TDerived>& tar
                 "class-index targets must be signed integers (int32 or int64)");
   if (targets.size() != samples)
     throw_invalid(fn, "targets", "must have one entry per sample (" + std::to_string(samples) + ")", targets.size());
+  const auto check = [&](Eigen::Index j, long t) {
+    if (t < 0 || t >= classes)
+      throw_invalid(fn, "target[" + std::to_string(j) + "]",
+                    "must be in [0, " + std::to_string(classes) + ") or ignore_index (" + std::to_string(ignore_index) + ")", t);
+  };
+  if (weight.size() == 0 && !selection.weight) {
+    // Unweighted: the denominator is a count, exact in an integer (and the same double as the
+    // compensated sum of ones), without a chain of dependent double additions per target.
+    long long kept = 0;
+    for (Eigen::Index j = 0; j < samples; ++j) {
+      if (!selection.kept(j)) continue;
+      const long t = static_cast<long>(targets.derived().coeff(j));
+      if (t == ignore_index) continue;
+      check(j, t);
+      ++kept;
+    }
+    return double(kept);
+  }
   engine::exact_sum total;
   for (Eigen::Index j = 0; j < samples; ++j) {
     if (!selection.kept(j)) continue;
     const long t = static_cast<long>(targets.derived().coeff(j));
     if (t == ignore_index) continue;
-    if (t < 0 || t >= classes)
-      throw_invalid(fn, "target[" + std::to_string(j) + "]",
-                    "must be in [0, " + std::to_string(classes) + ") or ignore_index (" + std::to_string(ignore_index) + ")", t);
+    check(j, t);
     total.add((weight.size() ? weight(t) : 1.0) * selection.weight_at(j));
   }
   return total.value();

@@ -11,6 +11,9 @@
 
 #include <Eigen/Core>
 
+#include <cstddef>
+#include <cstdint>
+
 #include <type_traits>
 
 namespace xent::detail::simd {
@@ -99,6 +102,12 @@ inline void prefetch(const void* p) {
 #else
   (void)p;
 #endif
+}
+
+/// prefetch(p + bytes), where p + bytes may lie past the end of p's buffer: the address is formed
+/// as an integer, since pointer arithmetic beyond an array's end is undefined.
+inline void prefetch_ahead(const void* p, std::ptrdiff_t bytes) {
+  prefetch(reinterpret_cast<const void*>(reinterpret_cast<std::uintptr_t>(p) + std::uintptr_t(bytes)));
 }
 
 /// Lane-wise max that returns NaN when either side is NaN, so a NaN logit can never be lost in
