@@ -155,18 +155,23 @@ Index check_topk_teacher(const char* fn, const topk_teacher<I, V>& t, Index clas
     if (t.lse.size() != samples)
       throw_invalid(fn, "teacher.lse", "must be empty or have one entry per sample (" + std::to_string(samples) + ")", t.lse.size());
   }
-  std::vector<long long> column(static_cast<std::size_t>(k));
+  // Named by the entry of teacher.indices at fault, (row, column) as the matrix is laid out.
+  auto entry = [dim](Index i, Index j) {
+    return "teacher.indices(" + std::to_string(dim == 0 ? i : j) + ", " + std::to_string(dim == 0 ? j : i) + ")";
+  };
+  std::vector<std::pair<long long, Index>> column(static_cast<std::size_t>(k));
   for (Index j = 0; j < samples; ++j) {
     for (Index i = 0; i < k; ++i) {
       const long long c = static_cast<long long>(dim == 0 ? t.indices(i, j) : t.indices(j, i));
-      if (c < 0 || c >= classes)
-        throw_invalid(fn, "teacher.indices of sample " + std::to_string(j), "must be in [0, " + std::to_string(classes) + ")", c);
-      column[std::size_t(i)] = c;
+      if (c < 0 || c >= classes) throw_invalid(fn, entry(i, j), "must be a class in [0, " + std::to_string(classes) + ")", c);
+      column[std::size_t(i)] = {c, i};
     }
     std::sort(column.begin(), column.end());
-    const auto repeated = std::adjacent_find(column.begin(), column.end());
-    if (repeated != column.end())
-      throw_invalid(fn, "teacher.indices of sample " + std::to_string(j), "must be distinct classes", *repeated);
+    for (std::size_t r = 1; r < column.size(); ++r)
+      if (column[r].first == column[r - 1].first)
+        throw_invalid(fn, entry(std::max(column[r].second, column[r - 1].second), j),
+                      "must differ from the sample's other classes (it repeats class " + std::to_string(column[r].first) + ")",
+                      column[r].first);
   }
   return k;
 }
@@ -204,7 +209,7 @@ loss_result<compute_t<typename S::Scalar>> topk_call(const char* fn, const Eigen
   if (kind == divergence_kind::jsd && o.beta == 1) kind = divergence_kind::reverse_kl;
   // With k = C no class is outside the top-k: a stored tail mass is only the values' rounding.
   const bool tail = k < classes;
-  const T inv_ts = static_cast<T>(1 / ts), inv_tt = static_cast<T>(1 / tt), beta = static_cast<T>(o.beta);
+  const T inv_ts = static_cast<T>(1 / ts);
   auto skip = [targets, ignore = o.ignore_index, mask = selection.mask](Index j) {
     if (mask && !mask[j]) return true;
     if constexpr (std::is_same_v<Y, void>) {
@@ -217,7 +222,7 @@ loss_result<compute_t<typename S::Scalar>> topk_call(const char* fn, const Eigen
   Eigen::Matrix<T, Eigen::Dynamic, 1> losses(samples);
   const auto vi = view_of(teacher.indices, o.dim);
   const auto vv = view_of(teacher.values, o.dim);
-  constexpr T inf = std::numeric_limits<T>::infinity();
+  constexpr double dinf = std::numeric_limits<double>::infinity();
 
   auto pass = [&](const samples_view<const Sc>& vs, const samples_view<Sc>* out, const auto& scale) {
     const int threads = o.num_threads == 1 ? 1 : thread_count(o.num_threads, samples * classes);
@@ -235,12 +240,14 @@ loss_result<compute_t<typename S::Scalar>> topk_call(const char* fn, const Eigen
       const I* idx = vi.sample(j);
       const V* val = vv.sample(j);
       // lp, lq, d: the k classes then the tail; order: the top-k classes ascending (the tail's runs).
-      std::vector<T> lp(std::size_t(k + 1)), lq(std::size_t(k + 1)), d(std::size_t(k + 1));
+      // The k + 1 lumped entries in double whatever T: the teacher's tail, log(1 - sum q), magnifies
+      // the rounding of sum q by 1 / tail, and k is small next to C.
+      std::vector<double> lp(std::size_t(k + 1)), lq(std::size_t(k + 1)), d(std::size_t(k + 1));
       std::vector<std::pair<Index, Index>> order(static_cast<std::size_t>(k));
       for (Index i = 0; i < k; ++i) {
         const Index c = static_cast<Index>(idx[i * vi.class_stride]);
         order[std::size_t(i)] = {c, i};
-        lp[std::size_t(i)] = static_cast<T>(x[c * xs]) * inv_ts;
+        lp[std::size_t(i)] = static_cast<double>(static_cast<T>(x[c * xs]) * inv_ts);
       }
       std::sort(order.begin(), order.end());
       lse_accumulator<T> rest;
@@ -251,33 +258,34 @@ loss_result<compute_t<typename S::Scalar>> topk_call(const char* fn, const Eigen
       }
       rest.add(x, xs, from, classes, inv_ts);
       const T tail_lse = rest.value();
-      lse_accumulator<T> top;
-      top.add(lp.data(), 1, 0, k, T(1));
-      const T student_lse = log_add(top.value(), tail_lse);
+      lse_accumulator<double> top;
+      top.add(lp.data(), 1, 0, k, 1.0);
+      const double student_lse = log_add(top.value(), double(tail_lse));
       for (Index i = 0; i < k; ++i) lp[std::size_t(i)] -= student_lse;
-      lp[std::size_t(k)] = tail ? tail_lse - student_lse : -inf;
+      lp[std::size_t(k)] = tail ? double(tail_lse) - student_lse : -dinf;
       // The teacher's log-probabilities and tail: log(1 - sum q) from the sum's log (expm1, exact
       // near 1), at least 0 (stored values may sum a little above 1).
       for (Index i = 0; i < k; ++i) {
-        const T v = static_cast<T>(val[i * vv.class_stride]);
+        const double v = static_cast<double>(val[i * vv.class_stride]);
         lq[std::size_t(i)] = teacher.values_are == topk_values::log_probs ? v
-                             : teacher_tail                                ? v - static_cast<T>(teacher.lse(j))
-                                                                           : v * inv_tt;
+                             : teacher_tail                                ? v - static_cast<double>(teacher.lse(j))
+                                                                           : v / tt;
       }
-      lse_accumulator<T> tq;
-      tq.add(lq.data(), 1, 0, k, T(1));
-      const T top_q = tq.value();
+      lse_accumulator<double> tq;
+      tq.add(lq.data(), 1, 0, k, 1.0);
+      const double top_q = tq.value();
       if (teacher_tail) {
-        lq[std::size_t(k)] = tail && top_q < 0 ? std::log(-std::expm1(top_q)) : -inf;
+        lq[std::size_t(k)] = tail && top_q < 0 ? std::log(-std::expm1(top_q)) : -dinf;
       } else {
         for (Index i = 0; i < k; ++i) lq[std::size_t(i)] -= top_q;
-        lq[std::size_t(k)] = -inf;
+        lq[std::size_t(k)] = -dinf;
       }
-      losses(j) = lumped_divergence(kind, beta, lp.data(), lq.data(), k + 1, g ? d.data() : nullptr);
+      losses(j) = static_cast<T>(lumped_divergence(kind, o.beta, lp.data(), lq.data(), k + 1, g ? d.data() : nullptr));
       if (!g) return;
       // d D / d x_c: d_i / T_s at the top-k classes; in the tail d_tail p_c / P_tail / T_s, where
       // p_c / P_tail = exp(x_c / T_s - the tail's lse). x_c is read before g_c is written (in place).
-      const T up = scale(j) * inv_ts, d_tail = tail ? d[std::size_t(k)] * up : T(0);
+      const double up = double(scale(j)) / ts;
+      const T d_tail = tail ? static_cast<T>(d[std::size_t(k)] * up) : T(0);
       auto tail_run = [&](Index b, Index e) {
         for (Index c = b; c < e; ++c) g[c * gstride] = static_cast<Sc>(d_tail * std::exp(static_cast<T>(x[c * xs]) * inv_ts - tail_lse));
       };
