@@ -55,29 +55,29 @@ T log_add(T a, T b) {
   return m + std::log1p(std::exp(std::min(a, b) - m));
 }
 
+/// The chunk in which a student column is gathered (contiguous whatever its stride) before Eigen's
+/// vectorised max, exp and sum: the same bits for either layout.
+inline constexpr Index topk_chunk = 512;
+
 /// A log-sum-exp accumulated over runs of values (the max of a chunk first, then its sum): one read.
 template <class T>
 struct lse_accumulator {
   T max = -std::numeric_limits<T>::infinity(), sum = 0;
   template <class S>
   void add(const S* x, Index stride, Index begin, Index end, T scale) {
-    constexpr Index chunk = 512;
-    T buffer[chunk];
-    for (Index c0 = begin; c0 < end; c0 += chunk) {
-      const Index n = std::min(chunk, end - c0);
-      T m = -std::numeric_limits<T>::infinity();
-      for (Index i = 0; i < n; ++i) {
-        buffer[i] = static_cast<T>(x[(c0 + i) * stride]) * scale;
-        m = buffer[i] > m || std::isnan(buffer[i]) ? buffer[i] : m;
-      }
+    alignas(64) T buffer[topk_chunk];
+    for (Index c0 = begin; c0 < end; c0 += topk_chunk) {
+      const Index n = std::min(topk_chunk, end - c0);
+      for (Index i = 0; i < n; ++i) buffer[i] = static_cast<T>(x[(c0 + i) * stride]) * scale;
+      const Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>, Eigen::Aligned64> b(buffer, n);
+      const T m = b.template maxCoeff<Eigen::PropagateNaN>();
       if (std::isnan(m) || m == std::numeric_limits<T>::infinity()) {
         max = m;  // NaN, or a +inf logit: the sample's divergence is NaN (as divergence)
         sum = 1;
         return;
       }
       if (m == -std::numeric_limits<T>::infinity()) continue;
-      T s = 0;
-      for (Index i = 0; i < n; ++i) s += std::exp(buffer[i] - m);
+      const T s = (b - m).exp().sum();
       if (m > max) {
         sum = sum * std::exp(max - m) + s;
         max = m;
@@ -287,7 +287,14 @@ loss_result<compute_t<typename S::Scalar>> topk_call(const char* fn, const Eigen
       const double up = double(scale(j)) / ts;
       const T d_tail = tail ? static_cast<T>(d[std::size_t(k)] * up) : T(0);
       auto tail_run = [&](Index b, Index e) {
-        for (Index c = b; c < e; ++c) g[c * gstride] = static_cast<Sc>(d_tail * std::exp(static_cast<T>(x[c * xs]) * inv_ts - tail_lse));
+        alignas(64) T buffer[topk_chunk];
+        for (Index c0 = b; c0 < e; c0 += topk_chunk) {
+          const Index n = std::min(topk_chunk, e - c0);
+          for (Index i = 0; i < n; ++i) buffer[i] = static_cast<T>(x[(c0 + i) * xs]) * inv_ts - tail_lse;
+          Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>, Eigen::Aligned64> v(buffer, n);
+          v = d_tail * v.exp();
+          for (Index i = 0; i < n; ++i) g[(c0 + i) * gstride] = static_cast<Sc>(buffer[i]);
+        }
       };
       from = 0;
       for (const auto& [c, i] : order) {
