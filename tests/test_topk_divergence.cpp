@@ -264,7 +264,8 @@ TEST_CASE("topk_divergence: k = 64 of 131072 classes, a peaked teacher, against 
 }
 
 TEST_CASE("topk_divergence: layouts, threads, in place and masks give the same bits", "[topk]") {
-  const Eigen::Index C = 300, N = 40, k = 12;
+  // 1700 x 48 logits: enough work for thread_count to use 2 threads when asked.
+  const Eigen::Index C = 1700, N = 48, k = 12;
   const matrix<float> s = xent_test::random_logits<float>(C, N, 3), t = xent_test::random_logits<float>(C, N, 3);
   const auto teacher = top_k_of(t, k, topk_values::log_probs, false);
   for (const divergence_kind kind : kinds) {
@@ -302,6 +303,14 @@ TEST_CASE("topk_divergence: layouts, threads, in place and masks give the same b
     CHECK(gm.col(3).cwiseAbs().maxCoeff() == 0.0f);
     CHECK(dm(5) == d(5));
     CHECK(gm.col(5) == g.col(5));
+    // Sample weights: the weighted sum of the per-sample divergences, and the gradient scaled per sample.
+    xent::divergence_options ow = o;
+    ow.reduction = xent::reduction::sum;
+    ow.sample_weight = Eigen::VectorXd::LinSpaced(N, 0.5, 2.0);
+    matrix<float> gw(C, N);
+    const double weighted = xent::topk_divergence_with_grad(s, teacher, ow, gw).value();
+    CHECK(std::fabs(weighted - d.cast<double>().dot(ow.sample_weight)) <= 1e-5 * std::max(1.0, std::fabs(weighted)));
+    CHECK((gw - g * ow.sample_weight.cast<float>().asDiagonal()).cwiseAbs().maxCoeff() <= 1e-6f * largest(g));
   }
 }
 

@@ -225,7 +225,7 @@ loss_result<compute_t<typename S::Scalar>> topk_call(const char* fn, const Eigen
   constexpr double dinf = std::numeric_limits<double>::infinity();
 
   auto pass = [&](const samples_view<const Sc>& vs, const samples_view<Sc>* out, const auto& scale) {
-    const int threads = o.num_threads == 1 ? 1 : thread_count(o.num_threads, samples * classes);
+    const int threads = thread_count(o.num_threads, samples * classes);
     parallel_for(samples, threads, [&](Index j) {
       Sc* g = out ? out->sample(j) : nullptr;
       const Index gstride = out ? out->class_stride : 0;
