@@ -102,6 +102,16 @@ int main() {
   jsd.kind = xent::divergence_kind::jsd;
   tvd.kind = xent::divergence_kind::tvd;
   tvd.temperature = 2;
+  // A top-k teacher of x: 64 distinct classes per sample, its logits there and its full lse.
+  xent::topk_teacher<int, float> top;
+  top.indices.resize(64, samples);
+  top.values.resize(64, samples);
+  top.lse = out;
+  for (int j = 0; j < samples; ++j)
+    for (int i = 0; i < 64; ++i) {
+      top.indices(i, j) = (j * 13 + i * 701) % classes;
+      top.values(i, j) = x(top.indices(i, j), j);
+    }
   std::vector<float> teacher_grad(logits.size());
   Eigen::Map<Eigen::MatrixXf> gt(teacher_grad.data(), classes, samples);
   const loss_run runs[] = {
@@ -122,6 +132,8 @@ int main() {
       {"divergence (jsd)", [&] { return xent::divergence(x, y, jsd).value(); }},
       {"divergence_with_grad (forward_kl)", [&] { return xent::divergence_with_grad(x, y, {}, p).value(); }},
       {"divergence_with_grad (tvd, both gradients)", [&] { return xent::divergence_with_grad(x, y, tvd, p, gt).value(); }},
+      {"topk_divergence (jsd)", [&] { return xent::topk_divergence(x, top, jsd).value(); }},
+      {"topk_divergence_with_grad (forward_kl)", [&] { return xent::topk_divergence_with_grad(x, top, {}, p).value(); }},
   };
   bool all_finite = true;
   for (const loss_run& r : runs) {

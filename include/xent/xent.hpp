@@ -23,6 +23,7 @@
 #include "losses/linear.hpp"
 #include "losses/logit_divergence.hpp"
 #include "losses/sample_weighting.hpp"
+#include "losses/topk_divergence.hpp"
 #include "losses/policy.hpp"
 
 #include "measures/divergence.hpp"

@@ -1,0 +1,370 @@
+// xent::topk_divergence (losses/topk_divergence.hpp): divergences against a teacher stored as its
+// top-k classes and one lumped tail. k = C against xent::divergence; values and the student's
+// gradient against torch 1.13 float64 compositions of the lumped definition
+// (tests/reference/topk_cases.txt, from tests/reference/gen_topk_reference.py); central finite
+// differences; a 131072-class vocabulary with a peaked teacher against the full teacher; layouts,
+// threads and in-place giving the same bits; misuse.
+//
+// Errors: a loss's |got - ref| / max(|ref|, 1); a gradient's |got - ref| / (the largest |ref|
+// entry), in epsilons of the type. Against torch: 32 eps times the case's conditioning (the
+// teacher's tail from its stored values, (1 - tail) / tail; 1 without a known tail), float and
+// double alike (the k + 1 lumped entries are computed in double).
+
+#include "misuse.hpp"
+#include "support.hpp"
+
+#include <xent/losses/logit_divergence.hpp>
+#include <xent/losses/topk_divergence.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <iostream>
+#include <numeric>
+#include <string>
+#include <vector>
+
+namespace {
+
+template <class T>
+using matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
+template <class T>
+using vector = Eigen::Matrix<T, Eigen::Dynamic, 1>;
+using index_matrix = Eigen::Matrix<int, Eigen::Dynamic, Eigen::Dynamic>;
+using index_vector = Eigen::Matrix<std::int64_t, Eigen::Dynamic, 1>;
+using xent::divergence_kind;
+using xent::topk_values;
+
+constexpr std::array<divergence_kind, 4> kinds = {divergence_kind::forward_kl, divergence_kind::reverse_kl, divergence_kind::jsd,
+                                                  divergence_kind::tvd};
+
+template <class M>
+double largest(const M& m) {
+  return std::max(1e-300, double(m.cwiseAbs().maxCoeff()));
+}
+
+/// The teacher's top-k (by value, largest first) of full teacher logits t (C x N): logits, logits
+/// with the full lse, or log-probabilities.
+template <class T>
+xent::topk_teacher<int, T> top_k_of(const matrix<T>& t, Eigen::Index k, topk_values as, bool with_lse) {
+  const Eigen::Index C = t.rows(), N = t.cols();
+  xent::topk_teacher<int, T> out;
+  out.indices.resize(k, N);
+  out.values.resize(k, N);
+  out.values_are = as;
+  if (with_lse) out.lse.resize(N);
+  std::vector<int> order(static_cast<std::size_t>(C));
+  for (Eigen::Index j = 0; j < N; ++j) {
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return t(a, j) > t(b, j); });
+    const T m = t.col(j).maxCoeff();
+    const T lse = m + std::log((t.col(j).array() - m).exp().sum());
+    if (with_lse) out.lse(j) = lse;
+    for (Eigen::Index i = 0; i < k; ++i) {
+      out.indices(i, j) = order[std::size_t(i)];
+      out.values(i, j) = as == topk_values::log_probs ? t(order[std::size_t(i)], j) - lse : t(order[std::size_t(i)], j);
+    }
+  }
+  return out;
+}
+
+const std::vector<xent_test::reference_case>& cases() {
+  static const auto all = xent_test::read_reference(xent_test::reference_path("topk_cases.txt"));
+  return all;
+}
+
+template <class T>
+void check_case(const xent_test::reference_case& c, double budget, double& worst_loss, double& worst_grad) {
+  INFO(c.name);
+  const Eigen::Index C = c.classes, N = Eigen::Index(c["N"][0]), k = Eigen::Index(c["k"][0]);
+  const matrix<T> s = xent_test::as_matrix<T>(c["logits"], C, N);
+  xent::topk_teacher<int, T> teacher;
+  teacher.indices = xent_test::as_matrix<double>(c["indices"], k, N).template cast<int>();
+  teacher.values = xent_test::as_matrix<T>(c["values"], k, N);
+  teacher.values_are = c["values_are"][0] != 0 ? topk_values::log_probs : topk_values::logits;
+  if (c.has("lse")) teacher.lse = xent_test::as_matrix<T>(c["lse"], N, 1);
+  xent::divergence_options o;
+  o.kind = static_cast<divergence_kind>(int(c["kind"][0]));
+  o.beta = double(c["beta"][0]);
+  o.temperature = double(c["T"][0]);
+  o.teacher_temperature = double(c["T"][1]);
+  o.scale_by_temperature_squared = c["scaled"][0] != 0;
+  o.reduction = std::array<xent::reduction, 4>{xent::reduction::none, xent::reduction::mean, xent::reduction::sum,
+                                               xent::reduction::batchmean}[std::size_t(c["reduction"][0])];
+  const bool none = o.reduction == xent::reduction::none, has_targets = c.has("target");
+  index_vector targets(N);
+  if (has_targets)
+    for (Eigen::Index j = 0; j < N; ++j) targets(j) = std::int64_t(c["target"][std::size_t(j)]);
+  auto loss_values = [&](const xent::loss_result<T>& r) {
+    return none ? vector<T>(r.per_sample()) : vector<T>::Constant(1, r.value());
+  };
+  // The teacher's tail log(1 - sum q) magnifies the rounding of sum q by (1 - tail) / tail: the
+  // conditioning of the case (1 without a known tail).
+  double kappa = 1;
+  if (k < C && (teacher.values_are == topk_values::log_probs || c.has("lse")))
+    for (Eigen::Index j = 0; j < N; ++j) {
+      long double q = 0;
+      for (Eigen::Index i = 0; i < k; ++i)
+        q += std::exp(c["values"][std::size_t(j * k + i)] - (c.has("lse") ? c["lse"][std::size_t(j)] : 0.0L));
+      kappa = std::max(kappa, double(q / (1 - q)));
+    }
+  budget *= kappa;
+  const vector<T> loss = loss_values(has_targets ? xent::topk_divergence(s, teacher, targets, o) : xent::topk_divergence(s, teacher, o));
+  const auto& ref = c["loss"];
+  REQUIRE(std::size_t(loss.size()) == ref.size());
+  double e = 0;
+  for (Eigen::Index i = 0; i < loss.size(); ++i)
+    e = std::max(e, xent_test::error_of(double(loss(i)), ref[std::size_t(i)], std::max(std::fabs(ref[std::size_t(i)]), 1.0L)));
+  e /= double(std::numeric_limits<T>::epsilon());
+  INFO("conditioning " << kappa);
+  CHECK(e <= budget);
+  worst_loss = std::max(worst_loss, e / kappa);
+  if (!c.has("grad")) return;  // reverse KL without a teacher tail: +inf (checked above)
+
+  matrix<T> g(C, N);
+  const vector<T> grad_out = xent_test::as_matrix<T>(c["grad_out"], Eigen::Index(c["grad_out"].size()), 1);
+  if (none) {
+    if (has_targets)
+      xent::topk_divergence_backward(s, teacher, targets, grad_out, o, g);
+    else
+      xent::topk_divergence_backward(s, teacher, grad_out, o, g);
+  } else {
+    if (has_targets)
+      xent::topk_divergence_backward(s, teacher, targets, double(grad_out(0)), o, g);
+    else
+      xent::topk_divergence_backward(s, teacher, double(grad_out(0)), o, g);
+  }
+  const matrix<double> gref = xent_test::as_matrix<double>(c["grad"], C, N);
+  const double eg = (g.template cast<double>() - gref).cwiseAbs().maxCoeff() / largest(gref) / double(std::numeric_limits<T>::epsilon());
+  CHECK(eg <= budget);
+  worst_grad = std::max(worst_grad, eg / kappa);
+  // _with_grad: the forward's loss bits and, with grad_out 1, _backward's gradient bits.
+  if (!none || grad_out.isOnes()) {
+    matrix<T> g2(C, N);
+    const auto r = has_targets ? xent::topk_divergence_with_grad(s, teacher, targets, o, g2)
+                               : xent::topk_divergence_with_grad(s, teacher, o, g2);
+    CHECK(loss_values(r) == loss);
+    if (grad_out.isOnes()) CHECK(g2 == g);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("topk_divergence: k = C is divergence, every kind and teacher form", "[topk]") {
+  const Eigen::Index C = 29, N = 7;
+  const matrix<double> s = xent_test::random_logits<double>(C, N, 2.5), t = xent_test::random_logits<double>(C, N, 2.5);
+  double worst_loss = 0, worst_grad = 0;
+  for (const divergence_kind kind : kinds)
+    for (const double beta : {0.5, 0.2})
+      for (int form = 0; form < 3; ++form) {
+        if (beta != 0.5 && kind != divergence_kind::jsd) continue;
+        INFO(xent::to_string(kind) << " beta " << beta << " form " << form);
+        const topk_values as = form == 2 ? topk_values::log_probs : topk_values::logits;
+        const auto teacher = top_k_of(t, C, as, form == 1);
+        xent::divergence_options o;
+        o.kind = kind;
+        o.beta = beta;
+        o.reduction = xent::reduction::none;
+        o.temperature = 1.7;
+        // A known tail (forms 1 and 2) needs the teacher at temperature 1; the plain logits take T_t.
+        o.teacher_temperature = form == 0 ? 0.6 : 1;
+        matrix<double> g(C, N), g_full(C, N);
+        const vector<double> d = xent::topk_divergence_with_grad(s, teacher, o, g).per_sample();
+        const vector<double> full = xent::divergence_with_grad(s, t, o, g_full).per_sample();
+        const double el = (d - full).cwiseAbs().maxCoeff() / std::max(1.0, largest(full)) / std::numeric_limits<double>::epsilon();
+        const double eg = (g - g_full).cwiseAbs().maxCoeff() / largest(g_full) / std::numeric_limits<double>::epsilon();
+        CHECK(el <= 16);
+        CHECK(eg <= 32);
+        worst_loss = std::max(worst_loss, el);
+        worst_grad = std::max(worst_grad, eg);
+      }
+  std::cout << "topk_divergence k = C vs divergence (double): loss " << worst_loss << " eps, grad " << worst_grad << " eps\n";
+}
+
+TEST_CASE("topk_divergence: values and the student gradient against torch 1.13 float64", "[topk][reference]") {
+  double loss_d = 0, grad_d = 0, loss_f = 0, grad_f = 0;
+  for (const auto& c : cases()) {
+    check_case<double>(c, 32, loss_d, grad_d);
+    check_case<float>(c, 32, loss_f, grad_f);
+  }
+  std::cout << "topk_divergence vs torch (" << cases().size() << " cases): double loss " << loss_d << " eps, grad " << grad_d
+            << " eps; float loss " << loss_f << " eps, grad " << grad_f << " eps (each over the case's conditioning)\n";
+}
+
+TEST_CASE("topk_divergence: the gradient is the central difference of the loss", "[topk]") {
+  const Eigen::Index C = 17, N = 3, k = 5;
+  matrix<double> s = xent_test::random_logits<double>(C, N, 2), t = xent_test::random_logits<double>(C, N, 2);
+  double worst = 0;
+  for (const divergence_kind kind : kinds)
+    for (int form = 0; form < 3; ++form) {
+      if (kind == divergence_kind::reverse_kl && form == 0) continue;  // +inf without a teacher tail
+      INFO(xent::to_string(kind) << " form " << form);
+      const auto teacher = top_k_of(t, k, form == 2 ? topk_values::log_probs : topk_values::logits, form == 1);
+      xent::divergence_options o;
+      o.kind = kind;
+      o.beta = 0.3;
+      o.temperature = form == 0 ? 1.4 : 0.8;
+      o.teacher_temperature = form == 0 ? 0 : 1;
+      o.reduction = xent::reduction::sum;
+      matrix<double> g(C, N);
+      xent::topk_divergence_with_grad(s, teacher, o, g);
+      for (Eigen::Index i = 0; i < s.size(); ++i) {
+        const double fd = xent_test::central_difference(s, i, [&](const matrix<double>& x) {
+          return double(xent::topk_divergence(x, teacher, o).value());
+        });
+        worst = std::max(worst, std::fabs(fd - g.data()[i]));
+        CHECK(std::fabs(fd - g.data()[i]) <= 1e-8);
+      }
+    }
+  std::cout << "topk_divergence vs central differences: " << worst << "\n";
+}
+
+TEST_CASE("topk_divergence: k = 64 of 131072 classes, a peaked teacher, against the full teacher", "[topk]") {
+  const Eigen::Index V = 131072, N = 4, k = 64;
+  const matrix<double> s = xent_test::random_logits<double>(V, N, 2);
+  matrix<double> t = xent_test::random_logits<double>(V, N, 1);
+  // 64 classes per sample with logits 22 to 27: the other 131008 hold < 1e-7 of the mass.
+  std::uniform_real_distribution<double> high(22, 27);
+  std::uniform_int_distribution<Eigen::Index> cls(0, V - 1);
+  for (Eigen::Index j = 0; j < N; ++j)
+    for (Eigen::Index i = 0; i < k; ++i) t(cls(xent_test::rng()), j) = high(xent_test::rng());
+  const auto teacher = top_k_of(t, k, topk_values::logits, true);
+  double tail = 0;
+  for (Eigen::Index j = 0; j < N; ++j) tail = std::max(tail, 1 - (teacher.values.col(j).array() - teacher.lse(j)).exp().sum());
+  REQUIRE(tail < 1e-6);
+  const xent::topk_teacher<int, float> stored{teacher.indices, teacher.values.cast<float>(), topk_values::logits,
+                                              teacher.lse.cast<float>()};
+  const double per_token = double(stored.indices.size() * sizeof(int) + stored.values.size() * sizeof(float) +
+                                  stored.lse.size() * sizeof(float)) / double(N);
+  const double full_per_token = double(V * sizeof(float));
+  CHECK(full_per_token / per_token >= 20);
+  xent::divergence_options o;
+  o.reduction = xent::reduction::none;
+  o.beta = 0.4;
+  std::cout << "topk_divergence k = 64 of V = 131072: teacher tail <= " << tail << "; teacher memory " << per_token
+            << " bytes per token (float32 values and lse, int32 indices) vs " << full_per_token << " for full logits ("
+            << full_per_token / per_token << "x less)\n";
+  for (const divergence_kind kind : kinds) {
+    INFO(xent::to_string(kind));
+    o.kind = kind;
+    const vector<double> d = xent::topk_divergence(s, teacher, o).per_sample(), full = xent::divergence(s, t, o).per_sample();
+    // Lumping classes never increases a divergence (data processing), here with the exact tail.
+    for (Eigen::Index j = 0; j < N; ++j) CHECK(d(j) <= full(j) + 1e-12);
+    const double gap = (d - full).cwiseAbs().maxCoeff();
+    std::cout << "  " << xent::to_string(kind) << ": largest |top-k - full| " << gap << " (full " << full.maxCoeff() << ")\n";
+    // Forward KL, JSD and TVD weigh the tail by the teacher's tail mass (or bound it by it); reverse
+    // KL weighs it by the student's, here nearly 1, and the lumped tail loses its log ratio.
+    if (kind != divergence_kind::reverse_kl)
+      CHECK(gap <= 1e-6);
+    else
+      CHECK(gap > 1);
+  }
+}
+
+TEST_CASE("topk_divergence: layouts, threads, in place and masks give the same bits", "[topk]") {
+  // 1700 x 48 logits: enough work for thread_count to use 2 threads when asked.
+  const Eigen::Index C = 1700, N = 48, k = 12;
+  const matrix<float> s = xent_test::random_logits<float>(C, N, 3), t = xent_test::random_logits<float>(C, N, 3);
+  const auto teacher = top_k_of(t, k, topk_values::log_probs, false);
+  for (const divergence_kind kind : kinds) {
+    INFO(xent::to_string(kind));
+    xent::divergence_options o;
+    o.kind = kind;
+    o.reduction = xent::reduction::none;
+    matrix<float> g(C, N);
+    const vector<float> d = xent::topk_divergence_with_grad(s, teacher, o, g).per_sample();
+    // dim = 1: the student N x C, the teacher N x k.
+    xent::divergence_options o1 = o;
+    o1.dim = 1;
+    const matrix<float> st = s.transpose();
+    const xent::topk_teacher<int, float> tt{teacher.indices.transpose(), teacher.values.transpose(), teacher.values_are, {}};
+    matrix<float> g1(N, C);
+    CHECK(xent::topk_divergence_with_grad(st, tt, o1, g1).per_sample() == d);
+    CHECK(matrix<float>(g1.transpose()) == g);
+    for (int threads : {1, 2, 3}) {
+      xent::divergence_options ot = o;
+      ot.num_threads = threads;
+      matrix<float> gt(C, N);
+      CHECK(xent::topk_divergence_with_grad(s, teacher, ot, gt).per_sample() == d);
+      CHECK(gt == g);
+    }
+    matrix<float> in_place = s;
+    CHECK(xent::topk_divergence_with_grad(in_place, teacher, o, in_place).per_sample() == d);
+    CHECK(in_place == g);
+    // A masked sample: 0 loss, 0 gradient, the others unchanged.
+    xent::divergence_options om = o;
+    om.mask = xent::sample_mask::Ones(N);
+    om.mask(3) = false;
+    matrix<float> gm(C, N);
+    const vector<float> dm = xent::topk_divergence_with_grad(s, teacher, om, gm).per_sample();
+    CHECK(dm(3) == 0.0f);
+    CHECK(gm.col(3).cwiseAbs().maxCoeff() == 0.0f);
+    CHECK(dm(5) == d(5));
+    CHECK(gm.col(5) == g.col(5));
+    // Sample weights: the weighted sum of the per-sample divergences, and the gradient scaled per sample.
+    xent::divergence_options ow = o;
+    ow.reduction = xent::reduction::sum;
+    ow.sample_weight = Eigen::VectorXd::LinSpaced(N, 0.5, 2.0);
+    matrix<float> gw(C, N);
+    const double weighted = xent::topk_divergence_with_grad(s, teacher, ow, gw).value();
+    CHECK(std::fabs(weighted - d.cast<double>().dot(ow.sample_weight)) <= 1e-5 * std::max(1.0, std::fabs(weighted)));
+    CHECK((gw - g * ow.sample_weight.cast<float>().asDiagonal()).cwiseAbs().maxCoeff() <= 1e-6f * largest(g));
+  }
+}
+
+TEST_CASE("topk_divergence: misuse", "[topk][errors]") {
+  const Eigen::Index C = 10, N = 4;
+  const matrix<double> s = xent_test::random_logits<double>(C, N, 2), t = xent_test::random_logits<double>(C, N, 2);
+  const auto good = top_k_of(t, 3, topk_values::logits, true);
+  auto with = [&](auto change) {
+    auto bad = good;
+    change(bad);
+    return bad;
+  };
+  const auto out_of_range = with([](auto& b) { b.indices(1, 2) = 10; });
+  const auto negative = with([](auto& b) { b.indices(0, 1) = -1; });
+  const auto repeated = with([](auto& b) { b.indices(2, 3) = b.indices(0, 3); });
+  const auto too_many = top_k_of(t, 3, topk_values::logits, false);
+  auto wide = too_many;
+  wide.indices.resize(11, N);
+  wide.values.resize(11, N);
+  const auto short_values = with([](auto& b) { b.values.conservativeResize(2, N); });
+  const auto short_lse = with([](auto& b) { b.lse.conservativeResize(3); });
+  const auto log_probs_lse = with([](auto& b) { b.values_are = topk_values::log_probs; });
+  const auto few_samples = with([](auto& b) {
+    b.indices.conservativeResize(3, 3);
+    b.values.conservativeResize(3, 3);
+  });
+  xent::divergence_options hot;
+  hot.temperature = 2;
+  xent::divergence_options hot_teacher;
+  hot_teacher.teacher_temperature = 0.5;
+  matrix<double> g(C, N), small(C - 1, N);
+  const xent_test::misuse table[] = {
+      {"index >= C", [&] { xent::topk_divergence(s, out_of_range); }, "topk_divergence", "teacher.indices(1, 2)", "[0, 10)", "got 10"},
+      {"index < 0", [&] { xent::topk_divergence(s, negative); }, "topk_divergence", "teacher.indices(0, 1)", "[0, 10)", "got -1"},
+      {"repeated index", [&] { xent::topk_divergence(s, repeated); }, "topk_divergence", "teacher.indices(2, 3)", "repeats class"},
+      {"k > C", [&] { xent::topk_divergence(s, wide); }, "topk_divergence", "teacher.indices", "k <= C = 10", "got 11"},
+      {"values' shape", [&] { xent::topk_divergence(s, short_values); }, "topk_divergence", "teacher.values", "shape of teacher.indices"},
+      {"lse's size", [&] { xent::topk_divergence(s, short_lse); }, "topk_divergence", "teacher.lse", "one entry per sample (4)"},
+      {"lse with log_probs", [&] { xent::topk_divergence(s, log_probs_lse); }, "topk_divergence", "teacher.lse", "log_probs"},
+      {"teacher samples", [&] { xent::topk_divergence(s, few_samples); }, "topk_divergence", "teacher.indices", "(4)", "got 3"},
+      {"tail at T != 1", [&] { xent::topk_divergence(s, good, hot); }, "topk_divergence", "temperature", "temperature 1", "got 2"},
+      {"tail at T_t != 1", [&] { xent::topk_divergence(s, good, hot_teacher); }, "topk_divergence", "teacher_temperature",
+       "temperature 1", "got 0.5"},
+      {"gradient's shape", [&] { xent::topk_divergence_with_grad(s, good, {}, small); }, "topk_divergence_with_grad",
+       "grad_student_out", "shape of the input"},
+      {"grad_out a vector for batchmean", [&] { xent::topk_divergence_backward(s, good, vector<double>::Ones(N), {}, g); },
+       "topk_divergence_backward", "grad_out", "must be a scalar"},
+      {"bad beta", [&] {
+         xent::divergence_options o;
+         o.beta = 2;
+         xent::topk_divergence(s, good, o);
+       }, "topk_divergence", "beta", "[0, 1]"},
+  };
+  CHECK(xent_test::check_misuse(table) == int(std::size(table)));
+  // The teacher's plain logits take any teacher temperature (no tail: the top-k renormalised).
+  CHECK(std::isfinite(xent::topk_divergence(s, too_many, hot).value()));
+}
