@@ -1,8 +1,9 @@
 // The label-smoothing family (issue 16, items 4 and 5): cross_entropy's label_smoothing_excluded
-// (classes that take no smoothing mass), against torch 1.13 float64 compositions of the smoothed
-// target distribution (tests/reference/smoothing_cases.txt, from
-// tests/reference/gen_smoothing_reference.py), the same distribution given as probability targets,
-// finite differences, E = 0 as the plain label_smoothing bit for bit, and the bad input.
+// (classes that take no smoothing mass), softmax_focal_loss's label_smoothing and Keras's
+// categorical focal loss of probabilities, against torch 1.13 float64 compositions
+// (tests/reference/smoothing_cases.txt, from tests/reference/gen_smoothing_reference.py), the same
+// distribution given as probability targets, Keras's documented example, finite differences,
+// E = 0 as the plain label_smoothing bit for bit, and the bad input.
 
 #include "misuse.hpp"
 #include "support.hpp"
@@ -54,25 +55,74 @@ xent::cross_entropy_options ce_options_of(const xent_test::reference_case& c) {
   return o;
 }
 
+xent::softmax_focal_loss_options focal_options_of(const xent_test::reference_case& c) {
+  xent::softmax_focal_loss_options o;
+  o.reduction = reductions[std::size_t(c["reduction"][0])];
+  o.label_smoothing = double(c["eps"][0]);
+  o.gamma = double(c["gamma"][0]);
+  if (c.has("alpha")) o.alpha = doubles(c["alpha"]);
+  return o;
+}
+
+xent::categorical_focal_cross_entropy_options keras_focal_options_of(const xent_test::reference_case& c) {
+  xent::categorical_focal_cross_entropy_options o;
+  o.reduction = reductions[std::size_t(c["reduction"][0])];
+  o.label_smoothing = double(c["eps"][0]);
+  o.gamma = double(c["gamma"][0]);
+  o.alpha = double(c["alpha"][0]);
+  o.epsilon = double(c["clip"][0]);
+  return o;
+}
+
 /// The worst loss error (relative to max(|ref|, 1)) and gradient error (relative to the largest
 /// reference entry) of a case, over the forward, _with_grad and _backward calls.
 template <class T>
 std::array<double, 2> errors_of(const xent_test::reference_case& c) {
   const Eigen::Index C = c.classes, N = Eigen::Index(c["N"][0]);
   const matrix<T> x = xent_test::as_matrix<T>(c["logits"], C, N);
-  index_vector t(N);
-  for (Eigen::Index j = 0; j < N; ++j) t(j) = std::int64_t(c["target"][std::size_t(j)]);
-  const xent::cross_entropy_options o = ce_options_of(c);
+  index_vector t = index_vector::Zero(N);
+  if (c.has("target"))
+    for (Eigen::Index j = 0; j < N; ++j) t(j) = std::int64_t(c["target"][std::size_t(j)]);
+  const bool reduced = reductions[std::size_t(c["reduction"][0])] != xent::reduction::none;
   matrix<T> g1(C, N), g2(C, N);
-  const auto fwd = xent::cross_entropy(x, t, o);
-  const auto wg = xent::cross_entropy_with_grad(x, t, o, g1);
-  if (o.reduction == xent::reduction::none) {
-    const vector<T> go = doubles(c["grad_out"]).cast<T>();
-    xent::cross_entropy_backward(x, t, go, o, g2);
-    g1 = g1 * go.asDiagonal();  // with_grad seeds 1 per sample
-  } else {
-    xent::cross_entropy_backward(x, t, T(c["grad_out"][0]), o, g2);
-  }
+  // forward, with_grad into g1, backward with the case's grad_out into g2, for one loss
+  auto three = [&](auto&& forward, auto&& with_grad, auto&& backward) {
+    auto fwd = forward();
+    auto wg = with_grad(g1);
+    if (!reduced) {
+      const vector<T> go = doubles(c["grad_out"]).cast<T>();
+      backward(go, g2);
+      g1 = g1 * go.asDiagonal();  // with_grad seeds 1 per sample
+    } else {
+      backward(T(c["grad_out"][0]), g2);
+    }
+    return std::array<xent::loss_result<T>, 2>{std::move(fwd), std::move(wg)};
+  };
+  const int fn = int(c["fn"][0]);
+  auto results = [&] {
+    if (fn == 0) {
+      const xent::cross_entropy_options o = ce_options_of(c);
+      return three([&] { return xent::cross_entropy(x, t, o); }, [&](matrix<T>& g) { return xent::cross_entropy_with_grad(x, t, o, g); },
+                   [&](const auto& go, matrix<T>& g) { xent::cross_entropy_backward(x, t, go, o, g); });
+    }
+    if (fn == 1) {
+      const xent::softmax_focal_loss_options o = focal_options_of(c);
+      return three([&] { return xent::softmax_focal_loss(x, t, o); },
+                   [&](matrix<T>& g) { return xent::softmax_focal_loss_with_grad(x, t, o, g); },
+                   [&](const auto& go, matrix<T>& g) { xent::softmax_focal_loss_backward(x, t, go, o, g); });
+    }
+    const xent::categorical_focal_cross_entropy_options o = keras_focal_options_of(c);
+    if (c.has("target"))
+      return three([&] { return xent::categorical_focal_cross_entropy(x, t, o); },
+                   [&](matrix<T>& g) { return xent::categorical_focal_cross_entropy_with_grad(x, t, o, g); },
+                   [&](const auto& go, matrix<T>& g) { xent::categorical_focal_cross_entropy_backward(x, t, go, o, g); });
+    const matrix<T> y = xent_test::as_matrix<T>(c["targets"], C, N);
+    return three([&] { return xent::categorical_focal_cross_entropy(x, y, o); },
+                 [&](matrix<T>& g) { return xent::categorical_focal_cross_entropy_with_grad(x, y, o, g); },
+                 [&](const auto& go, matrix<T>& g) { xent::categorical_focal_cross_entropy_backward(x, y, go, o, g); });
+  }();
+  const auto& fwd = results[0];
+  const auto& wg = results[1];
   const auto& ref = c["loss"];
   double loss_error = 0;
   for (const auto* r : {&fwd, &wg}) {
@@ -126,11 +176,14 @@ matrix<double> smoothed_targets(const index_vector& t, Eigen::Index C, const xen
 
 }  // namespace
 
-TEST_CASE("label_smoothing_excluded matches torch 1.13 float64 compositions", "[smoothing]") {
+namespace {
+
+/// Every case of one function against the reference, in double and float; the worst errors printed.
+void check_reference_cases(int fn, const char* what, int at_least) {
   double worst_double[2] = {0, 0}, worst_float[2] = {0, 0};
   int checked = 0;
   for (const auto& c : cases()) {
-    if (c["fn"][0] != 0) continue;
+    if (c["fn"][0] != fn) continue;
     INFO(c.name);
     ++checked;
     const auto d = errors_of<double>(c);
@@ -145,10 +198,24 @@ TEST_CASE("label_smoothing_excluded matches torch 1.13 float64 compositions", "[
       worst_float[k] = std::max(worst_float[k], f[k] / eps);
     }
   }
-  CHECK(checked >= 40);
-  WARN("smoothing_cases, cross_entropy (" << checked << " cases): double loss " << worst_double[0] << ", gradient "
-                                          << worst_double[1] << "; float loss " << worst_float[0] << " eps, gradient "
-                                          << worst_float[1] << " eps");
+  CHECK(checked >= at_least);
+  WARN("smoothing_cases, " << what << " (" << checked << " cases): double loss " << worst_double[0] << ", gradient "
+                           << worst_double[1] << "; float loss " << worst_float[0] << " eps, gradient " << worst_float[1]
+                           << " eps");
+}
+
+}  // namespace
+
+TEST_CASE("label_smoothing_excluded matches torch 1.13 float64 compositions", "[smoothing]") {
+  check_reference_cases(0, "cross_entropy", 40);
+}
+
+TEST_CASE("softmax_focal_loss with label_smoothing matches torch 1.13 float64 compositions", "[smoothing][focal]") {
+  check_reference_cases(1, "softmax_focal_loss", 50);
+}
+
+TEST_CASE("categorical_focal_cross_entropy matches Keras's formula written out in torch 1.13 float64", "[smoothing][focal]") {
+  check_reference_cases(2, "categorical_focal_cross_entropy", 50);
 }
 
 TEMPLATE_TEST_CASE("label_smoothing_excluded is cross_entropy against its smoothed distribution as probability targets",
@@ -309,4 +376,143 @@ TEST_CASE("bad label_smoothing_excluded is a named error", "[smoothing][errors]"
        "poly1_cross_entropy", "label_smoothing_excluded", "must be empty for poly1_cross_entropy"},
   };
   CHECK(xent_test::check_misuse(table) == int(std::size(table)));
+}
+
+TEST_CASE("softmax_focal_loss label_smoothing: gamma 0 is smoothed cross_entropy, finite differences, both layouts",
+          "[smoothing][focal]") {
+  const Eigen::Index C = 11, N = 13;
+  matrix<double> x = xent_test::random_logits<double>(C, N);
+  const index_vector t = random_targets(N, C, Eigen::VectorXi());
+  xent::softmax_focal_loss_options f;
+  f.gamma = 0;
+  f.label_smoothing = 0.3;
+  f.reduction = xent::reduction::none;
+  xent::cross_entropy_options ce;
+  ce.label_smoothing = 0.3;
+  ce.reduction = xent::reduction::none;
+  matrix<double> gf(C, N), gc(C, N);
+  const auto a = xent::softmax_focal_loss_with_grad(x, t, f, gf);
+  const auto b = xent::cross_entropy_with_grad(x, t, ce, gc);
+  const double eps = std::numeric_limits<double>::epsilon();
+  CHECK((a.per_sample() - b.per_sample()).cwiseAbs().maxCoeff() <= 8 * eps * std::max(1.0, b.per_sample().cwiseAbs().maxCoeff()));
+  CHECK((gf - gc).cwiseAbs().maxCoeff() <= 8 * eps);
+  // the gradient of the mean, with alpha, against central differences, and dim = 1 against dim = 0
+  double worst = 0;
+  for (const double gamma : {0.5, 2.0, 3.0}) {
+    xent::softmax_focal_loss_options o;
+    o.gamma = gamma;
+    o.label_smoothing = 0.25;
+    o.alpha = Eigen::VectorXd::LinSpaced(C, 0.3, 1.2);
+    matrix<double> grad(C, N);
+    const auto loss = xent::softmax_focal_loss_with_grad(x, t, o, grad);
+    for (Eigen::Index i = 0; i < x.size(); ++i)
+      worst = std::max(worst, std::fabs(grad.data()[i] - xent_test::central_difference(x, i, [&](const matrix<double>& m) {
+                                          return xent::softmax_focal_loss(m, t, o).value();
+                                        })));
+    xent::softmax_focal_loss_options rows = o;
+    rows.dim = 1;
+    const matrix<double> xt = x.transpose();
+    matrix<double> grad_rows(N, C);
+    const auto loss_rows = xent::softmax_focal_loss_with_grad(xt, t, rows, grad_rows);
+    CHECK(loss_rows.value() == loss.value());
+    CHECK((grad_rows.transpose().array() == grad.array()).all());
+  }
+  CHECK(worst <= 1e-9);
+  WARN("finite differences, smoothed softmax_focal_loss: " << worst);
+}
+
+TEST_CASE("categorical_focal_cross_entropy: Keras's documented example, gamma 0 and alpha 1 as categorical_cross_entropy",
+          "[smoothing][focal]") {
+  // keras.losses.categorical_focal_crossentropy's docstring: y_true [[0, 1, 0], [0, 0, 1]],
+  // y_pred [[0.05, 0.9, 0.05], [0.1, 0.85, 0.05]] gives [2.63401289e-04, 6.75912094e-01] (float32).
+  Eigen::Matrix<float, 3, 2> probs;
+  probs << 0.05f, 0.1f, 0.9f, 0.85f, 0.05f, 0.05f;
+  Eigen::Matrix<float, 3, 2> onehot;
+  onehot << 0, 0, 1, 0, 0, 1;
+  xent::categorical_focal_cross_entropy_options o;
+  o.reduction = xent::reduction::none;
+  const auto soft = xent::categorical_focal_cross_entropy(probs, onehot, o);
+  const auto index = xent::categorical_focal_cross_entropy(probs, Eigen::Matrix<std::int64_t, 2, 1>(1, 2), o);
+  CHECK(soft.per_sample()(0) == Approx(2.63401289e-04).epsilon(2e-6));
+  CHECK(soft.per_sample()(1) == Approx(6.75912094e-01).epsilon(2e-6));
+  CHECK((soft.per_sample().array() == index.per_sample().array()).all());
+  // gamma 0, alpha 1: the cross-entropy of the same clipped probabilities
+  const Eigen::Index C = 9, N = 10;
+  const matrix<double> logits = xent_test::random_logits<double>(C, N);
+  matrix<double> q = logits.array().exp().matrix();
+  q(2, 3) = 1e-12;  // below the clip
+  const index_vector t = random_targets(N, C, Eigen::VectorXi());
+  xent::categorical_focal_cross_entropy_options f;
+  f.gamma = 0;
+  f.alpha = 1;
+  f.label_smoothing = 0.15;
+  xent::categorical_cross_entropy_options ce;
+  ce.label_smoothing = 0.15;
+  matrix<double> gf(C, N), gc(C, N);
+  const auto a = xent::categorical_focal_cross_entropy_with_grad(q, t, f, gf);
+  const auto b = xent::categorical_cross_entropy_with_grad(q, t, ce, gc);
+  CHECK(a.value() == b.value());  // the focal factor 1 * (1 - v)^0 is exact
+  CHECK((gf - gc).cwiseAbs().maxCoeff() <= 4 * std::numeric_limits<double>::epsilon() * gc.cwiseAbs().maxCoeff());
+}
+
+TEST_CASE("bad focal smoothing options are named errors", "[smoothing][focal][errors]") {
+  const matrix<float> x = matrix<float>::Constant(4, 3, 0.25f);
+  const index_vector t = index_vector::Zero(3);
+  const xent_test::misuse table[] = {
+      {"focal smoothing above 1", [&] {
+         xent::softmax_focal_loss_options o;
+         o.label_smoothing = 1.5;
+         (void)xent::softmax_focal_loss(x, t, o);
+       },
+       "softmax_focal_loss", "label_smoothing", "in [0, 1]", "1.5"},
+      {"focal smoothing NaN", [&] {
+         xent::softmax_focal_loss_options o;
+         o.label_smoothing = std::nan("");
+         matrix<float> g(4, 3);
+         (void)xent::softmax_focal_loss_with_grad(x, t, o, g);
+       },
+       "softmax_focal_loss_with_grad", "label_smoothing", "in [0, 1]"},
+      {"a negative gamma", [&] {
+         xent::categorical_focal_cross_entropy_options o;
+         o.gamma = -1;
+         (void)xent::categorical_focal_cross_entropy(x, t, o);
+       },
+       "categorical_focal_cross_entropy", "gamma", "finite and >= 0", "-1"},
+      {"a NaN alpha", [&] {
+         xent::categorical_focal_cross_entropy_options o;
+         o.alpha = std::nan("");
+         matrix<float> g(4, 3);
+         xent::categorical_focal_cross_entropy_backward(x, t, 1.0f, o, g);
+       },
+       "categorical_focal_cross_entropy_backward", "alpha", "finite"},
+      {"a negative probability", [&] {
+         matrix<float> p = x;
+         p(1, 2) = -0.5f;
+         (void)xent::categorical_focal_cross_entropy(p, t, xent::categorical_focal_cross_entropy_options{});
+       },
+       "categorical_focal_cross_entropy", "probs", "finite probabilities >= 0"},
+      {"a clip outside (0, 0.5)", [&] {
+         xent::categorical_focal_cross_entropy_options o;
+         o.epsilon = 0.5;
+         (void)xent::categorical_focal_cross_entropy(x, t, o);
+       },
+       "categorical_focal_cross_entropy", "epsilon", "in (0, 0.5)"},
+  };
+  CHECK(xent_test::check_misuse(table) == int(std::size(table)));
+}
+
+TEST_CASE("softmax_focal_loss label_smoothing takes bf16 logits as their float values", "[smoothing][focal]") {
+  const Eigen::Index C = 7, N = 9;
+  const matrix<Eigen::bfloat16> x = xent_test::random_logits<float>(C, N).cast<Eigen::bfloat16>();
+  const matrix<float> xf = x.cast<float>();
+  const index_vector t = random_targets(N, C, Eigen::VectorXi());
+  xent::softmax_focal_loss_options o;
+  o.label_smoothing = 0.2;
+  o.reduction = xent::reduction::sum;
+  matrix<Eigen::bfloat16> g(C, N);
+  matrix<float> gf(C, N);
+  const auto a = xent::softmax_focal_loss_with_grad(x, t, o, g);
+  const auto b = xent::softmax_focal_loss_with_grad(xf, t, o, gf);
+  CHECK(a.value() == b.value());  // the same float inputs, the same double pass
+  CHECK((g.cast<float>().array() == gf.cast<Eigen::bfloat16>().cast<float>().array()).all());  // rounded once
 }
