@@ -731,6 +731,11 @@ void errors() {
     o = {};
     o.dim = 2;
     expect_invalid([&] { vocab_parallel_cross_entropy(local, targets, shard, o, MPI_COMM_WORLD); }, "dim");
+    o = {};
+    o.label_smoothing = 0.1;
+    o.label_smoothing_excluded = Eigen::VectorXi::Constant(1, 0);
+    expect_invalid([&] { vocab_parallel_cross_entropy(local, targets, shard, o, MPI_COMM_WORLD); }, "label_smoothing_excluded",
+                   "not supported vocabulary-parallel");
   }
   current = "errors: shard outside the vocabulary, no samples";
   {

@@ -5,7 +5,9 @@
 // categorical_crossentropy and sparse_categorical_crossentropy): each sample's probabilities are
 // divided by their sum, clipped to [epsilon, 1 - epsilon] (Keras's backend epsilon, 1e-7), and
 //   loss_j = -sum_k y~_k log(clip(p_k / S_j)),  y~ = (1 - eps_s) y + eps_s / C (label smoothing),
-// y one-hot for class-index targets. torch has no such input (its losses take logits or log-probabilities);
+// y one-hot for class-index targets; categorical_focal_cross_entropy (Keras's
+// categorical_focal_crossentropy, from_logits=False) weighs each term by alpha (1 - v_k)^gamma.
+// torch has no such input (its losses take logits or log-probabilities);
 // this is what a Keras model's softmax output feeds. docs/losses.md, "categorical_cross_entropy".
 
 #include "../core/error.hpp"
@@ -43,7 +45,28 @@ struct categorical_cross_entropy_options {
   std::optional<double> normalizer = std::nullopt;  ///< given: mean and sum divide the weighted sum by it
 };
 
+/// Options of categorical_focal_cross_entropy: categorical_cross_entropy's, and Keras's focal
+/// alpha and gamma with its defaults.
+struct categorical_focal_cross_entropy_options : categorical_cross_entropy_options {
+  /// Keras's scalar weight of every class's term, finite.
+  double alpha = 0.25;
+  /// Focusing exponent, finite and >= 0; 0 with alpha 1 is categorical_cross_entropy.
+  double gamma = 2;
+};
+
 namespace detail {
+
+/// The focal weighting of categorical_losses: each term -y~_k log v_k times alpha (1 - v_k)^gamma.
+struct categorical_focal {
+  bool on = false;
+  double alpha = 1, gamma = 0;
+};
+
+inline categorical_focal focal_of(const char* fn, const categorical_focal_cross_entropy_options& o) {
+  if (!std::isfinite(o.alpha)) throw_invalid(fn, "alpha", "must be finite", o.alpha);
+  if (!(o.gamma >= 0 && std::isfinite(o.gamma))) throw_invalid(fn, "gamma", "must be finite and >= 0", o.gamma);
+  return {true, o.alpha, o.gamma};
+}
 
 /// The checks of a categorical_cross_entropy call: options, shapes, and every probability finite
 /// and >= 0 with a positive sum per kept sample (Keras does not check; a NaN would spread silently).
@@ -89,11 +112,13 @@ checked_call check_categorical_probs(const char* fn, const Eigen::DenseBase<P>& 
 /// Per-sample losses and, with grad, scale(j) times d loss_j / d probs. Per sample: S = sum p
 /// (in double), u = p / S, v = clip(u, eps, 1 - eps), loss = -sum y~ log v; the gradient through
 /// the clip (1 inside [eps, 1 - eps], 0 outside, as torch.clamp and tf.clip_by_value) and the
-/// normalisation: d loss / d p_j = (g_j - sum_k g_k u_k) / S with g_k = -y~_k / v_k.
+/// normalisation: d loss / d p_j = (g_j - sum_k g_k u_k) / S with g_k = -y~_k / v_k. With focal,
+/// each term is -y~_k alpha (1 - v_k)^gamma log v_k and
+/// g_k = y~_k alpha (gamma (1 - v_k)^(gamma - 1) log v_k - (1 - v_k)^gamma / v_k) (1 - v_k >= epsilon > 0).
 template <class T, class TargetAt, class YAt, class Scale>
 Eigen::Matrix<T, Eigen::Dynamic, 1> categorical_losses(const samples_view<const T>& v, const categorical_cross_entropy_options& o,
                                                        TargetAt&& target_at, YAt&& y_at, Scale&& scale,
-                                                       const samples_view<T>* grad) {
+                                                       const samples_view<T>* grad, const categorical_focal& focal = {}) {
   Eigen::Matrix<T, Eigen::Dynamic, 1> losses(v.samples);
   const Index C = v.classes;
   const double lo = o.epsilon, hi = 1 - o.epsilon, keep = 1 - o.label_smoothing, spread = o.label_smoothing / double(C);
@@ -111,12 +136,21 @@ Eigen::Matrix<T, Eigen::Dynamic, 1> categorical_losses(const samples_view<const 
     engine::exact_sum loss;
     double g_dot_u = 0;
     auto smoothed = [&](Index k) { return (t >= 0 ? (k == t ? keep : 0.0) : keep * double(y_at(j, k))) + spread; };
+    // d term / d v_k, without the clip's indicator.
+    auto d_term = [&](double y, double clipped) {
+      if (!focal.on) return -y / clipped;
+      const double om = 1 - clipped, pulled = focal.gamma == 0 ? 0.0 : focal.gamma * std::pow(om, focal.gamma - 1) * std::log(clipped);
+      return y * focal.alpha * (pulled - std::pow(om, focal.gamma) / clipped);
+    };
     for (Index k = 0; k < C; ++k) {
       const double y = smoothed(k);
       if (y == 0) continue;  // 0 log v = 0 (v >= eps > 0 anyway)
       const double u = double(p[k * v.class_stride]) / sum, clipped = std::min(std::max(u, lo), hi);
-      loss.add(-y * std::log(clipped));
-      if (u >= lo && u <= hi) g_dot_u += -y / clipped * u;
+      if (focal.on)
+        loss.add(-y * focal.alpha * std::pow(1 - clipped, focal.gamma) * std::log(clipped));
+      else
+        loss.add(-y * std::log(clipped));
+      if (u >= lo && u <= hi) g_dot_u += d_term(y, clipped) * u;
     }
     losses(j) = static_cast<T>(loss.value());
     if (!grad) return;
@@ -125,7 +159,7 @@ Eigen::Matrix<T, Eigen::Dynamic, 1> categorical_losses(const samples_view<const 
     for (Index k = 0; k < C; ++k) {  // p is read before g is written (g may be p)
       const double u = double(p[k * v.class_stride]) / sum, clipped = std::min(std::max(u, lo), hi);
       const double y = smoothed(k);
-      const double gk = (u >= lo && u <= hi && y != 0) ? -y / clipped : 0.0;
+      const double gk = (u >= lo && u <= hi && y != 0) ? d_term(y, clipped) : 0.0;
       g[k * grad->class_stride] = static_cast<T>(c * (gk - g_dot_u) / sum);
     }
   });
@@ -137,7 +171,8 @@ Eigen::Matrix<T, Eigen::Dynamic, 1> categorical_losses(const samples_view<const 
 template <class P, class Y, class G, class Out>
 loss_result<typename P::Scalar> categorical_call(const char* fn, const Eigen::DenseBase<P>& probs,
                                                  const Eigen::DenseBase<Y>& targets, const categorical_cross_entropy_options& o,
-                                                 const G* grad_out, const Eigen::DenseBase<Out>* out) {
+                                                 const G* grad_out, const Eigen::DenseBase<Out>* out,
+                                                 const categorical_focal& focal = {}) {
   using T = typename P::Scalar;
   const checked_call checked = check_categorical_probs(fn, probs, targets, o);
   const sample_selection& sel = checked.selection;
@@ -146,12 +181,12 @@ loss_result<typename P::Scalar> categorical_call(const char* fn, const Eigen::De
     if constexpr (std::is_integral_v<typename Y::Scalar>) {
       const auto target = index_targets(targets, o.ignore_index);
       auto target_at = [&](Index j) { return !sel.kept(j) ? Index(-2) : target(j) < 0 ? Index(-2) : target(j); };
-      losses = categorical_losses(v, o, target_at, [](Index, Index) { return T(0); }, scale, g);
+      losses = categorical_losses(v, o, target_at, [](Index, Index) { return T(0); }, scale, g, focal);
     } else {
       with_view(targets, o.dim, [&](const samples_view<const T>& y) {
         auto target_at = [&](Index j) { return sel.kept(j) ? Index(-1) : Index(-2); };
         auto y_at = [&](Index j, Index k) { return y.sample(j)[k * y.class_stride]; };
-        losses = categorical_losses(v, o, target_at, y_at, scale, g);
+        losses = categorical_losses(v, o, target_at, y_at, scale, g, focal);
       });
     }
   };
@@ -205,6 +240,43 @@ void categorical_cross_entropy_backward(const Eigen::DenseBase<P>& probs, const 
                                         const Eigen::DenseBase<Out>& grad_probs_out) {
   (void)detail::categorical_call<P, Y, G, Out>("categorical_cross_entropy_backward", probs, targets, opts, &grad_out,
                                                &grad_probs_out);
+}
+
+/// Keras's categorical_focal_crossentropy of probabilities (from_logits=False), probability or
+/// class-index targets: per sample -sum_k y~_k alpha (1 - v_k)^gamma log v_k with v = clip(p / S,
+/// epsilon, 1 - epsilon) and y~ the label-smoothed target, as categorical_cross_entropy.
+/// \returns loss_result as categorical_cross_entropy. \throws xent::invalid_argument as
+/// categorical_cross_entropy, and for a non-finite alpha or a gamma < 0 or not finite.
+template <class P, class Y>
+loss_result<typename P::Scalar> categorical_focal_cross_entropy(const Eigen::DenseBase<P>& probs,
+                                                                const Eigen::DenseBase<Y>& targets,
+                                                                const categorical_focal_cross_entropy_options& opts = {}) {
+  constexpr const char* fn = "categorical_focal_cross_entropy";
+  const detail::categorical_focal focal = detail::focal_of(fn, opts);
+  return detail::categorical_call<P, Y, void, P>(fn, probs, targets, opts, nullptr, nullptr, focal);
+}
+
+/// categorical_focal_cross_entropy and its gradient w.r.t. probs in one call (grad_out = 1; for
+/// none, of the sum of the per-sample losses), into grad_probs_out (it may be probs itself).
+template <class P, class Y, class Out>
+loss_result<typename P::Scalar> categorical_focal_cross_entropy_with_grad(const Eigen::DenseBase<P>& probs,
+                                                                          const Eigen::DenseBase<Y>& targets,
+                                                                          const categorical_focal_cross_entropy_options& opts,
+                                                                          const Eigen::DenseBase<Out>& grad_probs_out) {
+  constexpr const char* fn = "categorical_focal_cross_entropy_with_grad";
+  const detail::categorical_focal focal = detail::focal_of(fn, opts);
+  return detail::categorical_call<P, Y, void, Out>(fn, probs, targets, opts, nullptr, &grad_probs_out, focal);
+}
+
+/// The gradient of categorical_focal_cross_entropy w.r.t. probs, times grad_out (a number for
+/// mean/sum, one per sample for none), into grad_probs_out.
+template <class P, class Y, class G, class Out>
+void categorical_focal_cross_entropy_backward(const Eigen::DenseBase<P>& probs, const Eigen::DenseBase<Y>& targets,
+                                              const G& grad_out, const categorical_focal_cross_entropy_options& opts,
+                                              const Eigen::DenseBase<Out>& grad_probs_out) {
+  constexpr const char* fn = "categorical_focal_cross_entropy_backward";
+  const detail::categorical_focal focal = detail::focal_of(fn, opts);
+  (void)detail::categorical_call<P, Y, G, Out>(fn, probs, targets, opts, &grad_out, &grad_probs_out, focal);
 }
 
 }  // namespace xent

@@ -60,6 +60,11 @@ struct cross_entropy_options {
   /// uniform (torch's eps / C to every class) or other_classes (eps / (C - 1) to each class but the
   /// target, which keeps 1 - eps; class-index targets only).
   xent::label_smoothing_kind label_smoothing_kind = xent::label_smoothing_kind::uniform;
+  /// Classes given no smoothing mass (padding, special tokens; xent's, class-index targets only):
+  /// with E of them, uniform gives eps / (C - E) to each other class, other_classes eps / (C - E - 1)
+  /// to each other non-target class; a sample whose target is excluded gets no smoothing (its plain
+  /// weighted NLL). docs/losses.md "Label smoothing".
+  Eigen::VectorXi label_smoothing_excluded{};
   /// Probability targets: a zero target on a -inf (masked) logit contributes 0 (Optax's
   /// safe_softmax_cross_entropy) instead of torch's 0 * -inf = NaN.
   bool safe = false;
@@ -92,6 +97,31 @@ struct poly1_cross_entropy_options : cross_entropy_options {
 
 namespace detail {
 
+/// The checks of label_smoothing_excluded against C classes: indices in [0, C), each once, and at
+/// least one class (two for other_classes) left to take the mass.
+inline void check_smoothing_excluded(const char* fn, const cross_entropy_options& o, Eigen::Index classes) {
+  const Eigen::VectorXi& ex = o.label_smoothing_excluded;
+  if (ex.size() == 0) return;
+  std::vector<unsigned char> seen(std::size_t(classes), 0);
+  for (Eigen::Index i = 0; i < ex.size(); ++i) {
+    if (ex(i) < 0 || ex(i) >= classes)
+      throw_invalid(fn, "label_smoothing_excluded",
+                    "must hold class indices in [0, " + std::to_string(classes) + ")",
+                    "entry " + std::to_string(i) + " = " + std::to_string(ex(i)));
+    if (seen[std::size_t(ex(i))]++)
+      throw_invalid(fn, "label_smoothing_excluded", "must name each class at most once",
+                    "class " + std::to_string(ex(i)) + " twice");
+  }
+  if (o.label_smoothing == 0) return;
+  const Eigen::Index left = classes - ex.size();
+  const Eigen::Index needed = o.label_smoothing_kind == label_smoothing_kind::other_classes ? 2 : 1;
+  if (left < needed)
+    throw_invalid(fn, "label_smoothing_excluded",
+                  std::string("must leave at least ") + std::to_string(needed) + " class" + (needed > 1 ? "es" : "") +
+                      " to take the smoothing mass",
+                  std::to_string(ex.size()) + " of " + std::to_string(classes) + " excluded");
+}
+
 /// The checks of the options only class-index cross_entropy has.
 inline void check_index_only_options(const char* fn, const cross_entropy_options& o) {
   check_num_threads(fn, o.num_threads);
@@ -108,6 +138,7 @@ checked_call check_index_cross_entropy(const char* fn, const Eigen::DenseBase<De
   check_index_only_options(fn, opts);
   const Eigen::Index classes = opts.dim == 0 ? logits.rows() : logits.cols();
   (void)torch_smoothing_of(fn, opts.label_smoothing, opts.label_smoothing_kind, classes);
+  check_smoothing_excluded(fn, opts, classes);
   const sample_selection selection = selection_of(fn, opts, samples);
   return {samples, check_index_targets(fn, targets, samples, classes, opts.ignore_index, opts.weight, selection), selection};
 }
@@ -118,6 +149,9 @@ void check_prob_targets(const char* fn, const Eigen::DenseBase<Derived>& x, cons
   check_num_threads(fn, opts.num_threads);
   if (opts.softcap != 0 || opts.z_loss != 0 || opts.return_lse)
     throw_invalid(fn, "targets", "must be class indices for softcap, z_loss or return_lse", "probability targets");
+  if (opts.label_smoothing_excluded.size() != 0)
+    throw_invalid(fn, "label_smoothing_excluded", "must be empty with probability targets (it needs a target class)",
+                  std::to_string(opts.label_smoothing_excluded.size()) + " classes");
   static_assert(std::is_same_v<typename Derived::Scalar, typename YDerived::Scalar>,
                 "probability targets must have the logits' scalar type");
   check_same_shape(fn, "targets", y, "logits", x);
@@ -157,6 +191,27 @@ Eigen::Matrix<compute_t<S>, Eigen::Dynamic, 1> index_cross_entropy(const samples
   st.smoothing = static_cast<T>(torch_smoothing_of("cross_entropy", opts.label_smoothing, opts.label_smoothing_kind, v.classes));
   st.weight_total = weight.empty() ? static_cast<T>(v.classes) : static_cast<T>(opts.weight.sum());
   st.classes = v.classes;
+  std::vector<unsigned char> excluded;
+  std::vector<T> smooth_weight;
+  if (opts.label_smoothing_excluded.size() != 0 && opts.label_smoothing != 0) {
+    // The kind's eps' over the C - E classes that take the mass (torch_smoothing_of with C - E), and
+    // the smoothing term's weights w_k s_k, summed in double as the plain weight_total is.
+    excluded.assign(std::size_t(v.classes), 0);
+    for (Eigen::Index i = 0; i < opts.label_smoothing_excluded.size(); ++i) excluded[std::size_t(opts.label_smoothing_excluded(i))] = 1;
+    const Index left = v.classes - opts.label_smoothing_excluded.size();
+    st.smoothing = static_cast<T>(torch_smoothing_of("cross_entropy", opts.label_smoothing, opts.label_smoothing_kind, left));
+    smooth_weight.resize(std::size_t(v.classes));
+    double total = 0;
+    for (Index k = 0; k < v.classes; ++k) {
+      const double w = excluded[std::size_t(k)] ? 0.0 : weight.empty() ? 1.0 : opts.weight(k);
+      smooth_weight[std::size_t(k)] = static_cast<T>(w);
+      total += w;
+    }
+    st.weight_total = static_cast<T>(total);
+    st.smooth_weight = smooth_weight.data();
+    st.excluded = excluded.data();
+    st.smooth_classes = left;
+  }
   st.softcap = static_cast<T>(opts.softcap);
   st.z_loss = static_cast<T>(opts.z_loss);
   st.poly = static_cast<T>(poly);
@@ -206,6 +261,10 @@ inline double poly_of(const poly1_cross_entropy_options& o) { return o.epsilon; 
 inline void check_poly(const char* fn, const cross_entropy_options&) { (void)fn; }
 inline void check_poly(const char* fn, const poly1_cross_entropy_options& o) {
   if (!std::isfinite(o.epsilon)) throw_invalid(fn, "epsilon", "must be finite", o.epsilon);
+  // P of a target smoothed over only some classes needs a sum the fused read does not gather.
+  if (o.label_smoothing_excluded.size() != 0)
+    throw_invalid(fn, "label_smoothing_excluded", "must be empty for poly1_cross_entropy",
+                  std::to_string(o.label_smoothing_excluded.size()) + " classes");
 }
 
 // The six entry points of cross_entropy and poly1_cross_entropy (one body each, the loss chosen by

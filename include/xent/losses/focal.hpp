@@ -17,9 +17,12 @@
 
 #include <Eigen/Core>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace xent {
 
@@ -50,6 +53,9 @@ struct softmax_focal_loss_options {
   Eigen::VectorXd alpha;
   /// Focusing exponent, >= 0; 0 (with alpha empty) gives cross_entropy.
   double gamma = 2;
+  /// In [0, 1]: the target becomes q = (1 - eps) onehot + eps / C and the loss
+  /// -sum_k alpha_k q_k (1 - p_k)^gamma log p_k (Keras's categorical_focal_crossentropy smooths so).
+  double label_smoothing = 0;
   /// Samples whose target equals this contribute nothing (not to the mean's denominator either).
   long ignore_index = -100;
   /// mean divides by the number of non-ignored samples (alpha is a focusing factor, not a weight
@@ -107,13 +113,81 @@ checked_call check_softmax_focal(const char* fn, const Eigen::DenseBase<Derived>
                                  const softmax_focal_loss_options& o) {
   check_gamma(fn, o.gamma);
   check_num_threads(fn, o.num_threads);
-  const Index samples = check_categorical(fn, "logits", x, categorical_check_view{no_weight(), o.reduction, o.dim}, 0.0);
+  const Index samples =
+      check_categorical(fn, "logits", x, categorical_check_view{no_weight(), o.reduction, o.dim}, o.label_smoothing);
   const Index classes = o.dim == 0 ? x.rows() : x.cols();
   if (o.alpha.size() != 0 && o.alpha.size() != classes)
     throw_invalid(fn, "alpha", "must be empty or have one entry per class (" + std::to_string(classes) + ")",
                   o.alpha.size());
   const sample_selection selection = selection_of(fn, o, samples);
   return {samples, check_index_targets(fn, targets, samples, classes, o.ignore_index, no_weight(), selection), selection};
+}
+
+/// softmax_focal_loss with label smoothing, one sample at a time in double (every class's p_k
+/// enters, so the target-probability sweep does not apply). With q_k = (1 - eps) [k = t] + eps / C,
+/// c_k = alpha_k q_k, f(p) = -(1 - p)^gamma log p and h(p) = p f'(p):
+///   loss = sum_k c_k f(p_k),   d loss / d x_j = c_j h(p_j) - p_j sum_k c_k h(p_k),
+/// the target's entry as c_t h_t (1 - p_t) - p_t sum_{k != t} c_k h_k (no cancellation near p_t = 1).
+/// 1 - p as -expm1(log p); h's gamma (1 - p)^(gamma - 1) p log p term is 0 at 1 - p = 0.
+template <class S, class TargetAt, class Scale>
+void smoothed_focal_losses(const samples_view<const S>& v, const std::vector<double>& alpha, double gamma, double eps,
+                           TargetAt&& target_at, compute_t<S>* losses, Scale&& scale, const samples_view<S>* grad,
+                           int threads) {
+  using T = compute_t<S>;
+  const Index C = v.classes;
+  parallel_for(v.samples, thread_count(threads, v.samples * C * 8), [&](Index j) {
+    const Index t = target_at(j);
+    if (t < 0) {  // ignored or masked: never read
+      losses[j] = T(0);
+      if (grad)
+        for (Index k = 0; k < C; ++k) grad->sample(j)[k * grad->class_stride] = S(0);
+      return;
+    }
+    const S* x = v.sample(j);
+    auto z = [&](Index k) { return double(static_cast<T>(x[k * v.class_stride])); };
+    double m = -std::numeric_limits<double>::infinity();
+    for (Index k = 0; k < C; ++k) m = std::max(m, z(k));
+    if (!std::isfinite(m)) {  // NaN or +inf somewhere, or every logit -inf: undefined, as the sweep
+      losses[j] = std::numeric_limits<T>::quiet_NaN();
+      if (grad)
+        for (Index k = 0; k < C; ++k) grad->sample(j)[k * grad->class_stride] = S(std::numeric_limits<T>::quiet_NaN());
+      return;
+    }
+    double sum = 0;
+    for (Index k = 0; k < C; ++k) sum += std::exp(z(k) - m);
+    const double log_sum = std::log(sum), spread = eps / double(C);
+    auto c_of = [&](Index k) { return (alpha.empty() ? 1.0 : alpha[std::size_t(k)]) * ((k == t ? 1 - eps : 0.0) + spread); };
+    auto h_of = [&](double lp, double om) {
+      double focus = 0;  // gamma (1 - p)^(gamma - 1), times the vanishing p log p at 1 - p = 0
+      if (gamma != 0 && om > 0) focus = gamma * std::pow(om, gamma - 1);
+      else if (gamma == 1) focus = 1;
+      return focus * std::exp(lp) * lp - std::pow(om, gamma);
+    };
+    engine::exact_sum loss;
+    double h_target = 0, h_rest = 0;
+    for (Index k = 0; k < C; ++k) {
+      const double lp = (z(k) - m) - log_sum, om = -std::expm1(lp), c = c_of(k);
+      if (c == 0) continue;
+      loss.add(-c * std::pow(om, gamma) * lp);
+      if (!grad) continue;
+      (k == t ? h_target : h_rest) += c * h_of(lp, om);
+    }
+    losses[j] = static_cast<T>(loss.value());
+    if (!grad) return;
+    const double up = double(scale(j));
+    S* g = grad->sample(j);
+    double target_g = 0;
+    for (Index k = 0; k < C; ++k) {  // x is read before g is written (g may be x)
+      const double lp = (z(k) - m) - log_sum, p = std::exp(lp);
+      if (k == t) {
+        target_g = up * (h_target * -std::expm1(lp) - p * h_rest);
+        continue;
+      }
+      const double c = c_of(k);
+      g[k * grad->class_stride] = S(static_cast<T>(up * ((c == 0 ? 0.0 : c * h_of(lp, -std::expm1(lp))) - p * (h_target + h_rest))));
+    }
+    g[t * grad->class_stride] = S(static_cast<T>(target_g));
+  });
 }
 
 /// Runs softmax_focal_loss over the logits: per-sample losses, and the gradient times scale(j)
@@ -127,8 +201,14 @@ Eigen::Matrix<compute_t<typename Derived::Scalar>, Eigen::Dynamic, 1> softmax_fo
   Eigen::Matrix<T, Eigen::Dynamic, 1> losses(o.dim == 0 ? logits.cols() : logits.rows());
   const std::vector<T> alpha = weights_in<T>(o.alpha);
   with_view(logits, o.dim, [&](const samples_view<const S>& v) {
-    target_probability_sweep(v, focal_formula<T>{&alpha, static_cast<T>(o.gamma)}, index_targets(targets, o.ignore_index, selection_in(o).mask),
-                             losses.data(), scale, grad, o.num_threads);
+    const auto target_at = index_targets(targets, o.ignore_index, selection_in(o).mask);
+    if (o.label_smoothing != 0) {
+      const std::vector<double> alpha_d(o.alpha.data(), o.alpha.data() + o.alpha.size());
+      smoothed_focal_losses(v, alpha_d, o.gamma, o.label_smoothing, target_at, losses.data(), scale, grad, o.num_threads);
+      return;
+    }
+    target_probability_sweep(v, focal_formula<T>{&alpha, static_cast<T>(o.gamma)}, target_at, losses.data(), scale, grad,
+                             o.num_threads);
   });
   return losses;
 }

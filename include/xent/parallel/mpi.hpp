@@ -120,6 +120,9 @@ xent::detail::checked_call check_call(const char* fn, const Eigen::DenseBase<TDe
     throw_invalid(fn, "label_smoothing", "must be in [0, 1]", opts.label_smoothing);
   if (shard.classes < 1) throw_invalid(fn, "shard.classes", "must be at least 1", shard.classes);
   (void)xent::detail::torch_smoothing_of(fn, opts.label_smoothing, opts.label_smoothing_kind, shard.classes);
+  if (opts.label_smoothing_excluded.size() != 0)
+    throw_invalid(fn, "label_smoothing_excluded", "must be empty (not supported vocabulary-parallel)",
+                  std::to_string(opts.label_smoothing_excluded.size()) + " classes");
   if (shard.begin < 0 || shard.size < 0 || shard.begin > shard.classes - shard.size)
     throw_invalid(fn, "shard", "must lie in [0, classes) = [0, " + std::to_string(shard.classes) + ")",
                   "[" + std::to_string(shard.begin) + ", " + std::to_string(shard.begin + shard.size) + ")");

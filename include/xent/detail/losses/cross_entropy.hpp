@@ -37,11 +37,23 @@ struct fused_setup {
   T softcap = 0;  // > 0: the logits are c * tanh(x / c) (Gemma 2); 0: as given
   T z_loss = 0;   // s: s * lse^2 is added to each sample's loss (PaLM)
   T poly = 0;     // Poly-1's epsilon: eps * (1 - P) is added, P the (smoothed) target's probability
+  // label_smoothing_excluded (all three null / 0 when no class is excluded): the smoothing mass
+  // goes to the other classes only, as if an excluded class had weight 0 in the smoothing term
+  // alone; the target's own weight (weight_at) is untouched. weight_total is then sum_k w_k s_k.
+  const T* smooth_weight = nullptr;            // w_k s_k, s_k = 0 for an excluded class, else 1
+  const unsigned char* excluded = nullptr;     // one flag per class
+  Index smooth_classes = 0;                    // C - E, the smoothing's divisor
 
   T weight_at(Index k) const { return weight ? weight[k] : T(1); }
+  /// The weights of the smoothing term: the class weights, or w_k s_k with excluded classes.
+  const T* smoothing_weights() const { return smooth_weight ? smooth_weight : weight; }
+  T smoothing_weight_at(Index k) const { return smoothing_weights() ? smoothing_weights()[k] : T(1); }
+  /// eps of a sample whose target is t: none when the target itself is excluded (plain NLL).
+  T smoothing_at(Index t) const { return excluded && excluded[t] ? T(0) : smoothing; }
+  T smoothing_divisor() const { return static_cast<T>(smooth_classes > 0 ? smooth_classes : classes); }
   chunk_sums sums() const {
     if (smoothing == 0) return chunk_sums::none;
-    return weight ? chunk_sums::weighted_logits : chunk_sums::logits;
+    return smoothing_weights() ? chunk_sums::weighted_logits : chunk_sums::logits;
   }
   engine::transform<T> transform() const { return {softcap, T(1)}; }
 };
@@ -104,7 +116,12 @@ struct ce_stats {
   void fold(sample& s, const engine::chunk_stats<T, sums>& c, Index len) const {
     const lse_partial<T> partial{c.max, c.sum[0]};
     const T ref = std::isfinite(c.max) ? c.max : T(0);
-    const T weight = Sums == chunk_sums::logits ? T(len) : sums > 2 ? c.sum[2] : T(0);
+    // if constexpr: clang's -Warray-bounds sees c.sum[2] of a 1- or 2-entry array in a dead branch.
+    T weight = T(0);
+    if constexpr (Sums == chunk_sums::logits)
+      weight = T(len);
+    else if constexpr (sums > 2)
+      weight = c.sum[2];
     if (s.empty) {
       s.partial = partial;
       s.ref = ref;
@@ -140,10 +157,11 @@ T fused_loss(const sample_summary<T>& s, T x_t, Index t, const fused_setup<T>& s
   const T poly_term = st.poly == 0 ? T(0)
                                    : st.poly * ((1 - st.smoothing) * -std::expm1((x_t - p.max) - log_sum) +
                                                 st.smoothing * (1 - 1 / C));
-  if (st.smoothing == 0) return nll + z_term + poly_term;
-  const T sum_weighted_log_probs = st.weight ? s.weighted_sum + st.weight_total * ((s.ref - p.max) - log_sum)
-                                             : s.logit_sum + C * ((s.ref - p.max) - log_sum);
-  return (1 - st.smoothing) * nll - st.smoothing / C * sum_weighted_log_probs + z_term + poly_term;
+  const T eps = st.smoothing_at(t);
+  if (eps == 0) return nll + z_term + poly_term;
+  const T sum_weighted_log_probs = st.smoothing_weights() ? s.weighted_sum + st.weight_total * ((s.ref - p.max) - log_sum)
+                                                          : s.logit_sum + C * ((s.ref - p.max) - log_sum);
+  return (1 - eps) * nll - eps / st.smoothing_divisor() * sum_weighted_log_probs + z_term + poly_term;
 }
 
 /// p_t of a sample from its summary and its target's logit (Poly-1's gradient needs it).
@@ -170,14 +188,15 @@ struct fused_grad {
   /// p_t: the target's probability (Poly-1 only; unused when st.poly is 0).
   fused_grad(const sample_summary<T>& s, Index t, const fused_setup<T>& st, T c, T p_t = 0)
       : max(s.partial.max), defined(std::isfinite(s.partial.max)) {
-    const T eps_c = st.smoothing / static_cast<T>(st.classes);
-    target_term = c * (1 - st.smoothing) * st.weight_at(t);
-    poly_term = st.poly == 0 ? T(0) : c * st.poly * (1 - st.smoothing) * p_t;
+    const T eps = st.smoothing_at(t);
+    const T eps_c = eps / st.smoothing_divisor();
+    target_term = c * (1 - eps) * st.weight_at(t);
+    poly_term = st.poly == 0 ? T(0) : c * st.poly * (1 - eps) * p_t;
     smooth_scale = c * eps_c;
     // z-loss: d (s * lse^2) / d z_k = 2 s lse p_k, one more multiple of p_k.
     z_grad = st.z_loss == 0 ? T(0) : c * 2 * st.z_loss * (s.partial.max + std::log(s.partial.sum));
     prob_scale = (target_term + smooth_scale * st.weight_total + z_grad + poly_term) / s.partial.sum;
-    others_weight = smooth_scale * (st.weight_total - st.weight_at(t));
+    others_weight = smooth_scale * (st.weight_total - st.smoothing_weight_at(t));
     sum = s.partial.sum;
   }
   /// g_k for a class other than the target (w: its weight, 1 unweighted); mass = exp(z_k - max).
@@ -359,7 +378,7 @@ class index_ce_policy {
       : st_(st), target_at_(target_at), losses_(losses), lse_(lse_out), scale_(scale), grad_(grad), target_p_(target_p) {}
 
   const stats_type& stats() const { return stats_; }
-  const T* class_weights() const { return Sums == chunk_sums::weighted_logits ? st_.weight : nullptr; }
+  const T* class_weights() const { return Sums == chunk_sums::weighted_logits ? st_.smoothing_weights() : nullptr; }
   engine::transform<T> transform_x() const { return st_.transform(); }
   engine::transform<T> transform_y() const { return {}; }
   bool skip(Index j) const { return target_at_(j) < 0; }
@@ -389,7 +408,8 @@ class index_ce_policy {
     const Index N = v.x.samples, C = v.x.classes;
     const bool packed = v.x.class_stride == 1 && v.x.sample_stride == C && (!v.out || (v.out->class_stride == 1 &&
                                                                                        v.out->sample_stride == C));
-    if (!(C <= 16 && packed && N >= ps && st_.softcap == 0 && st_.z_loss == 0 && st_.poly == 0 && !lse_)) return false;
+    if (!(C <= 16 && packed && N >= ps && st_.softcap == 0 && st_.z_loss == 0 && st_.poly == 0 && !lse_ && !st_.excluded))
+      return false;
     T* g = grad_ && v.out ? v.out->data : nullptr;
     const Index blocks = N / ps;
     with_small_class_count(C, [&](auto classes) {
