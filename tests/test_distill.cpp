@@ -98,7 +98,7 @@ struct worst {
 template <class T>
 void check_case(const xent_test::reference_case& c, int dim, worst& w) {
   INFO(c.name << (sizeof(T) == 4 ? " float" : " double") << " dim " << dim);
-  const Eigen::Index C = c.classes, N = Eigen::Index(c["N"][0]);
+  const Eigen::Index N = Eigen::Index(c["N"][0]);
   const matrix<T> s = input_of<T>(c, "logits", dim), t = input_of<T>(c, "teacher", dim);
   const xent::distillation_options o = options_of(c, dim);
   const bool none = o.reduction == xent::reduction::none, has_targets = c.has("target");
