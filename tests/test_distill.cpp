@@ -2,7 +2,7 @@
 // alpha {1, 0.5, 0} x temperatures (the teacher's own too) x reductions x ignore_index / mask /
 // sample_weight, values and student gradients against torch 1.13 float64 compositions
 // (tests/reference/distill_cases.txt, from tests/reference/gen_distill_reference.py); both layouts;
-// _with_grad agreeing with the forward and _backward; threads and in-place giving the same bits;
+// _with_grad agreeing with the forward and _backward; threads, in place and bf16 giving the same bits;
 // the soft form as divergence, alpha 0 as cross_entropy; central finite differences; misuse.
 //
 // Budgets, in epsilons of the type: a loss error is |got - torch| / max(|torch|, 1), a gradient
@@ -159,7 +159,7 @@ TEMPLATE_TEST_CASE("distillation_loss matches torch 1.13 for every kind, alpha, 
   }
 }
 
-TEST_CASE("distillation_loss: threads, in place and the soft form as divergence give the same bits", "[distill]") {
+TEST_CASE("distillation_loss: threads, in place, bf16 and the soft form as divergence give the same bits", "[distill]") {
   for (const auto& c : cases()) {
     if (c.name.find("_wide") == std::string::npos && c.name.find("_all_none") == std::string::npos) continue;
     INFO(c.name);
@@ -180,6 +180,16 @@ TEST_CASE("distillation_loss: threads, in place and the soft form as divergence 
     matrix<float> inplace = s;
     xent::distillation_loss_with_grad(inplace, t, y, o, inplace);
     CHECK((inplace.array() == g1.array()).all());
+    // bf16 logits: widened to float, the value of the float call on the widened values; the
+    // gradient within a bf16 ulp (the two instantiations may contract into FMAs differently).
+    const matrix<Eigen::bfloat16> sb = s.cast<Eigen::bfloat16>(), tb = t.cast<Eigen::bfloat16>();
+    const matrix<float> sw = sb.cast<float>(), tw = tb.cast<float>();
+    matrix<Eigen::bfloat16> gb(s.rows(), s.cols());
+    matrix<float> gw(s.rows(), s.cols());
+    const auto rb = xent::distillation_loss_with_grad(sb, tb, y, o, gb);
+    const auto rw = xent::distillation_loss_with_grad(sw, tw, y, o, gw);
+    CHECK((none ? (rb.per_sample().array() == rw.per_sample().array()).all() : rb.value() == rw.value()));
+    CHECK(((gb.cast<float>() - gw).array().abs() <= gw.array().abs() * (1.0f / 128) + 1e-30f).all());
   }
   // alpha 1 without targets is divergence with T^2, to the bit (the same policy).
   const matrix<double> s = xent_test::random_logits<double>(9, 7), t = xent_test::random_logits<double>(9, 7);
