@@ -231,6 +231,29 @@ TEST_CASE("distillation_loss at alpha 0 is cross_entropy with the same weights, 
   CHECK((gk - gc).cwiseAbs().maxCoeff() <= 1e-15);
 }
 
+TEST_CASE("distillation_loss: a normalizer divides the weighted sum of both terms", "[distill]") {
+  const Eigen::Index C = 6, N = 8;
+  const matrix<double> s = xent_test::random_logits<double>(C, N), t = xent_test::random_logits<double>(C, N);
+  index_vector y(N);
+  for (Eigen::Index j = 0; j < N; ++j) y(j) = j == 3 ? -100 : (j * 5) % C;
+  for (auto kind : {divergence_kind::forward_kl, divergence_kind::tvd}) {
+    INFO(xent::to_string(kind));
+    xent::distillation_options o;
+    o.kind = kind;
+    o.alpha = 0.4;
+    o.temperature = 2;
+    o.sample_weight = Eigen::VectorXd::LinSpaced(N, 0.25, 1.5);
+    o.reduction = xent::reduction::sum;
+    matrix<double> g_sum(C, N), g_norm(C, N);
+    const double total = xent::distillation_loss_with_grad(s, t, y, o, g_sum).value();
+    // What a micro-batch passes: the whole batch's kept weight, here 40 (not this call's).
+    o.reduction = xent::reduction::batchmean;
+    o.normalizer = 40.0;
+    CHECK(xent::distillation_loss_with_grad(s, t, y, o, g_norm).value() == Approx(total / 40).epsilon(1e-15));
+    CHECK((g_norm - g_sum / 40).cwiseAbs().maxCoeff() <= 1e-16);
+  }
+}
+
 TEST_CASE("distillation_loss gradients agree with central finite differences", "[distill][fd]") {
   const Eigen::Index C = 7, N = 5;
   const matrix<double> s0 = xent_test::random_logits<double>(C, N), t = xent_test::random_logits<double>(C, N);
