@@ -95,7 +95,9 @@ def gce(x, t, q, ignore_index, reduction):
 
 
 def distillation(s, t, T, alpha, y, ignore_index):
-    soft = F.kl_div(F.log_softmax(s / T, 1), F.softmax(t / T, 1), reduction="batchmean") * T * T
+    # ignore_index leaves a sample out of both terms: the soft batchmean is over the kept samples.
+    kept = torch.ones(s.shape[0], dtype=torch.bool) if y is None else torch.tensor(y) != ignore_index
+    soft = F.kl_div(F.log_softmax(s[kept] / T, 1), F.softmax(t[kept] / T, 1), reduction="batchmean") * T * T
     if alpha == 1:
         return soft
     return alpha * soft + (1 - alpha) * F.cross_entropy(s, torch.tensor(y), ignore_index=ignore_index)

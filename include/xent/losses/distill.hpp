@@ -5,179 +5,187 @@
 // common torch recipe
 //   soft = F.kl_div(F.log_softmax(s / T), F.softmax(t / T), reduction='batchmean') * T * T
 //   loss = alpha * soft + (1 - alpha) * F.cross_entropy(s, y)      (mixed form, with hard labels y)
-// with the gradient w.r.t. the student logits, in one read of each logit set (no N x C
-// temporaries): detail/losses/distill.hpp on the sweep driver. docs/losses.md is the reference.
+// generalised to every divergence of losses/logit_divergence.hpp (forward and reverse KL, JSD(beta),
+// TVD), a teacher temperature of its own, sample weights and masks. It runs on divergence's sweep
+// policy with the hard-label cross-entropy folded in: one read of each logit set per sample (two
+// for JSD and TVD), one write of the gradient, no N x C temporaries. docs/losses.md is the reference.
 
 #include "../core/error.hpp"
 #include "../core/loss_result.hpp"
 #include "../core/reduction.hpp"
 #include "../detail/engine/per_sample.hpp"
-#include "../detail/losses/distill.hpp"
+#include "logit_divergence.hpp"
 
 #include <Eigen/Core>
 
 #include <cmath>
 #include <limits>
+#include <optional>
+#include <string>
 #include <type_traits>
 
 namespace xent {
 
 /// Options of distillation_loss.
 struct distillation_options {
-  /// T > 0: both logit sets are divided by it; the soft term is multiplied by T^2 (Hinton's scaling).
+  /// The soft term's divergence between the student's P and the teacher's Q (divergence_kind):
+  /// forward KL(Q || P), Hinton's, by default.
+  divergence_kind kind = divergence_kind::forward_kl;
+  /// jsd's weight of the student, in [0, 1] (divergence_options::beta).
+  double beta = 0.5;
+  /// T > 0: the student's logits are divided by it (and the teacher's, unless teacher_temperature is set).
   double temperature = 1;
-  /// Weight of the soft (teacher) term; the hard-label cross-entropy gets 1 - alpha. In [0, 1].
-  /// Must stay 1 for the overloads without hard targets.
+  /// The teacher's own temperature; 0 means the same as temperature.
+  double teacher_temperature = 0;
+  /// Multiply the soft term (and its gradient) by temperature^2, Hinton's scaling: gradients of the
+  /// size of T = 1's.
+  bool scale_by_temperature_squared = true;
+  /// Weight of the soft (teacher) term; the hard-label cross-entropy (at T = 1) gets 1 - alpha. In
+  /// [0, 1]. Must stay 1 for the overloads without hard targets.
   double alpha = 1;
-  /// ignore_index of the hard-label cross-entropy (its mean is over the non-ignored samples, as torch).
+  /// Samples whose hard target is ignore_index are left out of both terms (0 loss, 0 gradient, not
+  /// counted by batchmean).
   long ignore_index = -100;
-  /// batchmean (the recipe's: the soft sum over the samples, the hard term's torch mean), sum, or
-  /// none (one loss per sample). mean (over samples x classes, kl_div's) is not a distillation loss.
+  /// batchmean (the weighted sum over the kept samples / their weight: the recipe's), sum, or none
+  /// (one loss per sample). mean (over samples x classes, kl_div's) is not a distillation loss.
   xent::reduction reduction = xent::reduction::batchmean;
   /// The class axis, as everywhere: 0 = classes down each column (C x N).
   int dim = 0;
   int num_threads = 0;  ///< 0: OpenMP's default; 1: serial. Results do not depend on it.
+  /// Per-sample weights, mask and normalizer, as cross_entropy_options (docs/losses.md); they
+  /// weigh both terms.
+  Eigen::VectorXd sample_weight{};
+  sample_mask mask{};  ///< one flag per sample (false: left out of both terms, as ignore_index); empty: all kept
+  std::optional<double> normalizer = std::nullopt;  ///< given: the reductions divide the weighted sum by it
 };
 
 namespace detail {
 
+/// The divergence options of a distillation call's soft term (the scalar ones: what
+/// check_divergence and role_of read).
+inline divergence_options soft_term_of(const distillation_options& o) {
+  divergence_options d;
+  d.kind = o.kind;
+  d.beta = o.beta;
+  d.temperature = o.temperature;
+  d.teacher_temperature = o.teacher_temperature;
+  d.scale_by_temperature_squared = o.scale_by_temperature_squared;
+  d.ignore_index = o.ignore_index;
+  d.reduction = o.reduction;
+  d.dim = o.dim;
+  d.num_threads = o.num_threads;
+  return d;
+}
+
 template <class S, class Te>
 Index check_distill(const char* fn, const Eigen::DenseBase<S>& s, const Eigen::DenseBase<Te>& t,
                     const distillation_options& o, bool has_targets) {
-  check_logit_type<S>();
-  static_assert(std::is_same_v<typename S::Scalar, typename Te::Scalar>, "teacher logits must have the student's scalar type");
-  using T = compute_t<typename S::Scalar>;
-  check_dim(fn, o.dim);
-  check_num_threads(fn, o.num_threads);
-  if (!(o.temperature > 0 && std::isfinite(o.temperature)))
-    throw_invalid(fn, "temperature", "must be finite and > 0", o.temperature);
-  if (!(1 / o.temperature <= double(std::numeric_limits<T>::max())))
-    throw_invalid(fn, "temperature",
-                  "must be large enough that 1 / temperature is finite in the logits' compute type (at least " +
-                      std::to_string(1 / double(std::numeric_limits<T>::max())) + ")",
-                  o.temperature);
-  if (!(o.alpha >= 0 && o.alpha <= 1)) throw_invalid(fn, "alpha", "must be in [0, 1]", o.alpha);
-  if (!has_targets && o.alpha != 1)
-    throw_invalid(fn, "alpha", "must be 1 without hard targets (pass targets to mix in cross-entropy)", o.alpha);
   const int r = static_cast<int>(o.reduction);
   if (o.reduction != reduction::none && o.reduction != reduction::sum && o.reduction != reduction::batchmean)
     throw_invalid(fn, "reduction", "must be batchmean, sum or none (mean over samples x classes is kl_div's)",
                   r >= 0 && r <= 3 ? std::string(to_string(o.reduction)) : std::to_string(r));
-  check_not_empty(fn, "student_logits", s);
-  check_same_shape(fn, "teacher_logits", t, "student_logits", s);
-  return o.dim == 0 ? s.cols() : s.rows();
+  const Index samples = check_divergence(fn, s, t, soft_term_of(o));
+  if (!(o.alpha >= 0 && o.alpha <= 1)) throw_invalid(fn, "alpha", "must be in [0, 1]", o.alpha);
+  if (!has_targets && o.alpha != 1)
+    throw_invalid(fn, "alpha", "must be 1 without hard targets (pass targets to mix in cross-entropy)", o.alpha);
+  return samples;
 }
 
-/// The per-sample parts of a distillation call: T^2 KL_j and (hard targets) CE_j, and when grad is
-/// given the gradient of soft_scale(j) T^2 KL_j + hard_scale(j) CE_j written into it.
-template <bool Hard, class S, class Te, class TargetAt, class SoftScale, class HardScale>
-void distill_parts(const Eigen::DenseBase<S>& s, const Eigen::DenseBase<Te>& t, const distillation_options& o,
-                   TargetAt&& target_at, Eigen::Matrix<compute_t<typename S::Scalar>, Eigen::Dynamic, 1>& kl,
-                   Eigen::Matrix<compute_t<typename S::Scalar>, Eigen::Dynamic, 1>& ce, SoftScale&& soft, HardScale&& hard,
-                   const samples_view<typename S::Scalar>* grad) {
+/// Every distillation call: the checks, one sweep, the reduction. targets: null or the hard labels;
+/// grad_out: null (no gradient) or the upstream; gs: the student's gradient buffer when grad_out is
+/// given.
+template <class S, class Te, class Y, class G, class Gs>
+loss_result<compute_t<typename S::Scalar>> distill_call(const char* fn, const Eigen::DenseBase<S>& s,
+                                                        const Eigen::DenseBase<Te>& t, const Y* targets,
+                                                        const distillation_options& o, const G* grad_out,
+                                                        const Eigen::DenseBase<Gs>* gs) {
   using Sc = typename S::Scalar;
   using T = compute_t<Sc>;
-  const Index samples = o.dim == 0 ? s.cols() : s.rows();
-  kl.resize(samples);
-  ce.resize(Hard ? samples : 0);
+  constexpr bool has_targets = !std::is_same_v<Y, void>;
+  const Index samples = check_distill(fn, s, t, o, has_targets);
+  const Index classes = o.dim == 0 ? s.rows() : s.cols();
+  const sample_selection selection = selection_of(fn, o, samples);
+  double kept = kept_weight(selection, samples);
+  if constexpr (has_targets)
+    kept = check_index_targets(fn, *targets, samples, classes, o.ignore_index, Eigen::VectorXd(), selection);
+  if (gs) check_no_overlap(fn, "grad_student_out", *gs, "teacher_logits", t, false);
+  const divergence_options d = soft_term_of(o);
+  double beta;
+  const divergence_role role = role_of(d, false, beta);
+  const double ts = o.temperature, tt = o.teacher_temperature != 0 ? o.teacher_temperature : o.temperature;
+  const double factor = o.scale_by_temperature_squared ? ts * ts : 1.0;
+  // alpha = 1 needs no cross-entropy: the sweep without it (no raw exp-sum) even with targets.
+  const bool mixed = has_targets && o.alpha != 1;
+  auto skip = [targets, ignore = o.ignore_index, mask = selection.mask](Index j) {
+    if (mask && !mask[j]) return true;
+    if constexpr (!has_targets) {
+      (void)targets, (void)ignore;
+      return false;
+    } else {
+      return static_cast<long>(targets->derived().coeff(j)) == ignore;
+    }
+  };
+  Eigen::Matrix<T, Eigen::Dynamic, 1> losses(samples), ce(mixed ? samples : 0);
+  auto no_scale = [](Index) { return T(0); };
   with_view(s, o.dim, [&](const samples_view<const Sc>& vs) {
     with_view(t, o.dim, [&](const samples_view<const Sc>& vt) {
-      const distill_policy<Sc, Hard, std::decay_t<TargetAt>, std::decay_t<SoftScale>, std::decay_t<HardScale>> policy(
-          static_cast<T>(o.temperature), target_at, kl.data(), Hard ? ce.data() : nullptr, soft, hard, grad != nullptr);
-      engine::sweep(policy, engine::sweep_views<Sc>{vs, &vt, grad}, o.num_threads);
+      auto sweep = [&](const auto& soft_scale, const auto& hard_scale, const samples_view<Sc>* out) {
+        if constexpr (has_targets) {
+          if (mixed) {
+            const auto target_at = index_targets(*targets, o.ignore_index, selection.mask);
+            using label = hard_label<T, std::decay_t<decltype(target_at)>, std::decay_t<decltype(hard_scale)>>;
+            return divergence_sweep(role, beta, vs, vt, ts, tt, skip, losses.data(), soft_scale, out, o.num_threads,
+                                    label{target_at, hard_scale, ce.data()});
+          }
+        }
+        (void)hard_scale;
+        divergence_sweep(role, beta, vs, vt, ts, tt, skip, losses.data(), soft_scale, out, o.num_threads);
+      };
+      if constexpr (std::is_same_v<G, void>) {
+        sweep(no_scale, no_scale, nullptr);
+      } else {
+        // Each term's upstream: grad_out over the reduction's divisor, times its weight (and T^2).
+        const double divisor = selection.divisor(o.reduction, kept);
+        const auto soft = upstream_of<T>(fn, o.reduction, samples, o.alpha * factor, divisor, *grad_out, selection);
+        const auto hard = upstream_of<T>(fn, o.reduction, samples, 1 - o.alpha, divisor, *grad_out, selection);
+        with_out_view(fn, "grad_student_out", s, *gs, o.dim, [&](const samples_view<Sc>& g) { sweep(soft, hard, &g); });
+      }
     });
   });
-  kl *= static_cast<T>(o.temperature * o.temperature);
-}
-
-/// The reduced mix: alpha * (soft sum / N) + (1 - alpha) * (hard sum / kept) for batchmean, the
-/// plain sum for sum, alpha * soft_j + (1 - alpha) * hard_j per sample for none.
-template <class T>
-loss_result<T> reduce_distill(const distillation_options& o, Eigen::Matrix<T, Eigen::Dynamic, 1>&& soft,
-                              const Eigen::Matrix<T, Eigen::Dynamic, 1>& hard, double kept) {
-  const double N = double(soft.size()), a = o.alpha;
-  if (o.reduction == reduction::none) {
-    if (hard.size()) soft = static_cast<T>(a) * soft + static_cast<T>(1 - a) * hard;
-    return loss_result<T>::per_sample_losses(std::move(soft), N);
-  }
-  const double s = engine::ordered_sum(soft.data(), soft.size());
-  const double h = hard.size() ? engine::ordered_sum(hard.data(), hard.size()) : 0.0;
-  const double value = o.reduction == reduction::sum ? a * s + (1 - a) * h
-                                                     : a * s / N + (hard.size() ? (1 - a) * h / kept : 0.0);
-  return loss_result<T>::reduced(o.reduction, static_cast<T>(value), N);
-}
-
-/// The per-sample upstream of each term: grad_out times the term's weight and, for batchmean, its
-/// denominator (N for the soft term, the kept samples for the hard one).
-template <class T, class G>
-auto term_scale(const char* fn, const distillation_options& o, Index samples, double term_weight, double denominator,
-                const G& grad_out) {
-  return upstream_of<T>(fn, o.reduction, samples, term_weight, o.reduction == reduction::batchmean ? denominator : 1.0, grad_out);
+  if (mixed)
+    losses = static_cast<T>(o.alpha * factor) * losses + static_cast<T>(1 - o.alpha) * ce;
+  else if (factor != 1)
+    losses *= static_cast<T>(factor);
+  return reduce_losses(o.reduction, std::move(losses), kept, selection);
 }
 
 }  // namespace detail
 
-/// The soft distillation loss: T^2 KL(softmax(t / T) || softmax(s / T)) per sample, reduced by
-/// opts.reduction (batchmean by default). student and teacher logits have the same shape (C x N for
-/// dim = 0). \throws xent::invalid_argument if T <= 0 (or 1 / T overflows), the shapes differ, the
-/// input is empty, dim is not 0/1, the reduction is mean, or opts.alpha != 1 (mixing needs hard targets).
+/// The soft distillation loss: per sample T^2 D(P, Q) between P = softmax(s / T) and Q =
+/// softmax(t / T_t) (D = opts.kind, forward KL(Q || P) by default; T^2 unless
+/// scale_by_temperature_squared is off), reduced by opts.reduction (batchmean by default). student
+/// and teacher logits have the same shape (C x N for dim = 0). \throws xent::invalid_argument if a
+/// temperature is <= 0 (or its inverse overflows), beta is outside [0, 1], the shapes differ, the
+/// input is empty, dim is not 0/1, the reduction is mean, sample_weight or mask have the wrong
+/// length, or opts.alpha != 1 (mixing needs hard targets).
 template <class S, class Te>
 loss_result<detail::compute_t<typename S::Scalar>> distillation_loss(const Eigen::DenseBase<S>& student_logits,
                                                                      const Eigen::DenseBase<Te>& teacher_logits,
                                                                      const distillation_options& opts = {}) {
-  using T = detail::compute_t<typename S::Scalar>;
-  detail::check_distill("distillation_loss", student_logits, teacher_logits, opts, false);
-  Eigen::Matrix<T, Eigen::Dynamic, 1> kl, ce;
-  auto none = [](Eigen::Index) { return T(0); };
-  detail::distill_parts<false>(student_logits, teacher_logits, opts, [](Eigen::Index) { return Eigen::Index(-1); }, kl, ce,
-                               none, none, static_cast<const detail::samples_view<typename S::Scalar>*>(nullptr));
-  return detail::reduce_distill(opts, std::move(kl), ce, 0.0);
+  return detail::distill_call<S, Te, void, void, S>("distillation_loss", student_logits, teacher_logits, nullptr, opts, nullptr,
+                                                    nullptr);
 }
 
 /// The mixed loss: alpha * soft + (1 - alpha) * cross_entropy(s, targets) (the cross-entropy at
-/// temperature 1, its mean over the samples whose target is not opts.ignore_index).
+/// temperature 1), both over the samples whose target is not opts.ignore_index (and the mask keeps).
 template <class S, class Te, class Y>
 loss_result<detail::compute_t<typename S::Scalar>> distillation_loss(const Eigen::DenseBase<S>& student_logits,
                                                                      const Eigen::DenseBase<Te>& teacher_logits,
                                                                      const Eigen::DenseBase<Y>& targets,
                                                                      const distillation_options& opts) {
-  using T = detail::compute_t<typename S::Scalar>;
-  constexpr const char* fn = "distillation_loss";
-  const Eigen::Index samples = detail::check_distill(fn, student_logits, teacher_logits, opts, true);
-  const double kept = detail::check_index_targets(fn, targets, samples, opts.dim == 0 ? student_logits.rows() : student_logits.cols(),
-                                                  opts.ignore_index, Eigen::VectorXd());
-  Eigen::Matrix<T, Eigen::Dynamic, 1> kl, ce;
-  auto none = [](Eigen::Index) { return T(0); };
-  detail::distill_parts<true>(student_logits, teacher_logits, opts, detail::index_targets(targets, opts.ignore_index), kl, ce,
-                              none, none, static_cast<const detail::samples_view<typename S::Scalar>*>(nullptr));
-  return detail::reduce_distill(opts, std::move(kl), ce, kept);
+  return detail::distill_call<S, Te, Eigen::DenseBase<Y>, void, S>("distillation_loss", student_logits, teacher_logits, &targets,
+                                                                   opts, nullptr, nullptr);
 }
-
-namespace detail {
-
-template <bool Hard, class S, class Te, class Y, class G, class Out>
-loss_result<compute_t<typename S::Scalar>> distill_gradient(const char* fn, const Eigen::DenseBase<S>& s,
-                                                            const Eigen::DenseBase<Te>& t, const Y* targets, const G& grad_out,
-                                                            const distillation_options& o, const Eigen::DenseBase<Out>& out) {
-  using Sc = typename S::Scalar;
-  using T = compute_t<Sc>;
-  const Index samples = check_distill(fn, s, t, o, Hard);
-  double kept = 0;
-  if constexpr (Hard) kept = check_index_targets(fn, *targets, samples, o.dim == 0 ? s.rows() : s.cols(), o.ignore_index, Eigen::VectorXd());
-  check_no_overlap(fn, "grad_student_out", out, "teacher_logits", t, false);
-  const auto soft = term_scale<T>(fn, o, samples, o.alpha, double(samples), grad_out);
-  const auto hard = term_scale<T>(fn, o, samples, 1 - o.alpha, kept, grad_out);
-  Eigen::Matrix<T, Eigen::Dynamic, 1> kl, ce;
-  with_out_view(fn, "grad_student_out", s, out, o.dim, [&](const samples_view<Sc>& g) {
-    if constexpr (Hard)
-      distill_parts<true>(s, t, o, index_targets(*targets, o.ignore_index), kl, ce, soft, hard, &g);
-    else
-      distill_parts<false>(s, t, o, [](Index) { return Index(-1); }, kl, ce, soft, hard, &g);
-  });
-  return reduce_distill(o, std::move(kl), ce, kept);
-}
-
-}  // namespace detail
 
 /// distillation_loss (soft form) and its gradient w.r.t. the student logits in one call, into
 /// grad_student_out (for none, the gradient of the sum of the per-sample losses). It may be the
@@ -188,13 +196,14 @@ loss_result<detail::compute_t<typename S::Scalar>> distillation_loss_with_grad(c
                                                                                const distillation_options& opts,
                                                                                const Eigen::DenseBase<Out>& grad_student_out) {
   using T = detail::compute_t<typename S::Scalar>;
-  const Eigen::Index samples = opts.dim == 0 ? student_logits.cols() : student_logits.rows();
-  if (opts.reduction == reduction::none)
-    return detail::distill_gradient<false>("distillation_loss_with_grad", student_logits, teacher_logits,
-                                           static_cast<const Eigen::VectorXi*>(nullptr), detail::ones_of<T>{samples}, opts,
-                                           grad_student_out);
-  return detail::distill_gradient<false>("distillation_loss_with_grad", student_logits, teacher_logits,
-                                         static_cast<const Eigen::VectorXi*>(nullptr), 1.0, opts, grad_student_out);
+  constexpr const char* fn = "distillation_loss_with_grad";
+  if (opts.reduction == reduction::none) {
+    const detail::ones_of<T> ones{opts.dim == 0 ? student_logits.cols() : student_logits.rows()};
+    return detail::distill_call<S, Te, void, detail::ones_of<T>, Out>(fn, student_logits, teacher_logits, nullptr, opts, &ones,
+                                                                      &grad_student_out);
+  }
+  const double one = 1;
+  return detail::distill_call<S, Te, void, double, Out>(fn, student_logits, teacher_logits, nullptr, opts, &one, &grad_student_out);
 }
 
 /// The mixed distillation_loss and its gradient w.r.t. the student logits in one call.
@@ -205,23 +214,26 @@ loss_result<detail::compute_t<typename S::Scalar>> distillation_loss_with_grad(c
                                                                                const distillation_options& opts,
                                                                                const Eigen::DenseBase<Out>& grad_student_out) {
   using T = detail::compute_t<typename S::Scalar>;
-  const Eigen::Index samples = opts.dim == 0 ? student_logits.cols() : student_logits.rows();
-  if (opts.reduction == reduction::none)
-    return detail::distill_gradient<true>("distillation_loss_with_grad", student_logits, teacher_logits, &targets,
-                                          detail::ones_of<T>{samples}, opts, grad_student_out);
-  return detail::distill_gradient<true>("distillation_loss_with_grad", student_logits, teacher_logits, &targets, 1.0, opts,
-                                        grad_student_out);
+  constexpr const char* fn = "distillation_loss_with_grad";
+  if (opts.reduction == reduction::none) {
+    const detail::ones_of<T> ones{opts.dim == 0 ? student_logits.cols() : student_logits.rows()};
+    return detail::distill_call<S, Te, Eigen::DenseBase<Y>, detail::ones_of<T>, Out>(fn, student_logits, teacher_logits, &targets,
+                                                                                     opts, &ones, &grad_student_out);
+  }
+  const double one = 1;
+  return detail::distill_call<S, Te, Eigen::DenseBase<Y>, double, Out>(fn, student_logits, teacher_logits, &targets, opts, &one,
+                                                                       &grad_student_out);
 }
 
 /// Gradient of distillation_loss (soft form) w.r.t. the student logits, times grad_out (a number
-/// for batchmean and sum, one per sample for none), into grad_student_out:
-///   grad_out * T * (softmax(s / T) - softmax(t / T)) (/ N for batchmean).
+/// for batchmean and sum, one per sample for none), into grad_student_out; for forward KL
+///   grad_out * T * (softmax(s / T) - softmax(t / T_t)) (times the sample weight, over the kept weight for batchmean).
 template <class S, class Te, class G, class Out>
 void distillation_loss_backward(const Eigen::DenseBase<S>& student_logits, const Eigen::DenseBase<Te>& teacher_logits,
                                 const G& grad_out, const distillation_options& opts,
                                 const Eigen::DenseBase<Out>& grad_student_out) {
-  detail::distill_gradient<false>("distillation_loss_backward", student_logits, teacher_logits,
-                                  static_cast<const Eigen::VectorXi*>(nullptr), grad_out, opts, grad_student_out);
+  detail::distill_call<S, Te, void, G, Out>("distillation_loss_backward", student_logits, teacher_logits, nullptr, opts, &grad_out,
+                                            &grad_student_out);
 }
 
 /// Gradient of the mixed distillation_loss w.r.t. the student logits, times grad_out.
@@ -229,8 +241,8 @@ template <class S, class Te, class Y, class G, class Out>
 void distillation_loss_backward(const Eigen::DenseBase<S>& student_logits, const Eigen::DenseBase<Te>& teacher_logits,
                                 const Eigen::DenseBase<Y>& targets, const G& grad_out, const distillation_options& opts,
                                 const Eigen::DenseBase<Out>& grad_student_out) {
-  detail::distill_gradient<true>("distillation_loss_backward", student_logits, teacher_logits, &targets, grad_out, opts,
-                                 grad_student_out);
+  detail::distill_call<S, Te, Eigen::DenseBase<Y>, G, Out>("distillation_loss_backward", student_logits, teacher_logits, &targets,
+                                                           opts, &grad_out, &grad_student_out);
 }
 
 }  // namespace xent

@@ -117,16 +117,16 @@ inline divergence_role role_of(const divergence_options& o, bool teacher_differe
 }
 
 /// One sweep with a differentiated (x) and b the other; losses per sample, and when out is given
-/// scale(j) times d D_j / d a written into it.
-template <class Sc, class Skip, class Scale>
+/// scale(j) times d D_j / d a written into it (with a hard_label, its cross-entropy too: distillation).
+template <class Sc, class Skip, class Scale, class Hard = no_hard_label>
 void divergence_sweep(divergence_role role, double beta, const samples_view<const Sc>& a, const samples_view<const Sc>& b,
                       double temperature_a, double temperature_b, const Skip& skip, compute_t<Sc>* losses, const Scale& scale,
-                      const samples_view<Sc>* out, int threads) {
+                      const samples_view<Sc>* out, int threads, const Hard& hard = {}) {
   using T = compute_t<Sc>;
   auto run = [&](auto role_c) {
     constexpr divergence_role R = decltype(role_c)::value;
-    const divergence_policy<Sc, R, Skip, Scale> policy(static_cast<T>(1 / temperature_a), static_cast<T>(1 / temperature_b),
-                                                       static_cast<T>(beta), skip, losses, scale, out != nullptr);
+    const divergence_policy<Sc, R, Skip, Scale, Hard> policy(static_cast<T>(1 / temperature_a), static_cast<T>(1 / temperature_b),
+                                                             static_cast<T>(beta), skip, losses, scale, out != nullptr, hard);
     engine::sweep(policy, engine::sweep_views<Sc>{a, &b, out}, threads);
   };
   using R = divergence_role;

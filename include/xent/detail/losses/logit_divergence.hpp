@@ -12,6 +12,10 @@
 // L2: a sample of 32000 classes is 128 KiB per input) once the exp-sums are known. Swapping the
 // roles (a <-> b, kl_q_p <-> kl_p_q, beta <-> 1 - beta) gives the same value: that is how the
 // gradient w.r.t. b is formed, by a second sweep with the roles swapped.
+// Distillation (losses/distill.hpp) adds a cross-entropy on hard labels at T = 1 to the same read:
+// a's raw exp-sum comes with the chunk's (two_softmax.hpp's Hard), and the write pass adds
+// hard (p^raw_k - onehot_k) to the divergence's gradient, its target entry formed last from the
+// other classes' raw mass (no cancellation where p^raw_t is near 1).
 // d / d a_k of each, with p = P_k, q = Q_k, m = M_k, D the sample's divergence:
 //   kl_q_p  (p - q) / T_a
 //   kl_p_q  p (log p - log q - D) / T_a
@@ -24,6 +28,7 @@
 
 #include <cmath>
 #include <limits>
+#include <type_traits>
 
 namespace xent::detail {
 
@@ -170,18 +175,59 @@ struct divergence_grad {
   }
 };
 
+/// No hard-label term (the divergences alone).
+struct no_hard_label {};
+
+/// Distillation's cross-entropy on hard labels, on a's raw logits (T = 1), in the divergence's
+/// sweep: target_at(j) the class of a kept sample, scale(j) the upstream of its CE_j, ce[j] the
+/// per-sample cross-entropy written by the sweep (0 where skipped).
+template <class T, class TargetAt, class Scale>
+struct hard_label {
+  TargetAt target_at;
+  Scale scale;
+  T* ce;
+};
+
+/// A divergence's gradient plus hard (p^raw_k - onehot_k), hard = hard_factor / S_raw: the raw
+/// exp e^(a_k - max a) is the mass the write pass sums over the non-target classes.
+template <class T, class Soft>
+struct with_hard_label {
+  Soft soft;
+  T max_s = 0, hard = 0, hard_factor = 0, sum_raw = 1;
+  template <class V>
+  V operator()(const V& a, const V& b, const V& w, V& mass) const {
+    V g = soft(a, b, w, mass);
+    mass = simd::exp_nonpositive(simd::psub(a, simd::pset1<V>(max_s)));
+    return simd::padd(g, simd::pmul(mass, simd::pset1<V>(hard)));
+  }
+  /// Below p^raw_t = 1/2 the target's own formula hard e_t - hard_factor does not cancel; above,
+  /// -hard sum_{k != t} e_k does not.
+  bool from_others(T a_t) const { return !(T(2) * simd::exp_nonpositive(a_t - max_s) < sum_raw); }
+  T at_target(T a_t, T b_t, T w, double others) const {
+    T unused = 0;
+    const T g = soft(a_t, b_t, w, unused);
+    if (!from_others(a_t)) return g + (hard * simd::exp_nonpositive(a_t - max_s) - hard_factor);
+    return g - hard * static_cast<T>(others);
+  }
+};
+
 /// A divergence as a sweep policy: per sample loss[j] (0 where skipped), and when grad the write
-/// pass writes scale(j) / T_a times its gradient w.r.t. a.
-template <class S, divergence_role Kind, class Skip, class Scale>
+/// pass writes scale(j) / T_a times its gradient w.r.t. a; with a hard_label also CE_j and its
+/// gradient times the label's scale(j), in the same read and write.
+template <class S, divergence_role Kind, class Skip, class Scale, class Hard = no_hard_label>
 class divergence_policy {
  public:
   using T = compute_t<S>;
-  using stats_type = two_softmax_stats<T, false, cross_of(Kind)>;
+  static constexpr bool hard = !std::is_same_v<Hard, no_hard_label>;
+  using stats_type = two_softmax_stats<T, hard, cross_of(Kind)>;
   using sample = two_softmax_sample<T>;
+  using soft_writer = divergence_grad<T, Kind>;
+  using writer_type = std::conditional_t<hard, with_hard_label<T, soft_writer>, soft_writer>;
   static constexpr bool has_lane_blocks = false;
 
-  divergence_policy(T inverse_temperature_x, T inverse_temperature_y, T beta, Skip skip, T* losses, Scale scale, bool grad)
-      : beta_(beta), skip_(skip), losses_(losses), scale_(scale), grad_(grad) {
+  divergence_policy(T inverse_temperature_x, T inverse_temperature_y, T beta, Skip skip, T* losses, Scale scale, bool grad,
+                    Hard hard_term = {})
+      : beta_(beta), skip_(skip), losses_(losses), scale_(scale), grad_(grad), hard_(hard_term) {
     stats_.inverse_temperature_x = inverse_temperature_x;
     stats_.inverse_temperature_y = inverse_temperature_y;
   }
@@ -190,7 +236,10 @@ class divergence_policy {
   engine::transform<T> transform_x() const { return {}; }
   engine::transform<T> transform_y() const { return {}; }
   bool skip(Index j) const { return skip_(j); }
-  void skipped(Index j) const { losses_[j] = T(0); }
+  void skipped(Index j) const {
+    losses_[j] = T(0);
+    if constexpr (hard) hard_.ce[j] = T(0);
+  }
 
   bool defined(const sample& s) const { return s.defined && std::isfinite(s.max_s) && std::isfinite(s.max_t); }
 
@@ -218,10 +267,38 @@ class divergence_policy {
     return static_cast<T>(0.5 * s.second[0]);
   }
 
-  void finish(Index j, const sample& s, const engine::row<S>&) const { losses_[j] = divergence_of(s); }
+  void finish(Index j, const sample& s, const engine::row<S>& x) const {
+    losses_[j] = divergence_of(s);
+    if constexpr (hard) {
+      // The raw log-sum-exp, max a + log S_raw, less the target's logit ((a_t - max) first).
+      const Index t = hard_.target_at(j);
+      hard_.ce[j] = t < 0 ? T(0)
+                          : s.defined && std::isfinite(s.max_s) ? std::log(s.sum_raw) - (static_cast<T>(*x.at(t)) - s.max_s)
+                                                                : std::numeric_limits<T>::quiet_NaN();
+    } else {
+      (void)x;
+    }
+  }
 
   bool writes() const { return grad_; }
-  engine::sample_writer<divergence_grad<T, Kind>> writer(Index j, const sample& s) const {
+  engine::sample_writer<writer_type> writer(Index j, const sample& s) const {
+    const engine::sample_writer<soft_writer> soft = soft_writer_of(j, s);
+    if constexpr (hard) {
+      // d CE / d a = p^raw - onehot, times the label's upstream.
+      const Index t = hard_.target_at(j);
+      with_hard_label<T, soft_writer> g{soft.w};
+      g.max_s = s.max_s;
+      g.sum_raw = s.sum_raw;
+      g.hard_factor = t >= 0 ? static_cast<T>(hard_.scale(j)) : T(0);
+      g.hard = g.hard_factor != T(0) ? g.hard_factor / s.sum_raw : T(0);
+      return {g, soft.defined, g.hard != T(0) ? t : Index(-1)};
+    } else {
+      return soft;
+    }
+  }
+
+ private:
+  engine::sample_writer<soft_writer> soft_writer_of(Index j, const sample& s) const {
     divergence_grad<T, Kind> g;
     const bool ok = defined(s);
     if (ok) {
@@ -242,13 +319,13 @@ class divergence_policy {
     return {g, ok, Index(-1)};
   }
 
- private:
   stats_type stats_;
   T beta_;
   Skip skip_;
   T* losses_;
   Scale scale_;
   bool grad_;
+  Hard hard_;
 };
 
 }  // namespace xent::detail

@@ -1,8 +1,8 @@
 #ifndef XENT_DETAIL_LOSSES_TWO_SOFTMAX_HPP
 #define XENT_DETAIL_LOSSES_TWO_SOFTMAX_HPP
 
-// Two softmax distributions read together on the sweep driver (distillation, the divergences
-// between logit sets): the sweep's x are logits a, its y logits b, each at its own inverse
+// Two softmax distributions read together on the sweep driver (the divergences between logit
+// sets, and distillation on them): the sweep's x are logits a, its y logits b, each at its own inverse
 // temperature. One read of a chunk gives the differences from the maxes, scaled,
 //   dz = (a - max a) / T_a,   du = (b - max b) / T_b,
 // (torch scales first, a / T, which loses |a| eps of the exponent for large logits), their
@@ -109,6 +109,7 @@ struct two_softmax_stats {
     const T ix = inverse_temperature_x, iy = inverse_temperature_y;
     const T rz_old = carry(s.max_s, ms, ix), rz_new = carry(c.max, ms, ix);
     const T ru_old = carry(s.max_t, mt, iy), ru_new = carry(c.max_y, mt, iy);
+    if constexpr (Hard) s.sum_raw = s.sum_raw * carry(s.max_s, ms, T(1)) + c.sum[0] * carry(c.max, ms, T(1));
     if constexpr (tails) {
       // A part at the new max keeps its count; a part below it joins the tail, rescaled.
       auto merge = [&](T& at_max, T& tail, T from, T c_at_max, T c_tail, T c_from, T to, T scale) {
@@ -144,7 +145,6 @@ struct two_softmax_stats {
     }
     s.sum_z = s.sum_z * rz_old + c.sum[1] * rz_new;
     s.sum_u = s.sum_u * ru_old + c.sum[2] * ru_new;
-    if constexpr (Hard) s.sum_raw = s.sum_raw * carry(s.max_s, ms, T(1)) + c.sum[0] * carry(c.max, ms, T(1));
     s.max_s = ms;
     s.max_t = mt;
   }
