@@ -270,3 +270,164 @@ TEST_CASE("bad weights are named errors, before any logit is read", "[metrics][w
   CHECK(acc[xent::eval_accumulator::samples] == 0);
   CHECK(acc[xent::eval_accumulator::ignored] == 0);
 }
+
+// ---- sequence_accumulator (include/xent/metrics/sequences.hpp) ----
+
+namespace {
+
+std::vector<std::int64_t> lengths_of(const xent_test::reference_case& c) {
+  std::vector<std::int64_t> out;
+  for (const long double v : c["sequence_lengths"]) out.push_back(std::int64_t(v));
+  return out;
+}
+
+xent::sequence_accumulator sequences_of(const xent_test::reference_case& c) {
+  const xent::eval_options o = options_of(c);
+  return c.has("sequence_length") ? xent::sequence_accumulator(std::int64_t(c["sequence_length"][0]), o)
+                                  : xent::sequence_accumulator(lengths_of(c), o);
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("per-sequence perplexity matches numpy, in batches that cut sequences anywhere", "[metrics][sequences][reference]",
+                   float, double) {
+  using T = TestType;
+  double worst = 0;
+  for (const auto& c : cases()) {
+    if (!c.has("sequences")) continue;
+    INFO("case " << c.name);
+    const matrix<T> x = logits_of<T>(c);
+    const index_vector t = targets_of(c);
+    const Eigen::VectorXd w = weights_of(c);
+    const Eigen::Index N = x.cols();
+    // Pieces of 1 to 7 tokens at their positions, added in a shuffled order into three accumulators.
+    std::vector<std::pair<Eigen::Index, Eigen::Index>> pieces;
+    for (Eigen::Index at = 0, k = 0; at < N; ++k) {
+      const Eigen::Index n = std::min<Eigen::Index>(N - at, 1 + (k * 5) % 7);
+      pieces.emplace_back(at, n);
+      at += n;
+    }
+    std::shuffle(pieces.begin(), pieces.end(), xent_test::rng());
+    std::vector<xent::sequence_accumulator> parts(3, sequences_of(c));
+    for (std::size_t i = 0; i < pieces.size(); ++i) {
+      const auto [at, n] = pieces[i];
+      parts[i % 3].update_at(at, x.middleCols(at, n), t.segment(at, n), w.segment(at, n));
+    }
+    xent::sequence_accumulator acc = xent::merge(xent::merge(parts[2], parts[0]), parts[1]);
+    xent::sequence_accumulator whole = sequences_of(c);
+    whole.update(x, t, w);
+    const xent::sequence_report r = acc.report(), one = whole.report();
+    CHECK(r.sequences == std::int64_t(c["sequences"][0]));
+    CHECK(r.empty_sequences == std::int64_t(c["empty_sequences"][0]));
+    CHECK(r.worst_sequence == std::int64_t(c["sequence_worst"][0]));
+    const std::pair<const char*, double> scalars[] = {{"sequence_mean", r.mean_perplexity},
+                                                      {"sequence_median", r.median_perplexity},
+                                                      {"sequence_max", r.max_perplexity},
+                                                      {"sequence_min", r.min_perplexity}};
+    for (const auto& [key, got] : scalars) {
+      const double e = relative_error(got, double(c[key][0]));
+      INFO(key << ": got " << got << ", reference " << double(c[key][0]));
+      CHECK(e <= budget<T>());
+      worst = std::max(worst, e);
+    }
+    const std::vector<double> nll = acc.sequence_nll();
+    REQUIRE(nll.size() == c["sequence_perplexity"].size());
+    for (std::size_t s = 0; s < nll.size(); ++s) CHECK(relative_error(std::exp(nll[s]), double(c["sequence_perplexity"][s])) <= budget<T>());
+    // The one-pass accumulator agrees, and the token-pooled report is eval_accumulator's.
+    CHECK(one.mean_perplexity == Approx(r.mean_perplexity).epsilon(1e-13));
+    CHECK(one.median_perplexity == Approx(r.median_perplexity).epsilon(1e-13));
+    CHECK(relative_error(acc.tokens().report().nll, double(c["nll"][0])) <= budget<T>());
+    CHECK(acc.tokens_seen() == N);
+  }
+  std::cout << "per-sequence perplexity, " << (std::is_same_v<T, float> ? "float" : "double") << ": worst error "
+            << worst / std::numeric_limits<T>::epsilon() << " eps\n";
+}
+
+TEST_CASE("sequences: closed forms, merge order and the unweighted update", "[metrics][sequences]") {
+  // Uniform logits over C classes: every sequence has perplexity C exactly (up to a few ulp).
+  const Eigen::Index C = 8, T = 4;
+  const matrix<double> u = matrix<double>::Zero(C, 12);
+  const index_vector t = index_vector::Constant(12, 3);
+  xent::sequence_accumulator acc(T);
+  acc.update(u, t);
+  xent::sequence_report r = acc.report();
+  CHECK(r.sequences == 3);
+  CHECK(r.mean_perplexity == Approx(8).epsilon(1e-14));
+  CHECK(r.max_perplexity == Approx(8).epsilon(1e-14));
+
+  // One sequence made worse: it is the worst, the median stays, the mean moves by (ppl - C) / 3.
+  matrix<double> x = u;
+  x(0, 5) = 5;  // target 3: sequence 1 (positions 4..7) loses probability
+  xent::sequence_accumulator b(T);
+  b.update(x, t);
+  r = b.report();
+  const double p = 1 / (std::exp(5.0) + 7);
+  const double ppl1 = std::exp(-(3 * std::log(1.0 / 8) + std::log(p)) / 4);
+  CHECK(r.worst_sequence == 1);
+  CHECK(r.max_perplexity == Approx(ppl1).epsilon(1e-13));
+  CHECK(r.median_perplexity == Approx(8).epsilon(1e-14));
+  CHECK(r.min_perplexity == Approx(8).epsilon(1e-14));
+  CHECK(r.mean_perplexity == Approx((16 + ppl1) / 3).epsilon(1e-13));
+
+  SECTION("merging in either order gives the same bits") {
+    const matrix<double> y = xent_test::random_logits<double>(C, 40, 3);
+    index_vector ty(40);
+    for (Eigen::Index j = 0; j < 40; ++j) ty(j) = (j * 3) % C;
+    xent::sequence_accumulator p(5), q(5);
+    p.update_at(0, y.leftCols(17), ty.head(17));
+    q.update_at(17, y.rightCols(23), ty.tail(23));
+    const xent::sequence_report pq = xent::merge(p, q).report(), qp = xent::merge(q, p).report();
+    CHECK(pq.mean_perplexity == qp.mean_perplexity);
+    CHECK(pq.median_perplexity == qp.median_perplexity);
+    CHECK(pq.sequences == 8);
+    // Weights of 1: the same bits as no weights.
+    xent::sequence_accumulator plain(5), ones(5);
+    plain.update(y, ty);
+    ones.update(y, ty, Eigen::VectorXd::Ones(40));
+    CHECK(plain.report().mean_perplexity == ones.report().mean_perplexity);
+    CHECK(plain.sequence_nll() == ones.sequence_nll());
+  }
+
+  SECTION("a non-finite token makes every statistic NaN unless skipped; an all-ignored sequence is empty") {
+    matrix<double> z = u;
+    z(0, 1) = std::numeric_limits<double>::quiet_NaN();
+    index_vector tz = t;
+    tz.segment(8, 4).setConstant(-100);
+    xent::eval_options o;
+    xent::sequence_accumulator poisoned(T, o);
+    poisoned.update(z, tz);
+    CHECK(std::isnan(poisoned.report().mean_perplexity));
+    o.skip_nonfinite = true;
+    xent::sequence_accumulator skipped(T, o);
+    skipped.update(z, tz);
+    const xent::sequence_report s = skipped.report();
+    CHECK(s.sequences == 2);
+    CHECK(s.empty_sequences == 1);
+    CHECK(s.mean_perplexity == Approx(8).epsilon(1e-14));
+  }
+}
+
+TEST_CASE("sequences: bad lengths and partial sequences are named errors", "[metrics][sequences][misuse]") {
+  const matrix<float> x = matrix<float>::Zero(3, 6);
+  const index_vector t = index_vector::Zero(6);
+  xent::sequence_accumulator four(4), lengths(std::vector<std::int64_t>{2, 3});
+  xent::sequence_accumulator partial(4);
+  partial.update_at(0, x, t);  // 6 tokens: a sequence and a half
+  const xent_test::misuse table[] = {
+      {"sequence_length 0", [] { xent::sequence_accumulator a(0); }, "sequence_accumulator", "sequence_length", "at least 1", "got 0"},
+      {"no lengths", [] { xent::sequence_accumulator a(std::vector<std::int64_t>{}); }, "sequence_accumulator", "lengths", "at least one"},
+      {"a length 0", [] { xent::sequence_accumulator a(std::vector<std::int64_t>{3, 0}); }, "sequence_accumulator", "lengths[1]",
+       "at least 1"},
+      {"N not a multiple of T", [&] { four.update(x, t); }, "sequence_accumulator::update", "logits", "multiple of sequence_length (4)",
+       "got 6"},
+      {"tokens beyond the lengths", [&] { lengths.update(x, t); }, "sequence_accumulator::update", "logits", "total length (5)", "got 6"},
+      {"a negative position", [&] { four.update_at(-1, x, t); }, "sequence_accumulator::update", "first", ">= 0", "got -1"},
+      {"a report of a partial sequence", [&] { (void)partial.report(); }, "sequence_accumulator::report", "sequence_length",
+       "tokens seen (6)", "got 4"},
+      {"merging other lengths", [&] { four.merge(lengths); }, "sequence_accumulator::merge", "other", "same sequence_length (4)"},
+      {"a bad weight", [&] { four.update(x.leftCols(4), t.head(4), Eigen::VectorXd::Constant(4, -1)); }, "eval_accumulator::update",
+       "weights[0]", "finite and >= 0"},
+  };
+  CHECK(xent_test::check_misuse(table) == 9);
+  CHECK(four.tokens_seen() == 0);
+}
