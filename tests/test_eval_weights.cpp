@@ -154,6 +154,13 @@ TEST_CASE("weights of 1 give the unweighted state bit for bit, in every layout a
       for (std::size_t i = 0; i < plain.state_size(); ++i) CHECK(plain.data()[i] == weighted.data()[i]);
       check_same_report(plain.report(), weighted.report());
       CHECK(plain[xent::eval_accumulator::weight_sum] == plain[xent::eval_accumulator::samples]);
+      // dim = 1 (classes along the rows), weighted: the same state again.
+      xent::eval_options rows = o;
+      rows.dim = 1;
+      xent::eval_accumulator by_rows(rows);
+      const matrix<float> xt = x.transpose();
+      by_rows.update(xt, t, Eigen::VectorXd::Ones(N));
+      for (std::size_t i = 0; i < plain.state_size(); ++i) CHECK(plain.data()[i] == by_rows.data()[i]);
     }
   }
 }

@@ -383,12 +383,14 @@ void eval_accumulator::add(const Eigen::DenseBase<Derived>& logits, const Eigen:
       }
       const detail::eval_terms e = detail::eval_terms_of(s, beta);
       sink(j, w, e.nll);
-      // Weight 1 (no weights): every w * x below is x, the same bits as the unweighted sums.
+      // Weight 1 (no weights): every w * x below is x exactly, the same bits as the unweighted sums,
+      // also where the compiler fuses a product into the sum (FMA): (w l) l, never w (l l), whose
+      // rounded l l would differ from a fused l * l + sum.
       const double is_hit = s.rank == 0 ? w : 0;
       n += 1;
       wsum += w;
       nll += w * e.nll;
-      nll_sq += w * (e.nll * e.nll);
+      nll_sq += (w * e.nll) * e.nll;
       hit += is_hit;
       hit_k += s.rank < opts_.top_k ? w : 0;
       brier += w * e.brier;
