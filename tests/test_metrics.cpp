@@ -272,7 +272,7 @@ TEMPLATE_TEST_CASE("merging accumulators over random splits equals one pass", "[
     a.update(x.leftCols(300), t.head(300));
     b.update(x.rightCols(700), t.tail(700));
     const xent::eval_accumulator ab = xent::merge(a, b), ba = xent::merge(b, a);
-    REQUIRE(ab.state_size() == xent::eval_accumulator::fields + 3 * 12);
+    REQUIRE(ab.state_size() == xent::eval_accumulator::fields + xent::eval_accumulator::bin_fields * 12);
     CHECK(std::equal(ab.data(), ab.data() + ab.state_size(), ba.data()));
     // What an MPI_Allreduce does: element-wise sums of the flat arrays of equally configured accumulators.
     xent::eval_accumulator received(o);

@@ -30,6 +30,7 @@
 
 #include "metrics/compare.hpp"
 #include "metrics/evaluation.hpp"
+#include "metrics/sequences.hpp"
 #include "metrics/temperature.hpp"
 
 #endif

@@ -94,6 +94,52 @@ xent_eval_test(skip_nonfinite success ARGS logits_nonfinite.npy targets_i8.npy -
                REGEX "289 evaluated, 8 ignored, 3 skipped as non-finite \\(3 logits\\)")
 xent_eval_test(allow_masks success ARGS logits_masked.npy targets_i8.npy --allow-masks REGEX "292 evaluated, 8 ignored\n")
 
+# ---- --weights, --sequence-length, --sequence-lengths: the library's weighted, per-sequence report
+# (expected_weights.txt: weights and sequences of 10; expected_lengths.txt: weights and ragged
+# lengths; expected_sequences.txt: no weights, sequences of 20). Chunks of 3 samples cut sequences.
+set(weight_keys samples ignored weight nll nll_stderr perplexity accuracy top_k_accuracy brier ece mce
+    sequences empty_sequences mean_perplexity median_perplexity max_perplexity min_perplexity worst_sequence)
+xent_eval_test(weights_json success ARGS logits_f4.npy targets_i8.npy --weights weights_f4.npy --sequence-length 10 --json
+               COMPARE 1e-15 KEYS ${weight_keys} EXPECTED expected_weights.txt)
+xent_eval_test(weights_chunked_threads success ARGS logits_f4.npy targets_i8.npy --weights weights_f4.npy --sequence-length 10 --json
+               --chunk-mb 0.0001 --threads 3 COMPARE 1e-12 KEYS ${weight_keys} EXPECTED expected_weights.txt)
+xent_eval_test(weights_read_path_float64 success ARGS logits_f4.npy targets_i8.npy --weights weights_f8.npy --sequence-length 10 --json
+               --chunk-mb 0.0001 --no-mmap COMPARE 1e-12 KEYS ${weight_keys} EXPECTED expected_weights.txt)
+xent_eval_test(sequence_lengths_chunked success ARGS logits_f4.npy targets_i8.npy --weights weights_f4.npy --sequence-lengths lengths_i8.npy
+               --json --chunk-mb 0.0001 --threads 2 COMPARE 1e-12 KEYS ${weight_keys} EXPECTED expected_lengths.txt)
+xent_eval_test(sequence_lengths_int32 success ARGS logits_f4.npy targets_i8.npy --weights weights_f4.npy --sequence-lengths lengths_i4.npy
+               --json COMPARE 1e-15 KEYS ${weight_keys} EXPECTED expected_lengths.txt)
+xent_eval_test(sequences_unweighted success ARGS logits_f4.npy targets_i8.npy --sequence-length 20 --json --chunk-mb 0.0001 --threads 3
+               COMPARE 1e-12 KEYS ${weight_keys} EXPECTED expected_sequences.txt)
+# Weights of 1 are the unweighted report (expected.txt), to the last digit.
+xent_eval_test(weights_ones success ARGS logits_f4.npy targets_i8.npy --weights weights_ones.npy --json --characters 1000 --bytes 2000
+               COMPARE 0 KEYS ${report_keys})
+xent_eval_test(weights_text success ARGS logits_f4.npy targets_i8.npy --weights weights_f4.npy --sequence-length 10
+               REGEX "  weights +[^\n]*weights_f4.npy  float32 \\[300\\]  \\(total weight 354.4931\\)\n.*  sequences +30 evaluated of 10 tokens\n  per-sequence PPL  mean 4.3908   median 3.7953   best 1.6734\n +worst 18.3445 \\(sequence 3\\)   token-pooled 3.8782\n")
+xent_eval_test(weights_json_fields success ARGS logits_f4.npy targets_i8.npy --weights weights_f4.npy --sequence-lengths lengths_i8.npy --json
+               REGEX "\"weights\": {\"path\": \"[^\"]*weights_f4.npy\", \"format\": \"npy\", \"dtype\": \"float32\", \"shape\": \\[300\\]}.*\"per_sequence\": {\"sequence_lengths\": {\"path\": \"[^\"]*lengths_i8.npy\"")
+# bad: weights and sequences
+xent_eval_test(weights_negative error ARGS logits_f4.npy targets_i8.npy --weights weights_negative.npy --chunk-mb 0.0001 --threads 2
+               REGEX "weights_negative.npy: weights\\[17\\] = -1, but every weight must be finite and >= 0")
+xent_eval_test(weights_nan error ARGS logits_f4.npy targets_i8.npy --weights weights_nan.npy
+               REGEX "weights_nan.npy: weights\\[250\\] = nan, but every weight must be finite and >= 0")
+xent_eval_test(weights_short error ARGS logits_f4.npy targets_i8.npy --weights weights_short.npy
+               REGEX "weights_short.npy: 299 weights for 300 samples of logits in [^\n]*logits_f4.npy; both must have the same N")
+xent_eval_test(weights_integer error ARGS logits_f4.npy targets_i8.npy --weights weights_i8.npy
+               REGEX "weights_i8.npy: weights must be float32 or float64, but the file holds dtype '<i8'")
+xent_eval_test(weights_fit_temperature usage ARGS logits_f4.npy targets_i8.npy --weights weights_f4.npy --fit-temperature REGEX "excludes")
+xent_eval_test(sequence_length_not_dividing error ARGS logits_f4.npy targets_i8.npy --sequence-length 7
+               REGEX "--sequence-length 7 must divide the 300 samples of [^\n]*logits_f4.npy into whole sequences \\(6 left over\\)")
+xent_eval_test(sequence_length_zero usage ARGS logits_f4.npy targets_i8.npy --sequence-length 0 REGEX "must be ≥ 1, but got 0")
+xent_eval_test(sequence_lengths_sum error ARGS logits_f4.npy targets_i8.npy --sequence-lengths lengths_short.npy
+               REGEX "lengths_short.npy: the sequence lengths must add up to the 300 samples of the logits, but they add up to 299")
+xent_eval_test(sequence_lengths_zero error ARGS logits_f4.npy targets_i8.npy --sequence-lengths lengths_zero.npy
+               REGEX "lengths_zero.npy: sequence length \\[2\\] = 0, but every length must be at least 1")
+xent_eval_test(sequence_lengths_of_floats error ARGS logits_f4.npy targets_i8.npy --sequence-lengths weights_f4.npy
+               REGEX "weights_f4.npy: sequence lengths must be int32 or int64, but the file holds dtype '<f4'")
+xent_eval_test(sequence_length_and_lengths usage ARGS logits_f4.npy targets_i8.npy --sequence-length 10 --sequence-lengths lengths_i8.npy
+               REGEX "excludes")
+
 # ---- float16 and bfloat16 logits: widened to float32 as read, so the report is the library's of the
 # widened values (expected_f16.txt, expected_bf16.txt), exactly as from a float32 file holding them.
 set(units --characters 1000 --bytes 2000)

@@ -26,6 +26,7 @@
 
 #include <xent/metrics/compare.hpp>
 #include <xent/metrics/evaluation.hpp>
+#include <xent/metrics/sequences.hpp>
 #include <xent/metrics/temperature.hpp>
 
 #include <Eigen/Core>
@@ -122,6 +123,30 @@ void write_expected(const std::string& path, const std::vector<float>& logits, c
            << r.bits_per_byte << "\nfitted_temperature " << fit.temperature << "\nece_after " << fit.ece_after << "\n";
 }
 
+/// What the library says, in memory, of the logits weighted by `weights` and cut into sequences of
+/// `length` tokens (or of `lengths`), with xent-eval's defaults: the token-pooled report and the
+/// per-sequence one.
+void write_expected_weights(const std::string& path, const std::vector<float>& logits, const std::vector<std::int64_t>& targets,
+                            const std::vector<float>* weights, std::int64_t length, const std::vector<std::int64_t>& lengths) {
+  const Eigen::Map<const Eigen::MatrixXf> x(logits.data(), C, N);
+  const Eigen::Map<const Eigen::Matrix<std::int64_t, Eigen::Dynamic, 1>> t(targets.data(), N);
+  xent::sequence_accumulator acc = length > 0 ? xent::sequence_accumulator(length) : xent::sequence_accumulator(lengths);
+  if (weights)
+    acc.update(x, t, Eigen::Map<const Eigen::VectorXf>(weights->data(), N));
+  else
+    acc.update(x, t);
+  const xent::eval_report r = acc.tokens().report();
+  const xent::sequence_report q = acc.report();
+  std::ofstream expected(path);
+  expected.precision(17);
+  expected << "samples " << r.samples << "\nignored " << r.ignored << "\nweight " << r.weight << "\nnll " << r.nll << "\nnll_stderr "
+           << r.nll_stderr << "\nperplexity " << r.perplexity << "\naccuracy " << r.accuracy << "\ntop_k_accuracy " << r.top_k_accuracy
+           << "\nbrier " << r.brier << "\nece " << r.ece << "\nmce " << r.mce << "\nsequences " << q.sequences << "\nempty_sequences "
+           << q.empty_sequences << "\nmean_perplexity " << q.mean_perplexity << "\nmedian_perplexity " << q.median_perplexity
+           << "\nmax_perplexity " << q.max_perplexity << "\nmin_perplexity " << q.min_perplexity << "\nworst_sequence " << q.worst_sequence
+           << "\n";
+}
+
 /// What the library says of base against test (C x N float32 each), in memory, with xent-eval
 /// compare's defaults; and each token's figures, as xent-eval compare --per-token writes them.
 void write_expected_compare(const std::string& path, const std::vector<float>& base, const std::vector<float>& test,
@@ -183,6 +208,40 @@ int make(const std::string& dir) {
   save_raw(d + "logits_spaced.npy", "{\"shape\":(300,7),\"fortran_order\":False,\"descr\":\"<f4\"}", good_data);
 
   write_expected(d + "expected.txt", logits, targets);
+
+  // ---- --weights, --sequence-length, --sequence-lengths (a generator of their own: the draws
+  // above and below stay as they were)
+  std::mt19937_64 wrng(7011);
+  std::vector<float> weights(N);
+  for (std::uint64_t j = 0; j < N; ++j) weights[j] = j % 23 == 4 ? 0.0f : float(0.25 + 2 * uniform(wrng));
+  save(d + "weights_f4.npy", "<f4", {N}, weights);
+  save(d + "weights_f8.npy", "<f8", {N}, std::vector<double>(weights.begin(), weights.end()));
+  std::vector<float> bad_weights = weights;
+  bad_weights[17] = -1;
+  save(d + "weights_negative.npy", "<f4", {N}, bad_weights);
+  bad_weights = weights;
+  bad_weights[250] = std::numeric_limits<float>::quiet_NaN();
+  save(d + "weights_nan.npy", "<f4", {N}, bad_weights);
+  save(d + "weights_short.npy", "<f4", {N - 1}, std::vector<float>(weights.begin(), weights.end() - 1));
+  save(d + "weights_i8.npy", "<i8", {N}, std::vector<std::int64_t>(N, 1));
+  save(d + "weights_ones.npy", "<f4", {N}, std::vector<float>(N, 1.0f));
+  // Ragged lengths from 1 to 41 tokens, the last cut so that they add up to N.
+  std::vector<std::int64_t> lengths;
+  for (std::int64_t i = 0, total = 0; total < std::int64_t(N); ++i) {
+    lengths.push_back(std::min<std::int64_t>(1 + (i * 37) % 41, std::int64_t(N) - total));
+    total += lengths.back();
+  }
+  save(d + "lengths_i8.npy", "<i8", {lengths.size()}, lengths);
+  save(d + "lengths_i4.npy", "<i4", {lengths.size()}, std::vector<std::int32_t>(lengths.begin(), lengths.end()));
+  std::vector<std::int64_t> bad_lengths = lengths;
+  bad_lengths.back() -= 1;
+  save(d + "lengths_short.npy", "<i8", {bad_lengths.size()}, bad_lengths);
+  bad_lengths = lengths;
+  bad_lengths[2] = 0;
+  save(d + "lengths_zero.npy", "<i8", {bad_lengths.size()}, bad_lengths);
+  write_expected_weights(d + "expected_weights.txt", logits, targets, &weights, 10, {});
+  write_expected_weights(d + "expected_lengths.txt", logits, targets, &weights, 0, lengths);
+  write_expected_weights(d + "expected_sequences.txt", logits, targets, nullptr, 20, {});
 
   // ---- float16 and bfloat16: the same logits rounded (to nearest, ties to even), and the float32
   // values they widen to, which the library evaluates for the expected reports.

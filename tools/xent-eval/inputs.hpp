@@ -191,6 +191,19 @@ inline file_format open_targets(tensor_file& f, const std::string& key) {
   return format;
 }
 
+/// Opens a 1-D .npy of one of the `accepted` types in f: --weights (float32, float64) and
+/// --sequence-lengths (int32, int64). `what` names the values in messages.
+inline void open_npy_vector(tensor_file& f, const std::vector<dtype>& accepted, const std::string& what) {
+  using namespace detail;
+  const file_format format = detect_format(f, false);
+  if (format != file_format::npy)
+    throw file_error(f.path() + ": " + what + " must be a .npy file (a 1-D array), but this is a .safetensors file");
+  const npy_header h = read_npy(f);
+  const dtype type = npy_element_type(f.path(), h, accepted, what);
+  if (h.shape.size() != 1) throw file_error(f.path() + ": " + what + " must have shape (N,), but the file holds shape " + detail::shape_string(h.shape));
+  f.select(npy_tensor(f, h, type));
+}
+
 }  // namespace xent_eval
 
 #endif

@@ -12,6 +12,7 @@
 #include "report.hpp"
 
 #include <xent/metrics/evaluation.hpp>
+#include <xent/metrics/sequences.hpp>
 #include <xent/metrics/temperature.hpp>
 #include <xent/version.hpp>
 
@@ -61,6 +62,9 @@ struct settings {
   std::string logits_key, targets_key;
   std::string dtype;
   std::vector<std::uint64_t> shape;
+  std::string weights_path;           // --weights: per-sample weights, .npy of float32 or float64
+  std::int64_t sequence_length = 0;   // --sequence-length T; 0: none
+  std::string sequence_lengths_path;  // --sequence-lengths: .npy of int32 or int64
   long ignore_index = -100;
   int top_k = 5;
   int bins = 15;
@@ -263,14 +267,60 @@ bool nonfinite_sample(const Map& logits, Eigen::Index j, bool allow_masks) {
 
 /// One accumulator per worker, merged in worker order at the end: the accumulators' merge is what
 /// makes the threads free of any lock.
-xent::eval_accumulator merged(std::vector<xent::eval_accumulator>& parts) {
+template <class Accumulator>
+Accumulator merged(std::vector<Accumulator>& parts) {
   for (std::size_t w = 1; w < parts.size(); ++w) parts[0].merge(parts[w]);
   return parts[0];
 }
 
+/// --weights: samples [first, first + rows) of the weights file as doubles, each checked with its
+/// index in the file (the library would refuse a bad one too, but without the file's position).
+std::vector<double> read_weights(const xent_eval::tensor_file& wf, std::uint64_t first, std::uint64_t rows) {
+  std::vector<double> w(static_cast<std::size_t>(rows), 0.0);
+  if (wf.tensor().type == xent_eval::dtype::float32) {
+    std::vector<float> f(static_cast<std::size_t>(rows));
+    wf.read_at(f.data(), f.size() * sizeof(float), first * sizeof(float));
+    std::copy(f.begin(), f.end(), w.begin());
+  } else {
+    wf.read_at(w.data(), w.size() * sizeof(double), first * sizeof(double));
+  }
+  for (std::size_t j = 0; j < w.size(); ++j)
+    if (!(w[j] >= 0 && w[j] < std::numeric_limits<double>::infinity())) {
+      std::ostringstream m;
+      m << wf.path() << ": weights[" << first + j << "] = " << w[j] << ", but every weight must be finite and >= 0";
+      throw file_error(m.str());
+    }
+  return w;
+}
+
+/// --sequence-lengths: the whole file (one entry per sequence), each >= 1, summing to the samples.
+std::vector<std::int64_t> read_sequence_lengths(xent_eval::tensor_file& f, std::uint64_t samples) {
+  const std::uint64_t count = f.tensor().shape[0];
+  if (count == 0) throw file_error(f.path() + ": the sequence lengths name no sequence (shape [0])");
+  std::vector<std::int64_t> lengths(static_cast<std::size_t>(count));
+  if (f.tensor().type == xent_eval::dtype::int32) {
+    std::vector<std::int32_t> v(static_cast<std::size_t>(count));
+    f.read_at(v.data(), v.size() * sizeof(std::int32_t), 0);
+    std::copy(v.begin(), v.end(), lengths.begin());
+  } else {
+    f.read_at(lengths.data(), lengths.size() * sizeof(std::int64_t), 0);
+  }
+  std::uint64_t total = 0;
+  for (std::size_t i = 0; i < lengths.size(); ++i) {
+    if (lengths[i] < 1)
+      throw file_error(f.path() + ": sequence length [" + std::to_string(i) + "] = " + std::to_string(lengths[i]) + ", but every length must be at least 1");
+    total += std::uint64_t(lengths[i]);
+    if (total > samples) break;
+  }
+  if (total != samples)
+    throw file_error(f.path() + ": the sequence lengths must add up to the " + std::to_string(samples) + " samples of the logits, but they add up to " +
+                     (total > samples ? "more" : std::to_string(total)));
+  return lengths;
+}
+
 template <class S, class T, class I>
-xent_eval::run_result evaluate(const settings& s, xent_eval::tensor_file& lf, xent_eval::tensor_file& tf, std::uint64_t n, std::uint64_t c,
-                               xent_eval::run_result run) {
+xent_eval::run_result evaluate(const settings& s, xent_eval::tensor_file& lf, xent_eval::tensor_file& tf, const xent_eval::tensor_file* wf,
+                               const std::vector<std::int64_t>& lengths, std::uint64_t n, std::uint64_t c, xent_eval::run_result run) {
   progress_meter meter(s.progress, n * c * sizeof(S));
   dataset<S, T, I> data(lf, tf, n, c, s, meter);
   const std::size_t workers = std::size_t(data.workers());
@@ -284,6 +334,12 @@ xent_eval::run_result evaluate(const settings& s, xent_eval::tensor_file& lf, xe
   opts.neg_inf_is_mask = s.allow_masks;
   opts.num_threads = 1;  // the workers are this program's own
   std::vector<xent::eval_accumulator> accs(workers, xent::eval_accumulator(opts));
+  // With sequences, each worker's sequence_accumulator places its chunks by position (chunks cut
+  // sequences anywhere) and holds the token-pooled state itself.
+  std::vector<xent::sequence_accumulator> seqs;
+  if (s.sequence_length > 0) seqs.assign(workers, xent::sequence_accumulator(s.sequence_length, opts));
+  if (!lengths.empty()) seqs.assign(workers, xent::sequence_accumulator(lengths, opts));
+  const auto tokens_of = [&](std::size_t w) -> const xent::eval_accumulator& { return seqs.empty() ? accs[w] : seqs[w].tokens(); };
   std::vector<std::int64_t> first_bad(workers, -1);
   data.pass("evaluating " + xent_eval::printable(lf.path()), [&](const auto& logits, const auto& targets, std::uint64_t first, int w) {
     // The targets are checked here, with their index in the file, before the library sees them.
@@ -293,16 +349,30 @@ xent_eval::run_result evaluate(const settings& s, xent_eval::tensor_file& lf, xe
         throw file_error(tf.path() + ": target[" + std::to_string(first + std::uint64_t(j)) + "] = " + std::to_string(t) + " is outside [0, " +
                          std::to_string(c) + ") and is not the ignore index (" + std::to_string(s.ignore_index) + ")");
     }
-    xent::eval_accumulator& acc = accs[std::size_t(w)];
-    const double bad_before = acc[xent::eval_accumulator::nonfinite_samples];
-    acc.update(logits, targets);
-    std::int64_t& bad = first_bad[std::size_t(w)];
-    if (bad < 0 && acc[xent::eval_accumulator::nonfinite_samples] > bad_before) {
+    const std::size_t ws = std::size_t(w);
+    const double bad_before = tokens_of(ws)[xent::eval_accumulator::nonfinite_samples];
+    std::vector<double> weights;
+    if (wf) weights = read_weights(*wf, first, std::uint64_t(targets.size()));
+    const Eigen::Map<const Eigen::VectorXd> wmap(weights.data(), Eigen::Index(weights.size()));
+    if (seqs.empty() && wf) accs[ws].update(logits, targets, wmap);
+    else if (seqs.empty()) accs[ws].update(logits, targets);
+    else if (wf) seqs[ws].update_at(std::int64_t(first), logits, targets, wmap);
+    else seqs[ws].update_at(std::int64_t(first), logits, targets);
+    std::int64_t& bad = first_bad[ws];
+    if (bad < 0 && tokens_of(ws)[xent::eval_accumulator::nonfinite_samples] > bad_before) {
       for (Eigen::Index j = 0; j < targets.size() && bad < 0; ++j)
-        if (long(targets(j)) != s.ignore_index && nonfinite_sample(logits, j, s.allow_masks)) bad = std::int64_t(first) + j;
+        if (long(targets(j)) != s.ignore_index && (weights.empty() || weights[std::size_t(j)] != 0) && nonfinite_sample(logits, j, s.allow_masks))
+          bad = std::int64_t(first) + j;
     }
   });
-  run.report = merged(accs).report(s.units);
+  if (seqs.empty()) {
+    run.report = merged(accs).report(s.units);
+  } else {
+    const xent::sequence_accumulator all = merged(seqs);
+    run.report = all.tokens().report(s.units);
+    run.sequences = all.report();
+    run.sequence_length = s.sequence_length;
+  }
   const xent::eval_report& r = run.report;
   std::int64_t first_nonfinite = -1;
   for (const std::int64_t b : first_bad)
@@ -348,6 +418,10 @@ xent_eval::run_result evaluate(const settings& s, xent_eval::tensor_file& lf, xe
   return run;
 }
 
+xent_eval::input_info input_info_of(const xent_eval::tensor_file& f, const xent_eval::tensor_desc& d) {
+  return {f.path(), "npy", d.name, xent_eval::dtype_name(d.type), d.shape};
+}
+
 xent_eval::run_result run(const settings& s) {
   using xent_eval::dtype;
   xent_eval::tensor_file lf(s.logits_path);
@@ -384,17 +458,43 @@ xent_eval::run_result run(const settings& s) {
   result.logits = {lf.path(), xent_eval::format_name(lformat), lt.name, xent_eval::dtype_name(lt.type), lt.shape};
   result.targets = {tf.path(), xent_eval::format_name(tformat), tt.name, xent_eval::dtype_name(tt.type), tt.shape};
   result.units = s.units;
+  // --weights and --sequence-lengths: 1-D .npy files of N weights, of the sequences' lengths.
+  std::optional<xent_eval::tensor_file> wf;
+  if (!s.weights_path.empty()) {
+    wf.emplace(s.weights_path);
+    xent_eval::open_npy_vector(*wf, {dtype::float32, dtype::float64}, "weights");
+    if (wf->tensor().shape[0] != n)
+      throw file_error(wf->path() + ": " + std::to_string(wf->tensor().shape[0]) + " weights for " + std::to_string(n) + " samples of logits in " +
+                       lf.path() + "; both must have the same N");
+    const xent_eval::tensor_desc& d = wf->tensor();
+    result.weights = input_info_of(*wf, d);
+  }
+  if (s.sequence_length > 0 && n % std::uint64_t(s.sequence_length) != 0)
+    throw std::invalid_argument("--sequence-length " + std::to_string(s.sequence_length) + " must divide the " + std::to_string(n) +
+                                " samples of " + lf.path() + " into whole sequences (" + std::to_string(n % std::uint64_t(s.sequence_length)) +
+                                " left over)");
+  std::vector<std::int64_t> lengths;
+  if (!s.sequence_lengths_path.empty()) {
+    xent_eval::tensor_file sf(s.sequence_lengths_path);
+    xent_eval::open_npy_vector(sf, {dtype::int32, dtype::int64}, "sequence lengths");
+    lengths = read_sequence_lengths(sf, n);
+    result.sequence_lengths = input_info_of(sf, sf.tensor());
+  }
+  const xent_eval::tensor_file* w = wf ? &*wf : nullptr;
   const bool i32 = tt.type == dtype::int32;
   switch (lt.type) {
     case dtype::float16:
-      return i32 ? evaluate<Eigen::half, float, std::int32_t>(s, lf, tf, n, c, result) : evaluate<Eigen::half, float, std::int64_t>(s, lf, tf, n, c, result);
+      return i32 ? evaluate<Eigen::half, float, std::int32_t>(s, lf, tf, w, lengths, n, c, result)
+                 : evaluate<Eigen::half, float, std::int64_t>(s, lf, tf, w, lengths, n, c, result);
     case dtype::bfloat16:
-      return i32 ? evaluate<Eigen::bfloat16, float, std::int32_t>(s, lf, tf, n, c, result)
-                 : evaluate<Eigen::bfloat16, float, std::int64_t>(s, lf, tf, n, c, result);
+      return i32 ? evaluate<Eigen::bfloat16, float, std::int32_t>(s, lf, tf, w, lengths, n, c, result)
+                 : evaluate<Eigen::bfloat16, float, std::int64_t>(s, lf, tf, w, lengths, n, c, result);
     case dtype::float32:
-      return i32 ? evaluate<float, float, std::int32_t>(s, lf, tf, n, c, result) : evaluate<float, float, std::int64_t>(s, lf, tf, n, c, result);
+      return i32 ? evaluate<float, float, std::int32_t>(s, lf, tf, w, lengths, n, c, result)
+                 : evaluate<float, float, std::int64_t>(s, lf, tf, w, lengths, n, c, result);
     default:
-      return i32 ? evaluate<double, double, std::int32_t>(s, lf, tf, n, c, result) : evaluate<double, double, std::int64_t>(s, lf, tf, n, c, result);
+      return i32 ? evaluate<double, double, std::int32_t>(s, lf, tf, w, lengths, n, c, result)
+                 : evaluate<double, double, std::int64_t>(s, lf, tf, w, lengths, n, c, result);
   }
 }
 
@@ -516,8 +616,18 @@ int main(int argc, char** argv) {
   app.add_option("--top-k", s.top_k, "k of the top-k accuracy")->capture_default_str()->check(at_least(1));
   app.add_option("--bins", s.bins, "Equal-width confidence bins of the ECE and the diagram")->capture_default_str()->check(CLI::Range(1, 10000));
   auto* temp = app.add_option("--temperature", s.temperature, "Evaluate softmax(logits / T)")->capture_default_str()->check(positive());
-  app.add_flag("--fit-temperature", s.fit_temperature, "Also fit the temperature that minimises the NLL; report NLL and ECE before and after")
-      ->excludes(temp);
+  auto* fit = app.add_flag("--fit-temperature", s.fit_temperature, "Also fit the temperature that minimises the NLL; report NLL and ECE before and after")
+                  ->excludes(temp);
+  app.add_option("--weights", s.weights_path, "Per-sample weights, shape (N,): .npy of float32 or float64, each finite and >= 0; every metric weighted")
+      ->check(CLI::ExistingFile)
+      ->excludes(fit);
+  auto* seq_len = app.add_option("--sequence-length", s.sequence_length,
+                                 "Cut the samples into sequences of T tokens (T must divide N): report per-sequence perplexity too")
+                      ->check(at_least(1));
+  app.add_option("--sequence-lengths", s.sequence_lengths_path,
+                 "Sequences of the lengths in this .npy (int32 or int64, each >= 1, summing to N): report per-sequence perplexity too")
+      ->check(CLI::ExistingFile)
+      ->excludes(seq_len);
   app.add_option("--characters", s.units.characters, "Characters of the evaluated text, for bits per character")->check(positive());
   app.add_option("--bytes", s.units.bytes, "Bytes of the evaluated text, for bits per byte")->check(positive());
   app.add_option("--dimensions", s.units.dimensions, "Dimensions of the data, for bits per dimension")->check(positive());

@@ -5,6 +5,7 @@
 // reliability diagram (SVG).
 
 #include <xent/metrics/evaluation.hpp>
+#include <xent/metrics/sequences.hpp>
 #include <xent/metrics/temperature.hpp>
 
 #include <algorithm>
@@ -35,6 +36,9 @@ struct run_result {
   xent::eval_report report;
   xent::eval_units units;
   std::optional<xent::temperature_fit> fit;
+  std::optional<input_info> weights, sequence_lengths;  // --weights, --sequence-lengths
+  std::optional<xent::sequence_report> sequences;      // --sequence-length or --sequence-lengths
+  std::int64_t sequence_length = 0;                     // --sequence-length; 0 with --sequence-lengths
 };
 
 /// `text` with its control characters, but for newlines and tabs, as \xNN: a file name or a .npy
@@ -130,6 +134,8 @@ inline void write_text(std::ostream& out, const run_result& run) {
   };
   line("logits", input(run.logits));
   line("targets", input(run.targets));
+  if (run.weights) line("weights", input(*run.weights) + "  (total weight " + fixed(r.weight, 4) + ")");
+  if (run.sequence_lengths) line("sequence lengths", input(*run.sequence_lengths));
   line("samples", std::to_string(r.samples) + " evaluated, " + std::to_string(r.ignored) + " ignored" +
                       (r.nonfinite_samples ? ", " + std::to_string(r.nonfinite_samples) + " skipped as non-finite (" +
                                                  std::to_string(r.nonfinite_logits) + " logits)"
@@ -146,6 +152,17 @@ inline void write_text(std::ostream& out, const run_result& run) {
   line("Brier score", fixed(r.brier, 6) + "  (sum over classes, 0 = perfect, 2 = worst)");
   line("mean confidence", fixed(r.mean_confidence, 4));
   line("ECE", fixed(r.ece, 6) + "  (" + std::to_string(r.bins.size()) + " bins; MCE " + fixed(r.mce, 4) + ")");
+  if (run.sequences) {
+    const xent::sequence_report& q = *run.sequences;
+    out << '\n';
+    line("sequences", std::to_string(q.sequences) + " evaluated" +
+                          (run.sequence_length > 0 ? " of " + std::to_string(run.sequence_length) + " tokens" : std::string(" of given lengths")) +
+                          (q.empty_sequences ? ", " + std::to_string(q.empty_sequences) + " without an evaluated token" : std::string()));
+    line("per-sequence PPL", "mean " + fixed(q.mean_perplexity, 4) + "   median " + fixed(q.median_perplexity, 4) + "   best " +
+                                 fixed(q.min_perplexity, 4));
+    line("", "worst " + fixed(q.max_perplexity, 4) + " (sequence " + std::to_string(q.worst_sequence) + ")   token-pooled " +
+                 fixed(r.perplexity, 4));
+  }
   out << "\n  reliability     confidence bin        count   confidence   accuracy        gap\n";
   for (const xent::reliability_bin& b : r.bins) {
     char buf[160];
@@ -186,6 +203,8 @@ inline void write_json(std::ostream& out, const run_result& run) {
   out << "  \"ignored\": " << r.ignored << ",\n";
   out << "  \"nonfinite_samples\": " << r.nonfinite_samples << ",\n";
   out << "  \"nonfinite_logits\": " << r.nonfinite_logits << ",\n";
+  if (run.weights) out << "  \"weights\": " << input(*run.weights) << ",\n";
+  out << "  \"weight\": " << json_number(r.weight) << ",\n";
   const std::pair<const char*, double> numbers[] = {
       {"temperature", r.temperature},       {"nll", r.nll},
       {"nll_stderr", r.nll_stderr},         {"bits_per_token", r.bits_per_token},
@@ -202,10 +221,20 @@ inline void write_json(std::ostream& out, const run_result& run) {
   for (std::size_t b = 0; b < r.bins.size(); ++b) {
     const xent::reliability_bin& x = r.bins[b];
     out << (b ? ",\n    " : "\n    ") << "{\"lower\": " << json_number(x.lower) << ", \"upper\": " << json_number(x.upper)
-        << ", \"count\": " << x.count << ", \"confidence\": " << json_number(x.confidence) << ", \"accuracy\": " << json_number(x.accuracy)
-        << "}";
+        << ", \"count\": " << x.count << ", \"weight\": " << json_number(x.weight) << ", \"confidence\": " << json_number(x.confidence)
+        << ", \"accuracy\": " << json_number(x.accuracy) << "}";
   }
   out << "\n  ]";
+  if (run.sequences) {
+    const xent::sequence_report& q = *run.sequences;
+    out << ",\n  \"per_sequence\": {";
+    if (run.sequence_lengths) out << "\"sequence_lengths\": " << input(*run.sequence_lengths);
+    else out << "\"sequence_length\": " << run.sequence_length;
+    out << ", \"sequences\": " << q.sequences << ", \"empty_sequences\": " << q.empty_sequences
+        << ", \"mean_perplexity\": " << json_number(q.mean_perplexity) << ", \"median_perplexity\": " << json_number(q.median_perplexity)
+        << ", \"max_perplexity\": " << json_number(q.max_perplexity) << ", \"min_perplexity\": " << json_number(q.min_perplexity)
+        << ", \"worst_sequence\": " << q.worst_sequence << "}";
+  }
   if (run.fit) {
     const xent::temperature_fit& f = *run.fit;
     out << ",\n  \"temperature_fit\": {\"temperature\": " << json_number(f.temperature) << ", \"nll_before\": " << json_number(f.nll_before)

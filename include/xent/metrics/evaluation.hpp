@@ -68,23 +68,30 @@ struct reliability_bin {
   ///@}
   /// Evaluated samples whose confidence (max_k p_k) falls in the bin.
   std::int64_t count = 0;
-  /// Mean confidence and top-1 accuracy of those samples (NaN when count is 0).
+  /// Their summed weights (update's weights; count when none were given): the bin's share of the ECE.
+  double weight = 0;
+  /// Weighted mean confidence and top-1 accuracy of those samples (NaN when weight is 0).
   ///@{
   double confidence = 0, accuracy = 0;
   ///@}
 };
 
-/// What eval_accumulator::report returns. Means are over the evaluated samples; every metric is NaN
-/// when no sample was evaluated, or when a non-finite sample was seen and skip_nonfinite is false.
+/// What eval_accumulator::report returns. Means are over the evaluated samples, weighted by update's
+/// weights when given (each sample weight 1 otherwise); every metric is NaN when no sample was
+/// evaluated, or when a non-finite sample was seen and skip_nonfinite is false.
 struct eval_report {
-  std::int64_t samples = 0;            ///< evaluated: not ignored, not masked out, not skipped as non-finite
-  std::int64_t ignored = 0;            ///< target == ignore_index, or masked out by update's mask
+  std::int64_t samples = 0;            ///< evaluated: not ignored, not masked out, not of weight 0, not skipped as non-finite
+  std::int64_t ignored = 0;            ///< target == ignore_index, masked out by update's mask, or of weight 0
+  /// Summed weights of the evaluated samples: the denominator of every mean (samples without weights).
+  double weight = 0;
   std::int64_t nonfinite_samples = 0;  ///< samples without a distribution (see eval_options::skip_nonfinite)
   std::int64_t nonfinite_logits = 0;   ///< NaN and +-inf logits in those samples
   /// The temperature the probabilities were taken at (eval_options::temperature).
   double temperature = 1;
   double nll = 0;                 ///< mean negative log-likelihood, nats per sample (token)
-  double nll_stderr = 0;          ///< standard error of that mean: sample standard deviation / sqrt(samples)
+  /// Standard error of that mean: sample standard deviation / sqrt(samples); with weights, as
+  /// frequency weights (a weight-w sample counts as w copies; ddof 1 on the summed weight).
+  double nll_stderr = 0;
   double bits_per_token = 0;      ///< nll / ln 2
   double perplexity = 0;          ///< exp(nll)
   double perplexity_stderr = 0;   ///< perplexity * nll_stderr (delta method)
@@ -119,8 +126,10 @@ struct eval_report {
 /// order-independent up to floating-point addition for the rest. Over MPI that is one collective:
 ///   MPI_Allreduce(MPI_IN_PLACE, acc.data(), int(acc.state_size()), MPI_DOUBLE, MPI_SUM, comm);
 /// (or xent::parallel::allreduce_sum(acc, comm)) with the same options on every rank. The layout
-/// (docs/metrics.md): the entries named by `field`, then for each bin b the triple (count, sum of
-/// confidences, correct count) at bin_offset(b).
+/// (docs/metrics.md): the entries named by `field`, then for each bin b the four entries (count, sum
+/// of confidences, correct count, sum of weights) at bin_offset(b). With update's weights every sum
+/// but the counts (samples, ignored, nonfinite_*, the bins' counts) is a weighted sum; without, each
+/// weight is 1 and w * x is x, so the unweighted state is the same bits as before.
 class eval_accumulator {
  public:
   /// The named entries of the state, by index into data(): plain sums over the samples seen.
@@ -135,10 +144,11 @@ class eval_accumulator {
     top_k_correct,      ///< top-k hits
     brier_sum,          ///< sum of per-sample Brier scores
     confidence_sum,     ///< sum of max_k p_k
+    weight_sum,         ///< sum of the evaluated samples' weights (= samples without weights)
     fields              ///< number of named entries; the bins follow
   };
-  /// Entries per bin: count, confidence sum, correct count.
-  static constexpr std::size_t bin_fields = 3;
+  /// Entries per bin: count, confidence sum, correct count, weight sum.
+  static constexpr std::size_t bin_fields = 4;
 
   /// \throws xent::invalid_argument unless bins >= 1, top_k >= 1, 0 < temperature < inf, dim is 0
   ///   or 1, num_threads >= 0.
@@ -159,18 +169,37 @@ class eval_accumulator {
   /// other than N, a target out of range, or a temperature whose inverse overflows the logits' type.
   template <class Derived, class TDerived>
   void update(const Eigen::DenseBase<Derived>& logits, const Eigen::DenseBase<TDerived>& targets) {
-    add(logits, targets, [](Eigen::Index) { return true; });
+    add(logits, targets, [](Eigen::Index) { return true; }, [](Eigen::Index) { return 1.0; }, no_sink{});
   }
 
-  /// The same, with a mask: sample j is evaluated only when mask(j) is non-zero (true).
+  /// The same, with a mask or with per-sample weights, one entry per sample, told apart by the
+  /// entries' type.
+  ///
+  /// An integer or bool `mask_or_weights` is a mask: sample j is evaluated only when it is non-zero.
+  ///
+  /// A float or double one holds weights, each finite and >= 0: every sum of the state and every
+  /// mean of the report is weighted, as frequency weights (an integer weight w counts the sample w
+  /// times; weight 0 leaves it out as the mask does: counted as ignored, its target not checked).
+  /// Weights of 1 give the same state, bit for bit, as update(logits, targets) (so a 0/1 float
+  /// vector is the same as that mask).
+  /// \throws xent::invalid_argument (before reading any logit) as update(logits, targets), and for
+  ///   a mask or weights length other than N or a weight that is negative, infinite or NaN.
   template <class Derived, class TDerived, class MDerived>
   void update(const Eigen::DenseBase<Derived>& logits, const Eigen::DenseBase<TDerived>& targets,
-              const Eigen::DenseBase<MDerived>& mask) {
+              const Eigen::DenseBase<MDerived>& mask_or_weights) {
+    using M = typename MDerived::Scalar;
     const Eigen::Index samples = opts_.dim == 0 ? logits.cols() : logits.rows();
-    if (mask.size() != samples)
-      detail::throw_invalid("eval_accumulator::update", "mask", "must have one entry per sample (" + std::to_string(samples) + ")",
-                            mask.size());
-    add(logits, targets, [&mask](Eigen::Index j) { return mask.derived().coeff(j) != typename MDerived::Scalar(0); });
+    const auto& m = mask_or_weights.derived();
+    if constexpr (std::is_floating_point_v<M>) {
+      check_weights(m, samples);
+      add(logits, targets, [&m](Eigen::Index j) { return m.coeff(j) != M(0); }, [&m](Eigen::Index j) { return double(m.coeff(j)); },
+          no_sink{});
+    } else {
+      if (m.size() != samples)
+        detail::throw_invalid("eval_accumulator::update", "mask", "must have one entry per sample (" + std::to_string(samples) + ")",
+                              m.size());
+      add(logits, targets, [&m](Eigen::Index j) { return m.coeff(j) != M(0); }, [](Eigen::Index) { return 1.0; }, no_sink{});
+    }
   }
 
   /// Adds other's state to this one, as if this accumulator had seen other's batches too.
@@ -206,8 +235,31 @@ class eval_accumulator {
   static constexpr std::size_t bin_offset(std::size_t b) noexcept { return fields + bin_fields * b; }
 
  private:
-  template <class Derived, class TDerived, class Included>
-  void add(const Eigen::DenseBase<Derived>& logits, const Eigen::DenseBase<TDerived>& targets, Included&& included);
+  friend class sequence_accumulator;
+
+  /// add()'s per-sample hook when nothing but the state is wanted.
+  struct no_sink {
+    void operator()(Eigen::Index, double, double) const noexcept {}
+  };
+
+  /// sink(j, weight, nll) is called, in order of j, for every sample that reaches the metrics, with
+  /// nll NaN for a non-finite sample that poisons the report (skip_nonfinite false).
+  template <class Derived, class TDerived, class Included, class Weight, class Sink>
+  void add(const Eigen::DenseBase<Derived>& logits, const Eigen::DenseBase<TDerived>& targets, Included&& included, Weight&& weight,
+           Sink&& sink);
+
+  template <class WDerived>
+  static void check_weights(const Eigen::DenseBase<WDerived>& weights, Eigen::Index samples) {
+    constexpr const char* fn = "eval_accumulator::update";
+    static_assert(std::is_floating_point_v<typename WDerived::Scalar>, "weights must be float or double");
+    if (weights.size() != samples)
+      detail::throw_invalid(fn, "weights", "must have one entry per sample (" + std::to_string(samples) + ")", weights.size());
+    for (Eigen::Index j = 0; j < samples; ++j) {
+      const double w = double(weights.derived().coeff(j));
+      if (!(w >= 0 && w < std::numeric_limits<double>::infinity()))
+        detail::throw_invalid(fn, "weights[" + std::to_string(j) + "]", "must be finite and >= 0", w);
+    }
+  }
 
   void check_compatible(const eval_accumulator& other) const {
     constexpr const char* fn = "eval_accumulator::merge";
@@ -287,8 +339,9 @@ inline std::size_t confidence_bin(double confidence, int bins) {
 
 }  // namespace detail
 
-template <class Derived, class TDerived, class Included>
-void eval_accumulator::add(const Eigen::DenseBase<Derived>& logits, const Eigen::DenseBase<TDerived>& targets, Included&& included) {
+template <class Derived, class TDerived, class Included, class Weight, class Sink>
+void eval_accumulator::add(const Eigen::DenseBase<Derived>& logits, const Eigen::DenseBase<TDerived>& targets, Included&& included,
+                           Weight&& weight, Sink&& sink) {
   using T = typename Derived::Scalar;
   constexpr const char* fn = "eval_accumulator::update";
   detail::check_real<Derived>();
@@ -303,7 +356,7 @@ void eval_accumulator::add(const Eigen::DenseBase<Derived>& logits, const Eigen:
   const int bins = opts_.bins;
   // This batch's sums first, then one addition each into the state: the state's sums then grow
   // by batch totals (a two-level sum), which keeps long streams accurate.
-  double n = 0, ign = 0, bad = 0, bad_logits = 0, nll = 0, nll_sq = 0, hit = 0, hit_k = 0, brier = 0, conf = 0;
+  double n = 0, ign = 0, bad = 0, bad_logits = 0, nll = 0, nll_sq = 0, hit = 0, hit_k = 0, brier = 0, conf = 0, wsum = 0;
   const auto& tg = targets.derived();
   auto target_at = [&](Eigen::Index j) -> Eigen::Index {
     const long t = static_cast<long>(tg.coeff(j));
@@ -321,24 +374,32 @@ void eval_accumulator::add(const Eigen::DenseBase<Derived>& logits, const Eigen:
       bool defined = s.defined;
       if (defined && s.neg_inf && !opts_.neg_inf_is_mask)
         defined = detail::count_nonfinite(v.sample(j), v.classes, v.class_stride) == 0;  // rules out an overflow of x - max
+      const double w = weight(j);
       if (!defined) {
         bad += 1;
         bad_logits += double(detail::count_nonfinite(v.sample(j), v.classes, v.class_stride));
+        if (!opts_.skip_nonfinite) sink(j, w, std::numeric_limits<double>::quiet_NaN());
         continue;
       }
       const detail::eval_terms e = detail::eval_terms_of(s, beta);
-      const double is_hit = s.rank == 0 ? 1 : 0;
+      sink(j, w, e.nll);
+      // Weight 1 (no weights): every w * x below is x exactly, the same bits as the unweighted sums,
+      // also where the compiler fuses a product into the sum (FMA): (w l) l, never w (l l), whose
+      // rounded l l would differ from a fused l * l + sum.
+      const double is_hit = s.rank == 0 ? w : 0;
       n += 1;
-      nll += e.nll;
-      nll_sq += e.nll * e.nll;
+      wsum += w;
+      nll += w * e.nll;
+      nll_sq += (w * e.nll) * e.nll;
       hit += is_hit;
-      hit_k += s.rank < opts_.top_k ? 1 : 0;
-      brier += e.brier;
-      conf += e.confidence;
+      hit_k += s.rank < opts_.top_k ? w : 0;
+      brier += w * e.brier;
+      conf += w * e.confidence;
       double* bin = state_.data() + bin_offset(detail::confidence_bin(e.confidence, bins));
       bin[0] += 1;
-      bin[1] += e.confidence;
+      bin[1] += w * e.confidence;
       bin[2] += is_hit;
+      bin[3] += w;
     }
   });
   state_[samples] += n;
@@ -351,14 +412,17 @@ void eval_accumulator::add(const Eigen::DenseBase<Derived>& logits, const Eigen:
   state_[top_k_correct] += hit_k;
   state_[brier_sum] += brier;
   state_[confidence_sum] += conf;
+  state_[weight_sum] += wsum;
 }
 
 inline eval_report eval_accumulator::report(const eval_units& units) const {
   constexpr double nan = std::numeric_limits<double>::quiet_NaN();
   const double ln2 = std::log(2.0);
-  const double n = state_[samples];
+  // Every mean is over the summed weight (the sample count when no weights were given).
+  const double n = state_[weight_sum];
   eval_report r;
-  r.samples = std::int64_t(n);
+  r.samples = std::int64_t(state_[samples]);
+  r.weight = n;
   r.ignored = std::int64_t(state_[ignored]);
   r.nonfinite_samples = std::int64_t(state_[nonfinite_samples]);
   r.nonfinite_logits = std::int64_t(state_[nonfinite_logits]);
@@ -393,11 +457,12 @@ inline eval_report eval_accumulator::report(const eval_units& units) const {
     out.lower = double(b) / opts_.bins;
     out.upper = double(b + 1) / opts_.bins;
     out.count = std::int64_t(s[0]);
-    out.confidence = s[0] > 0 ? s[1] / s[0] : nan;
-    out.accuracy = s[0] > 0 ? s[2] / s[0] : nan;
-    if (s[0] > 0) {
+    out.weight = s[3];
+    out.confidence = s[3] > 0 ? s[1] / s[3] : nan;
+    out.accuracy = s[3] > 0 ? s[2] / s[3] : nan;
+    if (s[3] > 0) {
       const double gap = std::fabs(out.accuracy - out.confidence);
-      ece += s[0] / n * gap;
+      ece += s[3] / n * gap;
       mce = std::max(mce, gap);
     }
   }
