@@ -206,7 +206,7 @@ class eval_accumulator {
   /// \throws xent::invalid_argument if the two differ in bins, top_k, temperature or neg_inf_is_mask.
   eval_accumulator& merge(const eval_accumulator& other) {
     check_compatible(other);
-    for (std::size_t i = 0; i < state_.size(); ++i) state_[i] += other.state_[i];
+    for (std::size_t i = 0; i < own_size(); ++i) state_[i] += other.state_[i];
     return *this;
   }
 
@@ -214,7 +214,7 @@ class eval_accumulator {
   eval_report report(const eval_units& units = {}) const;
 
   /// Forgets every sample (keeps the options).
-  void reset() { std::fill(state_.begin(), state_.end(), 0.0); }
+  void reset() { std::fill(state_.begin(), state_.begin() + std::ptrdiff_t(own_size()), 0.0); }
 
   /// The options this accumulator was made with (merge() requires compatible ones).
   const eval_options& options() const noexcept { return opts_; }
@@ -222,9 +222,9 @@ class eval_accumulator {
   /// The state as a flat array of doubles (layout above), for sending, reducing or saving it.
   /// data() and size() make the accumulator a contiguous range: xent::parallel::allreduce_sum(acc,
   /// comm) (<xent/parallel/mpi.hpp>) sums it over the ranks in one MPI_Allreduce.
-  std::size_t state_size() const noexcept { return state_.size(); }
+  std::size_t state_size() const noexcept { return own_size(); }
   /// state_size(), under the name a contiguous range has.
-  std::size_t size() const noexcept { return state_.size(); }
+  std::size_t size() const noexcept { return own_size(); }
   /// The state_size() doubles of the state, writable: what an in-place MPI_Allreduce sums into.
   double* data() noexcept { return state_.data(); }
   /// The state_size() doubles of the state, for sending or saving them.
@@ -236,6 +236,10 @@ class eval_accumulator {
 
  private:
   friend class sequence_accumulator;
+
+  // A sequence_accumulator keeps its per-sequence sums after these entries in the same vector, so
+  // that its whole state is one contiguous range (one MPI_Allreduce) and this one's is its prefix.
+  std::size_t own_size() const noexcept { return fields + bin_fields * std::size_t(opts_.bins); }
 
   /// add()'s per-sample hook when nothing but the state is wanted.
   struct no_sink {

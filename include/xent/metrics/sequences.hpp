@@ -67,7 +67,7 @@ class sequence_accumulator {
       if (lengths[s] < 1) detail::throw_invalid(fn, "lengths[" + std::to_string(s) + "]", "must be at least 1", lengths[s]);
       starts_.push_back(starts_.back() + lengths[s]);
     }
-    sums_.assign(2 * lengths.size(), 0.0);
+    resize_sums(2 * lengths.size());
   }
 
   /// Adds a batch (logits and targets as eval_accumulator::update) as the stream's next tokens. With
@@ -123,8 +123,8 @@ class sequence_accumulator {
       detail::throw_invalid(fn, "other", "must have the same sequence_length (" + std::to_string(length_) + ")", other.length_);
     if (other.starts_ != starts_) detail::throw_invalid(fn, "other", "must have the same sequence lengths", "others");
     tokens_.merge(other.tokens_);
-    if (other.sums_.size() > sums_.size()) sums_.resize(other.sums_.size(), 0.0);
-    for (std::size_t i = 0; i < other.sums_.size(); ++i) sums_[i] += other.sums_[i];
+    if (other.sum_count() > sum_count()) resize_sums(other.sum_count());
+    for (std::size_t i = 0; i < other.sum_count(); ++i) sum(i) += other.sum(i);
     end_ = std::max(end_, other.end_);
     next_ = std::max(next_, other.next_);
     return *this;
@@ -141,8 +141,8 @@ class sequence_accumulator {
     const std::size_t total = length_ > 0 ? std::size_t(end_ / length_) : starts_.size() - 1;
     std::vector<std::pair<double, std::int64_t>> ppl;  // (perplexity, sequence)
     for (std::size_t s = 0; s < total; ++s) {
-      const double w = s < sums_.size() / 2 ? sums_[2 * s + 1] : 0;
-      if (w > 0) ppl.emplace_back(std::exp(sums_[2 * s] / w), std::int64_t(s));
+      const double w = s < sum_count() / 2 ? sum(2 * s + 1) : 0;
+      if (w > 0) ppl.emplace_back(std::exp(sum(2 * s) / w), std::int64_t(s));
     }
     sequence_report r;
     r.sequences = std::int64_t(ppl.size());
@@ -174,8 +174,8 @@ class sequence_accumulator {
   std::vector<double> sequence_nll() const {
     const std::size_t total = length_ > 0 ? std::size_t((end_ + length_ - 1) / length_) : starts_.size() - 1;
     std::vector<double> out(total, std::numeric_limits<double>::quiet_NaN());
-    for (std::size_t s = 0; s < total && 2 * s < sums_.size(); ++s)
-      if (sums_[2 * s + 1] > 0) out[s] = sums_[2 * s] / sums_[2 * s + 1];
+    for (std::size_t s = 0; s < total && 2 * s < sum_count(); ++s)
+      if (sum(2 * s + 1) > 0) out[s] = sum(2 * s) / sum(2 * s + 1);
     return out;
   }
 
@@ -185,6 +185,36 @@ class sequence_accumulator {
   std::int64_t tokens_seen() const noexcept { return end_; }
   /// sequence_length, or 0 when the sequences have lengths of their own.
   std::int64_t sequence_length() const noexcept { return length_; }
+
+  /// Declares the stream at least `tokens` long, as if positions up to tokens - 1 had been seen:
+  /// with a sequence_length the state then holds all its sequences, and report() counts the ones no
+  /// token reached as empty. Data parallelism calls it with the whole stream's length on every rank
+  /// before reducing data(), so that every rank's state has the same size (with lengths it has
+  /// already). Positions already seen beyond it are kept.
+  /// \throws xent::invalid_argument for tokens < 0, or beyond the lengths' total.
+  void extend_to(std::int64_t tokens) {
+    constexpr const char* fn = "sequence_accumulator::extend_to";
+    if (tokens < 0) detail::throw_invalid(fn, "tokens", "must be >= 0", tokens);
+    if (length_ == 0 && tokens > starts_.back())
+      detail::throw_invalid(fn, "tokens", "must be at most the sequences' total length (" + std::to_string(starts_.back()) + ")", tokens);
+    if (length_ > 0) {
+      const std::size_t needed = 2 * std::size_t((tokens + length_ - 1) / length_);
+      if (needed > sum_count()) resize_sums(needed);
+    }
+    end_ = std::max(end_, tokens);
+  }
+
+  /// The state as one flat array of doubles, every entry a plain sum: tokens()'s state
+  /// (eval_accumulator's layout), then each sequence's (sum w l, sum w) in stream order. Adding two
+  /// states element-wise is merge() of equal-sized accumulators, so data-parallel evaluation is
+  ///   acc.extend_to(stream_length);  xent::parallel::allreduce_sum(acc, comm);
+  /// with the same sequences and options on every rank (docs/metrics.md, "Sequences"). The size
+  /// grows with the sequences seen (sequence_length) until extend_to() fixes it.
+  std::size_t size() const noexcept { return tokens_.state_.size(); }
+  /// The size() doubles of the state, writable: what an in-place MPI_Allreduce sums into.
+  double* data() noexcept { return tokens_.state_.data(); }
+  /// The size() doubles of the state, for sending or saving them.
+  const double* data() const noexcept { return tokens_.state_.data(); }
 
  private:
   template <class Derived, class TDerived, class F>
@@ -210,7 +240,7 @@ class sequence_accumulator {
                             first + n);
     if (length_ > 0) {
       const std::size_t needed = 2 * std::size_t((first + n + length_ - 1) / length_);
-      if (needed > sums_.size()) sums_.resize(needed, 0.0);
+      if (needed > sum_count()) resize_sums(needed);
     }
     // Tokens come in order of j: the sequence of lengths is found once, then followed.
     std::size_t seq = length_ > 0 ? 0 : std::size_t(std::upper_bound(starts_.begin(), starts_.end(), first) - starts_.begin() - 1);
@@ -221,16 +251,21 @@ class sequence_accumulator {
       } else {
         while (at >= starts_[seq + 1]) ++seq;
       }
-      sums_[2 * seq] += w * nll;
-      sums_[2 * seq + 1] += w;
+      sum(2 * seq) += w * nll;
+      sum(2 * seq + 1) += w;
     });
     end_ = std::max(end_, first + n);
   }
 
+  // The per-sequence sums live after tokens_'s own entries, in its state vector (one flat state).
+  std::size_t sum_count() const noexcept { return tokens_.state_.size() - tokens_.own_size(); }
+  double& sum(std::size_t i) noexcept { return tokens_.state_[tokens_.own_size() + i]; }
+  double sum(std::size_t i) const noexcept { return tokens_.state_[tokens_.own_size() + i]; }
+  void resize_sums(std::size_t count) { tokens_.state_.resize(tokens_.own_size() + count, 0.0); }
+
   eval_accumulator tokens_;
   std::int64_t length_ = 0;           // 0: the sequences are given by starts_
   std::vector<std::int64_t> starts_;  // each sequence's first position, then the total
-  std::vector<double> sums_;          // per sequence: sum w l, sum w
   std::int64_t end_ = 0;              // one past the last position added
   std::int64_t next_ = 0;             // where update() appends
 };
