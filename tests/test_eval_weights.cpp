@@ -414,6 +414,59 @@ TEST_CASE("sequences: closed forms, merge order and the unweighted update", "[me
   }
 }
 
+TEST_CASE("sequences: the flat state is the token state then the per-sequence sums and its sum is merge", "[metrics][sequences][merge]") {
+  const Eigen::Index C = 6, N = 40;
+  const matrix<double> y = xent_test::random_logits<double>(C, N, 11);
+  index_vector t(N);
+  for (Eigen::Index j = 0; j < N; ++j) t(j) = (j * 5) % C;
+  Eigen::VectorXd w(N);
+  for (Eigen::Index j = 0; j < N; ++j) w(j) = 0.25 * double(j % 5);
+  xent::sequence_accumulator p(5), q(5);
+  p.update_at(0, y.leftCols(17), t.head(17), w.head(17));
+  q.update_at(17, y.rightCols(23), t.tail(23), w.tail(23));
+  const std::size_t own = p.tokens().size();
+  CHECK(own == xent::eval_accumulator::bin_offset(std::size_t(p.tokens().options().bins)));
+  CHECK(p.size() == own + 2 * 4);  // 17 tokens reach 4 sequences of 5
+  CHECK(q.size() == own + 2 * 8);
+  CHECK(p.data() == p.tokens().data());  // tokens()'s state is the prefix
+
+  // Sequence 0 lies in p alone: its two sums follow the eval entries, (sum w l, sum w).
+  double wl = 0, ws = 0;
+  for (Eigen::Index j = 0; j < 5; ++j) {
+    const double l = std::log(y.col(j).array().exp().sum()) - y(t(j), j);  // -log softmax, directly
+    wl += w(j) * l;
+    ws += w(j);
+  }
+  CHECK(p.data()[own] == Approx(wl).epsilon(1e-14));
+  CHECK(p.data()[own + 1] == ws);
+
+  // extend_to: both as long as the stream, then the element-wise sum is merge(), bit for bit.
+  p.extend_to(N);
+  q.extend_to(N);
+  REQUIRE(p.size() == q.size());
+  CHECK(p.size() == own + 2 * 8);
+  xent::sequence_accumulator summed = p;
+  for (std::size_t i = 0; i < summed.size(); ++i) summed.data()[i] += q.data()[i];
+  const xent::sequence_accumulator merged = xent::merge(p, q);
+  CHECK(summed.sequence_nll() == merged.sequence_nll());
+  CHECK(summed.report().mean_perplexity == merged.report().mean_perplexity);
+  CHECK(summed.tokens().report().nll == merged.tokens().report().nll);
+
+  // Sequences no token reached count as empty, in the report and the flat state alike.
+  xent::sequence_accumulator longer = merged;
+  longer.extend_to(N + 10);
+  CHECK(longer.size() == merged.size() + 4);
+  CHECK(longer.report().sequences == merged.report().sequences);
+  CHECK(longer.report().empty_sequences == merged.report().empty_sequences + 2);
+  CHECK(longer.tokens_seen() == N + 10);
+  longer.extend_to(5);  // shorter: nothing changes
+  CHECK(longer.tokens_seen() == N + 10);
+
+  // With lengths the state has every sequence from the start.
+  const xent::sequence_accumulator given(std::vector<std::int64_t>{3, 4, 5});
+  CHECK(given.size() == own + 2 * 3);
+}
+
 TEST_CASE("sequences: bad lengths and partial sequences are named errors", "[metrics][sequences][misuse]") {
   const matrix<float> x = matrix<float>::Zero(3, 6);
   const index_vector t = index_vector::Zero(6);
@@ -434,7 +487,9 @@ TEST_CASE("sequences: bad lengths and partial sequences are named errors", "[met
       {"merging other lengths", [&] { four.merge(lengths); }, "sequence_accumulator::merge", "other", "same sequence_length (4)"},
       {"a bad weight", [&] { four.update(x.leftCols(4), t.head(4), Eigen::VectorXd::Constant(4, -1)); }, "eval_accumulator::update",
        "weights[0]", "finite and >= 0"},
+      {"extend_to a negative length", [&] { four.extend_to(-2); }, "sequence_accumulator::extend_to", "tokens", ">= 0", "got -2"},
+      {"extend_to past the lengths", [&] { lengths.extend_to(6); }, "sequence_accumulator::extend_to", "tokens", "total length (5)", "got 6"},
   };
-  CHECK(xent_test::check_misuse(table) == 9);
+  CHECK(xent_test::check_misuse(table) == 11);
   CHECK(four.tokens_seen() == 0);
 }
