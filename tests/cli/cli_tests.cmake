@@ -116,6 +116,13 @@ xent_eval_test(weights_ones success ARGS logits_f4.npy targets_i8.npy --weights 
                COMPARE 0 KEYS ${report_keys})
 xent_eval_test(weights_text success ARGS logits_f4.npy targets_i8.npy --weights weights_f4.npy --sequence-length 10
                REGEX "  weights +[^\n]*weights_f4.npy  float32 \\[300\\]  \\(total weight 354.4931\\)\n.*  sequences +30 evaluated of 10 tokens\n  per-sequence PPL  mean 4.3908   median 3.7953   best 1.6734\n +worst 18.3445 \\(sequence 3\\)   token-pooled 3.8782\n")
+# With --weights the reliability table has each bin's weight beside its count (numpy over the same
+# files: bin (0.200, 0.267] 1 sample of weight 0.8452, (0.933, 1.000] 60 of 81.9211; total 354.4931);
+# without, the columns are as before.
+xent_eval_test(weights_text_bins success ARGS logits_f4.npy targets_i8.npy --weights weights_f4.npy
+               REGEX "reliability +confidence bin +count +weight +confidence +accuracy +gap\n +\\[0\\.000, 0\\.067\\] +0 +0\\.0000 +- +- +-\n.*\\(0\\.200, 0\\.267\\] +1 +0\\.8452 +0\\.2492 +0\\.0000 +-0\\.2492\n.*\\(0\\.933, 1\\.000\\] +60 +81\\.9211 +0\\.9700 +0\\.8748 +-0\\.0952\n")
+xent_eval_test(text_bins_unweighted success ARGS logits_f4.npy targets_i8.npy
+               REGEX "reliability +confidence bin +count +confidence +accuracy +gap\n.*\\(0\\.200, 0\\.267\\] +1 +0\\.2492 +0\\.0000 +-0\\.2492\n")
 xent_eval_test(weights_json_fields success ARGS logits_f4.npy targets_i8.npy --weights weights_f4.npy --sequence-lengths lengths_i8.npy --json
                REGEX "\"weights\": {\"path\": \"[^\"]*weights_f4.npy\", \"format\": \"npy\", \"dtype\": \"float32\", \"shape\": \\[300\\]}.*\"per_sequence\": {\"sequence_lengths\": {\"path\": \"[^\"]*lengths_i8.npy\"")
 # bad: weights and sequences

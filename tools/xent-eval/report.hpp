@@ -163,15 +163,20 @@ inline void write_text(std::ostream& out, const run_result& run) {
     line("", "worst " + fixed(q.max_perplexity, 4) + " (sequence " + std::to_string(q.worst_sequence) + ")   token-pooled " +
                  fixed(r.perplexity, 4));
   }
-  out << "\n  reliability     confidence bin        count   confidence   accuracy        gap\n";
+  // With --weights the bins' confidence and accuracy are weighted means, so the weight each one
+  // carries (what ECE weighs the gaps by) is shown beside its count; without, it equals the count.
+  const bool weighted = run.weights.has_value();
+  out << "\n  reliability     confidence bin        count" << (weighted ? "       weight" : "") << "   confidence   accuracy        gap\n";
   for (const xent::reliability_bin& b : r.bins) {
-    char buf[160];
+    char buf[192];
     const std::string range = (b.lower == 0 ? "[" : "(") + fixed(b.lower, 3) + ", " + fixed(b.upper, 3) + "]";
+    char weight[32] = "";
+    if (weighted) std::snprintf(weight, sizeof weight, " %12.4f", b.weight);
     if (b.count == 0) {
-      std::snprintf(buf, sizeof buf, "                  %-18s %10lld            -          -          -\n", range.c_str(), 0LL);
+      std::snprintf(buf, sizeof buf, "                  %-18s %10lld%s            -          -          -\n", range.c_str(), 0LL, weight);
     } else {
-      std::snprintf(buf, sizeof buf, "                  %-18s %10lld   %10.4f %10.4f %+10.4f\n", range.c_str(), static_cast<long long>(b.count),
-                    b.confidence, b.accuracy, b.accuracy - b.confidence);
+      std::snprintf(buf, sizeof buf, "                  %-18s %10lld%s   %10.4f %10.4f %+10.4f\n", range.c_str(), static_cast<long long>(b.count),
+                    weight, b.confidence, b.accuracy, b.accuracy - b.confidence);
     }
     out << buf;
   }
