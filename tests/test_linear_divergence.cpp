@@ -1,4 +1,4 @@
-// linear_divergence: forward and reverse KL of the fused linear distillation against xent::divergence
+// linear_divergence: forward and reverse KL, JSD(beta) and TVD of the fused linear distillation against xent::divergence
 // on the materialised logits z = W^T h (its gradient g taken through the chain rule: grad_h = W g,
 // grad_W = h g^T), computed in double from the same inputs; over both weight layouts, several tilings
 // (partial tiles, one sample per block, the logits kept or recomputed), 1 and 2 threads (the same
@@ -81,6 +81,7 @@ double max_error(const matrix<double>& ref, const matrix<T>& got, double conditi
 xent::divergence_options divergence_options_of(const xent::linear_divergence_options& o) {
   xent::divergence_options d;
   d.kind = o.kind;
+  d.beta = o.beta;
   d.temperature = o.temperature;
   d.teacher_temperature = o.teacher_temperature;
   d.scale_by_temperature_squared = o.scale_by_temperature_squared;
@@ -177,7 +178,8 @@ void check_all(const char* label) {
   const matrix<double> h = random_matrix(D, N, 1.0, gen), wt = random_matrix(D, V, 0.8, gen);
   const matrix<double> teacher = random_matrix(V, N, 2.0, gen);
   worst w;
-  for (auto kind : {xent::divergence_kind::forward_kl, xent::divergence_kind::reverse_kl}) {
+  for (auto kind : {xent::divergence_kind::forward_kl, xent::divergence_kind::reverse_kl, xent::divergence_kind::jsd,
+                    xent::divergence_kind::tvd}) {
     for (auto r : {xent::reduction::batchmean, xent::reduction::sum, xent::reduction::mean, xent::reduction::none}) {
       xent::linear_divergence_options o;
       o.kind = kind;
@@ -197,6 +199,13 @@ void check_all(const char* label) {
     o.mask(3) = false;
     check_case<T>(h, wt, teacher, o, w);
     o.reduction = xent::reduction::none;
+    check_case<T>(h, wt, teacher, o, w);
+  }
+  for (double beta : {0.0, 0.2, 1.0}) {  // the ends are the KLs, as divergence's
+    xent::linear_divergence_options o;
+    o.kind = xent::divergence_kind::jsd;
+    o.beta = beta;
+    o.temperature = 1.3;
     check_case<T>(h, wt, teacher, o, w);
   }
   std::cout << "linear_divergence vs divergence on W^T h, " << label << ": worst loss error " << w.loss
@@ -235,9 +244,10 @@ TEST_CASE("linear_divergence gradients match central finite differences") {
   matrix<double> h = random_matrix(5, 4, 1.0, gen), wt = random_matrix(5, 23, 1.0, gen);
   const matrix<double> teacher = random_matrix(23, 4, 1.5, gen);
   double worst_fd = 0;
-  for (auto kind : {xent::divergence_kind::forward_kl, xent::divergence_kind::reverse_kl}) {
+  for (auto kind : {xent::divergence_kind::forward_kl, xent::divergence_kind::reverse_kl, xent::divergence_kind::jsd}) {
     xent::linear_divergence_options o;
     o.kind = kind;
+    o.beta = 0.3;
     o.temperature = 1.7;
     o.block = 5;
     o.sample_block = 3;
@@ -271,7 +281,10 @@ TEST_CASE("linear_divergence misuse is named") {
   };
   const auto t0 = with([](auto& o) { o.temperature = 0; });
   const auto tneg = with([](auto& o) { o.teacher_temperature = -1; });
-  const auto jsd = with([](auto& o) { o.kind = xent::divergence_kind::jsd; });
+  const auto bad_beta = with([](auto& o) {
+    o.kind = xent::divergence_kind::jsd;
+    o.beta = 1.5;
+  });
   const auto none = with([](auto& o) { o.reduction = xent::reduction::none; });
   const auto bad_mask = with([](auto& o) { o.mask = xent::sample_mask::Constant(2, true); });
   const auto bad_block = with([](auto& o) { o.block = -1; });
@@ -286,7 +299,8 @@ TEST_CASE("linear_divergence misuse is named") {
        "finite and > 0"},
       {"teacher_temperature < 0", [&] { xent::linear_divergence(h, wt, teacher, tneg); }, "linear_divergence",
        "teacher_temperature", "finite and > 0"},
-      {"jsd", [&] { xent::linear_divergence(h, wt, teacher, jsd); }, "linear_divergence", "kind", "forward_kl or reverse_kl"},
+      {"beta outside [0, 1]", [&] { xent::linear_divergence(h, wt, teacher, bad_beta); }, "linear_divergence", "beta",
+       "in [0, 1]", "1.5"},
       {"mask of the wrong size", [&] { xent::linear_divergence(h, wt, teacher, bad_mask); }, "linear_divergence", "mask",
        "one entry per sample"},
       {"negative block", [&] { xent::linear_divergence(h, wt, teacher, bad_block); }, "linear_divergence", "block", ">= 0"},

@@ -9,8 +9,13 @@
 // sum does, and a plain log-sum-exp partial of b: one pass over the tiles gives both normalisers
 // and the expectation, merged in tile order (the same bits for any thread count).
 //
+// JSD and TVD need each class's final p and q: the first pass gives the normalisers (the fold of
+// forward KL), a second over the tiles (kept, or recomputed by a GEMM) sums each sample's
+// divergence and E_p[a], a = dD/dp (beta log(p / m) for JSD, sign(p - q) / 2 for TVD).
+//
 // Training then turns each tile (kept, or recomputed by a further GEMM) into dloss/dz:
-//   forward KL: (p - q) / T_s,  reverse KL: p ((y - lse_y) - (u - lse_u) - KL) / T_s.
+//   forward KL: (p - q) / T_s,  reverse KL: p ((y - lse_y) - (u - lse_u) - KL) / T_s,
+//   JSD, TVD: p (a - E_p[a]) / T_s.
 
 #include "linear_kernel.hpp"
 
@@ -46,13 +51,14 @@ weighted_lse_partial<T> merge(const weighted_lse_partial<T>& a, const weighted_l
 }
 
 /// Which KL the kernel computes.
-enum class linear_kl { forward, reverse };
+enum class linear_kl { forward, reverse, jsd, tvd };
 
 template <class T>
 struct linear_divergence_params {
   linear_kl kind = linear_kl::forward;
   T inv_student = 1;  // 1 / T_s
   T inv_teacher = 1;  // 1 / T_t
+  T beta = 0.5;       // jsd: the student's weight in the mixture, in (0, 1)
 };
 
 /// Teacher: V x N logits, any Eigen expression (read with coeff, cast to T).
@@ -77,6 +83,13 @@ class linear_divergence_kernel : public linear_tiles<T, VByD, Weight, Hidden> {
     other_.resize(partials);
     stats_.resize(active.size());
     other_stats_.resize(active.size());
+    if (two_pass()) {
+      p_tile_.assign(workers, vector(plan.vocab_block));
+      tile_loss_.resize(partials);
+      tile_pa_.resize(partials);
+      loss_.resize(active.size());
+      pa_.resize(active.size());
+    }
   }
 
   /// Both normalisers and the expectation of the kept samples [first, first + count).
@@ -87,7 +100,7 @@ class linear_divergence_kernel : public linear_tiles<T, VByD, Weight, Hidden> {
       for (Index i = 0; i < count; ++i) {
         const T* y = z.col(i).data();
         const T* u = teacher_column(worker, first + i, v0, len);
-        const bool forward = params_.kind == linear_kl::forward;
+        const bool forward = params_.kind != linear_kl::reverse;
         expected_[std::size_t(t * nb + i)] = fold_expected(worker, forward ? u : y, forward ? y : u, len);
         other_[std::size_t(t * nb + i)] = lse_partial_contiguous(forward ? y : u, len);
       }
@@ -103,6 +116,7 @@ class linear_divergence_kernel : public linear_tiles<T, VByD, Weight, Hidden> {
       stats_[std::size_t(first + i)] = a;
       other_stats_[std::size_t(first + i)] = b;
     }
+    if (two_pass()) second_pass(first, count);
   }
 
   /// After forward_block on the same samples: the gradient of sum_k scale(k) * loss_k (see
@@ -123,11 +137,87 @@ class linear_divergence_kernel : public linear_tiles<T, VByD, Weight, Hidden> {
     const weighted_lse_partial<T>& a = stats_[k];
     const lse_partial<T>& b = other_stats_[k];
     if (!std::isfinite(a.max) || !std::isfinite(b.max) || !(a.sum > 0)) return std::numeric_limits<T>::quiet_NaN();
+    if (two_pass()) return loss_[k];
     // E_a[a - b] - (lse_a - lse_b): the maxima cancel between the two normalisers first.
     return a.w / a.sum - ((a.max - b.max) + (std::log(a.sum) - std::log(b.sum)));
   }
 
  private:
+  bool two_pass() const { return params_.kind == linear_kl::jsd || params_.kind == linear_kl::tvd; }
+
+  /// The student's and the teacher's (max, sum) of kept sample k.
+  void normalisers(std::size_t k, lse_partial<T>& s, lse_partial<T>& q) const {
+    const bool forward = params_.kind != linear_kl::reverse;
+    s = forward ? other_stats_[k] : lse_partial<T>{stats_[k].max, stats_[k].sum};
+    q = forward ? lse_partial<T>{stats_[k].max, stats_[k].sum} : other_stats_[k];
+  }
+
+  /// JSD, TVD: p and q of one column's tile into the worker's buffers (p_tile_, exp_tile_).
+  void probabilities(int worker, std::size_t k, const T* y, const T* u, Index len) {
+    lse_partial<T> s, q;
+    normalisers(k, s, q);
+    T* p = p_tile_[std::size_t(worker)].data();
+    T* e = exp_tile_[std::size_t(worker)].data();
+    std::copy(y, y + len, p);
+    softmax_affine(p, len, s.max, T(1) / s.sum, T(0));
+    std::copy(u, u + len, e);
+    softmax_affine(e, len, q.max, T(1) / q.sum, T(0));
+  }
+
+  /// JSD's dD/dp_i = beta log(p_i / m_i) (log p from y - lse_y, exact where p is tiny); TVD's sign(p - q) / 2.
+  T derivative(T p, T q, T log_p) const {
+    if (params_.kind == linear_kl::tvd) return p > q ? T(0.5) : p < q ? T(-0.5) : T(0);
+    if (p == 0) return T(0);
+    const T m = params_.beta * p + (T(1) - params_.beta) * q;
+    return params_.beta * (log_p - std::log(m));
+  }
+
+  /// The divergence's share of one class.
+  T term(T p, T q, T log_p, T log_q) const {
+    if (params_.kind == linear_kl::tvd) return std::fabs(p - q) / 2;
+    const T m = params_.beta * p + (T(1) - params_.beta) * q, log_m = std::log(m);
+    T d = 0;
+    if (p != 0) d += params_.beta * p * (log_p - log_m);
+    if (q != 0) d += (T(1) - params_.beta) * q * (log_q - log_m);
+    return d;
+  }
+
+  /// JSD, TVD: each sample's divergence and E_p[dD/dp], summed per tile, merged in tile order.
+  void second_pass(Index first, Index count) {
+    const Index nb = plan_.sample_block;
+    this->revisit_tiles(count, [&](int worker, Index t, Index v0, Index len, tile_map& z, bool recomputed) {
+      if (recomputed) z *= params_.inv_student;
+      for (Index i = 0; i < count; ++i) {
+        const std::size_t k = std::size_t(first + i);
+        const T* y = z.col(i).data();
+        const T* u = teacher_column(worker, first + i, v0, len);
+        probabilities(worker, k, y, u, len);
+        lse_partial<T> s, q;
+        normalisers(k, s, q);
+        const T lse_y = s.max + std::log(s.sum), lse_u = q.max + std::log(q.sum);
+        const T* p = p_tile_[std::size_t(worker)].data();
+        const T* e = exp_tile_[std::size_t(worker)].data();
+        T d = 0, pa = 0;
+        for (Index c = 0; c < len; ++c) {
+          const T log_p = y[c] - lse_y, log_q = u[c] - lse_u;
+          d += term(p[c], e[c], log_p, log_q);
+          pa += p[c] * derivative(p[c], e[c], log_p);
+        }
+        tile_loss_[std::size_t(t * nb + i)] = d;
+        tile_pa_[std::size_t(t * nb + i)] = pa;
+      }
+    });
+    for (Index i = 0; i < count; ++i) {
+      T d = 0, pa = 0;
+      for (Index t = 0; t < plan_.tiles; ++t) {
+        d += tile_loss_[std::size_t(t * nb + i)];
+        pa += tile_pa_[std::size_t(t * nb + i)];
+      }
+      loss_[std::size_t(first + i)] = d;
+      pa_[std::size_t(first + i)] = pa;
+    }
+  }
+
   /// Teacher column of kept sample k, classes [v0, v0 + len), divided by T_t, in the worker's buffer.
   const T* teacher_column(int worker, Index k, Index v0, Index len) {
     T* u = teacher_tile_[std::size_t(worker)].data();
@@ -169,12 +259,15 @@ class linear_divergence_kernel : public linear_tiles<T, VByD, Weight, Hidden> {
     }
     const T c = scale(kk) * params_.inv_student;
     const T* u = teacher_column(worker, k, v0, len);
-    const bool forward = params_.kind == linear_kl::forward;
-    const lse_partial<T> s = forward ? other_stats_[kk] : lse_partial<T>{stats_[kk].max, stats_[kk].sum};
-    const lse_partial<T> q = forward ? lse_partial<T>{stats_[kk].max, stats_[kk].sum} : other_stats_[kk];
+    lse_partial<T> s, q;
+    normalisers(kk, s, q);
     const T lse_y = s.max + std::log(s.sum), lse_u = q.max + std::log(q.sum);
     T* e = exp_tile_[std::size_t(worker)].data();
-    if (forward) {
+    if (two_pass()) {
+      probabilities(worker, kk, y, u, len);
+      const T* p = p_tile_[std::size_t(worker)].data();
+      for (Index i = 0; i < len; ++i) y[i] = c * p[i] * (derivative(p[i], e[i], y[i] - lse_y) - pa_[kk]);
+    } else if (params_.kind == linear_kl::forward) {
       // c (p - q): both softmaxes from their own maxima, vectorised.
       std::copy(u, u + len, e);
       softmax_affine(e, len, q.max, c / q.sum, T(0));
@@ -196,6 +289,9 @@ class linear_divergence_kernel : public linear_tiles<T, VByD, Weight, Hidden> {
   std::vector<lse_partial<T>> other_;               // same indexing
   std::vector<weighted_lse_partial<T>> stats_;      // per kept sample: a's merged partial
   std::vector<lse_partial<T>> other_stats_;         // per kept sample: b's
+  std::vector<vector> p_tile_;                      // jsd, tvd, per worker: p of one column
+  std::vector<T> tile_loss_, tile_pa_;              // jsd, tvd: per tile and block column, as expected_
+  std::vector<T> loss_, pa_;                        // jsd, tvd, per kept sample: D and E_p[dD/dp]
 };
 
 }  // namespace xent::detail

@@ -122,6 +122,21 @@ class linear_tiles {
     });
   }
 
+  /// After forward_tiles on the same samples: calls f(worker, t, v0, len, z, recomputed) on each
+  /// tile again, z kept (as the fold left it) or recomputed by a GEMM (the raw logits), for a loss
+  /// that needs its statistics before it can read the tiles' classes.
+  template <class F>
+  void revisit_tiles(Index count, F&& f) {
+    fork_join(plan_.threads, [&](int worker) {
+      for (Index t = worker; t < plan_.tiles; t += plan_.threads) {
+        const Index v0 = t * plan_.vocab_block, len = std::min(plan_.vocab_block, plan_.classes - v0);
+        tile_map z = tile(worker, t, len, count);
+        if (!plan_.keep_block) logits(worker, v0, len, count, z);
+        f(worker, t, v0, len, z, !plan_.keep_block);
+      }
+    });
+  }
+
   /// After forward_tiles on the same samples: each tile of logits (kept or recomputed) is turned
   /// into dloss/dlogits in place by grads(worker, v0, len, z), then taken back through the GEMMs.
   /// Writes grad_weight's tiles (assigning on the first block, adding after), adds to grad_bias (a

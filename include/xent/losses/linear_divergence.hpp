@@ -4,7 +4,7 @@
 // Fused linear distillation: the divergence between the teacher's softmax(t / T_t) and the
 // student's softmax(W^T h / T_s), with the gradients w.r.t. h and W, without the N x V student
 // logits (tiled as linear_cross_entropy; detail/linear_divergence_kernel.hpp). Forward and reverse
-// KL. docs/losses.md ("Linear divergence") is the reference.
+// KL, generalised JSD(beta) and TVD. docs/losses.md ("Linear divergence") is the reference.
 
 #include "../core/error.hpp"
 #include "../core/reduction.hpp"
@@ -27,9 +27,11 @@ namespace xent {
 /// Options of linear_divergence: divergence_options' names and defaults for the divergence,
 /// linear_cross_entropy_options' for the weight and the blocking.
 struct linear_divergence_options {
-  /// forward_kl (distillation's KL(Q || P), the default) or reverse_kl (KL(P || Q)); jsd and tvd
-  /// are not fused yet (they need each class's final student probability: a second tile pass).
+  /// forward_kl (distillation's KL(Q || P), the default), reverse_kl (KL(P || Q)), jsd or tvd (as
+  /// divergence's; these two read the tiles twice: one more GEMM unless the block's logits are kept).
   divergence_kind kind = divergence_kind::forward_kl;
+  /// jsd's weight of the student, in [0, 1]; 0 and 1 are forward and reverse KL, as divergence's.
+  double beta = 0.5;
   /// T_s > 0: the student's logits are divided by it (and the teacher's, unless teacher_temperature is set).
   double temperature = 1;
   /// T_t: the teacher's own temperature; 0 means the same as temperature.
@@ -75,8 +77,7 @@ linear_shapes check_linear_divergence(const char* fn, const Eigen::DenseBase<HDe
                 "teacher_logits must hold float, double, Eigen::bfloat16 or Eigen::half");
   const int k = static_cast<int>(o.kind);
   if (k < 0 || k > 3) throw_invalid(fn, "kind", "must be forward_kl, reverse_kl, jsd or tvd", k);
-  if (o.kind != divergence_kind::forward_kl && o.kind != divergence_kind::reverse_kl)
-    throw_invalid(fn, "kind", "must be forward_kl or reverse_kl (jsd and tvd are not fused yet)", to_string(o.kind));
+  if (!(o.beta >= 0 && o.beta <= 1)) throw_invalid(fn, "beta", "must be in [0, 1]", o.beta);
   auto check_temperature = [&](const char* name, double temperature) {
     if (!(temperature > 0 && std::isfinite(temperature))) throw_invalid(fn, name, "must be finite and > 0", temperature);
     if (!(1 / temperature <= double(std::numeric_limits<T>::max())))
@@ -114,7 +115,14 @@ loss_result<accumulation_t<typename HDerived::Scalar>> linear_divergence_call(
   const Index kept = Index(active.size());
   const linear_plan plan = plan_linear<T>(s, kept, linear_options_of(o), training);
   linear_divergence_params<T> params;
-  params.kind = o.kind == divergence_kind::forward_kl ? linear_kl::forward : linear_kl::reverse;
+  divergence_kind kind = o.kind;
+  if (kind == divergence_kind::jsd && o.beta == 0) kind = divergence_kind::forward_kl;
+  if (kind == divergence_kind::jsd && o.beta == 1) kind = divergence_kind::reverse_kl;
+  params.kind = kind == divergence_kind::forward_kl   ? linear_kl::forward
+                : kind == divergence_kind::reverse_kl ? linear_kl::reverse
+                : kind == divergence_kind::jsd        ? linear_kl::jsd
+                                                      : linear_kl::tvd;
+  params.beta = static_cast<T>(o.beta);
   params.inv_student = static_cast<T>(1 / o.temperature);
   params.inv_teacher = static_cast<T>(1 / (o.teacher_temperature != 0 ? o.teacher_temperature : o.temperature));
 
@@ -161,7 +169,7 @@ loss_result<accumulation_t<typename HDerived::Scalar>> linear_divergence_call(
 
 }  // namespace detail
 
-/// The divergence (opts.kind: forward or reverse KL) between the teacher's softmax(teacher_logits
+/// The divergence (opts.kind: forward or reverse KL, JSD(beta), TVD) between the teacher's softmax(teacher_logits
 /// / T_t) and the student's softmax(z / T_s), z = weight^T hidden (D x V weight; weight * hidden
 /// for V x D), without the N x V student logits: xent::divergence(z, teacher_logits) with
 /// divergence_options' meaning of every option. hidden: D x N (float, double, bfloat16 or half;
