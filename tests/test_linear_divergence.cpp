@@ -218,6 +218,34 @@ TEST_CASE("linear_divergence equals divergence on the materialised logits, doubl
 
 TEST_CASE("linear_divergence equals divergence on the materialised logits, float") { check_all<float>("float"); }
 
+TEST_CASE("linear_divergence with bfloat16 inputs and a half teacher, accumulated in float") {
+  std::mt19937 gen(23);
+  const Eigen::Index D = 8, N = 5, V = 29;
+  const matrix<Eigen::bfloat16> h = random_matrix(D, N, 1.0, gen).cast<Eigen::bfloat16>();
+  const matrix<Eigen::bfloat16> wt = random_matrix(V, D, 0.7, gen).cast<Eigen::bfloat16>();  // V x D
+  const matrix<Eigen::half> teacher = random_matrix(V, N, 2.0, gen).cast<Eigen::half>();
+  const matrix<double> hd = h.cast<double>(), wd = wt.cast<double>(), td = teacher.cast<double>();
+  const matrix<double> z = wd * hd;
+  for (auto kind : {xent::divergence_kind::forward_kl, xent::divergence_kind::tvd}) {
+    xent::linear_divergence_options o;
+    o.kind = kind;
+    o.block = 6;
+    xent::divergence_options d;
+    d.kind = kind;
+    const double ref = xent::divergence(z, td, d).value();
+    matrix<double> g(V, N);
+    xent::divergence_backward(z, td, 1.0, d, g);
+    const matrix<double> ref_gh = wd.transpose() * g, ref_gw = g * hd.transpose();
+    matrix<float> gh(D, N), gw(V, D);
+    const float loss = xent::linear_divergence_with_grad(h, wt, teacher, 1.0f, o, gh, gw).value();
+    const double cond = std::max(1.0, z.cwiseAbs().maxCoeff());
+    CHECK(error_of(double(loss), ref, std::max({std::fabs(ref), 1.0, cond})) <= budget<float>());
+    CHECK(max_error(ref_gh, gh, cond) <= budget<float>());
+    CHECK(max_error(ref_gw, gw, cond) <= budget<float>());
+    CHECK(xent::linear_divergence(h, wt, teacher, o).value() == loss);
+  }
+}
+
 TEST_CASE("linear_divergence: a class the teacher masks") {
   // Teacher -inf on a class: forward KL ignores it (no mass), reverse KL is +inf (the student has mass there).
   std::mt19937 gen(5);

@@ -96,7 +96,7 @@ class linear_divergence_kernel : public linear_tiles<T, VByD, Weight, Hidden> {
   void forward_block(Index first, Index count) {
     this->forward_tiles(first, count, [&](int worker, Index t, Index v0, Index len, tile_map& z) {
       const Index nb = plan_.sample_block;
-      z *= params_.inv_student;  // the tile holds y from here on (kept for the gradient pass)
+      if (params_.inv_student != 1) z *= params_.inv_student;  // the tile holds y from here on (kept for the gradient pass)
       for (Index i = 0; i < count; ++i) {
         const T* y = z.col(i).data();
         const T* u = teacher_column(worker, first + i, v0, len);
@@ -126,7 +126,7 @@ class linear_divergence_kernel : public linear_tiles<T, VByD, Weight, Hidden> {
                       GradWeight& grad_weight) {
     this->backward_tiles(first, count, first_block, grad_hidden, grad_weight, nullptr,
                          [&](int worker, Index v0, Index len, tile_map& z) {
-                           if (!plan_.keep_block) z *= params_.inv_student;  // recomputed: the raw logits
+                           if (!plan_.keep_block && params_.inv_student != 1) z *= params_.inv_student;  // recomputed: the raw logits
                            for (Index i = 0; i < count; ++i) column_grad(worker, first + i, v0, len, scale, z.col(i).data());
                          });
   }
@@ -186,7 +186,7 @@ class linear_divergence_kernel : public linear_tiles<T, VByD, Weight, Hidden> {
   void second_pass(Index first, Index count) {
     const Index nb = plan_.sample_block;
     this->revisit_tiles(count, [&](int worker, Index t, Index v0, Index len, tile_map& z, bool recomputed) {
-      if (recomputed) z *= params_.inv_student;
+      if (recomputed && params_.inv_student != 1) z *= params_.inv_student;
       for (Index i = 0; i < count; ++i) {
         const std::size_t k = std::size_t(first + i);
         const T* y = z.col(i).data();
