@@ -172,12 +172,19 @@ class linear_divergence_kernel : public linear_tiles<T, VByD, Weight, Hidden> {
     return params_.beta * (log_p - std::log(m));
   }
 
-  /// The divergence's share of one class.
-  T term(T p, T q, T log_p, T log_q) const {
-    if (params_.kind == linear_kl::tvd) return std::fabs(p - q) / 2;
+  /// The divergence's share of one class, and dD/dp there into a (one log for both).
+  T term(T p, T q, T log_p, T log_q, T& a) const {
+    if (params_.kind == linear_kl::tvd) {
+      a = p > q ? T(0.5) : p < q ? T(-0.5) : T(0);
+      return std::fabs(p - q) / 2;
+    }
     const T m = params_.beta * p + (T(1) - params_.beta) * q, log_m = std::log(m);
     T d = 0;
-    if (p != 0) d += params_.beta * p * (log_p - log_m);
+    a = 0;
+    if (p != 0) {
+      a = params_.beta * (log_p - log_m);
+      d += p * a;
+    }
     if (q != 0) d += (T(1) - params_.beta) * q * (log_q - log_m);
     return d;
   }
@@ -200,8 +207,9 @@ class linear_divergence_kernel : public linear_tiles<T, VByD, Weight, Hidden> {
         T d = 0, pa = 0;
         for (Index c = 0; c < len; ++c) {
           const T log_p = y[c] - lse_y, log_q = u[c] - lse_u;
-          d += term(p[c], e[c], log_p, log_q);
-          pa += p[c] * derivative(p[c], e[c], log_p);
+          T a;
+          d += term(p[c], e[c], log_p, log_q, a);
+          pa += p[c] * a;
         }
         tile_loss_[std::size_t(t * nb + i)] = d;
         tile_pa_[std::size_t(t * nb + i)] = pa;

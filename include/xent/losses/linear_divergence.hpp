@@ -28,7 +28,8 @@ namespace xent {
 /// linear_cross_entropy_options' for the weight and the blocking.
 struct linear_divergence_options {
   /// forward_kl (distillation's KL(Q || P), the default), reverse_kl (KL(P || Q)), jsd or tvd (as
-  /// divergence's; these two read the tiles twice: one more GEMM unless the block's logits are kept).
+  /// divergence's; these two read the tiles twice, from the kept block of logits when it fits
+  /// max_block_bytes, forward included, else recomputed by one more GEMM).
   divergence_kind kind = divergence_kind::forward_kl;
   /// jsd's weight of the student, in [0, 1]; 0 and 1 are forward and reverse KL, as divergence's.
   double beta = 0.5;
@@ -113,7 +114,10 @@ loss_result<accumulation_t<typename HDerived::Scalar>> linear_divergence_call(
   for (Index j = 0; j < s.samples; ++j)
     if (selection.kept(j) && selection.weight_at(j) != 0) active.push_back(j);
   const Index kept = Index(active.size());
-  const linear_plan plan = plan_linear<T>(s, kept, linear_options_of(o), training);
+  // JSD and TVD read each tile twice: the forward keeps the block's logits too when they fit
+  // max_block_bytes, rather than recompute them with a second GEMM.
+  const bool two_pass = (o.kind == divergence_kind::jsd && o.beta != 0 && o.beta != 1) || o.kind == divergence_kind::tvd;
+  const linear_plan plan = plan_linear<T>(s, kept, linear_options_of(o), training || two_pass);
   linear_divergence_params<T> params;
   divergence_kind kind = o.kind;
   if (kind == divergence_kind::jsd && o.beta == 0) kind = divergence_kind::forward_kl;
