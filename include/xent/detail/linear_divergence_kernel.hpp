@@ -18,6 +18,7 @@
 //   JSD, TVD: p (a - E_p[a]) / T_s.
 
 #include "linear_kernel.hpp"
+#include "simd/math.hpp"
 
 #include <Eigen/Core>
 
@@ -48,6 +49,20 @@ weighted_lse_partial<T> merge(const weighted_lse_partial<T>& a, const weighted_l
   if (hi.max == inf) return {nan, nan, nan};  // a +inf logit: the divergence is NaN, as divergence's
   const T f = std::exp(lo.max - hi.max);
   return {hi.max, hi.sum + lo.sum * f, hi.w + (lo.sum == 0 ? T(0) : lo.w * f)};
+}
+
+/// x = log(beta p + (1 - beta) q) over n classes, vectorised (JSD's log of the mixture).
+template <class T>
+void log_mixture(T* x, const T* p, const T* q, Index n, T beta) {
+  Index k = 0;
+  if constexpr (simd::has_packet_exp<T>) {
+    using P = simd::packet<T>;
+    constexpr Index ps = simd::packet_size<T>;
+    const P vb = simd::pset1<P>(beta), va = simd::pset1<P>(T(1) - beta);
+    for (; k + ps <= n; k += ps)
+      simd::store(x + k, simd::log_any(simd::padd(simd::pmul(vb, simd::load<P>(p + k)), simd::pmul(va, simd::load<P>(q + k)))));
+  }
+  for (; k < n; ++k) x[k] = std::log(beta * p[k] + (T(1) - beta) * q[k]);
 }
 
 /// Which KL the kernel computes.
@@ -85,6 +100,7 @@ class linear_divergence_kernel : public linear_tiles<T, VByD, Weight, Hidden> {
     other_stats_.resize(active.size());
     if (two_pass()) {
       p_tile_.assign(workers, vector(plan.vocab_block));
+      if (params.kind == linear_kl::jsd) log_m_tile_.assign(workers, vector(plan.vocab_block));
       tile_loss_.resize(partials);
       tile_pa_.resize(partials);
       loss_.resize(active.size());
@@ -162,31 +178,23 @@ class linear_divergence_kernel : public linear_tiles<T, VByD, Weight, Hidden> {
     softmax_affine(p, len, s.max, T(1) / s.sum, T(0));
     std::copy(u, u + len, e);
     softmax_affine(e, len, q.max, T(1) / q.sum, T(0));
+    if (params_.kind == linear_kl::jsd) log_mixture(log_m_tile_[std::size_t(worker)].data(), p, e, len, params_.beta);
   }
 
   /// JSD's dD/dp_i = beta log(p_i / m_i) (log p from y - lse_y, exact where p is tiny); TVD's sign(p - q) / 2.
-  T derivative(T p, T q, T log_p) const {
+  T derivative(T p, T q, T log_p, T log_m) const {
     if (params_.kind == linear_kl::tvd) return p > q ? T(0.5) : p < q ? T(-0.5) : T(0);
-    if (p == 0) return T(0);
-    const T m = params_.beta * p + (T(1) - params_.beta) * q;
-    return params_.beta * (log_p - std::log(m));
+    return p == 0 ? T(0) : params_.beta * (log_p - log_m);
   }
 
-  /// The divergence's share of one class, and dD/dp there into a (one log for both).
-  T term(T p, T q, T log_p, T log_q, T& a) const {
+  /// The divergence's share of one class, and dD/dp there into a.
+  T term(T p, T q, T log_p, T log_q, T log_m, T& a) const {
     if (params_.kind == linear_kl::tvd) {
       a = p > q ? T(0.5) : p < q ? T(-0.5) : T(0);
       return std::fabs(p - q) / 2;
     }
-    const T m = params_.beta * p + (T(1) - params_.beta) * q, log_m = std::log(m);
-    T d = 0;
-    a = 0;
-    if (p != 0) {
-      a = params_.beta * (log_p - log_m);
-      d += p * a;
-    }
-    if (q != 0) d += (T(1) - params_.beta) * q * (log_q - log_m);
-    return d;
+    a = p == 0 ? T(0) : params_.beta * (log_p - log_m);
+    return (p == 0 ? T(0) : p * a) + (q == 0 ? T(0) : (T(1) - params_.beta) * q * (log_q - log_m));
   }
 
   /// JSD, TVD: each sample's divergence and E_p[dD/dp], summed per tile, merged in tile order.
@@ -204,11 +212,12 @@ class linear_divergence_kernel : public linear_tiles<T, VByD, Weight, Hidden> {
         const T lse_y = s.max + std::log(s.sum), lse_u = q.max + std::log(q.sum);
         const T* p = p_tile_[std::size_t(worker)].data();
         const T* e = exp_tile_[std::size_t(worker)].data();
+        const T* log_m = params_.kind == linear_kl::jsd ? log_m_tile_[std::size_t(worker)].data() : nullptr;
         T d = 0, pa = 0;
         for (Index c = 0; c < len; ++c) {
           const T log_p = y[c] - lse_y, log_q = u[c] - lse_u;
           T a;
-          d += term(p[c], e[c], log_p, log_q, a);
+          d += term(p[c], e[c], log_p, log_q, log_m ? log_m[c] : T(0), a);
           pa += p[c] * a;
         }
         tile_loss_[std::size_t(t * nb + i)] = d;
@@ -274,7 +283,9 @@ class linear_divergence_kernel : public linear_tiles<T, VByD, Weight, Hidden> {
     if (two_pass()) {
       probabilities(worker, kk, y, u, len);
       const T* p = p_tile_[std::size_t(worker)].data();
-      for (Index i = 0; i < len; ++i) y[i] = c * p[i] * (derivative(p[i], e[i], y[i] - lse_y) - pa_[kk]);
+      const T* log_m = params_.kind == linear_kl::jsd ? log_m_tile_[std::size_t(worker)].data() : nullptr;
+      for (Index i = 0; i < len; ++i)
+        y[i] = c * p[i] * (derivative(p[i], e[i], y[i] - lse_y, log_m ? log_m[i] : T(0)) - pa_[kk]);
     } else if (params_.kind == linear_kl::forward) {
       // c (p - q): both softmaxes from their own maxima, vectorised.
       std::copy(u, u + len, e);
@@ -298,6 +309,7 @@ class linear_divergence_kernel : public linear_tiles<T, VByD, Weight, Hidden> {
   std::vector<weighted_lse_partial<T>> stats_;      // per kept sample: a's merged partial
   std::vector<lse_partial<T>> other_stats_;         // per kept sample: b's
   std::vector<vector> p_tile_;                      // jsd, tvd, per worker: p of one column
+  std::vector<vector> log_m_tile_;                  // jsd, per worker: log of the mixture of one column
   std::vector<T> tile_loss_, tile_pa_;              // jsd, tvd: per tile and block column, as expected_
   std::vector<T> loss_, pa_;                        // jsd, tvd, per kept sample: D and E_p[dD/dp]
 };
