@@ -247,21 +247,34 @@ class linear_divergence_kernel : public linear_tiles<T, VByD, Weight, Hidden> {
   /// nothing (not 0 * inf), one where b is -inf but a has mass makes it +inf.
   weighted_lse_partial<T> fold_expected(int worker, const T* a, const T* b, Index len) {
     constexpr T inf = std::numeric_limits<T>::infinity(), nan = std::numeric_limits<T>::quiet_NaN();
-    T max = -inf;
-    for (Index c = 0; c < len; ++c) {
-      if (std::isnan(a[c])) return {nan, nan, nan};
-      max = std::max(max, a[c]);
-    }
+    // A NaN in a makes its exponential, and so the sum, NaN, whatever the max makes of it.
+    const T max = Eigen::Map<const vector>(a, len).maxCoeff();
     if (max == -inf) return {};
-    if (max == inf) return {nan, nan, nan};
+    if (max == inf || std::isnan(max)) return {nan, nan, nan};
     T* e = exp_tile_[std::size_t(worker)].data();
     std::copy(a, a + len, e);
     softmax_affine(e, len, max, T(1), T(0));
     T sum = 0, w = 0;
-    for (Index c = 0; c < len; ++c) {
+    Index c = 0;
+    if constexpr (simd::has_packet_exp<T>) {
+      using P = simd::packet<T>;
+      constexpr Index ps = simd::packet_size<T>;
+      const P zero = simd::pset1<P>(T(0));
+      P vsum = zero, vw = zero;
+      for (; c + ps <= len; c += ps) {
+        const P ve = simd::load<P>(e + c);
+        vsum = simd::padd(vsum, ve);
+        const P term = simd::pmul(ve, simd::psub(simd::load<P>(a + c), simd::load<P>(b + c)));
+        vw = simd::padd(vw, simd::pselect(simd::pcmp_eq(ve, zero), zero, term));
+      }
+      sum = simd::predux(vsum);
+      w = simd::predux(vw);
+    }
+    for (; c < len; ++c) {
       sum += e[c];
       if (e[c] != 0) w += e[c] * (a[c] - b[c]);
     }
+    if (std::isnan(sum)) return {nan, nan, nan};
     return {max, sum, w};
   }
 
