@@ -1,11 +1,10 @@
 // linear_divergence: forward and reverse KL, JSD(beta) and TVD of the fused linear distillation
 // against xent::divergence on the materialised logits z = W^T h (its gradient g taken through the
 // chain rule: grad_h = W g, grad_W = h g^T), computed in double from the same inputs; over both
-// weight layouts, several tilings
-// (partial tiles, one sample per block, the logits kept or recomputed), 1 and 2 threads (the same
-// bits for the loss and grad_weight; grad_hidden repeatable per thread count), every reduction,
-// temperatures, the T^2 scaling, masks and sample weights; bfloat16/half inputs; a teacher's masked
-// class; central finite differences; and the misuse checks.
+// weight layouts, several tilings (partial tiles, one sample per block, the logits kept or
+// recomputed), 1 and 2 threads (the same bits for the loss and grad_weight; grad_hidden repeatable
+// per thread count), every reduction, temperatures, the T^2 scaling, masks and sample weights;
+// bfloat16/half inputs; a teacher's masked class; central finite differences; and the misuse checks.
 //
 // Budgets. Errors are divided by a scale: for a loss, max(|ref|, 1, the largest |logit / T|) (the
 // logits carry the GEMM's rounding, which the loss inherits in absolute terms); for a gradient, the
