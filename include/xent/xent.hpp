@@ -21,6 +21,7 @@
 #include "losses/hvp.hpp"
 #include "losses/kl_div.hpp"
 #include "losses/linear.hpp"
+#include "losses/linear_divergence.hpp"
 #include "losses/logit_divergence.hpp"
 #include "losses/sample_weighting.hpp"
 #include "losses/topk_divergence.hpp"

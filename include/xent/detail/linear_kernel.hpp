@@ -78,89 +78,80 @@ void softmax_affine(T* z, Index n, T max, T a, T b) {
   for (; k < n; ++k) z[k] = simd::exp_nonpositive_scalar(z[k] - max) * a - b;
 }
 
-/// One call's state: the blocking, the buffers (one tile per worker, or one block's logits), and
-/// per kept sample its log-sum-exp partial, target logit and (with label smoothing) logit sum.
+/// The tiling shared by the fused linear losses: the blocking, the buffers (one tile per worker,
+/// or one block's logits), the GEMMs that produce a tile of logits and the two that take a tile of
+/// logit gradients back to hidden and weight. A loss derives from it and says what it folds out of
+/// each tile (forward_tiles) and how a tile of logits becomes its gradient (backward_tiles).
 ///
-/// Weight is any Eigen expression of D x V (weight_v_by_d false) or V x D; Hidden any D x N.
-/// The per-sample arrays are indexed by position in `active` (the non-ignored samples in order).
+/// Weight is any Eigen expression of D x V (VByD false) or V x D; Hidden any D x N. Samples are
+/// indexed by position in `active` (the kept samples in order).
 template <class T, bool VByD, class Weight, class Hidden>
-class linear_ce_kernel {
+class linear_tiles {
  public:
   using matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
   using vector = Eigen::Matrix<T, Eigen::Dynamic, 1>;
   using tile_map = Eigen::Map<matrix>;
 
-  linear_ce_kernel(const linear_plan& plan, const linear_loss_params<T>& params, const Weight& weight,
-                   const Hidden& hidden, const vector* bias, const std::vector<Index>& active,
-                   const std::vector<Index>& target, bool training)
-      : plan_(plan), params_(params), weight_(weight), hidden_(hidden), bias_(bias), active_(active),
-        target_(target), training_(training) {
+  linear_tiles(const linear_plan& plan, const Weight& weight, const Hidden& hidden, const vector* bias,
+               const std::vector<Index>& active, bool training)
+      : plan_(plan), weight_(weight), hidden_(hidden), bias_(bias), active_(active), training_(training) {
     const Index nb = plan.sample_block, vb = plan.vocab_block, D = plan.hidden_size;
     const std::size_t workers = std::size_t(plan.threads);
     block_h_.resize(D, nb);
-    partials_.resize(std::size_t(plan.tiles * nb));
-    if (params.smoothing != 0) tile_sums_.resize(std::size_t(plan.tiles * nb));
     if (plan.keep_block)
       kept_.resize(std::size_t(plan.tiles * vb * nb));
     else
       tiles_.assign(workers, matrix(vb, nb));
-    if (params.softcap != 0) scratch_.assign(workers, matrix(vb, 1));
     if constexpr (converts_weight) weight_tiles_.assign(workers, VByD ? matrix(vb, D) : matrix(D, vb));
     if (training) grad_h_.assign(workers, matrix(D, nb));
-    const std::size_t kept = active.size();
-    stats_.resize(kept);
-    target_logit_.assign(kept, T(0));
-    if (params.smoothing != 0) logit_sum_.assign(kept, 0.0);
-    if (training) target_tile_others_.resize(kept), others_.resize(kept);
   }
 
-  /// Log-sum-exp partial, target logit and logit sum of the kept samples [first, first + count):
-  /// one GEMM per tile.
-  void forward_block(Index first, Index count) {
+ protected:
+  /// Gathers the kept samples [first, first + count) and calls fold(worker, t, v0, len, z) on each
+  /// tile of their logits z (len classes from v0 x count samples), tiles split over the workers.
+  template <class Fold>
+  void forward_tiles(Index first, Index count, Fold&& fold) {
     gather(first, count);
     fork_join(plan_.threads, [&](int worker) {
       for (Index t = worker; t < plan_.tiles; t += plan_.threads) {
         const Index v0 = t * plan_.vocab_block, len = std::min(plan_.vocab_block, plan_.classes - v0);
         tile_map z = tile(worker, t, len, count);
         logits(worker, v0, len, count, z);
-        fold(worker, t, v0, len, first, count, z);
+        fold(worker, t, v0, len, z);
       }
     });
-    const Index nb = plan_.sample_block;
-    for (Index i = 0; i < count; ++i) {
-      lse_partial<T> acc = lse_partial<T>::identity();
-      double sum = 0;
-      for (Index t = 0; t < plan_.tiles; ++t) {
-        acc = merge(acc, partials_[std::size_t(t * nb + i)]);
-        if (params_.smoothing != 0) sum += double(tile_sums_[std::size_t(t * nb + i)]);
-      }
-      stats_[std::size_t(first + i)] = acc;
-      if (params_.smoothing != 0) logit_sum_[std::size_t(first + i)] = sum;
-      if (training_) {
-        // Every class but the target: its own tile's partial without it, the other tiles' whole.
-        const std::size_t k = std::size_t(first + i);
-        const Index target_tile = target_[k] / plan_.vocab_block;
-        lse_partial<T> others = lse_partial<T>::identity();
-        for (Index t = 0; t < plan_.tiles; ++t)
-          others = merge(others, t == target_tile ? target_tile_others_[k] : partials_[std::size_t(t * nb + i)]);
-        others_[k] = others;
-      }
-    }
   }
 
-  /// After forward_block on the same samples: the gradient of sum_k scale(k) * loss_k. Writes
-  /// grad_weight's tiles (assigning on the first block, adding after), adds to grad_bias (a T
-  /// vector, or null) and writes the block's columns of grad_hidden (whose other columns the caller zeroed).
-  template <class Scale, class GradHidden, class GradWeight>
-  void backward_block(Index first, Index count, const Scale& scale, bool first_block, GradHidden& grad_hidden,
-                      GradWeight& grad_weight, vector* grad_bias) {
+  /// After forward_tiles on the same samples: calls f(worker, t, v0, len, z, recomputed) on each
+  /// tile again, z kept (as the fold left it) or recomputed by a GEMM (the raw logits), for a loss
+  /// that needs its statistics before it can read the tiles' classes.
+  template <class F>
+  void revisit_tiles(Index count, F&& f) {
+    fork_join(plan_.threads, [&](int worker) {
+      for (Index t = worker; t < plan_.tiles; t += plan_.threads) {
+        const Index v0 = t * plan_.vocab_block, len = std::min(plan_.vocab_block, plan_.classes - v0);
+        tile_map z = tile(worker, t, len, count);
+        if (!plan_.keep_block) logits(worker, v0, len, count, z);
+        f(worker, t, v0, len, z, !plan_.keep_block);
+      }
+    });
+  }
+
+  /// After forward_tiles on the same samples: each tile of logits (kept or recomputed) is turned
+  /// into dloss/dlogits in place by grads(worker, v0, len, z), then taken back through the GEMMs.
+  /// Writes grad_weight's tiles (assigning on the first block, adding after), adds to grad_bias (a
+  /// T vector, or null) and writes the block's columns of grad_hidden (whose other columns the
+  /// caller zeroed).
+  template <class Grads, class GradHidden, class GradWeight>
+  void backward_tiles(Index first, Index count, bool first_block, GradHidden& grad_hidden, GradWeight& grad_weight,
+                      vector* grad_bias, Grads&& grads) {
     for (matrix& g : grad_h_) g.leftCols(count).setZero();
     fork_join(plan_.threads, [&](int worker) {
       for (Index t = worker; t < plan_.tiles; t += plan_.threads) {
         const Index v0 = t * plan_.vocab_block, len = std::min(plan_.vocab_block, plan_.classes - v0);
         tile_map z = tile(worker, t, len, count);
         if (!plan_.keep_block) logits(worker, v0, len, count, z);
-        logit_grads(worker, v0, len, first, count, scale, z);
+        grads(worker, v0, len, z);
         if (grad_bias) {
           if (first_block)
             grad_bias->segment(v0, len) = z.rowwise().sum();
@@ -190,25 +181,12 @@ class linear_ce_kernel {
       grad_hidden.col(active_[std::size_t(first + i)]) = grad_h_[0].col(i).template cast<typename GradHidden::Scalar>();
   }
 
-  /// The loss of kept sample k (after forward_block):
-  ///   (1 - eps) (lse - z_t) + eps (lse - mean_k z_k) + s lse^2,
-  /// NaN when the log-sum-exp is not finite (a NaN or +inf logit, or every logit -inf), as torch.
-  T loss(std::size_t k) const {
-    const lse_partial<T>& p = stats_[k];
-    if (!std::isfinite(p.max)) return std::numeric_limits<T>::quiet_NaN();
-    const T log_sum = std::log(p.sum), lse = p.max + log_sum;
-    // (max - z_t) first: exact when the target is the largest logit, as torch's log_softmax.
-    T loss = (p.max - target_logit_[k]) + log_sum;
-    if (params_.smoothing != 0) {
-      const T smooth = lse - T(logit_sum_[k] / double(plan_.classes));
-      loss = (T(1) - params_.smoothing) * loss + params_.smoothing * smooth;
-    }
-    if (params_.z_loss != 0) loss += params_.z_loss * lse * lse;
-    return loss;
-  }
-
-  /// The log-sum-exp of kept sample k's (soft-capped) logits (after forward_block).
-  T lse(std::size_t k) const { return stats_[k].value(); }
+  linear_plan plan_;
+  const Weight& weight_;
+  const Hidden& hidden_;
+  const vector* bias_;
+  const std::vector<Index>& active_;
+  bool training_;
 
  private:
   static constexpr bool converts_weight =
@@ -244,8 +222,7 @@ class linear_ce_kernel {
       block_h_.col(i) = hidden_.col(active_[std::size_t(first + i)]).template cast<T>();
   }
 
-  /// GEMM 1: x = W_tile^T h (+ b). The tile keeps x; the soft-cap is applied column by column
-  /// where it is read, because its derivative needs x.
+  /// GEMM 1: x = W_tile^T h (+ b).
   void logits(int worker, Index v0, Index len, Index count, tile_map& z) {
     const auto h = block_h_.leftCols(count);
     with_weight_tile(worker, v0, len, [&](const auto& w) {
@@ -255,6 +232,102 @@ class linear_ce_kernel {
     if (bias_) z.colwise() += bias_->segment(v0, len);
   }
 
+  matrix block_h_;                    // D x sample_block: the block's hidden states in T
+  std::vector<matrix> tiles_;         // per worker: one vocab_block x sample_block tile
+  std::vector<T> kept_;               // keep_block: every tile of the block, tile t at t * vb * nb
+  std::vector<matrix> weight_tiles_;  // per worker: a weight tile converted to T
+  std::vector<matrix> grad_h_;        // per worker: its share of the block's grad_hidden
+};
+
+/// The linear cross-entropy on the shared tiles: per kept sample its log-sum-exp partial, target
+/// logit and (with label smoothing) logit sum. The tile keeps the raw logits x; the soft-cap is
+/// applied column by column where it is read, because its derivative needs x.
+template <class T, bool VByD, class Weight, class Hidden>
+class linear_ce_kernel : public linear_tiles<T, VByD, Weight, Hidden> {
+  using base = linear_tiles<T, VByD, Weight, Hidden>;
+  using base::plan_;
+  using base::training_;
+
+ public:
+  using matrix = typename base::matrix;
+  using vector = typename base::vector;
+  using tile_map = typename base::tile_map;
+
+  linear_ce_kernel(const linear_plan& plan, const linear_loss_params<T>& params, const Weight& weight,
+                   const Hidden& hidden, const vector* bias, const std::vector<Index>& active,
+                   const std::vector<Index>& target, bool training)
+      : base(plan, weight, hidden, bias, active, training), params_(params), target_(target) {
+    const Index nb = plan.sample_block;
+    partials_.resize(std::size_t(plan.tiles * nb));
+    if (params.smoothing != 0) tile_sums_.resize(std::size_t(plan.tiles * nb));
+    if (params.softcap != 0) scratch_.assign(std::size_t(plan.threads), matrix(plan.vocab_block, 1));
+    const std::size_t kept = active.size();
+    stats_.resize(kept);
+    target_logit_.assign(kept, T(0));
+    if (params.smoothing != 0) logit_sum_.assign(kept, 0.0);
+    if (training) target_tile_others_.resize(kept), others_.resize(kept);
+  }
+
+  /// Log-sum-exp partial, target logit and logit sum of the kept samples [first, first + count):
+  /// one GEMM per tile.
+  void forward_block(Index first, Index count) {
+    this->forward_tiles(first, count, [&](int worker, Index t, Index v0, Index len, tile_map& z) {
+      fold(worker, t, v0, len, first, count, z);
+    });
+    const Index nb = plan_.sample_block;
+    for (Index i = 0; i < count; ++i) {
+      lse_partial<T> acc = lse_partial<T>::identity();
+      double sum = 0;
+      for (Index t = 0; t < plan_.tiles; ++t) {
+        acc = merge(acc, partials_[std::size_t(t * nb + i)]);
+        if (params_.smoothing != 0) sum += double(tile_sums_[std::size_t(t * nb + i)]);
+      }
+      stats_[std::size_t(first + i)] = acc;
+      if (params_.smoothing != 0) logit_sum_[std::size_t(first + i)] = sum;
+      if (training_) {
+        // Every class but the target: its own tile's partial without it, the other tiles' whole.
+        const std::size_t k = std::size_t(first + i);
+        const Index target_tile = target_[k] / plan_.vocab_block;
+        lse_partial<T> others = lse_partial<T>::identity();
+        for (Index t = 0; t < plan_.tiles; ++t)
+          others = merge(others, t == target_tile ? target_tile_others_[k] : partials_[std::size_t(t * nb + i)]);
+        others_[k] = others;
+      }
+    }
+  }
+
+  /// After forward_block on the same samples: the gradient of sum_k scale(k) * loss_k (see
+  /// linear_tiles::backward_tiles for what is written).
+  template <class Scale, class GradHidden, class GradWeight>
+  void backward_block(Index first, Index count, const Scale& scale, bool first_block, GradHidden& grad_hidden,
+                      GradWeight& grad_weight, vector* grad_bias) {
+    this->backward_tiles(first, count, first_block, grad_hidden, grad_weight, grad_bias,
+                         [&](int worker, Index v0, Index len, tile_map& z) {
+                           logit_grads(worker, v0, len, first, count, scale, z);
+                         });
+  }
+
+  /// The loss of kept sample k (after forward_block):
+  ///   (1 - eps) (lse - z_t) + eps (lse - mean_k z_k) + s lse^2,
+  /// NaN when the log-sum-exp is not finite (a NaN or +inf logit, or every logit -inf), as torch.
+  T loss(std::size_t k) const {
+    const lse_partial<T>& p = stats_[k];
+    if (!std::isfinite(p.max)) return std::numeric_limits<T>::quiet_NaN();
+    const T log_sum = std::log(p.sum), lse = p.max + log_sum;
+    // (max - z_t) first: exact when the target is the largest logit, as torch's log_softmax.
+    T loss = (p.max - target_logit_[k]) + log_sum;
+    if (params_.smoothing != 0) {
+      const T smooth = lse - T(logit_sum_[k] / double(plan_.classes));
+      loss = (T(1) - params_.smoothing) * loss + params_.smoothing * smooth;
+    }
+    if (params_.z_loss != 0) loss += params_.z_loss * lse * lse;
+    return loss;
+  }
+
+  /// The log-sum-exp of kept sample k's (soft-capped) logits (after forward_block).
+  T lse(std::size_t k) const { return stats_[k].value(); }
+
+ private:
   /// Column i of the tile as the logits the loss sees: the tile itself, or its soft-cap in scratch.
   T* capped(int worker, tile_map& x, Index i, Index len) {
     if (params_.softcap == 0) return x.col(i).data();
@@ -326,26 +399,15 @@ class linear_ce_kernel {
     }
   }
 
-  linear_plan plan_;
   linear_loss_params<T> params_;
-  const Weight& weight_;
-  const Hidden& hidden_;
-  const vector* bias_;
-  const std::vector<Index>& active_;
   const std::vector<Index>& target_;  // per kept sample
 
-  matrix block_h_;                         // D x sample_block: the block's hidden states in T
-  std::vector<matrix> tiles_;              // per worker: one vocab_block x sample_block tile
   std::vector<matrix> scratch_;            // per worker, softcap only: a capped column
-  std::vector<T> kept_;                    // keep_block: every tile of the block, tile t at t * vb * nb
-  std::vector<matrix> weight_tiles_;       // per worker: a weight tile converted to T
-  std::vector<matrix> grad_h_;             // per worker: its share of the block's grad_hidden
   std::vector<lse_partial<T>> partials_;   // tile t, block column i at t * sample_block + i
   std::vector<T> tile_sums_;               // same indexing (label smoothing only)
   std::vector<lse_partial<T>> stats_;      // per kept sample
   std::vector<T> target_logit_;            // per kept sample
   std::vector<double> logit_sum_;          // per kept sample (label smoothing only)
-  bool training_;
   std::vector<lse_partial<T>> target_tile_others_;  // training, per kept sample: the target's tile without it
   std::vector<lse_partial<T>> others_;              // training, per kept sample: every class but the target
 };
