@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <fstream>
 #include <limits>
 #include <map>
@@ -113,6 +114,23 @@ inline double error_of(double got, long double ref, long double scale) {
 }
 
 inline std::string reference_path(const std::string& name) { return std::string(XENT_REFERENCE_DIR) + "/" + name; }
+
+/// The cases of a committed reference file, read on first use and kept for the run.
+inline const std::vector<reference_case>& cached_reference(const std::string& name) {
+  static std::map<std::string, std::vector<reference_case>> cache;
+  auto it = cache.find(name);
+  if (it == cache.end()) it = cache.emplace(name, read_reference(reference_path(name))).first;
+  return it->second;
+}
+
+/// The shapes every test names: C x N logits, vectors, int64 class-index targets.
+template <class T>
+using matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
+template <class T>
+using row_matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <class T>
+using vector = Eigen::Matrix<T, Eigen::Dynamic, 1>;
+using index_vector = Eigen::Matrix<std::int64_t, Eigen::Dynamic, 1>;
 
 /// The central difference of objective(x) in entry i of x's storage, step 1e-5 max(1, |x_i|); x is
 /// left as it was.

@@ -26,17 +26,12 @@
 
 namespace {
 
-template <class T>
-using matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
-template <class T>
-using vector = Eigen::Matrix<T, Eigen::Dynamic, 1>;
-using index_vector = Eigen::Matrix<std::int64_t, Eigen::Dynamic, 1>;
+using xent_test::index_vector;
+using xent_test::matrix;
+using xent_test::vector;
 using xent::divergence_kind;
 
-const std::vector<xent_test::reference_case>& cases() {
-  static const auto all = xent_test::read_reference(xent_test::reference_path("distill_cases.txt"));
-  return all;
-}
+const std::vector<xent_test::reference_case>& cases() { return xent_test::cached_reference("distill_cases.txt"); }
 
 // Loss and gradient budgets in epsilons, times kappa. Measured worst (AVX2/AVX-512): see the printed lines.
 constexpr double loss_budget_eps = 4, grad_budget_eps = 3;

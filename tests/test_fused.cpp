@@ -20,11 +20,9 @@
 
 namespace {
 
+using xent_test::matrix;
+using xent_test::vector;
 using Eigen::Index;
-template <class T>
-using matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
-template <class T>
-using vector = Eigen::Matrix<T, Eigen::Dynamic, 1>;
 
 template <class T>
 constexpr T inf = std::numeric_limits<T>::infinity();

@@ -28,12 +28,9 @@
 
 namespace {
 
-template <class T>
-using matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
-template <class T>
-using row_matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-template <class T>
-using vector = Eigen::Matrix<T, Eigen::Dynamic, 1>;
+using xent_test::matrix;
+using xent_test::row_matrix;
+using xent_test::vector;
 using xent_test::error_of;
 
 template <class T>

@@ -26,17 +26,12 @@
 
 namespace {
 
-template <class T>
-using matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
-template <class T>
-using vector = Eigen::Matrix<T, Eigen::Dynamic, 1>;
-using index_vector = Eigen::Matrix<std::int64_t, Eigen::Dynamic, 1>;
+using xent_test::index_vector;
+using xent_test::matrix;
+using xent_test::vector;
 using Eigen::Index;
 
-const std::vector<xent_test::reference_case>& cases() {
-  static const auto all = xent_test::read_reference(xent_test::reference_path("policy_stats_cases.txt"));
-  return all;
-}
+const std::vector<xent_test::reference_case>& cases() { return xent_test::cached_reference("policy_stats_cases.txt"); }
 
 /// A torch [N, C] row-major list as the matrix of class axis dim: C x N (dim 0) or N x C (dim 1).
 template <class T>

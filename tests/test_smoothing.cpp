@@ -20,16 +20,11 @@
 
 namespace {
 
-template <class T>
-using matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
-template <class T>
-using vector = Eigen::Matrix<T, Eigen::Dynamic, 1>;
-using index_vector = Eigen::Matrix<std::int64_t, Eigen::Dynamic, 1>;
+using xent_test::index_vector;
+using xent_test::matrix;
+using xent_test::vector;
 
-const std::vector<xent_test::reference_case>& cases() {
-  static const auto all = xent_test::read_reference(xent_test::reference_path("smoothing_cases.txt"));
-  return all;
-}
+const std::vector<xent_test::reference_case>& cases() { return xent_test::cached_reference("smoothing_cases.txt"); }
 
 constexpr std::array<xent::reduction, 3> reductions{xent::reduction::none, xent::reduction::mean, xent::reduction::sum};
 

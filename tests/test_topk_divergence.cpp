@@ -28,12 +28,10 @@
 
 namespace {
 
-template <class T>
-using matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
-template <class T>
-using vector = Eigen::Matrix<T, Eigen::Dynamic, 1>;
+using xent_test::index_vector;
+using xent_test::matrix;
+using xent_test::vector;
 using index_matrix = Eigen::Matrix<int, Eigen::Dynamic, Eigen::Dynamic>;
-using index_vector = Eigen::Matrix<std::int64_t, Eigen::Dynamic, 1>;
 using xent::divergence_kind;
 using xent::topk_values;
 
@@ -70,10 +68,7 @@ xent::topk_teacher<int, T> top_k_of(const matrix<T>& t, Eigen::Index k, topk_val
   return out;
 }
 
-const std::vector<xent_test::reference_case>& cases() {
-  static const auto all = xent_test::read_reference(xent_test::reference_path("topk_cases.txt"));
-  return all;
-}
+const std::vector<xent_test::reference_case>& cases() { return xent_test::cached_reference("topk_cases.txt"); }
 
 template <class T>
 void check_case(const xent_test::reference_case& c, double budget, double& worst_loss, double& worst_grad) {

@@ -150,6 +150,21 @@ auto divergence_upstream(const char* fn, const divergence_options& o, Index samp
 /// A buffer that is not there (the overloads without a teacher gradient).
 using no_grad_buffer = Eigen::Matrix<float, 0, 0>;
 
+/// Whether sample j is left out: masked, or its target (when there are targets; Y is void
+/// without them) is ignore_index.
+template <class Y>
+auto left_out_of(const Y* targets, long ignore_index, const bool* mask) {
+  return [targets, ignore_index, mask](Index j) {
+    if (mask && !mask[j]) return true;
+    if constexpr (std::is_same_v<Y, void>) {
+      (void)targets, (void)ignore_index;
+      return false;
+    } else {
+      return static_cast<long>(targets->derived().coeff(j)) == ignore_index;
+    }
+  };
+}
+
 /// Every divergence call: the checks, the sweeps and the reduction. targets: null, or the index
 /// targets whose ignore_index samples are left out; grad_out: null (no gradient), else the
 /// upstream; gs, gt: the gradient buffers (an empty one is not wanted).
@@ -178,15 +193,7 @@ loss_result<compute_t<typename S::Scalar>> divergence_call(const char* fn, const
   }
   const double ts = o.temperature, tt = o.teacher_temperature != 0 ? o.teacher_temperature : o.temperature;
   const double factor = o.scale_by_temperature_squared ? ts * ts : 1.0;
-  auto skip = [targets, ignore = o.ignore_index, mask = selection.mask](Index j) {
-    if (mask && !mask[j]) return true;
-    if constexpr (std::is_same_v<Y, void>) {
-      (void)targets, (void)ignore;
-      return false;
-    } else {
-      return static_cast<long>(targets->derived().coeff(j)) == ignore;
-    }
-  };
+  const auto skip = left_out_of(targets, o.ignore_index, selection.mask);
   Eigen::Matrix<T, Eigen::Dynamic, 1> losses(samples), scratch;
   auto no_scale = [](Index) { return T(0); };
   with_view(s, o.dim, [&](const samples_view<const Sc>& vs) {

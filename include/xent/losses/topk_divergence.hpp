@@ -210,15 +210,7 @@ loss_result<compute_t<typename S::Scalar>> topk_call(const char* fn, const Eigen
   // With k = C no class is outside the top-k: a stored tail mass is only the values' rounding.
   const bool tail = k < classes;
   const T inv_ts = static_cast<T>(1 / ts);
-  auto skip = [targets, ignore = o.ignore_index, mask = selection.mask](Index j) {
-    if (mask && !mask[j]) return true;
-    if constexpr (std::is_same_v<Y, void>) {
-      (void)targets, (void)ignore;
-      return false;
-    } else {
-      return static_cast<long>(targets->derived().coeff(j)) == ignore;
-    }
-  };
+  const auto skip = left_out_of(targets, o.ignore_index, selection.mask);
   Eigen::Matrix<T, Eigen::Dynamic, 1> losses(samples);
   const auto vi = view_of(teacher.indices, o.dim);
   const auto vv = view_of(teacher.values, o.dim);
