@@ -1,8 +1,9 @@
 // xent::topk_divergence (losses/topk_divergence.hpp): divergences against a teacher stored as its
-// top-k classes and one lumped tail. k = C against xent::divergence; values and the student's
-// gradient against torch 1.13 float64 compositions of the lumped definition
+// top-k classes and one lumped tail. k = C against xent::divergence; values and the student's and
+// the teacher values' gradients against torch 1.13 float64 compositions of the lumped definition
 // (tests/reference/topk_cases.txt, from tests/reference/gen_topk_reference.py); central finite
-// differences; a 131072-class vocabulary with a peaked teacher against the full teacher; layouts,
+// differences (the student's and the teacher values' gradients); the teacher gradient at k = C
+// against divergence's; a 131072-class vocabulary with a peaked teacher against the full teacher; layouts,
 // threads and in-place giving the same bits; misuse.
 //
 // Errors: a loss's |got - ref| / max(|ref|, 1); a gradient's |got - ref| / (the largest |ref|
@@ -71,7 +72,7 @@ xent::topk_teacher<int, T> top_k_of(const matrix<T>& t, Eigen::Index k, topk_val
 const std::vector<xent_test::reference_case>& cases() { return xent_test::cached_reference("topk_cases.txt"); }
 
 template <class T>
-void check_case(const xent_test::reference_case& c, double budget, double& worst_loss, double& worst_grad) {
+void check_case(const xent_test::reference_case& c, double budget, double& worst_loss, double& worst_grad, double& worst_teacher) {
   INFO(c.name);
   const Eigen::Index C = c.classes, N = Eigen::Index(c["N"][0]), k = Eigen::Index(c["k"][0]);
   const matrix<T> s = xent_test::as_matrix<T>(c["logits"], C, N);
@@ -143,6 +144,27 @@ void check_case(const xent_test::reference_case& c, double budget, double& worst
     CHECK(loss_values(r) == loss);
     if (grad_out.isOnes()) CHECK(g2 == g);
   }
+  // The teacher values' gradient (lse held fixed), with the student's in the same call.
+  matrix<T> gs(C, N), gt(k, N);
+  if (none) {
+    if (has_targets)
+      xent::topk_divergence_backward(s, teacher, targets, grad_out, o, gs, gt);
+    else
+      xent::topk_divergence_backward(s, teacher, grad_out, o, gs, gt);
+  } else {
+    if (has_targets)
+      xent::topk_divergence_backward(s, teacher, targets, double(grad_out(0)), o, gs, gt);
+    else
+      xent::topk_divergence_backward(s, teacher, double(grad_out(0)), o, gs, gt);
+  }
+  CHECK(gs == g);
+  const matrix<double> tref = xent_test::as_matrix<double>(c["grad_values"], k, N);
+  const double et = (gt.template cast<double>() - tref).cwiseAbs().maxCoeff() / largest(tref) / double(std::numeric_limits<T>::epsilon());
+  // Twice the budget: plain logits project e - Q sum e, which cancels to 0 in a sample whose top-k
+  // entries all pull one way (TVD with every p_i < q_i); torch and xent then both return rounding
+  // of the terms' size, measured here against the largest entry of other samples (53 eps seen).
+  CHECK(et <= 2 * budget);
+  worst_teacher = std::max(worst_teacher, et / kappa);
 }
 
 }  // namespace
@@ -178,14 +200,15 @@ TEST_CASE("topk_divergence: k = C is divergence, every kind and teacher form", "
   std::cout << "topk_divergence k = C vs divergence (double): loss " << worst_loss << " eps, grad " << worst_grad << " eps\n";
 }
 
-TEST_CASE("topk_divergence: values and the student gradient against torch 1.13 float64", "[topk][reference]") {
-  double loss_d = 0, grad_d = 0, loss_f = 0, grad_f = 0;
+TEST_CASE("topk_divergence: values and both gradients against torch 1.13 float64", "[topk][reference]") {
+  double loss_d = 0, grad_d = 0, loss_f = 0, grad_f = 0, teacher_d = 0, teacher_f = 0;
   for (const auto& c : cases()) {
-    check_case<double>(c, 32, loss_d, grad_d);
-    check_case<float>(c, 32, loss_f, grad_f);
+    check_case<double>(c, 32, loss_d, grad_d, teacher_d);
+    check_case<float>(c, 32, loss_f, grad_f, teacher_f);
   }
   std::cout << "topk_divergence vs torch (" << cases().size() << " cases): double loss " << loss_d << " eps, grad " << grad_d
-            << " eps; float loss " << loss_f << " eps, grad " << grad_f << " eps (each over the case's conditioning)\n";
+            << " eps, teacher grad " << teacher_d << " eps; float loss " << loss_f << " eps, grad " << grad_f << " eps, teacher grad "
+            << teacher_f << " eps (each over the case's conditioning)\n";
 }
 
 TEST_CASE("topk_divergence: the gradient is the central difference of the loss", "[topk]") {
@@ -307,6 +330,124 @@ TEST_CASE("topk_divergence: layouts, threads, in place and masks give the same b
     CHECK(std::fabs(weighted - d.cast<double>().dot(ow.sample_weight)) <= 1e-5 * std::max(1.0, std::fabs(weighted)));
     CHECK((gw - g * ow.sample_weight.cast<float>().asDiagonal()).cwiseAbs().maxCoeff() <= 1e-6f * largest(g));
   }
+}
+
+TEST_CASE("topk_divergence: the teacher gradient is the central difference of the loss", "[topk][teacher]") {
+  const Eigen::Index C = 17, N = 3, k = 5;
+  const matrix<double> s = xent_test::random_logits<double>(C, N, 2), t = xent_test::random_logits<double>(C, N, 2);
+  double worst = 0;
+  for (const divergence_kind kind : kinds)
+    for (int form = 0; form < 3; ++form)
+      for (const bool scaled : {false, true}) {
+        if (kind == divergence_kind::reverse_kl && form == 0) continue;  // +inf without a teacher tail
+        INFO(xent::to_string(kind) << " form " << form << " scaled " << scaled);
+        auto teacher = top_k_of(t, k, form == 2 ? topk_values::log_probs : topk_values::logits, form == 1);
+        xent::divergence_options o;
+        o.kind = kind;
+        o.beta = 0.3;
+        o.temperature = form == 0 ? 1.4 : 0.8;
+        o.teacher_temperature = form == 0 ? 0.7 : 1;
+        o.reduction = scaled ? xent::reduction::batchmean : xent::reduction::sum;
+        o.scale_by_temperature_squared = scaled;
+        matrix<double> gs(C, N), gt(k, N);
+        xent::topk_divergence_with_grad(s, teacher, o, gs, gt);
+        for (Eigen::Index i = 0; i < teacher.values.size(); ++i) {
+          const double fd = xent_test::central_difference(teacher.values, i, [&](const matrix<double>&) {
+            return double(xent::topk_divergence(s, teacher, o).value());
+          });
+          worst = std::max(worst, std::fabs(fd - gt.data()[i]) / std::max(1.0, std::fabs(gt.data()[i])));
+          // Relative: reverse KL has d D / d v = -Q_i P_tail / Q_tail (large where the tail is thin).
+          CHECK(std::fabs(fd - gt.data()[i]) <= 1e-8 * std::max(1.0, std::fabs(gt.data()[i])));
+        }
+        // The student's gradient is the one without a teacher buffer.
+        matrix<double> gs_only(C, N);
+        xent::topk_divergence_with_grad(s, teacher, o, gs_only);
+        CHECK(gs == gs_only);
+      }
+  std::cout << "topk_divergence teacher gradient vs central differences: " << worst << "\n";
+}
+
+TEST_CASE("topk_divergence: at k = C the teacher gradient is divergence's", "[topk][teacher]") {
+  const Eigen::Index C = 29, N = 7;
+  const matrix<double> s = xent_test::random_logits<double>(C, N, 2.5), t = xent_test::random_logits<double>(C, N, 2.5);
+  double worst = 0;
+  for (const divergence_kind kind : kinds)
+    for (int form = 0; form < 3; ++form) {
+      INFO(xent::to_string(kind) << " form " << form);
+      const auto teacher = top_k_of(t, C, form == 2 ? topk_values::log_probs : topk_values::logits, form == 1);
+      xent::divergence_options o;
+      o.kind = kind;
+      o.beta = 0.35;
+      o.reduction = xent::reduction::mean;
+      o.temperature = 1.7;
+      o.teacher_temperature = form == 0 ? 0.6 : 1;
+      matrix<double> gt(C, N), gs_full(C, N), gt_full(C, N);
+      xent::topk_divergence_with_grad(s, teacher, o, matrix<double>(), gt);
+      xent::divergence_with_grad(s, t, o, gs_full, gt_full);
+      // divergence differentiates the full logits t. The top-k's values are logits (the same
+      // variables), or log_probs / logits with a fixed lse: t moves them all and the normaliser,
+      // d/dt_c = g_c - q_c sum g (q = softmax(t): the lse's derivative is minus the column's sum).
+      matrix<double> mapped(C, N);
+      for (Eigen::Index j = 0; j < N; ++j) {
+        const double m = t.col(j).maxCoeff(), lse = m + std::log((t.col(j).array() - m).exp().sum());
+        const double sum = gt.col(j).sum();
+        for (Eigen::Index i = 0; i < C; ++i) {
+          const Eigen::Index c = teacher.indices(i, j);
+          mapped(c, j) = form == 0 ? gt(i, j) : gt(i, j) - std::exp(t(c, j) - lse) * sum;
+        }
+      }
+      const double e = (mapped - gt_full).cwiseAbs().maxCoeff() / largest(gt_full) / std::numeric_limits<double>::epsilon();
+      CHECK(e <= 64);
+      worst = std::max(worst, e);
+    }
+  std::cout << "topk_divergence teacher gradient at k = C vs divergence (double): " << worst << " eps\n";
+}
+
+TEST_CASE("topk_divergence: the teacher gradient's layouts, in place, backward, masks and misuse", "[topk][teacher]") {
+  const Eigen::Index C = 300, N = 9, k = 7;
+  const matrix<float> s = xent_test::random_logits<float>(C, N, 3), t = xent_test::random_logits<float>(C, N, 3);
+  const auto teacher = top_k_of(t, k, topk_values::log_probs, false);
+  for (const divergence_kind kind : kinds) {
+    INFO(xent::to_string(kind));
+    xent::divergence_options o;
+    o.kind = kind;
+    o.reduction = xent::reduction::sum;
+    matrix<float> gs(C, N), gt(k, N);
+    xent::topk_divergence_with_grad(s, teacher, o, gs, gt);
+    CHECK(gt.cwiseAbs().maxCoeff() > 0);
+    xent::divergence_options o1 = o;
+    o1.dim = 1;
+    const matrix<float> st = s.transpose();
+    const xent::topk_teacher<int, float> tt{teacher.indices.transpose(), teacher.values.transpose(), teacher.values_are, {}};
+    matrix<float> gs1(N, C), gt1(N, k);
+    xent::topk_divergence_with_grad(st, tt, o1, gs1, gt1);
+    CHECK(matrix<float>(gt1.transpose()) == gt);
+    // Into the teacher values' own storage.
+    auto in_place = teacher;
+    xent::topk_divergence_with_grad(s, in_place, o, matrix<float>(), in_place.values);
+    CHECK(in_place.values == gt);
+    // backward: grad_out times the same gradients.
+    matrix<float> bs(C, N), bt(k, N);
+    xent::topk_divergence_backward(s, teacher, 2.0, o, bs, bt);
+    CHECK((bt - 2 * gt).cwiseAbs().maxCoeff() <= 1e-6f * largest(gt));
+    CHECK((bs - 2 * gs).cwiseAbs().maxCoeff() <= 1e-6f * largest(gs));
+    // An ignored sample: a zero teacher gradient, the others unchanged.
+    index_vector targets = index_vector::Zero(N);
+    targets(4) = -100;
+    matrix<float> bti(k, N);
+    xent::topk_divergence_backward(s, teacher, targets, 1.0, o, matrix<float>(), bti);
+    CHECK(bti.col(4).cwiseAbs().maxCoeff() == 0.0f);
+    CHECK(bti.col(2) == gt.col(2));
+  }
+  matrix<float> gs(C, N), wrong(k + 1, N), shared(C, N);
+  const Eigen::Map<matrix<float>> overlap(shared.data(), k, N);
+  const xent_test::misuse table[] = {
+      {"teacher buffer of the wrong shape", [&] { xent::topk_divergence_with_grad(s, teacher, {}, gs, wrong); },
+       "topk_divergence_with_grad", "grad_teacher_out", "must have the shape", "8 x 9"},
+      {"teacher buffer inside the student's", [&] { xent::topk_divergence_with_grad(s, teacher, {}, shared, overlap); },
+       "topk_divergence_with_grad", "grad_teacher_out", "must not overlap grad_student_out"},
+  };
+  CHECK(xent_test::check_misuse(table) == 2);
 }
 
 TEST_CASE("topk_divergence: misuse", "[topk][errors]") {

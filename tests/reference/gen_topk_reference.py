@@ -24,6 +24,7 @@ Deterministic: fixed numpy seed, fixed case list, single-threaded torch. Line fo
     loss <1 or N>
     grad <N*C>                        autograd of sum(loss * grad_out) w.r.t. the student logits
                                       (only where the loss is finite)
+    grad_values <N*k>                 the same w.r.t. the teacher's stored values (lse held fixed)
     end
 
 The definition, written out (docs/losses.md, "Top-k teachers"): the student's P = softmax(s / T_s)
@@ -101,7 +102,8 @@ def write_case(out, rs, name, s, idx, values, lse, values_are, kind, beta, ts, t
     keep = torch.ones(n, dtype=torch.bool) if target is None else torch.tensor(target != -100)
     st = torch.tensor(s, dtype=torch.float64, requires_grad=True)
     lp = lumped_student(st, torch.tensor(idx, dtype=torch.int64), ts)
-    lq = lumped_teacher(torch.tensor(values, dtype=torch.float64),
+    vt = torch.tensor(values, dtype=torch.float64, requires_grad=True)
+    lq = lumped_teacher(vt,
                         None if lse is None else torch.tensor(lse, dtype=torch.float64), values_are, tt)
     d = per_sample(lp, lq, kind, beta)
     if scaled:
@@ -127,8 +129,9 @@ def write_case(out, rs, name, s, idx, values, lse, values_are, kind, beta, ts, t
     out.write(line("grad_out", g))
     out.write(line("loss", loss.detach().numpy()))
     if torch.isfinite(loss).all():
-        (gs,) = torch.autograd.grad(loss, (st,), torch.tensor(g, dtype=torch.float64).reshape(loss.shape))
+        gs, gv = torch.autograd.grad(loss, (st, vt), torch.tensor(g, dtype=torch.float64).reshape(loss.shape))
         out.write(line("grad", gs.numpy()))
+        out.write(line("grad_values", gv.numpy()))
     out.write("end\n")
 
 

@@ -176,12 +176,23 @@ Index check_topk_teacher(const char* fn, const topk_teacher<I, V>& t, Index clas
   return k;
 }
 
-/// Every top-k call: the checks, one pass per sample (loss, and with out the gradient times
-/// scale(j)), the reduction.
-template <class S, class I, class V, class Y, class G, class Gs>
+/// d D / d Q_e of the lumped divergence (the loss as lumped_divergence defines it, Q_e free: the
+/// stored values need not sum to 1), at an entry with Q_e > 0.
+inline double lumped_teacher_slope(divergence_kind kind, double beta, double lp, double lq) {
+  if (kind == divergence_kind::forward_kl) return lq - lp + 1;
+  if (kind == divergence_kind::reverse_kl) return -std::exp(lp - lq);
+  if (kind == divergence_kind::jsd) return (1 - beta) * (lq - log_add(std::log(beta) + lp, std::log1p(-beta) + lq));
+  const double p = std::exp(lp), q = std::exp(lq);
+  return q > p ? 0.5 : q < p ? -0.5 : 0.0;
+}
+
+/// Every top-k call: the checks, one pass per sample (loss, and with grad_out the gradients times
+/// scale(j): the student's into gs, the teacher values' into gt, an empty buffer not wanted), the
+/// reduction.
+template <class S, class I, class V, class Y, class G, class Gs, class Gt = no_grad_buffer>
 loss_result<compute_t<typename S::Scalar>> topk_call(const char* fn, const Eigen::DenseBase<S>& s, const topk_teacher<I, V>& teacher,
                                                      const Y* targets, const divergence_options& o, const G* grad_out,
-                                                     const Eigen::DenseBase<Gs>* gs) {
+                                                     const Eigen::DenseBase<Gs>* gs, const Eigen::DenseBase<Gt>* gt = nullptr) {
   using Sc = typename S::Scalar;
   static_assert(std::is_same_v<Sc, float> || std::is_same_v<Sc, double>, "topk_divergence takes float or double student logits");
   static_assert(std::is_integral_v<I> && std::is_signed_v<I>, "teacher indices must be signed integers");
@@ -191,6 +202,15 @@ loss_result<compute_t<typename S::Scalar>> topk_call(const char* fn, const Eigen
   const Index samples = check_divergence(fn, s, s, o);
   const Index classes = o.dim == 0 ? s.rows() : s.cols();
   const Index k = check_topk_teacher(fn, teacher, classes, samples, o.dim);
+  const bool want_s = grad_out && gs && gs->size() != 0;
+  bool want_t = false;
+  if constexpr (!std::is_same_v<Gt, no_grad_buffer>) {
+    want_t = grad_out && gt && gt->size() != 0;
+    if (want_t) {
+      check_no_overlap(fn, "grad_teacher_out", *gt, "student_logits", s, false);
+      if (want_s) check_no_overlap(fn, "grad_teacher_out", *gt, "grad_student_out", *gs, false);
+    }
+  }
   const bool teacher_tail = teacher.values_are == topk_values::log_probs || teacher.lse.size() != 0;
   const double ts = o.temperature, tt = o.teacher_temperature != 0 ? o.teacher_temperature : o.temperature;
   // The tail's mass at another temperature, sum_tail exp(t / T) / sum exp(t / T), depends on how
@@ -216,15 +236,19 @@ loss_result<compute_t<typename S::Scalar>> topk_call(const char* fn, const Eigen
   const auto vv = view_of(teacher.values, o.dim);
   constexpr double dinf = std::numeric_limits<double>::infinity();
 
-  auto pass = [&](const samples_view<const Sc>& vs, const samples_view<Sc>* out, const auto& scale) {
+  auto pass = [&](const samples_view<const Sc>& vs, const samples_view<Sc>* out, const samples_view<V>* tout, const auto& scale) {
     const int threads = thread_count(o.num_threads, samples * classes);
     parallel_for(samples, threads, [&](Index j) {
       Sc* g = out ? out->sample(j) : nullptr;
       const Index gstride = out ? out->class_stride : 0;
+      V* gv = tout ? tout->sample(j) : nullptr;
+      const Index gvstride = tout ? tout->class_stride : 0;
       if (skip(j)) {
         losses(j) = 0;
         if (g)
           for (Index c = 0; c < classes; ++c) g[c * gstride] = Sc(0);
+        if (gv)
+          for (Index i = 0; i < k; ++i) gv[i * gvstride] = V(0);
         return;
       }
       const Sc* x = vs.sample(j);
@@ -273,6 +297,27 @@ loss_result<compute_t<typename S::Scalar>> topk_call(const char* fn, const Eigen
         lq[std::size_t(k)] = -dinf;
       }
       losses(j) = static_cast<T>(lumped_divergence(kind, o.beta, lp.data(), lq.data(), k + 1, g ? d.data() : nullptr));
+      if (gv) {
+        // e_i = d D / d lq_i = Q_i dD/dQ_i. Through the tail: d log Q_tail / d v_i = -Q_i / Q_tail
+        // (log_probs, or logits with lse held fixed; d D / d lse is minus the column's sum), none
+        // where Q_tail is clamped to 0. Plain logits: lq = log_softmax(v / T_t) over the k classes.
+        // The values were read above, so gv may be their storage.
+        std::vector<double> e(static_cast<std::size_t>(k));
+        double esum = 0;
+        for (Index i = 0; i < k; ++i) {
+          const double q = std::exp(lq[std::size_t(i)]);
+          e[std::size_t(i)] = q > 0 ? q * lumped_teacher_slope(kind, o.beta, lp[std::size_t(i)], lq[std::size_t(i)]) : 0.0;
+          esum += e[std::size_t(i)];
+        }
+        const double tail_slope =
+            teacher_tail && lq[std::size_t(k)] > -dinf ? lumped_teacher_slope(kind, o.beta, lp[std::size_t(k)], lq[std::size_t(k)]) : 0.0;
+        const double up_t = double(scale(j)) / (teacher_tail ? 1.0 : tt);
+        for (Index i = 0; i < k; ++i) {
+          const double q = std::exp(lq[std::size_t(i)]);
+          const double gi = teacher_tail ? e[std::size_t(i)] - q * tail_slope : e[std::size_t(i)] - q * esum;
+          gv[i * gvstride] = static_cast<V>(gi * up_t);
+        }
+      }
       if (!g) return;
       // d D / d x_c: d_i / T_s at the top-k classes; in the tail d_tail p_c / P_tail / T_s, where
       // p_c / P_tail = exp(x_c / T_s - the tail's lse). x_c is read before g_c is written (in place).
@@ -300,10 +345,22 @@ loss_result<compute_t<typename S::Scalar>> topk_call(const char* fn, const Eigen
   with_view(s, o.dim, [&](const samples_view<const Sc>& vs) {
     auto no_scale = [](Index) { return T(0); };
     if constexpr (std::is_same_v<G, void>) {
-      pass(vs, nullptr, no_scale);
+      pass(vs, nullptr, nullptr, no_scale);
     } else {
       const auto up = divergence_upstream<T>(fn, o, samples, denominator, factor, *grad_out);
-      with_out_view(fn, "grad_student_out", s, *gs, o.dim, [&](const samples_view<Sc>& g) { pass(vs, &g, up); });
+      auto with_student = [&](const samples_view<V>* tout) {
+        if (want_s)
+          with_out_view(fn, "grad_student_out", s, *gs, o.dim, [&](const samples_view<Sc>& g) { pass(vs, &g, tout, up); });
+        else
+          pass(vs, nullptr, tout, up);
+      };
+      if constexpr (!std::is_same_v<Gt, no_grad_buffer>) {
+        if (want_t) {
+          with_out_view(fn, "grad_teacher_out", teacher.values, *gt, o.dim, [&](const samples_view<V>& g) { with_student(&g); });
+          return;
+        }
+      }
+      with_student(nullptr);
     }
   });
   if (o.scale_by_temperature_squared) losses *= static_cast<T>(factor);
@@ -355,6 +412,24 @@ loss_result<detail::compute_t<typename S::Scalar>> topk_divergence_with_grad(con
                                                       &grad_student_out);
 }
 
+/// topk_divergence and its gradients w.r.t. the student logits and the teacher's stored values
+/// (grad_teacher_out: the shape and scalar of teacher.values; an empty 0 x 0 buffer skips either).
+/// grad_teacher_out may be teacher.values' storage; it must not overlap the student's buffers.
+template <class S, class I, class V, class Gs, class Gt>
+loss_result<detail::compute_t<typename S::Scalar>> topk_divergence_with_grad(const Eigen::DenseBase<S>& student_logits,
+                                                                             const topk_teacher<I, V>& teacher,
+                                                                             const divergence_options& opts,
+                                                                             const Eigen::DenseBase<Gs>& grad_student_out,
+                                                                             const Eigen::DenseBase<Gt>& grad_teacher_out) {
+  const double one = 1;
+  const detail::ones_of<detail::compute_t<typename S::Scalar>> ones{opts.dim == 0 ? student_logits.cols() : student_logits.rows()};
+  if (opts.reduction == reduction::none)
+    return detail::topk_call<S, I, V, void, decltype(ones), Gs, Gt>("topk_divergence_with_grad", student_logits, teacher, nullptr,
+                                                                    opts, &ones, &grad_student_out, &grad_teacher_out);
+  return detail::topk_call<S, I, V, void, double, Gs, Gt>("topk_divergence_with_grad", student_logits, teacher, nullptr, opts, &one,
+                                                          &grad_student_out, &grad_teacher_out);
+}
+
 /// topk_divergence_with_grad over the samples whose target is not opts.ignore_index.
 template <class S, class I, class V, class Y, class Gs>
 loss_result<detail::compute_t<typename S::Scalar>> topk_divergence_with_grad(const Eigen::DenseBase<S>& student_logits,
@@ -371,22 +446,25 @@ loss_result<detail::compute_t<typename S::Scalar>> topk_divergence_with_grad(con
                                                                      opts, &one, &grad_student_out);
 }
 
-/// The gradient of topk_divergence w.r.t. the student logits times grad_out (a number for the
-/// reductions, one per sample for none).
-template <class S, class I, class V, class G, class Gs>
+/// The gradient of topk_divergence w.r.t. the student logits (and the teacher's stored values,
+/// unless grad_teacher_out is empty) times grad_out (a number for the reductions, one per sample
+/// for none).
+template <class S, class I, class V, class G, class Gs, class Gt = detail::no_grad_buffer>
 void topk_divergence_backward(const Eigen::DenseBase<S>& student_logits, const topk_teacher<I, V>& teacher, const G& grad_out,
-                              const divergence_options& opts, const Eigen::DenseBase<Gs>& grad_student_out) {
-  detail::topk_call<S, I, V, void, G, Gs>("topk_divergence_backward", student_logits, teacher, nullptr, opts, &grad_out,
-                                          &grad_student_out);
+                              const divergence_options& opts, const Eigen::DenseBase<Gs>& grad_student_out,
+                              const Eigen::DenseBase<Gt>& grad_teacher_out = detail::no_grad_buffer()) {
+  detail::topk_call<S, I, V, void, G, Gs, Gt>("topk_divergence_backward", student_logits, teacher, nullptr, opts, &grad_out,
+                                              &grad_student_out, &grad_teacher_out);
 }
 
 /// topk_divergence_backward over the samples whose target is not opts.ignore_index (their gradient is 0).
-template <class S, class I, class V, class Y, class G, class Gs>
+template <class S, class I, class V, class Y, class G, class Gs, class Gt = detail::no_grad_buffer>
 void topk_divergence_backward(const Eigen::DenseBase<S>& student_logits, const topk_teacher<I, V>& teacher,
                               const Eigen::DenseBase<Y>& targets, const G& grad_out, const divergence_options& opts,
-                              const Eigen::DenseBase<Gs>& grad_student_out) {
-  detail::topk_call<S, I, V, Eigen::DenseBase<Y>, G, Gs>("topk_divergence_backward", student_logits, teacher, &targets, opts,
-                                                         &grad_out, &grad_student_out);
+                              const Eigen::DenseBase<Gs>& grad_student_out,
+                              const Eigen::DenseBase<Gt>& grad_teacher_out = detail::no_grad_buffer()) {
+  detail::topk_call<S, I, V, Eigen::DenseBase<Y>, G, Gs, Gt>("topk_divergence_backward", student_logits, teacher, &targets, opts,
+                                                             &grad_out, &grad_student_out, &grad_teacher_out);
 }
 
 }  // namespace xent
