@@ -43,16 +43,20 @@ struct linear_divergence_options {
   xent::reduction reduction = xent::reduction::batchmean;
   /// How `weight` is stored: D x V or V x D, deduced from the shapes by default.
   xent::weight_layout weight_layout = xent::weight_layout::deduce;
-  /// Classes per tile, samples per GEMM, the kept block's bytes and the threads: as
-  /// linear_cross_entropy_options (0 chooses).
+  /// Classes per tile, as linear_cross_entropy_options (0 chooses).
   Eigen::Index block = 0;
+  /// Samples per GEMM, as linear_cross_entropy_options (0 chooses).
   Eigen::Index sample_block = 0;
+  /// The logits of one sample block are kept between passes when they fit in this many bytes.
   std::size_t max_block_bytes = std::size_t(256) << 20;
+  /// Threads splitting the vocabulary tiles, as linear_cross_entropy_options (0: OpenMP's default).
   int num_threads = 0;
-  /// Per-sample weights, mask and normalizer, as divergence_options. A masked sample or one of
-  /// weight 0 is left out of the GEMMs (0 loss, 0 gradient, not counted).
+  /// Per-sample weights, as divergence_options. A sample of weight 0 is left out of the GEMMs
+  /// (0 loss, 0 gradient, not counted).
   Eigen::VectorXd sample_weight{};
+  /// One flag per sample (false: left out of the GEMMs, as a weight of 0); empty: all kept.
   sample_mask mask{};
+  /// Given: mean, sum and batchmean divide the weighted sum by it.
   std::optional<double> normalizer = std::nullopt;
 };
 
