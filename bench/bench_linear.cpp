@@ -1,4 +1,11 @@
-// xent::linear_cross_entropy against the Eigen GEMMs it is made of, on the same buffers in one run.
+// xent::linear_cross_entropy against the GEMMs it is made of and, with libtorch, against torch's
+// matmul + cross_entropy, on the same buffers in one run.
+//
+// Two binaries from this file: xent_bench_linear (Eigen's GEMM everywhere) and, when CMake finds a
+// BLAS, xent_bench_linear_blas (xent::blas: xent's tile GEMMs and the bare GEMM baselines on the
+// BLAS, i.e. cblas_sgemm; libtorch, linked when found, calls the same BLAS on Debian). The BLAS
+// binary prints the BLAS's kernel (OpenBLAS: openblas_get_corename(), which OPENBLAS_CORETYPE
+// overrides) in the context.
 //
 // Shapes: hidden D x N (torch [N, D]), weight D x V (torch nn.Linear's [V, D]), fp32, int64 targets;
 // hidden ~ U(-sqrt 3, sqrt 3) (unit variance), weight scaled so the logits have standard deviation 3.
@@ -11,16 +18,22 @@
 //   gemm_ce_train   gemm, cross_entropy and cross_entropy_backward into dZ, then the two gradient GEMMs
 //   linear_train    xent::linear_cross_entropy_with_grad(H, W, targets, 1, opts, grad_H, grad_W)
 //   linear_fwd_bwd  linear_cross_entropy, then linear_cross_entropy_backward (an autograd-style pair)
+//   torch_fwd       libtorch: cross_entropy(matmul(H, W^T), targets), no autograd (with libtorch only)
+//   torch_train     libtorch: the same with H, W requiring grad, then loss.backward() (autograd)
+// With libtorch, linear_fwd also times torch_fwd, and linear_train and linear_fwd_bwd time
+// torch_train, in the same iteration: counters x_torch and x_torch_cpu.
 // Every iteration of a non-baseline mode also times its baseline on the same buffers, alternating
 // which goes first, and reports the ratio as the counter x_gemm or x_3gemm: on a shared machine a
 // ratio of two timings taken seconds apart is far steadier than two medians taken minutes apart.
 // The _cpu counters are the same ratios of process CPU time (every thread), which time slicing by
 // other processes does not inflate: on a loaded machine they are the ones to read for T:1.
 //
-// Threads: "T:1" runs Eigen's GEMM and xent single-threaded. "T:2" gives the bare GEMMs two OpenMP
+// Threads: "T:1" runs Eigen's GEMM (or the BLAS), xent and libtorch single-threaded. "T:2" gives the bare GEMMs two OpenMP
 // threads (Eigen::setNbThreads(2); only when xent is built with OpenMP) and xent num_threads = 2
 // (an OpenMP team of two workers, each calling a single-threaded GEMM); xent::cross_entropy in the
-// materialised rows gets num_threads = T as well.
+// materialised rows gets num_threads = T as well. The BLAS binary gives the BLAS T threads for the
+// bare GEMMs and torch (openblas_set_num_threads); xent holds it at one per tile call by itself.
+// libtorch gets at::set_num_threads(T).
 //
 // Flags of our own (removed before Google Benchmark sees the command line):
 //   --xent_smoke          small shapes, and an agreement check of every mode (non-zero exit if any
@@ -33,6 +46,10 @@
 #include <xent/xent.hpp>
 
 #include <benchmark/benchmark.h>
+
+#ifdef XENT_BENCH_WITH_TORCH
+#include <torch/torch.h>
+#endif
 
 #include <Eigen/Core>
 
@@ -64,17 +81,32 @@ struct Shape {
 const std::vector<Shape> full_shapes = {{2048, 2048, 32000}, {2048, 2048, 128256}};
 const std::vector<Shape> smoke_shapes = {{64, 32, 1000}, {37, 24, 517}};
 
-enum class Mode { gemm, gemm_ce, linear_fwd, three_gemms, gemm_ce_train, linear_train, linear_fwd_bwd };
-const char* const mode_names[] = {"gemm",         "gemm_ce",       "linear_fwd",    "three_gemms",
-                                  "gemm_ce_train", "linear_train", "linear_fwd_bwd"};
+enum class Mode { gemm, gemm_ce, linear_fwd, three_gemms, gemm_ce_train, linear_train, linear_fwd_bwd, torch_fwd, torch_train };
+const char* const mode_names[] = {"gemm",          "gemm_ce",      "linear_fwd",     "three_gemms", "gemm_ce_train",
+                                  "linear_train", "linear_fwd_bwd", "torch_fwd",      "torch_train"};
+#ifdef XENT_BENCH_WITH_TORCH
+constexpr int mode_count = 9;
+#else
 constexpr int mode_count = 7;
+#endif
 
 bool is_baseline(Mode m) { return m == Mode::gemm || m == Mode::three_gemms; }
-Mode baseline_of(Mode m) {
-  return m == Mode::gemm_ce || m == Mode::linear_fwd ? Mode::gemm : Mode::three_gemms;
+bool is_training(Mode m) { return m != Mode::gemm && m != Mode::gemm_ce && m != Mode::linear_fwd && m != Mode::torch_fwd; }
+Mode baseline_of(Mode m) { return is_training(m) ? Mode::three_gemms : Mode::gemm; }
+bool is_torch(Mode m) { return m == Mode::torch_fwd || m == Mode::torch_train; }
+/// The libtorch row a fused row is also compared with (x_torch), or the row itself if none.
+Mode torch_of(Mode m) {
+#ifdef XENT_BENCH_WITH_TORCH
+  if (m == Mode::linear_fwd) return Mode::torch_fwd;
+  if (m == Mode::linear_train || m == Mode::linear_fwd_bwd) return Mode::torch_train;
+#endif
+  return m;
 }
 bool needs_logits(Mode m) { return m == Mode::gemm || m == Mode::gemm_ce || m == Mode::three_gemms || m == Mode::gemm_ce_train; }
-bool needs_grads(Mode m) { return m >= Mode::three_gemms; }
+bool needs_grads(Mode m) { return is_training(m) && !is_torch(m); }
+
+/// Smoke runs copy torch's gradients into the buffers, to check them; timed runs leave them in torch.
+bool copy_torch_grads = false;
 
 /// Uniform in [-half_width, half_width] from a fixed-seed linear congruential generator: the same
 /// inputs in every run, fast enough for a gigabyte of weights.
@@ -128,6 +160,47 @@ void eigen_threads(int threads) {
 #endif
 }
 
+/// The BLAS's own thread count (OpenBLAS), for the bare GEMMs and libtorch.
+void blas_threads(int threads) {
+#if defined(XENT_USE_BLAS) && defined(OPENBLAS_VERSION)
+  openblas_set_num_threads(threads);
+#else
+  (void)threads;
+#endif
+}
+
+/// A bare GEMM of the baselines: c = op(a) op(b), on the BLAS in the BLAS binary (T threads), Eigen's
+/// GEMM otherwise (xent::detail::tile_gemm picks; the baseline is not one of xent's tiles).
+template <bool TA, bool TB, class C, class A, class B>
+void bare_gemm(C& c, const A& a, const B& b) {
+  xent::detail::tile_gemm<TA, TB>(c, a, b, false);
+}
+
+#ifdef XENT_BENCH_WITH_TORCH
+/// torch's F.cross_entropy(H @ W^T, targets) on the bench's buffers (from_blob: no copy); with
+/// train, H and W require grad and loss.backward() runs (gradients copied out in smoke runs only).
+double torch_run(Buffers& b, int threads, bool train) {
+  at::set_num_threads(threads);
+  const Shape& s = b.shape;
+  auto t = torch::from_blob(b.targets.data(), {s.n}, torch::kLong);
+  auto h = torch::from_blob(b.hidden.data(), {s.n, s.d}, torch::kFloat);
+  auto w = torch::from_blob(b.weight.data(), {s.v, s.d}, torch::kFloat);
+  if (!train) {
+    torch::NoGradGuard no_grad;
+    return torch::nn::functional::cross_entropy(torch::matmul(h, w.t()), t).item<double>();
+  }
+  h.requires_grad_(true);
+  w.requires_grad_(true);
+  auto loss = torch::nn::functional::cross_entropy(torch::matmul(h, w.t()), t);
+  loss.backward();
+  if (copy_torch_grads) {
+    b.grad_hidden = Eigen::Map<const Eigen::MatrixXf>(h.grad().contiguous().data_ptr<float>(), s.d, s.n);
+    b.grad_weight = Eigen::Map<const Eigen::MatrixXf>(w.grad().contiguous().data_ptr<float>(), s.d, s.v);
+  }
+  return loss.item<double>();
+}
+#endif
+
 /// Runs mode m once; returns the loss (0 for the bare GEMMs) so that nothing is optimised away.
 double run_mode(Mode m, Buffers& b, int threads) {
   xent::linear_cross_entropy_options lo;
@@ -135,28 +208,30 @@ double run_mode(Mode m, Buffers& b, int threads) {
   xent::cross_entropy_options co;
   co.num_threads = threads;
   const bool xent_threads = m == Mode::linear_fwd || m == Mode::linear_train || m == Mode::linear_fwd_bwd;
-  // xent's workers each call a one-thread GEMM; the bare GEMMs get Eigen's own threads.
+  // xent's workers each call a one-thread GEMM; the bare GEMMs get Eigen's own threads (or the
+  // BLAS's: xent sets OpenBLAS to one thread during its own calls).
   eigen_threads(xent_threads ? 1 : threads);
+  blas_threads(threads);
   switch (m) {
     case Mode::gemm:
-      b.logits.noalias() = b.weight.transpose() * b.hidden;
+      bare_gemm<true, false>(b.logits, b.weight, b.hidden);
       return double(b.logits(0, 0));
     case Mode::gemm_ce:
-      b.logits.noalias() = b.weight.transpose() * b.hidden;
+      bare_gemm<true, false>(b.logits, b.weight, b.hidden);
       return xent::cross_entropy(b.logits, b.targets, co).value();
     case Mode::linear_fwd:
       return xent::linear_cross_entropy(b.hidden, b.weight, b.targets, lo).loss.value();
     case Mode::three_gemms:
-      b.logits.noalias() = b.weight.transpose() * b.hidden;
-      b.grad_hidden.noalias() = b.weight * b.grad_logits;
-      b.grad_weight.noalias() = b.hidden * b.grad_logits.transpose();
+      bare_gemm<true, false>(b.logits, b.weight, b.hidden);
+      bare_gemm<false, false>(b.grad_hidden, b.weight, b.grad_logits);
+      bare_gemm<false, true>(b.grad_weight, b.hidden, b.grad_logits);
       return double(b.logits(0, 0) + b.grad_hidden(0, 0) + b.grad_weight(0, 0));
     case Mode::gemm_ce_train: {
-      b.logits.noalias() = b.weight.transpose() * b.hidden;
+      bare_gemm<true, false>(b.logits, b.weight, b.hidden);
       const double loss = xent::cross_entropy(b.logits, b.targets, co).value();
       xent::cross_entropy_backward(b.logits, b.targets, 1.0f, co, b.grad_logits);
-      b.grad_hidden.noalias() = b.weight * b.grad_logits;
-      b.grad_weight.noalias() = b.hidden * b.grad_logits.transpose();
+      bare_gemm<false, false>(b.grad_hidden, b.weight, b.grad_logits);
+      bare_gemm<false, true>(b.grad_weight, b.hidden, b.grad_logits);
       return loss;
     }
     case Mode::linear_train:
@@ -168,6 +243,13 @@ double run_mode(Mode m, Buffers& b, int threads) {
       xent::linear_cross_entropy_backward(b.hidden, b.weight, b.targets, 1.0f, lo, b.grad_hidden, b.grad_weight);
       return loss;
     }
+    case Mode::torch_fwd:
+    case Mode::torch_train:
+#ifdef XENT_BENCH_WITH_TORCH
+      return torch_run(b, threads, m == Mode::torch_train);
+#else
+      break;
+#endif
   }
   return 0;
 }
@@ -192,16 +274,20 @@ timing time_of(Mode m, Buffers& b, int threads, double& sink) {
 void bench_mode(benchmark::State& state, Shape s, Mode m, int threads) {
   Buffers& b = buffers_for(s);
   double sink = 0, ratio_sum = 0, cpu_ratio_sum = 0, base_sum = 0, cpu_sum = 0;
+  double torch_ratio_sum = 0, torch_cpu_ratio_sum = 0;
+  const bool vs_torch = torch_of(m) != m;
   std::int64_t iteration = 0;
   for (auto _ : state) {
-    timing t{}, base{};
+    timing t{}, base{}, torch{};
     if (is_baseline(m)) {
       t = time_of(m, b, threads, sink);
     } else if (iteration % 2 == 0) {
       base = time_of(baseline_of(m), b, threads, sink);
+      if (vs_torch) torch = time_of(torch_of(m), b, threads, sink);
       t = time_of(m, b, threads, sink);
     } else {
       t = time_of(m, b, threads, sink);
+      if (vs_torch) torch = time_of(torch_of(m), b, threads, sink);
       base = time_of(baseline_of(m), b, threads, sink);
     }
     state.SetIterationTime(t.wall);
@@ -211,10 +297,14 @@ void bench_mode(benchmark::State& state, Shape s, Mode m, int threads) {
       cpu_ratio_sum += t.cpu / base.cpu;
       base_sum += base.wall;
     }
+    if (vs_torch) {
+      torch_ratio_sum += t.wall / torch.wall;
+      torch_cpu_ratio_sum += t.cpu / torch.cpu;
+    }
     ++iteration;
   }
   benchmark::DoNotOptimize(sink);
-  const double gemms = (m >= Mode::three_gemms ? 3.0 : 1.0) * s.gemm_flops();
+  const double gemms = (is_training(m) ? 3.0 : 1.0) * s.gemm_flops();
   state.counters["GFLOPS_equiv"] = benchmark::Counter(gemms * double(iteration) / 1e9, benchmark::Counter::kIsRate);
   state.counters["cpu_s"] = benchmark::Counter(cpu_sum, benchmark::Counter::kAvgIterations);
   if (!is_baseline(m)) {
@@ -222,6 +312,10 @@ void bench_mode(benchmark::State& state, Shape s, Mode m, int threads) {
     state.counters[base] = benchmark::Counter(ratio_sum, benchmark::Counter::kAvgIterations);
     state.counters[base + "_cpu"] = benchmark::Counter(cpu_ratio_sum, benchmark::Counter::kAvgIterations);
     state.counters["baseline_s"] = benchmark::Counter(base_sum, benchmark::Counter::kAvgIterations);
+  }
+  if (vs_torch) {
+    state.counters["x_torch"] = benchmark::Counter(torch_ratio_sum, benchmark::Counter::kAvgIterations);
+    state.counters["x_torch_cpu"] = benchmark::Counter(torch_cpu_ratio_sum, benchmark::Counter::kAvgIterations);
   }
 }
 
@@ -237,7 +331,7 @@ bool smoke_check(const Shape& s, int threads) {
       gh_ref = b.grad_hidden;
       gw_ref = b.grad_weight;
     }
-    if (Mode(i) == Mode::linear_train || Mode(i) == Mode::linear_fwd_bwd) {
+    if (Mode(i) == Mode::linear_train || Mode(i) == Mode::linear_fwd_bwd || Mode(i) == Mode::torch_train) {
       const double eh = (b.grad_hidden - gh_ref).cwiseAbs().maxCoeff() / gh_ref.cwiseAbs().maxCoeff();
       const double ew = (b.grad_weight - gw_ref).cwiseAbs().maxCoeff() / gw_ref.cwiseAbs().maxCoeff();
       if (!(eh < 1e-5 && ew < 1e-5)) {
@@ -248,12 +342,15 @@ bool smoke_check(const Shape& s, int threads) {
     }
   }
   const double ref = loss[int(Mode::gemm_ce)];
-  for (Mode m : {Mode::linear_fwd, Mode::gemm_ce_train, Mode::linear_train, Mode::linear_fwd_bwd})
+  for (int i = 0; i < mode_count; ++i) {
+    const Mode m = Mode(i);
+    if (is_baseline(m) || m == Mode::gemm_ce) continue;
     if (!(std::fabs(loss[int(m)] - ref) <= 1e-5 * std::fabs(ref))) {
       std::fprintf(stderr, "bench_linear smoke: %s %s T:%d loss %.9g, materialised %.9g\n", s.name().c_str(),
                    mode_names[int(m)], threads, loss[int(m)], ref);
       return false;
     }
+  }
   return true;
 }
 
@@ -310,6 +407,27 @@ int main(int argc, char** argv) {
   benchmark::Initialize(&bench_argc, args.data());
   if (benchmark::ReportUnrecognizedArguments(bench_argc, args.data())) return 2;
   benchmark::AddCustomContext("xent_shapes", smoke ? "smoke" : "full");
+  copy_torch_grads = smoke;
+#ifdef XENT_USE_BLAS
+  benchmark::AddCustomContext("xent_gemm", "BLAS (XENT_USE_BLAS)");
+#ifdef OPENBLAS_VERSION
+  // The kernel OpenBLAS chose for this CPU (a KVM guest may be taken for an old core: then set
+  // OPENBLAS_CORETYPE, e.g. SkylakeX for an AVX-512 machine).
+  benchmark::AddCustomContext("openblas", std::string(OPENBLAS_VERSION) + ", core " + openblas_get_corename() +
+                                              ", OPENBLAS_CORETYPE=" +
+                                              (std::getenv("OPENBLAS_CORETYPE") ? std::getenv("OPENBLAS_CORETYPE") : "(unset)"));
+#endif
+#else
+  benchmark::AddCustomContext("xent_gemm", "Eigen");
+#endif
+#ifdef XENT_BENCH_WITH_TORCH
+  {
+    // Which BLAS libtorch was built against (its build configuration's BLAS_INFO).
+    const std::string config = at::show_config();
+    const auto pos = config.find("BLAS_INFO=");
+    benchmark::AddCustomContext("torch_blas", pos == std::string::npos ? "?" : config.substr(pos + 10, config.find_first_of(", \n", pos) - pos - 10));
+  }
+#endif
 #ifdef XENT_BENCH_OPENMP
   benchmark::AddCustomContext("xent_openmp", "yes");
   const std::vector<int> thread_counts = {1, 2};

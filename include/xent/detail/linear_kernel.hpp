@@ -4,7 +4,8 @@
 // The fused linear cross-entropy: logits x = W^T h (+ b) are produced one tile of
 // `vocab_block` classes x `sample_block` samples at a time by an Eigen GEMM into a preallocated
 // buffer, folded into per-tile log-sum-exp partials (merged later in tile order) while the tile is
-// still in cache, and never stored whole.
+// still in cache, and never stored whole. With XENT_USE_BLAS the float and double tile GEMMs go to
+// the CBLAS (tile_gemm.hpp), each call single-threaded on the worker that makes it.
 //
 // Training adds, per tile, dz = scale * (softmax * (1 + 2 s lse) - target distribution) (times the
 // soft-cap's derivative), then grad_hidden += W_tile dz and grad_weight_tile (+)= h dz^T. dz needs
@@ -22,6 +23,7 @@
 #include "engine/view.hpp"
 #include "losses/softmax.hpp"
 #include "simd/math.hpp"
+#include "tile_gemm.hpp"
 
 #include <Eigen/Core>
 
@@ -161,16 +163,13 @@ class linear_tiles {
         const auto h = block_h_.leftCols(count);
         auto gh = grad_h_[std::size_t(worker)].leftCols(count);
         with_weight_tile(worker, v0, len, [&](const auto& w) {
+          // GEMMs 2 and 3: gh += W_tile z, grad_W_tile (+)= h z^T (in the weight's orientation).
           if constexpr (VByD) {
-            gh.noalias() += w.transpose() * z;
-            auto gw = grad_weight.middleRows(v0, len);
-            if (first_block) gw.noalias() = z * h.transpose();
-            else gw.noalias() += z * h.transpose();
+            tile_gemm<true, false>(gh, w, z, true);
+            tile_gemm<false, true>(grad_weight.middleRows(v0, len), z, h, !first_block);
           } else {
-            gh.noalias() += w * z;
-            auto gw = grad_weight.middleCols(v0, len);
-            if (first_block) gw.noalias() = h * z.transpose();
-            else gw.noalias() += h * z.transpose();
+            tile_gemm<false, false>(gh, w, z, true);
+            tile_gemm<false, true>(grad_weight.middleCols(v0, len), h, z, !first_block);
           }
         });
       }
@@ -225,10 +224,7 @@ class linear_tiles {
   /// GEMM 1: x = W_tile^T h (+ b).
   void logits(int worker, Index v0, Index len, Index count, tile_map& z) {
     const auto h = block_h_.leftCols(count);
-    with_weight_tile(worker, v0, len, [&](const auto& w) {
-      if constexpr (VByD) z.noalias() = w * h;
-      else z.noalias() = w.transpose() * h;
-    });
+    with_weight_tile(worker, v0, len, [&](const auto& w) { tile_gemm<!VByD, false>(z, w, h, false); });
     if (bias_) z.colwise() += bias_->segment(v0, len);
   }
 
@@ -237,6 +233,7 @@ class linear_tiles {
   std::vector<T> kept_;               // keep_block: every tile of the block, tile t at t * vb * nb
   std::vector<matrix> weight_tiles_;  // per worker: a weight tile converted to T
   std::vector<matrix> grad_h_;        // per worker: its share of the block's grad_hidden
+  blas_thread_scope blas_threads_;    // XENT_USE_BLAS with OpenBLAS: one BLAS thread per call while the kernel lives
 };
 
 /// The linear cross-entropy on the shared tiles: per kept sample its log-sum-exp partial, target
