@@ -477,8 +477,11 @@ class index_ce_policy {
     with_small_class_count(C, [&](auto classes) {
       constexpr int c = decltype(classes)::value;
       parallel_for(blocks, threads, [&](Index b) {
-        // Whole-packet row loads where what they read past the block lies inside the logits.
-        const bool rows = (N - (b + 1) * ps) * C >= lane_rows_overshoot<c, T>;
+        // Whole-packet row loads where what they read past the block lies inside the logits (and,
+        // for a gradient written in place by several threads, never: the next block may be
+        // another thread's, being overwritten).
+        const bool rows = (N - (b + 1) * ps) * C >= lane_rows_overshoot<c, T> &&
+                          !(g && threads != 1 && static_cast<const T*>(g) == v.x.data);
         if (!(rows ? small_classes_block<c, true>(v.x.data, b * ps, st_, target_at_, losses_, scale_, g)
                    : small_classes_block<c, false>(v.x.data, b * ps, st_, target_at_, losses_, scale_, g)))
           for (Index j = b * ps; j < (b + 1) * ps; ++j) one_sample(j);
