@@ -261,32 +261,87 @@ struct smoothed_target_mass {
   }
 };
 
-/// C <= 16 with samples back to back: one sample per SIMD lane, the classes gathered into
-/// registers, so a block of samples costs one max, one exp-sum and one log, all in packets.
+/// How far past its block a block of ps samples of C classes is read by lane_rows (whole packets from
+/// each sample's start): 0 <= it < ps.
+template <int C, class T>
+inline constexpr Index lane_rows_overshoot =
+    (Index(C - 1) / simd::packet_size<T>) * simd::packet_size<T> + simd::packet_size<T> - Index(C);
+
+/// The C logits of ps samples stored back to back (sample l's class k at block[l * C + k]) as C
+/// packets, v[k] lane l = block[l * C + k]. Rows: ps loads of whole packets per ps classes and an
+/// in-register transpose (reads lane_rows_overshoot entries past the block, which the caller
+/// ensures exist); otherwise C strided gathers, which read nothing past it (slower: the gathers
+/// took 40 % of the forward at C = 10 on AVX-512).
+template <int C, bool Rows, class T, class P>
+EIGEN_ALWAYS_INLINE void lane_rows_load(const T* block, P* v) {
+  constexpr int ps = int(simd::packet_size<T>);
+  if constexpr (Rows) {
+    for (int c0 = 0; c0 < C; c0 += ps) {
+      simd::packet_block<P, ps> rows;
+      for (int l = 0; l < ps; ++l) rows.packet[l] = simd::load<P>(block + l * C + c0);
+      simd::ptranspose(rows);
+      for (int i = 0; i < ps && c0 + i < C; ++i) v[c0 + i] = rows.packet[i];
+    }
+  } else {
+    for (int k = 0; k < C; ++k) v[k] = simd::pgather<T, P>(block + k, C);
+  }
+}
+
+/// The reverse of lane_rows_load: block[l * C + k] = v[k] lane l, writing nothing outside the
+/// block. Rows: transposed back and stored row by row in memory order; a whole-packet store that
+/// runs into the next sample writes junk there that the next sample's own stores overwrite, and
+/// one that would leave the block is cut to its sample's entries.
+template <int C, bool Rows, class T, class P>
+EIGEN_ALWAYS_INLINE void lane_rows_store(T* block, const P* v) {
+  constexpr int ps = int(simd::packet_size<T>);
+  if constexpr (Rows) {
+    constexpr int chunks = (C + ps - 1) / ps;
+    simd::packet_block<P, ps> rows[chunks];
+    for (int c = 0; c < chunks; ++c) {
+      for (int i = 0; i < ps; ++i) rows[c].packet[i] = c * ps + i < C ? v[c * ps + i] : v[0];
+      simd::ptranspose(rows[c]);
+    }
+    for (int l = 0; l < ps; ++l)
+      for (int c = 0; c < chunks; ++c) {
+        T* to = block + l * C + c * ps;
+        if (l * C + c * ps + ps <= ps * C) {
+          simd::store(to, rows[c].packet[l]);
+        } else {
+          alignas(64) T lane[ps];
+          simd::pstore(lane, rows[c].packet[l]);
+          for (int i = 0; i < ps && c * ps + i < C; ++i) to[i] = lane[i];
+        }
+      }
+  } else {
+    for (int k = 0; k < C; ++k) simd::pscatter<T, P>(block + k, v[k], C);
+  }
+}
+
+/// C <= 16 with samples back to back: one sample per SIMD lane, the classes brought into
+/// registers (lane_rows_load), so a block of samples costs one max, one exp-sum and one log, all
+/// in packets.
 /// Returns false (having written nothing) when a sample in the block has a non-finite max; the
 /// caller then takes the block sample by sample. C is a template argument so that the classes stay
 /// in registers and every loop over them unrolls. The target's gradient is formed from the other
 /// classes' mass, as the sweep forms it.
-template <int C, class T, class TargetAt, class ScaleAt>
+template <int C, bool Rows, class T, class TargetAt, class ScaleAt>
 bool small_classes_block(const T* x, Index j0, const fused_setup<T>& st, TargetAt&& target_at, T* losses, ScaleAt&& scale,
                          T* g) {
   using P = simd::packet<T>;
   constexpr Index ps = simd::packet_size<T>;
   using namespace simd;
   const T* block = x + j0 * C;
-  // The gathers stall on memory the hardware prefetcher has not brought in yet: ask for the block
-  // four ahead (12 % less CPU time at N = 1M, C = 10 with AVX-512).
+  // The loads stall on memory the hardware prefetcher has not brought in yet: ask for the block
+  // four ahead (12 % less CPU time at N = 1M, C = 10 with AVX-512, with gathers).
   constexpr Index block_bytes = Index(C) * ps * Index(sizeof(T));
   for (Index line = 0; line < block_bytes; line += 64) prefetch_ahead(block, 4 * block_bytes + line);
   P v[C];
-  for (int k = 0; k < C; ++k) v[k] = pgather<T, P>(block + k, C);
+  lane_rows_load<C, Rows>(block, v);
   P m = v[0];
   for (int k = 1; k < C; ++k) m = max_nan(m, v[k]);
   const P zero = pset1<P>(T(0));
   // m - m is 0 exactly when m is finite (NaN for NaN and for either infinity).
   if (predux_any(pandnot(ptrue(m), pcmp_eq(psub(m, m), zero)))) return false;
-  alignas(64) T lane_max[ps];
-  pstore(lane_max, m);
   P s = zero, a = zero, b = zero;
   for (int k = 0; k < C; ++k) {
     const P d = psub(v[k], m);
@@ -296,52 +351,59 @@ bool small_classes_block(const T* x, Index j0, const fused_setup<T>& st, TargetA
       if (st.weight) b = pmadd(pset1<P>(st.weight[k]), d, b);
     }
   }
-  alignas(64) T lane_target[ps], lane_w[ps], lane_t[ps];
-  Index t[ps];
-  for (Index l = 0; l < ps; ++l) {
-    t[l] = target_at(j0 + l);
-    const bool live = t[l] >= 0;
-    lane_target[l] = live ? block[l * C + t[l]] : lane_max[l];
-    lane_w[l] = live ? st.weight_at(t[l]) : T(0);
-    lane_t[l] = T(t[l]);
+  // The targets as numbers in T (exact: C <= 16), -1 for an ignored lane; everything after is in
+  // packets: the target's logit, weight and gradient entry by a compare-select over the C classes
+  // (no per-lane gather, lookup or branch).
+  alignas(64) T lane_t[ps];
+  for (Index l = 0; l < ps; ++l) lane_t[l] = T(target_at(j0 + l));
+  const P targets = pload<P>(lane_t);
+  const P live = pcmp_le(zero, targets);  // all ones where the lane has a target
+  P is_t[C];
+  P x_t = m;  // an ignored lane: x_t - max = 0, a finite stand-in its zero weight cancels
+  for (int k = 0; k < C; ++k) {
+    is_t[k] = pcmp_eq(targets, pset1<P>(T(k)));
+    x_t = pselect(is_t[k], v[k], x_t);
   }
-  const P log_s = plog(s), w_t = pload<P>(lane_w);
+  P w_t = pand(live, pset1<P>(T(1)));
+  if (st.weight) {
+    w_t = zero;
+    for (int k = 0; k < C; ++k) w_t = pselect(is_t[k], pset1<P>(st.weight[k]), w_t);
+  }
+  const P log_s = plog(s);
   // (x_t - max) first, as fused_loss; the smoothing sums are relative to the lane's max (ref = max).
-  P loss = pmul(w_t, psub(log_s, psub(pload<P>(lane_target), m)));
+  P loss = pmul(w_t, psub(log_s, psub(x_t, m)));
   if (st.smoothing != 0) {
     const P eps = pset1<P>(st.smoothing), eps_c = pset1<P>(st.smoothing / T(C));
     const P sum_wlp = st.weight ? psub(b, pmul(pset1<P>(st.weight_total), log_s)) : psub(a, pmul(pset1<P>(T(C)), log_s));
     loss = psub(pmul(psub(pset1<P>(T(1)), eps), loss), pmul(eps_c, sum_wlp));
   }
-  pstoreu(losses + j0, loss);
-  for (Index l = 0; l < ps; ++l)
-    if (t[l] < 0) losses[j0 + l] = T(0);  // an ignored lane's smoothing term is not its loss
+  pstoreu(losses + j0, pand(live, loss));  // an ignored lane's smoothing term is not its loss: +0
   if (!g) return true;
   alignas(64) T lane_c[ps];
-  for (Index l = 0; l < ps; ++l) lane_c[l] = t[l] >= 0 ? scale(j0 + l) : T(0);
-  const P c = pload<P>(lane_c);
+  for (Index l = 0; l < ps; ++l) lane_c[l] = scale(j0 + l);
+  const P c = pand(live, pload<P>(lane_c));  // 0 for an ignored lane: its gradient is +0
   const P eps_c = pset1<P>(st.smoothing / T(C));
   const P target_term = pmul(c, pmul(pset1<P>(T(1) - st.smoothing), w_t));
   const P smooth_scale = pmul(c, eps_c);
   const P prob_scale = pdiv(padd(target_term, pmul(smooth_scale, pset1<P>(st.weight_total))), s);
-  const P targets = pload<P>(lane_t);
+  P e[C];
   P others = zero;  // per lane: the mass exp(x_k - max) of the classes other than the target
-  T* gblock = g + j0 * C;
   for (int k = 0; k < C; ++k) {
-    const P e = exp_nonpositive(psub(v[k], m));
-    others = padd(others, pandnot(e, pcmp_eq(targets, pset1<P>(T(k)))));
-    pscatter<T, P>(gblock + k, psub(pmul(e, prob_scale), pmul(smooth_scale, pset1<P>(st.weight_at(k)))), C);
+    e[k] = exp_nonpositive(psub(v[k], m));
+    others = padd(others, pandnot(e[k], is_t[k]));
   }
   // The target's entry as fused_grad::at_target forms it: from the others' mass where p_t >= 1/2,
   // from its own formula below.
-  const P e_t = exp_nonpositive(psub(pload<P>(lane_target), m));
+  const P e_t = exp_nonpositive(psub(x_t, m));
   const P from_others = psub(pmul(smooth_scale, psub(pset1<P>(st.weight_total), w_t)), pmul(prob_scale, others));
   const P direct = psub(pmul(e_t, prob_scale), padd(target_term, pmul(smooth_scale, w_t)));
   const P target = pselect(pcmp_lt(padd(e_t, e_t), s), direct, from_others);
-  alignas(64) T lane_target_g[ps];
-  pstore(lane_target_g, target);
-  for (Index l = 0; l < ps; ++l)
-    if (t[l] >= 0) gblock[l * C + t[l]] = lane_target_g[l];
+  P out[C];
+  for (int k = 0; k < C; ++k) {
+    const P other = psub(pmul(e[k], prob_scale), pmul(smooth_scale, pset1<P>(st.weight_at(k))));
+    out[k] = pselect(is_t[k], target, other);
+  }
+  lane_rows_store<C, Rows>(g + j0 * C, out);
   return true;
 }
 
@@ -413,8 +475,15 @@ class index_ce_policy {
     T* g = grad_ && v.out ? v.out->data : nullptr;
     const Index blocks = N / ps;
     with_small_class_count(C, [&](auto classes) {
+      constexpr int c = decltype(classes)::value;
       parallel_for(blocks, threads, [&](Index b) {
-        if (!small_classes_block<decltype(classes)::value>(v.x.data, b * ps, st_, target_at_, losses_, scale_, g))
+        // Whole-packet row loads where what they read past the block lies inside the logits (and,
+        // for a gradient written in place by several threads, never: the next block may be
+        // another thread's, being overwritten).
+        const bool rows = (N - (b + 1) * ps) * C >= lane_rows_overshoot<c, T> &&
+                          !(g && threads != 1 && static_cast<const T*>(g) == v.x.data);
+        if (!(rows ? small_classes_block<c, true>(v.x.data, b * ps, st_, target_at_, losses_, scale_, g)
+                   : small_classes_block<c, false>(v.x.data, b * ps, st_, target_at_, losses_, scale_, g)))
           for (Index j = b * ps; j < (b + 1) * ps; ++j) one_sample(j);
       });
     });

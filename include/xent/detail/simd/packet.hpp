@@ -82,7 +82,12 @@ using Eigen::internal::pset1;
 using Eigen::internal::pstore;
 using Eigen::internal::pstoreu;
 using Eigen::internal::psub;
+using Eigen::internal::ptranspose;
 using Eigen::internal::ptrue;
+
+/// n packets as a block, for ptranspose (n = the packet size: a square transpose in registers).
+template <class P, int n>
+using packet_block = Eigen::internal::PacketBlock<P, n>;
 
 template <class P>
 P load(const scalar_of<P>* from) {
