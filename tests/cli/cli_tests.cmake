@@ -90,6 +90,20 @@ xent_eval_test(fit_temperature success ARGS logits_f4.npy targets_i8.npy --fit-t
 xent_eval_test(fit_temperature_streamed success ARGS logits_f4.npy targets_i8.npy --fit-temperature --json --chunk-mb 0.001
                COMPARE 1e-6 KEYS fitted_temperature ece_after)
 xent_eval_test(svg success ARGS logits_f4.npy targets_i8.npy --svg reliability.svg REGEX "ECE")
+# Calibration breadth: the RMS (L2) error always; --classwise adds the classwise ECE and the Brier
+# decomposition (null in the JSON without it); the fit splits the NLL.
+set(classwise_keys rmsce classwise_ece brier_reliability brier_resolution brier_uncertainty brier_within_bin)
+xent_eval_test(classwise_json success ARGS logits_f4.npy targets_i8.npy --json --classwise COMPARE 1e-15 KEYS ${classwise_keys})
+xent_eval_test(classwise_chunked_threads success ARGS logits_f4.npy targets_i8.npy --json --classwise --chunk-mb 0.0001 --threads 3
+               COMPARE 1e-12 KEYS ${classwise_keys})
+xent_eval_test(classwise_off_is_null success ARGS logits_f4.npy targets_i8.npy --json
+               OUT_REGEX "rmsce.: [0-9].*classwise_ece.: null,.*brier_within_bin.: null,")
+xent_eval_test(classwise_text success ARGS logits_f4.npy targets_i8.npy --classwise
+               OUT_REGEX "RMS calib. error +[0-9.]+  \\(L2 norm.*classwise ECE +[0-9.]+ .*Brier decomp. +reliability [0-9.]+ - resolution [0-9.]+ \\+ uncertainty [0-9.]+\n +\\+ within-bin -?[0-9.]+")
+xent_eval_test(nll_split success ARGS logits_f4.npy targets_i8.npy --fit-temperature --json
+               COMPARE 1e-9 KEYS nll_calibration nll_refinement)
+xent_eval_test(nll_split_text success ARGS logits_f4.npy targets_i8.npy --fit-temperature
+               OUT_REGEX "NLL = calibration [0-9.]+ \\+ refinement [0-9.]+")
 xent_eval_test(skip_nonfinite success ARGS logits_nonfinite.npy targets_i8.npy --skip-nonfinite
                REGEX "289 evaluated, 8 ignored, 3 skipped as non-finite \\(3 logits\\)")
 xent_eval_test(allow_masks success ARGS logits_masked.npy targets_i8.npy --allow-masks REGEX "292 evaluated, 8 ignored\n")
@@ -97,12 +111,15 @@ xent_eval_test(allow_masks success ARGS logits_masked.npy targets_i8.npy --allow
 # ---- --weights, --sequence-length, --sequence-lengths: the library's weighted, per-sequence report
 # (expected_weights.txt: weights and sequences of 10; expected_lengths.txt: weights and ragged
 # lengths; expected_sequences.txt: no weights, sequences of 20). Chunks of 3 samples cut sequences.
-set(weight_keys samples ignored weight nll nll_stderr perplexity accuracy top_k_accuracy brier ece mce
+set(weight_keys samples ignored weight nll nll_stderr perplexity accuracy top_k_accuracy brier ece mce rmsce
     sequences empty_sequences mean_perplexity median_perplexity max_perplexity min_perplexity worst_sequence)
 xent_eval_test(weights_json success ARGS logits_f4.npy targets_i8.npy --weights weights_f4.npy --sequence-length 10 --json
                COMPARE 1e-15 KEYS ${weight_keys} EXPECTED expected_weights.txt)
 xent_eval_test(weights_chunked_threads success ARGS logits_f4.npy targets_i8.npy --weights weights_f4.npy --sequence-length 10 --json
                --chunk-mb 0.0001 --threads 3 COMPARE 1e-12 KEYS ${weight_keys} EXPECTED expected_weights.txt)
+xent_eval_test(weights_classwise success ARGS logits_f4.npy targets_i8.npy --weights weights_f4.npy --sequence-length 10 --json --classwise
+               --chunk-mb 0.0001 --threads 3 COMPARE 1e-12 KEYS ${weight_keys} classwise_ece brier_reliability brier_within_bin
+               EXPECTED expected_weights.txt)
 xent_eval_test(weights_read_path_float64 success ARGS logits_f4.npy targets_i8.npy --weights weights_f8.npy --sequence-length 10 --json
                --chunk-mb 0.0001 --no-mmap COMPARE 1e-12 KEYS ${weight_keys} EXPECTED expected_weights.txt)
 xent_eval_test(sequence_lengths_chunked success ARGS logits_f4.npy targets_i8.npy --weights weights_f4.npy --sequence-lengths lengths_i8.npy

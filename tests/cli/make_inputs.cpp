@@ -115,8 +115,14 @@ void write_expected(const std::string& path, const std::vector<float>& logits, c
   const Eigen::Map<const Eigen::Matrix<std::int64_t, Eigen::Dynamic, 1>> t(targets.data(), N);
   const xent::eval_report r = xent::evaluate(x, t, {}, {1000, 2000, 0});
   const xent::temperature_fit fit = xent::fit_temperature(x, t);
+  xent::eval_options classwise;  // --classwise
+  classwise.classwise_classes = C;
+  const xent::eval_report k = xent::evaluate(x, t, classwise);
   std::ofstream expected(path);
   expected.precision(17);
+  expected << "rmsce " << r.rmsce << "\nclasswise_ece " << k.classwise_ece << "\nbrier_reliability " << k.brier_reliability
+           << "\nbrier_resolution " << k.brier_resolution << "\nbrier_uncertainty " << k.brier_uncertainty << "\nbrier_within_bin "
+           << k.brier_within_bin << "\nnll_calibration " << fit.nll_calibration << "\nnll_refinement " << fit.nll_refinement << "\n";
   expected << "samples " << r.samples << "\nignored " << r.ignored << "\nnll " << r.nll << "\nnll_stderr " << r.nll_stderr
            << "\nperplexity " << r.perplexity << "\naccuracy " << r.accuracy << "\ntop_k_accuracy " << r.top_k_accuracy << "\nbrier "
            << r.brier << "\nece " << r.ece << "\nmce " << r.mce << "\nbits_per_character " << r.bits_per_character << "\nbits_per_byte "
@@ -130,7 +136,10 @@ void write_expected_weights(const std::string& path, const std::vector<float>& l
                             const std::vector<float>* weights, std::int64_t length, const std::vector<std::int64_t>& lengths) {
   const Eigen::Map<const Eigen::MatrixXf> x(logits.data(), C, N);
   const Eigen::Map<const Eigen::Matrix<std::int64_t, Eigen::Dynamic, 1>> t(targets.data(), N);
-  xent::sequence_accumulator acc = length > 0 ? xent::sequence_accumulator(length) : xent::sequence_accumulator(lengths);
+  xent::eval_options classwise;  // --classwise
+  classwise.classwise_classes = C;
+  xent::sequence_accumulator acc =
+      length > 0 ? xent::sequence_accumulator(length, classwise) : xent::sequence_accumulator(lengths, classwise);
   if (weights)
     acc.update(x, t, Eigen::Map<const Eigen::VectorXf>(weights->data(), N));
   else
@@ -141,7 +150,9 @@ void write_expected_weights(const std::string& path, const std::vector<float>& l
   expected.precision(17);
   expected << "samples " << r.samples << "\nignored " << r.ignored << "\nweight " << r.weight << "\nnll " << r.nll << "\nnll_stderr "
            << r.nll_stderr << "\nperplexity " << r.perplexity << "\naccuracy " << r.accuracy << "\ntop_k_accuracy " << r.top_k_accuracy
-           << "\nbrier " << r.brier << "\nece " << r.ece << "\nmce " << r.mce << "\nsequences " << q.sequences << "\nempty_sequences "
+           << "\nbrier " << r.brier << "\nece " << r.ece << "\nmce " << r.mce << "\nrmsce " << r.rmsce << "\nclasswise_ece "
+           << r.classwise_ece << "\nbrier_reliability " << r.brier_reliability << "\nbrier_within_bin " << r.brier_within_bin
+           << "\nsequences " << q.sequences << "\nempty_sequences "
            << q.empty_sequences << "\nmean_perplexity " << q.mean_perplexity << "\nmedian_perplexity " << q.median_perplexity
            << "\nmax_perplexity " << q.max_perplexity << "\nmin_perplexity " << q.min_perplexity << "\nworst_sequence " << q.worst_sequence
            << "\n";

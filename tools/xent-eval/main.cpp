@@ -70,6 +70,7 @@ struct settings {
   int bins = 15;
   double temperature = 1;
   bool fit_temperature = false;
+  bool classwise = false;  // --classwise: per-class bins (classwise ECE, Brier decomposition)
   xent::eval_units units;
   double chunk_mb = 1;
   bool json = false;
@@ -333,6 +334,7 @@ xent_eval::run_result evaluate(const settings& s, xent_eval::tensor_file& lf, xe
   opts.skip_nonfinite = s.skip_nonfinite;
   opts.neg_inf_is_mask = s.allow_masks;
   opts.num_threads = 1;  // the workers are this program's own
+  if (s.classwise) opts.classwise_classes = long(c);
   std::vector<xent::eval_accumulator> accs(workers, xent::eval_accumulator(opts));
   // With sequences, each worker's sequence_accumulator places its chunks by position (chunks cut
   // sequences anywhere) and holds the token-pooled state itself.
@@ -407,6 +409,7 @@ xent_eval::run_result evaluate(const settings& s, xent_eval::tensor_file& lf, xe
     fit.ece_before = r.ece;  // the main pass ran at T = 1 (--temperature excludes --fit-temperature)
     if (std::isfinite(fit.temperature)) {
       opts.temperature = fit.temperature;
+      opts.classwise_classes = 0;  // only the ECE is reported after the fit
       std::vector<xent::eval_accumulator> after(workers, xent::eval_accumulator(opts));
       data.pass("evaluating at the fitted temperature", [&](const auto& logits, const auto& targets, std::uint64_t, int w) {
         after[std::size_t(w)].update(logits, targets);
@@ -618,6 +621,8 @@ int main(int argc, char** argv) {
   auto* temp = app.add_option("--temperature", s.temperature, "Evaluate softmax(logits / T)")->capture_default_str()->check(positive());
   auto* fit = app.add_flag("--fit-temperature", s.fit_temperature, "Also fit the temperature that minimises the NLL; report NLL and ECE before and after")
                   ->excludes(temp);
+  app.add_flag("--classwise", s.classwise,
+               "Also bin every class's probability: classwise ECE and the Brier score's decomposition (C x bins x 24 bytes per thread)");
   app.add_option("--weights", s.weights_path, "Per-sample weights, shape (N,): .npy of float32 or float64, each finite and >= 0; every metric weighted")
       ->check(CLI::ExistingFile)
       ->excludes(fit);

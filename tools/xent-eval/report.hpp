@@ -152,6 +152,13 @@ inline void write_text(std::ostream& out, const run_result& run) {
   line("Brier score", fixed(r.brier, 6) + "  (sum over classes, 0 = perfect, 2 = worst)");
   line("mean confidence", fixed(r.mean_confidence, 4));
   line("ECE", fixed(r.ece, 6) + "  (" + std::to_string(r.bins.size()) + " bins; MCE " + fixed(r.mce, 4) + ")");
+  line("RMS calib. error", fixed(r.rmsce, 6) + "  (L2 norm over the same bins)");
+  if (!std::isnan(r.classwise_ece)) {
+    line("classwise ECE", fixed(r.classwise_ece, 6) + "  (mean over classes of p_k's ECE)");
+    line("Brier decomp.", "reliability " + fixed(r.brier_reliability, 6) + " - resolution " + fixed(r.brier_resolution, 6) +
+                              " + uncertainty " + fixed(r.brier_uncertainty, 6));
+    line("", "+ within-bin " + fixed(r.brier_within_bin, 6) + "  (0 with bin-constant forecasts)");
+  }
   if (run.sequences) {
     const xent::sequence_report& q = *run.sequences;
     out << '\n';
@@ -187,6 +194,7 @@ inline void write_text(std::ostream& out, const run_result& run) {
                                 (f.at_bound ? ", at the search bound" : "") + (f.converged ? "" : ", NOT converged") + ")");
     line("", "NLL " + fixed(f.nll_before, 6) + " -> " + fixed(f.nll_after, 6) + " nats/token");
     line("", "ECE " + fixed(f.ece_before, 6) + " -> " + fixed(f.ece_after, 6));
+    line("", "NLL = calibration " + fixed(f.nll_calibration, 6) + " + refinement " + fixed(f.nll_refinement, 6));
   }
 }
 
@@ -219,7 +227,10 @@ inline void write_json(std::ostream& out, const run_result& run) {
       {"bits_per_dimension", r.bits_per_dimension}, {"accuracy", r.accuracy},
       {"top_k_accuracy", r.top_k_accuracy}, {"brier", r.brier},
       {"mean_confidence", r.mean_confidence}, {"ece", r.ece},
-      {"mce", r.mce}};
+      {"mce", r.mce},                       {"rmsce", r.rmsce},
+      {"classwise_ece", r.classwise_ece},   {"brier_reliability", r.brier_reliability},
+      {"brier_resolution", r.brier_resolution}, {"brier_uncertainty", r.brier_uncertainty},
+      {"brier_within_bin", r.brier_within_bin}};
   for (const auto& [key, value] : numbers) out << "  \"" << key << "\": " << json_number(value) << ",\n";
   out << "  \"top_k\": " << r.top_k << ",\n";
   out << "  \"bins\": [";
@@ -244,7 +255,8 @@ inline void write_json(std::ostream& out, const run_result& run) {
     const xent::temperature_fit& f = *run.fit;
     out << ",\n  \"temperature_fit\": {\"temperature\": " << json_number(f.temperature) << ", \"nll_before\": " << json_number(f.nll_before)
         << ", \"nll_after\": " << json_number(f.nll_after) << ", \"ece_before\": " << json_number(f.ece_before)
-        << ", \"ece_after\": " << json_number(f.ece_after) << ", \"passes\": " << f.iterations + 1
+        << ", \"ece_after\": " << json_number(f.ece_after) << ", \"nll_calibration\": " << json_number(f.nll_calibration)
+        << ", \"nll_refinement\": " << json_number(f.nll_refinement) << ", \"passes\": " << f.iterations + 1
         << ", \"converged\": " << (f.converged ? "true" : "false") << ", \"at_bound\": " << (f.at_bound ? "true" : "false") << "}";
   }
   out << "\n}\n";
@@ -266,7 +278,7 @@ inline void write_svg(std::ostream& out, const run_result& run) {
   out << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
   out << "<text x=\"" << W / 2 << "\" y=\"24\" text-anchor=\"middle\" font-size=\"17\">Reliability diagram</text>\n";
   std::string subtitle = std::to_string(r.samples) + " samples, " + std::to_string(r.bins.size()) + " bins, ECE " + fixed(r.ece, 4) +
-                         ", accuracy " + fixed(r.accuracy, 4);
+                         ", RMS " + fixed(r.rmsce, 4) + ", accuracy " + fixed(r.accuracy, 4);
   if (r.temperature != 1) subtitle += ", T = " + fixed(r.temperature, 3);
   out << "<text x=\"" << W / 2 << "\" y=\"44\" text-anchor=\"middle\" font-size=\"12\" fill=\"#444\">" << detail::xml_escape(subtitle)
       << "</text>\n";

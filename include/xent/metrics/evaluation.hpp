@@ -50,6 +50,11 @@ struct eval_options {
   /// Threads of each update(): 0, OpenMP's default; 1, serial. The state does not depend on it
   /// (and merge() ignores it). A caller that runs its own workers passes 1.
   int num_threads = 0;
+  /// 0 (the default): no per-class state. C > 0: the accumulator also bins every class's
+  /// probability p_k against [target = k] (C x bins x 3 more doubles of state), for the classwise
+  /// ECE and the Brier score's decomposition; every update must then have C classes. It costs one
+  /// more pass over each sample's logits (an exp per logit, in double).
+  long classwise_classes = 0;
 };
 
 /// Sizes of the evaluated text or data, for the per-unit figures of the report. 0 = not given.
@@ -108,8 +113,21 @@ struct eval_report {
   double top_k_accuracy = 0;      ///< the target is among the k first of a stable descending sort
   double brier = 0;               ///< mean of sum_k (p_k - [k = target])^2, in [0, 2]
   double mean_confidence = 0;     ///< mean of max_k p_k
-  double ece = 0;                 ///< sum_b (n_b / n) |accuracy_b - confidence_b|
-  double mce = 0;                 ///< max over non-empty bins of |accuracy_b - confidence_b|
+  double ece = 0;                 ///< sum_b (n_b / n) |accuracy_b - confidence_b| (the L1 calibration error)
+  double mce = 0;                 ///< max over non-empty bins of |accuracy_b - confidence_b| (the max norm)
+  /// sqrt(sum_b (n_b / n) (accuracy_b - confidence_b)^2): the RMS (L2) calibration error over the same bins.
+  double rmsce = 0;
+  /// (1 / C) sum_k sum_b (n_kb / n) |mean_kb [target = k] - mean_kb p_k|, the bins taken over p_k
+  /// (eval_options::classwise_classes; NaN without it).
+  double classwise_ece = 0;
+  /// Murphy's decomposition of `brier` over the classwise bins (NaN without classwise_classes):
+  /// brier = reliability - resolution + uncertainty + within_bin. reliability = sum_k sum_b
+  /// (n_kb / n) (conf_kb - acc_kb)^2, resolution = sum_k sum_b (n_kb / n) (acc_kb - base_k)^2,
+  /// uncertainty = sum_k base_k (1 - base_k) with base_k the frequency of class k. within_bin is
+  /// the rest (the p_k's spread inside their bins): 0 exactly when each bin's p_k are all equal.
+  ///@{
+  double brier_reliability = 0, brier_resolution = 0, brier_uncertainty = 0, brier_within_bin = 0;
+  ///@}
   /// The reliability diagram: eval_options::bins equal-width bins of confidence, from 0 to 1.
   std::vector<reliability_bin> bins;
 };
@@ -149,6 +167,8 @@ class eval_accumulator {
   };
   /// Entries per bin: count, confidence sum, correct count, weight sum.
   static constexpr std::size_t bin_fields = 4;
+  /// Entries per class and bin with eval_options::classwise_classes: weight sum, sum of p_k, weight of [target = k].
+  static constexpr std::size_t classwise_fields = 3;
 
   /// \throws xent::invalid_argument unless bins >= 1, top_k >= 1, 0 < temperature < inf, dim is 0
   ///   or 1, num_threads >= 0.
@@ -160,7 +180,9 @@ class eval_accumulator {
       detail::throw_invalid(fn, "temperature", "must be positive and finite", opts.temperature);
     detail::check_dim(fn, opts.dim);
     detail::check_num_threads(fn, opts.num_threads);
-    state_.assign(fields + bin_fields * std::size_t(opts.bins), 0.0);
+    if (opts.classwise_classes < 0)
+      detail::throw_invalid(fn, "classwise_classes", "must be 0 (off) or the class count", opts.classwise_classes);
+    state_.assign(own_size(), 0.0);
   }
 
   /// Adds a batch: logits C x N (dim = 0, a torch [N, C] buffer read in place) or N x C (dim = 1),
@@ -233,13 +255,20 @@ class eval_accumulator {
   double operator[](field f) const noexcept { return state_[f]; }
   /// Index of bin b's (count, confidence sum, correct count) in data().
   static constexpr std::size_t bin_offset(std::size_t b) noexcept { return fields + bin_fields * b; }
+  /// Index of class k's bin b (weight sum, p_k sum, weight of [target = k]) in data(), with
+  /// eval_options::classwise_classes: after the confidence bins, class by class.
+  std::size_t classwise_offset(std::size_t k, std::size_t b) const noexcept {
+    return bin_offset(std::size_t(opts_.bins)) + classwise_fields * (k * std::size_t(opts_.bins) + b);
+  }
 
  private:
   friend class sequence_accumulator;
 
   // A sequence_accumulator keeps its per-sequence sums after these entries in the same vector, so
   // that its whole state is one contiguous range (one MPI_Allreduce) and this one's is its prefix.
-  std::size_t own_size() const noexcept { return fields + bin_fields * std::size_t(opts_.bins); }
+  std::size_t own_size() const noexcept {
+    return fields + bin_fields * std::size_t(opts_.bins) + classwise_fields * std::size_t(opts_.classwise_classes) * std::size_t(opts_.bins);
+  }
 
   /// add()'s per-sample hook when nothing but the state is wanted.
   struct no_sink {
@@ -276,6 +305,9 @@ class eval_accumulator {
     if (o.neg_inf_is_mask != opts_.neg_inf_is_mask)
       detail::throw_invalid(fn, "other", std::string("must have the same neg_inf_is_mask (") + (opts_.neg_inf_is_mask ? "true" : "false") + ")",
                             o.neg_inf_is_mask ? "true" : "false");
+    if (o.classwise_classes != opts_.classwise_classes)
+      detail::throw_invalid(fn, "other", "must have the same classwise_classes (" + std::to_string(opts_.classwise_classes) + ")",
+                            o.classwise_classes);
   }
 
   eval_options opts_;
@@ -352,6 +384,8 @@ void eval_accumulator::add(const Eigen::DenseBase<Derived>& logits, const Eigen:
   detail::check_not_empty(fn, "logits", logits);
   const Eigen::Index samples_in = opts_.dim == 0 ? logits.cols() : logits.rows();
   const Eigen::Index classes = opts_.dim == 0 ? logits.rows() : logits.cols();
+  if (opts_.classwise_classes > 0 && classes != opts_.classwise_classes)
+    detail::throw_invalid(fn, "logits", "must have classwise_classes (" + std::to_string(opts_.classwise_classes) + ") classes", classes);
   detail::check_eval_targets(fn, targets, samples_in, classes, opts_.ignore_index, included);
 
   detail::check_inverse_temperature<T>(fn, "temperature", opts_.temperature);
@@ -404,6 +438,19 @@ void eval_accumulator::add(const Eigen::DenseBase<Derived>& logits, const Eigen:
       bin[1] += w * e.confidence;
       bin[2] += is_hit;
       bin[3] += w;
+      if (opts_.classwise_classes > 0) {
+        // p_k from the sweep's max and sum, in double; a masked class (-inf) has p_k = 0, bin 0.
+        const T* x = v.sample(j);
+        const double mx = double(s.max), inv_sum = 1 / double(s.sum);
+        const Eigen::Index t = target_at(j);
+        for (Eigen::Index k = 0; k < v.classes; ++k) {
+          const double p = std::exp(beta * (double(x[k * v.class_stride]) - mx)) * inv_sum;
+          double* cb = state_.data() + classwise_offset(std::size_t(k), detail::confidence_bin(p, bins));
+          cb[0] += w;
+          cb[1] += w * p;
+          cb[2] += k == t ? w : 0;
+        }
+      }
     }
   });
   state_[samples] += n;
@@ -454,7 +501,7 @@ inline eval_report eval_accumulator::report(const eval_units& units) const {
   r.mean_confidence = mean(state_[confidence_sum]);
 
   r.bins.resize(std::size_t(opts_.bins));
-  double ece = 0, mce = 0;
+  double ece = 0, mce = 0, squared = 0;
   for (std::size_t b = 0; b < r.bins.size(); ++b) {
     const double* s = state_.data() + bin_offset(b);
     reliability_bin& out = r.bins[b];
@@ -467,11 +514,38 @@ inline eval_report eval_accumulator::report(const eval_units& units) const {
     if (s[3] > 0) {
       const double gap = std::fabs(out.accuracy - out.confidence);
       ece += s[3] / n * gap;
+      squared += s[3] / n * gap * gap;
       mce = std::max(mce, gap);
     }
   }
-  r.ece = poisoned || n == 0 ? nan : ece;
-  r.mce = poisoned || n == 0 ? nan : mce;
+  const bool undefined = poisoned || n == 0;
+  r.ece = undefined ? nan : ece;
+  r.mce = undefined ? nan : mce;
+  r.rmsce = undefined ? nan : std::sqrt(squared);
+
+  r.classwise_ece = r.brier_reliability = r.brier_resolution = r.brier_uncertainty = r.brier_within_bin = nan;
+  if (opts_.classwise_classes > 0 && !undefined) {
+    double l1 = 0, reliability = 0, resolution = 0, uncertainty = 0;
+    for (std::size_t k = 0; k < std::size_t(opts_.classwise_classes); ++k) {
+      double base = 0;  // the weight of class k, over n
+      for (std::size_t b = 0; b < r.bins.size(); ++b) base += state_[classwise_offset(k, b) + 2];
+      base /= n;
+      uncertainty += base * (1 - base);
+      for (std::size_t b = 0; b < r.bins.size(); ++b) {
+        const double* s = state_.data() + classwise_offset(k, b);
+        if (!(s[0] > 0)) continue;
+        const double conf = s[1] / s[0], acc = s[2] / s[0];
+        l1 += std::fabs(s[2] - s[1]) / n;
+        reliability += s[0] / n * (conf - acc) * (conf - acc);
+        resolution += s[0] / n * (acc - base) * (acc - base);
+      }
+    }
+    r.classwise_ece = l1 / double(opts_.classwise_classes);
+    r.brier_reliability = reliability;
+    r.brier_resolution = resolution;
+    r.brier_uncertainty = uncertainty;
+    r.brier_within_bin = r.brier - (reliability - resolution + uncertainty);
+  }
   return r;
 }
 

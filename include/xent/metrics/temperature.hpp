@@ -79,6 +79,12 @@ struct temperature_fit {
   double temperature = std::numeric_limits<double>::quiet_NaN();  ///< the fitted T
   double nll_before = std::numeric_limits<double>::quiet_NaN();   ///< mean NLL at T = 1
   double nll_after = std::numeric_limits<double>::quiet_NaN();    ///< mean NLL at the fitted T
+  /// NLL's split (nll_before = calibration + refinement): calibration = nll_before - nll_after, the
+  /// NLL the fitted temperature removes (a lower bound on what any recalibration map removes);
+  /// refinement = nll_after, what is left.
+  ///@{
+  double nll_calibration = std::numeric_limits<double>::quiet_NaN(), nll_refinement = std::numeric_limits<double>::quiet_NaN();
+  ///@}
   double ece_before = std::numeric_limits<double>::quiet_NaN();   ///< ECE at T = 1 (fit_temperature only)
   double ece_after = std::numeric_limits<double>::quiet_NaN();    ///< ECE at the fitted T (fit_temperature only)
   int iterations = 0;        ///< passes over the data after the first, at T = 1
@@ -226,6 +232,8 @@ temperature_fit fit_temperature_with(SumsAt&& sums_at, const temperature_options
   }
   fit.temperature = 1 / beta;
   fit.nll_after = s.nll / n;
+  fit.nll_calibration = fit.nll_before - fit.nll_after;
+  fit.nll_refinement = fit.nll_after;
   const double g = s.gradient / n;
   fit.at_bound = (beta == beta_max && g <= 0) || (beta == beta_min && g >= 0);
   return fit;

@@ -1,0 +1,284 @@
+"""Reference data for xent's calibration figures (include/xent/metrics/evaluation.hpp,
+temperature.hpp): float64 numpy, scikit-learn and scipy.
+
+Rerun (Debian's python has numpy, scipy and scikit-learn, `apt-get install python3-sklearn`; the
+python3 on PATH may not):
+
+    /usr/bin/python3 tests/reference/gen_calibration_reference.py > tests/reference/calibration_cases.txt
+
+Deterministic: fixed numpy seeds, fixed case list.
+
+Definitions written out here (torchmetrics is not in Debian; these are its
+`calibration_error(norm=...)` formulas, torchmetrics/functional/classification/calibration_error.py,
+`_ce_compute`):
+
+    acc_b, conf_b, prop_b = mean correctness, mean confidence, share of the samples in bin b
+    norm='l1'  (ECE):  sum_b prop_b |acc_b - conf_b|
+    norm='l2'  (RMS):  sqrt(sum_b prop_b (acc_b - conf_b)^2)
+    norm='max' (MCE):  max_b |acc_b - conf_b|   (an empty bin has acc = conf = 0, so gap 0)
+
+Binning: torchmetrics buckets with torch.bucketize(right=True) over linspace(0, 1, B + 1), i.e.
+[lo, hi) bins; scikit-learn's calibration_curve uses np.searchsorted(edges[1:-1], p) (side
+'left'), i.e. (lo, hi] bins, as xent. The two agree except on an edge, and no probability here
+lies within MARGIN of one (asserted), so all three conventions give the same bins.
+
+Classwise ECE: for each class k, the binary calibration of p_k against [target = k]: the bins
+from sklearn.calibration.calibration_curve(y == k, p_k, n_bins=B, strategy='uniform') (prob_true,
+prob_pred over the non-empty bins) weighted by the bins' shares; the mean over classes. With
+weights, the same numpy formulas weighted (calibration_curve has no weights).
+
+Brier decomposition (Murphy 1973), summed over classes on those classwise bins:
+    reliability = sum_k sum_b prop_kb (conf_kb - acc_kb)^2
+    resolution  = sum_k sum_b prop_kb (acc_kb - base_k)^2,   base_k = frequency of class k
+    uncertainty = sum_k base_k (1 - base_k)
+    within_bin  = brier - (reliability - resolution + uncertainty)
+brier is sum_k sklearn.metrics.brier_score_loss(y == k, p_k) (the multi-class sum). within_bin is
+Stephenson et al.'s (2008) within-bin variance minus within-bin covariance, computed here also
+from its own definition (1/n sum (p - conf_b)^2 - 2/n sum (p - conf_b)(y - acc_b)) and asserted
+equal; it is 0 when every bin holds one forecast value (case "bin_constant_c3").
+
+NLL split (cases named fit_*): calibration = NLL(T=1) - NLL(fitted T), refinement = NLL(fitted T),
+the T from scipy's bounded minimiser of the mean NLL.
+
+File format (the reader in tests/support.hpp; one "key v1 v2 ..." line per key):
+
+    case <name> <C>
+    N, bins, temperature, ignore_index      one line each
+    logits <N*C values>    [N, C] row-major = xent's C x N column-major (dim = 0), float32 decimals
+    target <N ints>
+    weight <N values>      (optional) per-sample weights
+    ece, rmsce, mce, classwise_ece, brier, brier_reliability, brier_resolution,
+    brier_uncertainty, brier_within_bin
+    class_ece <C values>   each class's ECE (informative)
+    nll_before, nll_after, nll_calibration, nll_refinement, fitted_temperature   (fit_* cases)
+    end
+"""
+
+import math
+import sys
+
+import numpy as np
+import scipy.optimize
+import sklearn
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import brier_score_loss
+
+MARGIN = 2e-6
+
+
+def fmt(values):
+    return " ".join(repr(float(v)) for v in values)
+
+
+def fmt_f32(values):
+    words = [repr(np.float32(v)) for v in values]
+    for w, v in zip(words, values):
+        assert np.float32(np.longdouble(w)) == np.float32(v) or (math.isnan(v) and w == "nan"), w
+    return " ".join(words)
+
+
+def softmax(z):
+    m = z.max(axis=1, keepdims=True)
+    e = np.exp(z - m)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def far_from_edges(values, bins):
+    edges = np.linspace(0, 1, bins + 1)[1:-1]
+    return bins == 1 or np.min(np.abs(values.reshape(-1)[:, None] - edges[None, :])) > MARGIN
+
+
+def uniform_bins(p, bins):
+    """scikit-learn's bin of each probability (calibration_curve, strategy='uniform')."""
+    return np.searchsorted(np.linspace(0, 1, bins + 1)[1:-1], p)
+
+
+def top_label(conf, correct, w, bins):
+    """torchmetrics' three norms, (lo, hi] bins (the same bins here, see the docstring)."""
+    ids = uniform_bins(conf, bins)
+    W = w.sum()
+    l1 = l2 = mx = 0.0
+    for b in range(bins):
+        inside = ids == b
+        wb = w[inside].sum()
+        if wb == 0:
+            continue
+        acc = (w[inside] * correct[inside]).sum() / wb
+        cf = (w[inside] * conf[inside]).sum() / wb
+        prop = wb / W
+        l1 += prop * abs(acc - cf)
+        l2 += prop * (acc - cf) ** 2
+        mx = max(mx, abs(acc - cf))
+    return l1, math.sqrt(l2) if l2 > 0 else 0.0, mx
+
+
+def classwise(p, y, w, bins, weighted):
+    n, c = p.shape
+    W = w.sum()
+    class_ece, rel, res, unc, wbv, wbc = [], 0.0, 0.0, 0.0, 0.0, 0.0
+    for k in range(c):
+        pk, yk = p[:, k], (y == k).astype(float)
+        ids = uniform_bins(pk, bins)
+        base = (w * yk).sum() / W
+        unc += base * (1 - base)
+        ece_k = 0.0
+        if not weighted:
+            # scikit-learn's curve over the non-empty bins, in bin order, and their shares.
+            prob_true, prob_pred = calibration_curve(yk, pk, n_bins=bins, strategy="uniform")
+            counts = np.bincount(ids, minlength=bins)
+            share = counts[counts > 0] / n
+            ece_k = float((share * np.abs(prob_true - prob_pred)).sum())
+        for b in range(bins):
+            inside = ids == b
+            wb = w[inside].sum()
+            if wb == 0:
+                continue
+            acc = (w[inside] * yk[inside]).sum() / wb
+            cf = (w[inside] * pk[inside]).sum() / wb
+            if weighted:
+                ece_k += wb / W * abs(acc - cf)
+            rel += wb / W * (cf - acc) ** 2
+            res += wb / W * (acc - base) ** 2
+            wbv += (w[inside] * (pk[inside] - cf) ** 2).sum() / W
+            wbc += 2 * (w[inside] * (pk[inside] - cf) * (yk[inside] - acc)).sum() / W
+        class_ece.append(ece_k)
+    return class_ece, rel, res, unc, wbv - wbc
+
+
+def fitted_temperature(x, t):
+    def nll(log_t):
+        z = x / math.exp(log_t)
+        lse = np.log(np.exp(z - z.max(axis=1, keepdims=True)).sum(axis=1)) + z.max(axis=1)
+        return float((lse - z[np.arange(len(t)), t]).mean())
+
+    r = scipy.optimize.minimize_scalar(nll, bounds=(math.log(0.01), math.log(100)), method="bounded",
+                                       options={"xatol": 1e-10})
+    return math.exp(r.x), nll(0.0), nll(r.x)
+
+
+def emit(name, x, t, bins=15, temperature=1.0, ignore_index=-100, weights=None, fit=False):
+    n, c = x.shape
+    keep = t != ignore_index
+    w_all = np.ones(n) if weights is None else weights
+    keep &= w_all > 0
+    xs, ts, w = x[keep], t[keep], w_all[keep]
+    p = softmax(xs / temperature)
+    assert far_from_edges(p, bins), name
+    conf = p.max(axis=1)
+    correct = (np.argmax(xs, axis=1) == ts).astype(float)
+    ece, rmsce, mce = top_label(conf, correct, w, bins)
+    onehot = np.zeros_like(p)
+    onehot[np.arange(len(ts)), ts] = 1
+    brier_rows = ((p - onehot) ** 2).sum(axis=1)
+    brier = float((w * brier_rows).sum() / w.sum())
+    if weights is None:
+        sk = sum(brier_score_loss((ts == k).astype(int), p[:, k]) for k in range(c))
+        assert abs(sk - brier) < 1e-12, (sk, brier)
+    class_ece, rel, res, unc, within = classwise(p, ts, w, bins, weights is not None)
+    assert abs((rel - res + unc + within) - brier) < 1e-12, name
+
+    print(f"case {name} {c}")
+    print(f"N {n}")
+    print(f"bins {bins}")
+    print(f"temperature {temperature!r}")
+    print(f"ignore_index {ignore_index}")
+    print("logits " + fmt_f32(x.reshape(-1)))
+    print("target " + " ".join(str(int(v)) for v in t))
+    if weights is not None:
+        print("weight " + fmt(weights))
+    print(f"ece {ece!r}")
+    print(f"rmsce {rmsce!r}")
+    print(f"mce {mce!r}")
+    print(f"classwise_ece {float(np.mean(class_ece))!r}")
+    print(f"brier {brier!r}")
+    print(f"brier_reliability {rel!r}")
+    print(f"brier_resolution {res!r}")
+    print(f"brier_uncertainty {unc!r}")
+    print(f"brier_within_bin {brier - (rel - res + unc)!r}")
+    print("class_ece " + fmt(class_ece))
+    if fit:
+        temp, before, after = fitted_temperature(xs, ts)
+        print(f"fitted_temperature {temp!r}")
+        print(f"nll_before {before!r}")
+        print(f"nll_after {after!r}")
+        print(f"nll_calibration {before - after!r}")
+        print(f"nll_refinement {after!r}")
+    print("end")
+
+
+def f32(a):
+    return a.astype(np.float32).astype(np.float64)
+
+
+def sample_targets(rng, x, temperature=1.0):
+    p = softmax(x / temperature)
+    u = rng.random((x.shape[0], 1))
+    return np.minimum((np.cumsum(p, axis=1) < u).sum(axis=1), x.shape[1] - 1).astype(np.int64)
+
+
+def draw(seed, make, bins, temperature=1.0):
+    """make(rng) -> (x, t, ...) with every softmax probability MARGIN away from the bin edges:
+    the first seed from `seed` on that gives it (the seed is part of the case's name)."""
+    for s in range(seed, seed + 1000):
+        out = make(np.random.default_rng(s))
+        finite = out[0]
+        if far_from_edges(softmax(finite / temperature), bins):
+            return s, out
+    raise RuntimeError("no seed")
+
+
+def main():
+    print("# generated by tests/reference/gen_calibration_reference.py "
+          f"(numpy {np.__version__}, scikit-learn {sklearn.__version__}, scipy {scipy.__version__})")
+    print("# command: /usr/bin/python3 tests/reference/gen_calibration_reference.py > tests/reference/calibration_cases.txt")
+
+    # Overconfident: logits twice what the targets were drawn from.
+    def overconfident(rng):
+        x = f32(rng.standard_normal((300, 10)) * 2)
+        t = sample_targets(rng, x, 2.0)
+        return x, t
+    s, (x, t) = draw(8101, overconfident, 15)
+    emit(f"overconfident_c10_seed{s}", x, t, bins=15, fit=True)
+
+    # Weights (real, with zeros), 10 bins, C = 5.
+    def weighted(rng):
+        x = f32(rng.standard_normal((200, 5)) * 1.5)
+        t = sample_targets(rng, x)
+        w = rng.random(200) * 2
+        w[rng.random(200) < 0.1] = 0
+        return x, t, w
+    s, (x, t, w) = draw(8201, weighted, 10)
+    emit(f"weighted_c5_seed{s}", x, t, bins=10, weights=w)
+
+    # -inf masks (never on the target), ignored targets, T = 0.7, 8 bins.
+    def masked(rng):
+        x = f32(rng.standard_normal((150, 7)) * 2)
+        t = sample_targets(rng, x, 0.7)
+        m = rng.random(x.shape) < 0.25
+        m[np.arange(150), t] = False
+        t[rng.random(150) < 0.05] = -100
+        x2 = x.copy()
+        x2[m] = -np.inf
+        return x2, t
+    s, (x, t) = draw(8301, masked, 8, 0.7)
+    emit(f"masked_c7_t0.7_seed{s}", x, t, bins=8, temperature=0.7)
+
+    # Bin-constant forecasts: two distinct rows whose p_k fall in different bins for every k, so
+    # Murphy's identity is exact (within_bin = 0 up to rounding).
+    rows = np.log(np.array([[0.72, 0.21, 0.07], [0.13, 0.33, 0.54]]))
+    rng = np.random.default_rng(8401)
+    pick = rng.integers(0, 2, 100)
+    x = f32(rows[pick])
+    t = sample_targets(rng, x)
+    emit("bin_constant_c3", x, t, bins=20)
+
+    # Underconfident, C = 40 (a ragged packet tail), 15 bins.
+    def under(rng):
+        x = f32(rng.standard_normal((250, 40)) * 1.0)
+        return x, sample_targets(rng, x, 0.5)
+    s, (x, t) = draw(8501, under, 15)
+    emit(f"underconfident_c40_seed{s}", x, t, bins=15, fit=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,278 @@
+// Calibration figures of eval_accumulator and fit_temperature against torchmetrics' formulas (L1,
+// L2, max norms) and scikit-learn (calibration_curve's bins, brier_score_loss), numpy float64
+// (tests/reference/calibration_cases.txt, tests/reference/gen_calibration_reference.py): ECE, RMS
+// calibration error, MCE, classwise ECE, Murphy's Brier decomposition, NLL's split into
+// calibration and refinement. Then the classwise state (size, layout, merging as element-wise
+// addition, weights of 1 bit for bit), the identity with bin-constant forecasts, and misuse.
+//
+// Budgets. An error is |got - reference| / max(|reference|, 1).
+//   double logits: 1e-12     float logits: 16 float epsilons (1.9e-6). No probability of a case
+//   lies within 2e-6 of a bin edge (asserted by the generator), so float rounding moves no sample
+//   across bins.
+
+#include "misuse.hpp"
+#include "support.hpp"
+
+#include <xent/xent.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace {
+
+using xent_test::index_vector;
+using xent_test::matrix;
+using xent_test::row_matrix;
+using xent_test::vector;
+
+const std::vector<xent_test::reference_case>& cases() { return xent_test::cached_reference("calibration_cases.txt"); }
+
+template <class T>
+double budget() {
+  return std::is_same_v<T, float> ? 16 * double(std::numeric_limits<float>::epsilon()) : 1e-12;
+}
+
+double relative_error(double got, long double ref) { return xent_test::error_of(got, ref, std::max<long double>(std::fabs(ref), 1)); }
+
+template <class T>
+matrix<T> logits_of(const xent_test::reference_case& c) {
+  return xent_test::as_matrix<float>(c["logits"], c.classes, Eigen::Index(c["N"][0])).template cast<T>();
+}
+
+index_vector targets_of(const xent_test::reference_case& c) {
+  const auto& t = c["target"];
+  index_vector v(Eigen::Index(t.size()));
+  for (std::size_t j = 0; j < t.size(); ++j) v(Eigen::Index(j)) = std::int64_t(t[j]);
+  return v;
+}
+
+xent::eval_options options_of(const xent_test::reference_case& c) {
+  xent::eval_options o;
+  o.bins = int(c["bins"][0]);
+  o.temperature = double(c["temperature"][0]);
+  o.ignore_index = long(c["ignore_index"][0]);
+  o.classwise_classes = c.classes;
+  o.num_threads = 1;
+  return o;
+}
+
+/// The case's report, its logits as T, read with the classes down the columns (dim 0) or along the
+/// rows of a row-major copy (dim 1, the same memory order).
+template <class T>
+xent::eval_report report_of(const xent_test::reference_case& c, int dim) {
+  xent::eval_options o = options_of(c);
+  o.dim = dim;
+  xent::eval_accumulator acc(o);
+  const matrix<T> x = logits_of<T>(c);
+  const index_vector t = targets_of(c);
+  const auto update = [&](const auto& logits) {
+    if (c.has("weight")) {
+      vector<double> w(t.size());
+      for (Eigen::Index j = 0; j < w.size(); ++j) w(j) = double(c["weight"][std::size_t(j)]);
+      acc.update(logits, t, w);
+    } else {
+      acc.update(logits, t);
+    }
+  };
+  if (dim == 0) {
+    update(x);
+  } else {
+    const row_matrix<T> rows = x.transpose();
+    update(rows);
+  }
+  return acc.report();
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("calibration figures match torchmetrics' and scikit-learn's formulas", "[metrics][calibration]", float, double) {
+  using T = TestType;
+  double worst = 0;
+  for (const auto& c : cases()) {
+    for (const int dim : {0, 1}) {
+      INFO(c.name << " dim " << dim);
+      const xent::eval_report r = report_of<T>(c, dim);
+      const std::pair<const char*, double> got[] = {
+          {"ece", r.ece},
+          {"rmsce", r.rmsce},
+          {"mce", r.mce},
+          {"classwise_ece", r.classwise_ece},
+          {"brier", r.brier},
+          {"brier_reliability", r.brier_reliability},
+          {"brier_resolution", r.brier_resolution},
+          {"brier_uncertainty", r.brier_uncertainty},
+          {"brier_within_bin", r.brier_within_bin},
+      };
+      for (const auto& [key, value] : got) {
+        INFO(key << " = " << value << ", reference " << double(c[key][0]));
+        const double e = relative_error(value, c[key][0]);
+        CHECK(e <= budget<T>());
+        worst = std::max(worst, e);
+      }
+      // The norms' order: L1 <= L2 (Jensen) <= max.
+      CHECK(r.ece <= r.rmsce * (1 + 1e-12));
+      CHECK(r.rmsce <= r.mce * (1 + 1e-12));
+    }
+  }
+  std::printf("calibration figures, %s logits: worst relative error %.3g\n", std::is_same_v<T, float> ? "float" : "double", worst);
+}
+
+TEMPLATE_TEST_CASE("bin-constant forecasts: Murphy's decomposition is exact", "[metrics][calibration]", float, double) {
+  using T = TestType;
+  const auto& all = cases();
+  const auto it = std::find_if(all.begin(), all.end(), [](const auto& c) { return c.name == "bin_constant_c3"; });
+  REQUIRE(it != all.end());
+  const xent::eval_report r = report_of<T>(*it, 0);
+  // brier comes from the kernel's sums (in float for float logits), the bins' p_k in double: with
+  // float logits the two agree to the float budget, with double logits to rounding.
+  const double tol = std::is_same_v<T, float> ? budget<T>() : 1e-14;
+  CHECK(std::fabs(r.brier_within_bin) <= tol);
+  CHECK(std::fabs(r.brier_reliability - r.brier_resolution + r.brier_uncertainty - r.brier) <= tol);
+  // Elsewhere the rest is not 0: the decomposition over bins is not an identity by itself.
+  for (const auto& c : all) {
+    if (c.name == "bin_constant_c3") continue;
+    INFO(c.name);
+    CHECK(std::fabs(report_of<T>(c, 0).brier_within_bin) > 1e-4);
+  }
+}
+
+TEMPLATE_TEST_CASE("fit_temperature splits the NLL into calibration and refinement", "[metrics][calibration][temperature]", float, double) {
+  using T = TestType;
+  int fitted = 0;
+  for (const auto& c : cases()) {
+    if (!c.has("fitted_temperature")) continue;
+    INFO(c.name);
+    ++fitted;
+    xent::temperature_options o;
+    o.num_threads = 1;
+    o.ignore_index = long(c["ignore_index"][0]);
+    const xent::temperature_fit fit = xent::fit_temperature(logits_of<T>(c), targets_of(c), o);
+    // At the optimum the NLL is flat in T: a T off by 1e-5 moves it by ~1e-10.
+    const double tol = std::is_same_v<T, float> ? 1e-6 : 1e-9;
+    CHECK(relative_error(fit.nll_before, c["nll_before"][0]) <= tol);
+    CHECK(relative_error(fit.nll_refinement, c["nll_refinement"][0]) <= tol);
+    CHECK(relative_error(fit.nll_calibration, c["nll_calibration"][0]) <= tol);
+    CHECK(fit.nll_calibration > 0.1);  // both cases are far from calibrated
+    CHECK(fit.nll_calibration + fit.nll_refinement == Approx(fit.nll_before).epsilon(1e-15));
+  }
+  CHECK(fitted == 2);
+}
+
+TEST_CASE("classwise state: size, layout, merging, weights of 1", "[metrics][calibration]") {
+  std::mt19937_64 gen(14002);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  const Eigen::Index C = 6, N = 90;
+  matrix<float> x(C, N);
+  for (Eigen::Index i = 0; i < x.size(); ++i) x.data()[i] = normal(gen);
+  index_vector t(N);
+  for (Eigen::Index j = 0; j < N; ++j) t(j) = std::int64_t(gen() % std::uint64_t(C));
+  t(5) = -100;
+  xent::eval_options o;
+  o.bins = 7;
+  o.num_threads = 1;
+
+  const xent::eval_accumulator plain(o);
+  CHECK(plain.state_size() == xent::eval_accumulator::fields + xent::eval_accumulator::bin_fields * 7);
+  o.classwise_classes = C;
+  xent::eval_accumulator whole(o), a(o), b(o), ones(o);
+  REQUIRE(whole.state_size() == xent::eval_accumulator::fields + xent::eval_accumulator::bin_fields * 7 + 3 * std::size_t(C) * 7);
+  whole.update(x, t);
+  a.update(x.leftCols(40), t.head(40));
+  b.update(x.rightCols(N - 40), t.tail(N - 40));
+
+  // Layout: each class's weights over its bins add up to the evaluated samples; its hits to the
+  // count of that target.
+  for (Eigen::Index k = 0; k < C; ++k) {
+    double weight = 0, hits = 0;
+    for (std::size_t bin = 0; bin < 7; ++bin) {
+      weight += whole.data()[whole.classwise_offset(std::size_t(k), bin)];
+      hits += whole.data()[whole.classwise_offset(std::size_t(k), bin) + 2];
+    }
+    CHECK(weight == N - 1);
+    CHECK(hits == double((t.array() == k).count()));
+  }
+  CHECK(whole.classwise_offset(0, 0) == xent::eval_accumulator::bin_offset(7));
+  CHECK(whole.classwise_offset(std::size_t(C) - 1, 6) + 3 == whole.state_size());
+
+  // Merging is element-wise addition: the flat sum is merge() bit for bit, and equals one pass.
+  xent::eval_accumulator summed(o);
+  for (std::size_t i = 0; i < summed.state_size(); ++i) summed.data()[i] = a.data()[i] + b.data()[i];
+  const xent::eval_accumulator merged = xent::merge(a, b);
+  CHECK(std::equal(merged.data(), merged.data() + merged.state_size(), summed.data()));
+  const xent::eval_report rw = whole.report(), rm = merged.report();
+  CHECK(rm.classwise_ece == Approx(rw.classwise_ece).epsilon(1e-13));
+  CHECK(rm.brier_reliability == Approx(rw.brier_reliability).epsilon(1e-13));
+  CHECK(rm.brier_resolution == Approx(rw.brier_resolution).epsilon(1e-13));
+  CHECK(rm.brier_uncertainty == Approx(rw.brier_uncertainty).epsilon(1e-13));
+
+  // Weights of 1 are the unweighted state, bit for bit, the classwise part included.
+  ones.update(x, t, vector<float>::Ones(N));
+  CHECK(std::equal(ones.data(), ones.data() + ones.state_size(), whole.data()));
+
+  // Without classwise_classes its figures are NaN, the others unchanged.
+  xent::eval_options off = o;
+  off.classwise_classes = 0;
+  xent::eval_accumulator without(off);
+  without.update(x, t);
+  const xent::eval_report r0 = without.report();
+  CHECK(std::isnan(r0.classwise_ece));
+  CHECK(std::isnan(r0.brier_reliability));
+  CHECK(std::isnan(r0.brier_within_bin));
+  CHECK(r0.rmsce == rw.rmsce);
+  CHECK(r0.ece == rw.ece);
+  CHECK(std::equal(without.data(), without.data() + without.state_size(), whole.data()));
+}
+
+TEST_CASE("masked classes have probability 0 in the classwise bins", "[metrics][calibration]") {
+  // C = 4 with class 3 always masked: its p is 0 (bin 0), never the target, so it adds nothing to
+  // the classwise ECE but a quarter of the mean's denominator.
+  constexpr float ninf = -std::numeric_limits<float>::infinity();
+  matrix<float> x(4, 3);
+  x.col(0) = vector<float>::LinSpaced(4, 0.0f, 1.5f);
+  x.col(1) = vector<float>::LinSpaced(4, 1.0f, -0.5f);
+  x.col(2) = vector<float>::LinSpaced(4, 0.3f, 0.9f);
+  x.row(3).setConstant(ninf);
+  index_vector t(3);
+  t(0) = 0;
+  t(1) = 1;
+  t(2) = 2;
+  xent::eval_options o;
+  o.classwise_classes = 4;
+  o.bins = 5;
+  xent::eval_accumulator acc(o);
+  acc.update(x, t);
+  CHECK(acc.data()[acc.classwise_offset(3, 0)] == 3);
+  CHECK(acc.data()[acc.classwise_offset(3, 0) + 1] == 0);
+  CHECK(acc.data()[acc.classwise_offset(3, 0) + 2] == 0);
+  CHECK(std::isfinite(acc.report().classwise_ece));
+}
+
+TEST_CASE("classwise misuse is a named error", "[metrics][calibration][misuse]") {
+  const matrix<float> x = matrix<float>::Zero(3, 4);
+  const index_vector t = index_vector::Zero(4);
+  xent::eval_options bad;
+  bad.classwise_classes = -1;
+  xent::eval_options five;
+  five.classwise_classes = 5;
+  xent::eval_options three;
+  three.classwise_classes = 3;
+  const xent_test::misuse table[] = {
+      {"negative classwise_classes", [&] { xent::eval_accumulator a(bad); }, "eval_accumulator", "classwise_classes", "-1"},
+      {"logits of another class count", [&] { xent::eval_accumulator a(five); a.update(x, t); }, "eval_accumulator::update", "logits",
+       "classwise_classes (5)", "got 3"},
+      {"merge with another classwise_classes",
+       [&] {
+         xent::eval_accumulator a(three);
+         a.merge(xent::eval_accumulator());
+       },
+       "eval_accumulator::merge", "other", "classwise_classes (3)", "got 0"},
+  };
+  CHECK(xent_test::check_misuse(table) == 3);
+}
