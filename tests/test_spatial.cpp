@@ -168,7 +168,7 @@ double against_permuted(Index N, Index C, Index D, std::uint64_t seed, bool spec
   }
   const matrix<T> m = permuted(x, N, C, D);
   double worst = 0;
-  for (int variant = 0; variant < 4; ++variant) {
+  for (int variant = 0; variant < 5; ++variant) {
     xent::cross_entropy_options o;
     o.reduction = xent::reduction::none;
     if (variant == 1) {
@@ -180,8 +180,13 @@ double against_permuted(Index N, Index C, Index D, std::uint64_t seed, bool spec
       o.mask = xent::sample_mask::Constant(N * D, true);
       for (Index j = 0; j < N * D; j += 5) o.mask(j) = false;
     } else if (variant == 3) {
-      o.z_loss = 1e-3;  // the driver's path (the lanes do not take z-loss)
+      o.z_loss = 1e-3;  // the driver's path (the lanes take neither z-loss, softcap nor the lse)
+      o.softcap = 15;
       o.return_lse = true;
+    } else if (variant == 4 && C >= 3) {
+      o.label_smoothing = 0.1;  // the driver's path too
+      o.label_smoothing_kind = xent::label_smoothing_kind::other_classes;
+      o.label_smoothing_excluded = (Eigen::VectorXi(1) << 1).finished();
     }
     const auto sp = xent::cross_entropy(xent::spatial(static_cast<const T*>(x.data()), N, C, D), t, o);
     const auto mat = xent::cross_entropy(m, t, o);
