@@ -23,7 +23,7 @@ namespace xent {
 /// flattens. Built by xent::spatial, which checks its sizes.
 template <class T>
 struct spatial_view {
-  T* data = nullptr;
+  T* data = nullptr;         ///< the buffer: n * C * D + c * D + d
   Eigen::Index batch = 0;    ///< N
   Eigen::Index classes = 0;  ///< C
   Eigen::Index spatial = 0;  ///< D = d1 * d2 * ...
