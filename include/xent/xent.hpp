@@ -7,6 +7,7 @@
 #include "core/loss_result.hpp"
 #include "core/lse_partial.hpp"
 #include "core/reduction.hpp"
+#include "core/spatial.hpp"
 #include "version.hpp"
 
 #include "logsumexp.hpp"
@@ -24,6 +25,7 @@
 #include "losses/linear_divergence.hpp"
 #include "losses/logit_divergence.hpp"
 #include "losses/sample_weighting.hpp"
+#include "losses/spatial.hpp"
 #include "losses/topk_divergence.hpp"
 #include "losses/policy.hpp"
 

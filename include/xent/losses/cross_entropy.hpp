@@ -173,6 +173,47 @@ checked_call check_prob_cross_entropy(const char* fn, const Eigen::DenseBase<Der
   return {samples, kept_weight(selection, samples), selection};
 }
 
+/// The fused kernel's setup of a class-index cross_entropy call over `classes` classes, with the
+/// buffers its pointers point into (not copyable: the setup points into them).
+template <class T>
+struct index_ce_setup {
+  std::vector<T> weight;
+  std::vector<unsigned char> excluded;
+  std::vector<T> smooth_weight;
+  fused_setup<T> st;
+
+  index_ce_setup(const cross_entropy_options& opts, Index classes, double poly) : weight(weights_in<T>(opts.weight)) {
+    st.weight = weight.empty() ? nullptr : weight.data();
+    st.smoothing = static_cast<T>(torch_smoothing_of("cross_entropy", opts.label_smoothing, opts.label_smoothing_kind, classes));
+    st.weight_total = weight.empty() ? static_cast<T>(classes) : static_cast<T>(opts.weight.sum());
+    st.classes = classes;
+    if (opts.label_smoothing_excluded.size() != 0 && opts.label_smoothing != 0) {
+      // The kind's eps' over the C - E classes that take the mass (torch_smoothing_of with C - E), and
+      // the smoothing term's weights w_k s_k, summed in double as the plain weight_total is.
+      excluded.assign(std::size_t(classes), 0);
+      for (Eigen::Index i = 0; i < opts.label_smoothing_excluded.size(); ++i) excluded[std::size_t(opts.label_smoothing_excluded(i))] = 1;
+      const Index left = classes - opts.label_smoothing_excluded.size();
+      st.smoothing = static_cast<T>(torch_smoothing_of("cross_entropy", opts.label_smoothing, opts.label_smoothing_kind, left));
+      smooth_weight.resize(std::size_t(classes));
+      double total = 0;
+      for (Index k = 0; k < classes; ++k) {
+        const double w = excluded[std::size_t(k)] ? 0.0 : weight.empty() ? 1.0 : opts.weight(k);
+        smooth_weight[std::size_t(k)] = static_cast<T>(w);
+        total += w;
+      }
+      st.weight_total = static_cast<T>(total);
+      st.smooth_weight = smooth_weight.data();
+      st.excluded = excluded.data();
+      st.smooth_classes = left;
+    }
+    st.softcap = static_cast<T>(opts.softcap);
+    st.z_loss = static_cast<T>(opts.z_loss);
+    st.poly = static_cast<T>(poly);
+  }
+  index_ce_setup(const index_ce_setup&) = delete;
+  index_ce_setup& operator=(const index_ce_setup&) = delete;
+};
+
 /// The losses of class-index cross_entropy, one per sample (0 when ignored), and when grad is given
 /// the gradient times scale(j) written into it: the fused kernel, for every layout and type.
 template <class S, class TDerived, class Scale>
@@ -185,37 +226,8 @@ Eigen::Matrix<compute_t<S>, Eigen::Dynamic, 1> index_cross_entropy(const samples
   using T = compute_t<S>;
   Eigen::Matrix<T, Eigen::Dynamic, 1> losses(v.samples);
   if (lse) lse->resize(v.samples);
-  const std::vector<T> weight = weights_in<T>(opts.weight);
-  fused_setup<T> st;
-  st.weight = weight.empty() ? nullptr : weight.data();
-  st.smoothing = static_cast<T>(torch_smoothing_of("cross_entropy", opts.label_smoothing, opts.label_smoothing_kind, v.classes));
-  st.weight_total = weight.empty() ? static_cast<T>(v.classes) : static_cast<T>(opts.weight.sum());
-  st.classes = v.classes;
-  std::vector<unsigned char> excluded;
-  std::vector<T> smooth_weight;
-  if (opts.label_smoothing_excluded.size() != 0 && opts.label_smoothing != 0) {
-    // The kind's eps' over the C - E classes that take the mass (torch_smoothing_of with C - E), and
-    // the smoothing term's weights w_k s_k, summed in double as the plain weight_total is.
-    excluded.assign(std::size_t(v.classes), 0);
-    for (Eigen::Index i = 0; i < opts.label_smoothing_excluded.size(); ++i) excluded[std::size_t(opts.label_smoothing_excluded(i))] = 1;
-    const Index left = v.classes - opts.label_smoothing_excluded.size();
-    st.smoothing = static_cast<T>(torch_smoothing_of("cross_entropy", opts.label_smoothing, opts.label_smoothing_kind, left));
-    smooth_weight.resize(std::size_t(v.classes));
-    double total = 0;
-    for (Index k = 0; k < v.classes; ++k) {
-      const double w = excluded[std::size_t(k)] ? 0.0 : weight.empty() ? 1.0 : opts.weight(k);
-      smooth_weight[std::size_t(k)] = static_cast<T>(w);
-      total += w;
-    }
-    st.weight_total = static_cast<T>(total);
-    st.smooth_weight = smooth_weight.data();
-    st.excluded = excluded.data();
-    st.smooth_classes = left;
-  }
-  st.softcap = static_cast<T>(opts.softcap);
-  st.z_loss = static_cast<T>(opts.z_loss);
-  st.poly = static_cast<T>(poly);
-  fused_cross_entropy_dispatch(v, st, opts.num_threads, index_targets(targets, opts.ignore_index, selection_in(opts).mask),
+  const index_ce_setup<T> setup(opts, v.classes, poly);
+  fused_cross_entropy_dispatch(v, setup.st, opts.num_threads, index_targets(targets, opts.ignore_index, selection_in(opts).mask),
                                losses.data(),
                                lse ? lse->data() : nullptr, scale, grad);
   return losses;

@@ -1,0 +1,143 @@
+// cross_entropy over torch's [N, C, H, W] layout (a segmentation shape: N = 8, C = 21, 256 x 256
+// pixels, fp32 randn * 3, int64 targets) read in place through xent::spatial, against one read of
+// the logits (the roofline), against the matrix overload on the same values already permuted to
+// [N * H * W, C] (the copy a caller would otherwise make, not timed), and against libtorch 1.13's
+// F::cross_entropy on the [N, C, H, W] tensor when the bench links it. 1-thread rows: process CPU
+// time (bench_support.hpp's time_row); 2-thread rows: wall clock. Every row reports ns per logit.
+//
+//   xent_bench_spatial [--benchmark_filter=...] [--xent_smoke]   (--xent_smoke: 2 x 5 x 16 x 16)
+
+#include "bench_support.hpp"
+
+#include <xent/xent.hpp>
+
+#ifdef XENT_BENCH_WITH_TORCH
+#include <torch/torch.h>
+#endif
+
+#include <cstring>
+#include <iostream>
+
+namespace {
+
+using xent_bench::Index;
+
+struct Inputs {
+  Index N = 8, C = 21, H = 256, W = 256;
+  std::vector<float> x, grad;
+  Eigen::MatrixXf permuted, permuted_grad;
+  Eigen::Matrix<std::int64_t, Eigen::Dynamic, 1> targets;
+  Index D() const { return H * W; }
+  Index logits() const { return N * C * D(); }
+  void build() {
+    xent_bench::splitmix64 rng{20261204};
+    x.resize(std::size_t(logits()));
+    xent_bench::fill_normal(rng, x.data(), logits(), 3.0);
+    grad.assign(x.size(), 1.0f);  // touched before timing
+    targets.resize(N * D());
+    for (Index j = 0; j < N * D(); ++j) targets(j) = std::int64_t(rng.next() % std::uint64_t(C));
+    permuted.resize(C, N * D());
+    for (Index n = 0; n < N; ++n)
+      for (Index k = 0; k < C; ++k)
+        for (Index d = 0; d < D(); ++d) permuted(k, n * D() + d) = x[std::size_t((n * C + k) * D() + d)];
+    permuted_grad = Eigen::MatrixXf::Ones(C, N * D());
+  }
+};
+
+Inputs& inputs() {
+  static Inputs in;
+  return in;
+}
+
+xent::cross_entropy_options opts(int threads) {
+  xent::cross_entropy_options o;
+  o.num_threads = threads;
+  return o;
+}
+
+void register_rows() {
+  for (const int threads : xent_bench::thread_counts) {
+    const std::string t = "/threads:" + std::to_string(threads);
+    benchmark::RegisterBenchmark(("read_logits" + t).c_str(), [threads](benchmark::State& s) {
+      Inputs& in = inputs();
+      xent_bench::time_row(s, "read" + std::to_string(threads), threads, double(in.logits()), "logit",
+                           [&] { benchmark::DoNotOptimize(xent_bench::read_sum(threads, in.x.data(), in.logits())); });
+    })->UseRealTime();
+    benchmark::RegisterBenchmark(("xent_spatial_ce_fwd" + t).c_str(), [threads](benchmark::State& s) {
+      Inputs& in = inputs();
+      const auto v = xent::spatial(static_cast<const float*>(in.x.data()), in.N, in.C, in.D());
+      const auto me = xent_bench::time_row(s, "fwd" + std::to_string(threads), threads, double(in.logits()), "logit", [&] {
+        benchmark::DoNotOptimize(xent::cross_entropy(v, in.targets, opts(threads)).value());
+      });
+      if (const auto* r = xent_bench::latest_of("read" + std::to_string(threads))) s.counters["x_read"] = me.ns / r->ns;
+    })->UseRealTime();
+    benchmark::RegisterBenchmark(("xent_spatial_ce_fwd_grad" + t).c_str(), [threads](benchmark::State& s) {
+      Inputs& in = inputs();
+      const auto v = xent::spatial(static_cast<const float*>(in.x.data()), in.N, in.C, in.D());
+      const auto g = xent::spatial(in.grad.data(), in.N, in.C, in.D());
+      const auto me = xent_bench::time_row(s, "fwd_grad" + std::to_string(threads), threads, double(in.logits()), "logit", [&] {
+        benchmark::DoNotOptimize(xent::cross_entropy_with_grad(v, in.targets, opts(threads), g).value());
+      });
+      if (const auto* r = xent_bench::latest_of("read" + std::to_string(threads))) s.counters["x_read"] = me.ns / r->ns;
+    })->UseRealTime();
+    benchmark::RegisterBenchmark(("xent_permuted_copy_ce_fwd" + t).c_str(), [threads](benchmark::State& s) {
+      Inputs& in = inputs();
+      const auto me = xent_bench::time_row(s, "perm" + std::to_string(threads), threads, double(in.logits()), "logit", [&] {
+        benchmark::DoNotOptimize(xent::cross_entropy(in.permuted, in.targets, opts(threads)).value());
+      });
+      if (const auto* r = xent_bench::latest_of("read" + std::to_string(threads))) s.counters["x_read"] = me.ns / r->ns;
+    })->UseRealTime();
+#ifdef XENT_BENCH_WITH_TORCH
+    benchmark::RegisterBenchmark(("torch_ce_fwd" + t).c_str(), [threads](benchmark::State& s) {
+      Inputs& in = inputs();
+      torch::set_num_threads(threads);
+      const torch::Tensor x = torch::from_blob(in.x.data(), {in.N, in.C, in.H, in.W}, torch::kFloat);
+      const torch::Tensor tg = torch::from_blob(in.targets.data(), {in.N, in.H, in.W}, torch::kLong);
+      const auto me = xent_bench::time_row(s, "torch" + std::to_string(threads), threads, double(in.logits()), "logit", [&] {
+        benchmark::DoNotOptimize(torch::nn::functional::cross_entropy(x, tg).item<float>());
+      });
+      if (const auto* r = xent_bench::latest_of("read" + std::to_string(threads))) s.counters["x_read"] = me.ns / r->ns;
+      if (const auto* f = xent_bench::latest_of("fwd" + std::to_string(threads))) s.counters["x_xent"] = me.ns / f->ns;
+    })->UseRealTime();
+#endif
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool smoke = false;
+  for (int i = 1; i < argc; ++i)
+    if (std::strcmp(argv[i], "--xent_smoke") == 0) smoke = true;
+  Inputs& in = inputs();
+  if (smoke) in.N = 2, in.C = 5, in.H = 16, in.W = 16;
+  in.build();
+  // The rows agree before anything is timed: spatial and the permuted copy (and libtorch).
+  const double a = xent::cross_entropy(xent::spatial(static_cast<const float*>(in.x.data()), in.N, in.C, in.D()), in.targets).value();
+  const double b = xent::cross_entropy(in.permuted, in.targets).value();
+  if (!xent_bench::close(a, b, 1e-5)) {
+    std::cerr << "xent_bench_spatial: spatial " << a << " != permuted copy " << b << "\n";
+    return 2;
+  }
+#ifdef XENT_BENCH_WITH_TORCH
+  const double c = torch::nn::functional::cross_entropy(torch::from_blob(in.x.data(), {in.N, in.C, in.H, in.W}, torch::kFloat),
+                                                        torch::from_blob(in.targets.data(), {in.N, in.H, in.W}, torch::kLong))
+                       .item<double>();
+  if (!xent_bench::close(a, c, 1e-5)) {
+    std::cerr << "xent_bench_spatial: spatial " << a << " != libtorch " << c << "\n";
+    return 2;
+  }
+#endif
+  int kept = 0;
+  std::vector<char*> args;
+  for (int i = 0; i < argc; ++i)
+    if (std::strcmp(argv[i], "--xent_smoke") != 0) args.push_back(argv[i]), ++kept;
+  benchmark::Initialize(&kept, args.data());
+  xent_bench::add_common_context(smoke);
+  benchmark::AddCustomContext("xent_spatial_shape", std::to_string(in.N) + " x " + std::to_string(in.C) + " x " +
+                                                        std::to_string(in.H) + " x " + std::to_string(in.W));
+  xent_bench::start_thread_team();
+  register_rows();
+  benchmark::RunSpecifiedBenchmarks();
+  return 0;
+}

@@ -1,0 +1,157 @@
+#ifndef XENT_DETAIL_LOSSES_SPATIAL_HPP
+#define XENT_DETAIL_LOSSES_SPATIAL_HPP
+
+// The class-index cross-entropy over torch's [N, C, D] layout (core/spatial.hpp) without a copy.
+// Each n is a [C, D] block whose classes are D apart and whose samples are adjacent, so a packet of
+// consecutive d holds one class of several samples: the lanes are samples, the loop runs over the
+// classes (ATen's non-last-dim softmax), with plain loads, no gathers. A block of lanes costs a max
+// pass and an exp pass over its C packets (the second from L1), and one more for the gradient.
+// What the lanes do not take goes to the sweep driver (engine/sweep.hpp) on a view of the same
+// memory (class stride D, sample stride 1): the ragged end of each n, a block with a non-finite
+// max (the special values are the driver's), and the options the lanes do not implement (softcap,
+// z-loss, Poly-1, excluded smoothing classes, the per-sample lse, bf16 / half).
+
+#include "../../core/spatial.hpp"
+#include "../engine/threads.hpp"
+#include "cross_entropy.hpp"
+
+#include <Eigen/Core>
+
+#include <type_traits>
+
+namespace xent::detail {
+
+/// The samples_view of samples [d0, d0 + len) of block n of a spatial view.
+template <class T>
+samples_view<T> spatial_block(const spatial_view<T>& v, Index n, Index d0, Index len) {
+  return {v.data + n * v.classes * v.spatial + d0, len, v.classes, v.spatial, 1};
+}
+
+/// One packet of consecutive samples j0 .. j0 + ps - 1 of a [C, D] block: x and g point at class 0
+/// of the first lane (g null: no gradient). Returns false, having written nothing, when a lane's
+/// max is not finite. The formulas are small_classes_block's (the loss relative to the lane's max,
+/// the target's gradient from the other classes' mass where p_t >= 1/2).
+template <class T, class TargetAt, class ScaleAt>
+bool spatial_lanes(const T* x, Index C, Index D, Index j0, const fused_setup<T>& st, const TargetAt& target_at, T* losses,
+                   const ScaleAt& scale, T* g) {
+  using P = simd::packet<T>;
+  constexpr Index ps = simd::packet_size<T>;
+  using namespace simd;
+  using engine::chain_terms;
+  P m = load<P>(x);
+  for (Index k = 1; k < C; ++k) m = max_nan(m, load<P>(x + k * D));
+  const P zero = pset1<P>(T(0));
+  // m - m is 0 exactly when m is finite (NaN for NaN and for either infinity).
+  if (predux_any(pandnot(ptrue(m), pcmp_eq(psub(m, m), zero)))) return false;
+  // The sums in chains of chain_terms classes, each chain added to the total (the reduction policy).
+  P s = zero, a = zero, b = zero, s_total = zero, a_total = zero, b_total = zero;
+  const bool smoothing = st.smoothing != 0;
+  for (Index k0 = 0; k0 < C; k0 += chain_terms) {
+    const Index k1 = std::min(C, k0 + chain_terms);
+    s = zero, a = zero, b = zero;
+    for (Index k = k0; k < k1; ++k) {
+      const P d = psub(load<P>(x + k * D), m);
+      s = padd(s, exp_for_sum(d));
+      if (smoothing) {
+        a = padd(a, d);
+        if (st.weight) b = pmadd(pset1<P>(st.weight[k]), d, b);
+      }
+    }
+    s_total = padd(s_total, s);
+    a_total = padd(a_total, a);
+    b_total = padd(b_total, b);
+  }
+  s = s_total;
+  alignas(64) T lane_max[ps], lane_target[ps], lane_w[ps], lane_t[ps];
+  pstore(lane_max, m);
+  Index t[ps];
+  for (Index l = 0; l < ps; ++l) {
+    t[l] = target_at(j0 + l);
+    const bool live = t[l] >= 0;
+    lane_target[l] = live ? x[t[l] * D + l] : lane_max[l];
+    lane_w[l] = live ? st.weight_at(t[l]) : T(0);
+    lane_t[l] = T(t[l]);
+  }
+  const P log_s = plog(s), w_t = pload<P>(lane_w);
+  P loss = pmul(w_t, psub(log_s, psub(pload<P>(lane_target), m)));
+  if (smoothing) {
+    const P eps = pset1<P>(st.smoothing), eps_c = pset1<P>(st.smoothing / T(C));
+    const P sum_wlp =
+        st.weight ? psub(b_total, pmul(pset1<P>(st.weight_total), log_s)) : psub(a_total, pmul(pset1<P>(T(C)), log_s));
+    loss = psub(pmul(psub(pset1<P>(T(1)), eps), loss), pmul(eps_c, sum_wlp));
+  }
+  pstoreu(losses + j0, loss);
+  for (Index l = 0; l < ps; ++l)
+    if (t[l] < 0) losses[j0 + l] = T(0);  // an ignored lane's smoothing term is not its loss
+  if (!g) return true;
+  alignas(64) T lane_c[ps];
+  for (Index l = 0; l < ps; ++l) lane_c[l] = t[l] >= 0 ? scale(j0 + l) : T(0);
+  const P c = pload<P>(lane_c);
+  const P eps_c = pset1<P>(st.smoothing / T(C));
+  const P target_term = pmul(c, pmul(pset1<P>(T(1) - st.smoothing), w_t));
+  const P smooth_scale = pmul(c, eps_c);
+  const P prob_scale = pdiv(padd(target_term, pmul(smooth_scale, pset1<P>(st.weight_total))), s);
+  const P targets = pload<P>(lane_t);
+  P others = zero;  // per lane: the mass exp(x_k - max) of the classes other than the target
+  for (Index k = 0; k < C; ++k) {
+    const P e = exp_nonpositive(psub(load<P>(x + k * D), m));
+    others = padd(others, pandnot(e, pcmp_eq(targets, pset1<P>(T(k)))));
+    pstoreu(g + k * D, psub(pmul(e, prob_scale), pmul(smooth_scale, pset1<P>(st.weight_at(k)))));
+  }
+  // The target's entry as fused_grad::at_target forms it.
+  const P e_t = exp_nonpositive(psub(pload<P>(lane_target), m));
+  const P from_others = psub(pmul(smooth_scale, psub(pset1<P>(st.weight_total), w_t)), pmul(prob_scale, others));
+  const P direct = psub(pmul(e_t, prob_scale), padd(target_term, pmul(smooth_scale, w_t)));
+  const P target = pselect(pcmp_lt(padd(e_t, e_t), s), direct, from_others);
+  alignas(64) T lane_target_g[ps];
+  pstore(lane_target_g, target);
+  for (Index l = 0; l < ps; ++l)
+    if (t[l] >= 0) g[t[l] * D + l] = lane_target_g[l];
+  return true;
+}
+
+/// The class-index cross-entropy of a spatial view: losses (N * D, (n, d) order; 0 when ignored),
+/// lse_out (null or N * D), and with grad (a view of the same shape, possibly x's own memory) the
+/// gradient times scale(j). target_at(j) and scale(j) take the flat sample index n * D + d.
+template <class S, class TargetAt, class ScaleAt>
+void spatial_cross_entropy(const spatial_view<const S>& x, const fused_setup<compute_t<S>>& st, int requested_threads,
+                           const TargetAt& target_at, compute_t<S>* losses, compute_t<S>* lse_out, const ScaleAt& scale,
+                           const spatial_view<S>* grad) {
+  using T = compute_t<S>;
+  const Index N = x.batch, C = x.classes, D = x.spatial;
+  // D = 1 is an [N, C] matrix, classes contiguous: the driver's own layout (and its small-C lanes).
+  if (D == 1) {
+    const samples_view<const S> v{x.data, N, C, 1, C};
+    const samples_view<S> gv = grad ? samples_view<S>{grad->data, N, C, 1, C} : samples_view<S>{};
+    fused_cross_entropy_dispatch(v, st, requested_threads, target_at, losses, lse_out, scale, grad ? &gv : nullptr);
+    return;
+  }
+  // Samples [d0, d0 + len) of block n through the driver, threads inside it.
+  auto through_driver = [&](Index n, Index d0, Index len, int threads) {
+    const Index offset = n * D + d0;
+    const samples_view<const S> v = spatial_block(x, n, d0, len);
+    const samples_view<S> gv = grad ? spatial_block(*grad, n, d0, len) : samples_view<S>{};
+    fused_cross_entropy_dispatch(
+        v, st, threads, [&](Index j) { return target_at(offset + j); }, losses + offset, lse_out ? lse_out + offset : nullptr,
+        [&](Index j) { return scale(offset + j); }, grad ? &gv : nullptr);
+  };
+  Index lane_end = 0;  // the samples [0, lane_end) of each n the lanes take
+  if constexpr (std::is_same_v<S, T> && simd::has_packet_exp<T>) {
+    constexpr Index ps = simd::packet_size<T>;
+    if (st.softcap == 0 && st.z_loss == 0 && st.poly == 0 && !st.excluded && !lse_out && D >= ps) {
+      const Index per_n = D / ps;
+      lane_end = per_n * ps;
+      parallel_for(N * per_n, thread_count(requested_threads, N * C * D), [&](Index i) {
+        const Index n = i / per_n, d0 = (i % per_n) * ps, offset = n * C * D + d0;
+        if (!spatial_lanes(x.data + offset, C, D, n * D + d0, st, target_at, losses, scale, grad ? grad->data + offset : nullptr))
+          through_driver(n, d0, ps, 1);
+      });
+    }
+  }
+  if (lane_end == D) return;
+  for (Index n = 0; n < N; ++n) through_driver(n, lane_end, D - lane_end, requested_threads);
+}
+
+}  // namespace xent::detail
+
+#endif

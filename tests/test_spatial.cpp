@@ -1,0 +1,345 @@
+// The spatial layout [N, C, d1, d2, ...] (xent::spatial, losses/spatial.hpp): cross_entropy (class
+// indices), its gradient and backward, and nll_loss, against torch 1.13 on [N, C, d1, d2] tensors
+// (tests/reference/spatial_cases.txt, float64 torch), against the same loss on an explicitly
+// permuted [N * D, C] copy (the matrix overload), finite differences, threads, special values and
+// the misuse checks.
+//
+// Budgets, as test_categorical.cpp's: an error is |got - torch| over max(|torch|, 1) for a loss,
+// over the case's largest |torch| entry for a gradient; double 1e-12, float 16 float epsilons.
+// Against the permuted copy (same inputs, same formulas, the classes summed in another order by
+// the lanes): per-sample losses within 8 ulp of the copy's at max(|loss|, 1), gradient entries
+// within 8 ulp at the call's largest |entry|, double and float.
+
+#include "misuse.hpp"
+#include "support.hpp"
+
+#include <xent/xent.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <iostream>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace {
+
+using xent_test::error_of;
+using xent_test::index_vector;
+using xent_test::matrix;
+using xent_test::vector;
+using Eigen::Index;
+
+const std::vector<xent_test::reference_case>& cases() { return xent_test::cached_reference("spatial_cases.txt"); }
+
+const xent::reduction reductions[] = {xent::reduction::none, xent::reduction::mean, xent::reduction::sum};
+
+template <class T>
+void check_torch_cases() {
+  const double budget = std::is_same_v<T, double> ? 1e-12 : 16 * double(std::numeric_limits<float>::epsilon());
+  double worst_loss = 0, worst_grad = 0;
+  int checked = 0;
+  for (const auto& c : cases()) {
+    const int fn = int(c["fn"][0]);
+    if (fn == 2) continue;  // probability targets: not yet over the spatial layout
+    INFO(c.name);
+    const Index N = Index(c["shape"][0]), D = Index(c["shape"][1] * c["shape"][2]), C = c.classes;
+    std::vector<T> x(std::size_t(N * C * D)), g(x.size(), T(7)), g2(x.size(), T(7));
+    for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<T>(c["logits"][i]);
+    index_vector t(N * D);
+    for (Index j = 0; j < N * D; ++j) t(j) = std::int64_t(c["target"][std::size_t(j)]);
+    const xent::reduction r = reductions[int(c["reduction"][0])];
+    const auto& ref_loss = c["loss"];
+    const auto& ref_grad = c["grad"];
+    long double gscale = 0;
+    for (long double v : ref_grad) gscale = std::max(gscale, std::fabs(v));
+    const auto view = xent::spatial(static_cast<const T*>(x.data()), N, C, D);
+    const auto gview = xent::spatial(g.data(), N, C, D);
+    const auto gview2 = xent::spatial(g2.data(), N, C, D);
+    vector<T> grad_out_v(N * D);
+    for (Index j = 0; j < N * D; ++j) grad_out_v(j) = static_cast<T>(c["grad_out"][std::size_t(r == xent::reduction::none ? j : 0)]);
+    const T grad_out = grad_out_v(0);
+    auto check_loss = [&](const auto& result) {
+      if (r == xent::reduction::none) {
+        for (Index j = 0; j < N * D; ++j) {
+          const double e = error_of(double(result.per_sample()(j)), ref_loss[std::size_t(j)],
+                                    std::max<long double>(1, std::fabs(ref_loss[std::size_t(j)])));
+          worst_loss = std::max(worst_loss, e);
+          CHECK(e <= budget);
+        }
+      } else {
+        const double e = error_of(double(result.value()), ref_loss[0], std::max<long double>(1, std::fabs(ref_loss[0])));
+        worst_loss = std::max(worst_loss, e);
+        CHECK(e <= budget);
+      }
+    };
+    auto check_grad = [&](const std::vector<T>& got, double factor) {
+      for (std::size_t i = 0; i < got.size(); ++i) {
+        const double e = error_of(double(got[i]) * factor, ref_grad[i], gscale);
+        worst_grad = std::max(worst_grad, e);
+        CHECK(e <= budget);
+      }
+    };
+    if (fn == 0) {
+      xent::cross_entropy_options o;
+      o.reduction = r;
+      o.ignore_index = long(c["ignore"][0]);
+      o.label_smoothing = double(c["eps"][0]);
+      if (c.has("weight")) o.weight = Eigen::Map<const Eigen::Matrix<long double, Eigen::Dynamic, 1>>(c["weight"].data(), C).cast<double>();
+      check_loss(xent::cross_entropy(view, t, o));
+      const auto with = xent::cross_entropy_with_grad(view, t, o, gview);
+      check_loss(with);
+      if (r == xent::reduction::none) {
+        xent::cross_entropy_backward(view, t, grad_out_v, o, gview2);
+        // with_grad is the gradient of the sum: times grad_out per pixel to compare with torch's.
+        std::vector<T> scaled = g;
+        for (Index n = 0; n < N; ++n)
+          for (Index k = 0; k < C; ++k)
+            for (Index d = 0; d < D; ++d) scaled[std::size_t((n * C + k) * D + d)] *= grad_out_v(n * D + d);
+        check_grad(scaled, 1.0);
+      } else {
+        xent::cross_entropy_backward(view, t, grad_out, o, gview2);
+        check_grad(g, double(grad_out));
+      }
+      check_grad(g2, 1.0);
+    } else {
+      xent::nll_loss_options o;
+      o.reduction = r;
+      o.ignore_index = long(c["ignore"][0]);
+      if (c.has("weight")) o.weight = Eigen::Map<const Eigen::Matrix<long double, Eigen::Dynamic, 1>>(c["weight"].data(), C).cast<double>();
+      check_loss(xent::nll_loss(view, t, o));
+      check_loss(xent::nll_loss_with_grad(view, t, o, gview));
+      if (r == xent::reduction::none)
+        xent::nll_loss_backward(view, t, grad_out_v, o, gview2);
+      else
+        xent::nll_loss_backward(view, t, grad_out, o, gview2);
+      check_grad(g2, 1.0);
+    }
+    ++checked;
+  }
+  CHECK(checked == 44);
+  std::cout << "spatial vs torch (" << (std::is_same_v<T, double> ? "double" : "float") << ", " << checked
+            << " cases): worst loss error " << worst_loss << ", gradient " << worst_grad << " (budget " << budget << ")\n";
+}
+
+TEST_CASE("spatial cross_entropy and nll_loss match torch 1.13 on [N, C, d1, d2]", "[spatial]") {
+  check_torch_cases<double>();
+  check_torch_cases<float>();
+}
+
+/// [N, C, D] logits as the matrix overload's C x (N * D) copy: column n * D + d holds sample (n, d).
+template <class T>
+matrix<T> permuted(const std::vector<T>& x, Index N, Index C, Index D) {
+  matrix<T> m(C, N * D);
+  for (Index n = 0; n < N; ++n)
+    for (Index k = 0; k < C; ++k)
+      for (Index d = 0; d < D; ++d) m(k, n * D + d) = x[std::size_t((n * C + k) * D + d)];
+  return m;
+}
+
+template <class T>
+double ulps_apart(T a, T b, T scale) {
+  if (std::isnan(a) || std::isnan(b)) return std::isnan(a) && std::isnan(b) ? 0 : std::numeric_limits<double>::infinity();
+  if (a == b) return 0;
+  return xent_test::ulps(a, (long double)b, (long double)scale);
+}
+
+/// The spatial call against the matrix overload on the permuted copy: per-sample losses and the
+/// gradient, over several option sets. Returns the worst distance in ulps.
+template <class T>
+double against_permuted(Index N, Index C, Index D, std::uint64_t seed, bool specials = false) {
+  std::mt19937_64 gen(seed);
+  std::normal_distribution<double> normal(0, 3);
+  std::uniform_int_distribution<int> cls(0, int(C) - 1);
+  std::uniform_real_distribution<double> unit(0, 1);
+  std::vector<T> x(std::size_t(N * C * D));
+  for (auto& v : x) v = static_cast<T>(normal(gen));
+  index_vector t(N * D);
+  for (Index j = 0; j < N * D; ++j) t(j) = unit(gen) < 0.1 ? -100 : cls(gen);
+  if (specials && N * D > 20) {
+    // A pixel with +inf, one with NaN, one with every class -inf, one with a -inf class.
+    x[std::size_t(0 * D + 3)] = std::numeric_limits<T>::infinity();
+    x[std::size_t(1 * D + 7)] = std::numeric_limits<T>::quiet_NaN();
+    for (Index k = 0; k < C; ++k) x[std::size_t(k * D + 11)] = -std::numeric_limits<T>::infinity();
+    x[std::size_t(2 * D + 19)] = -std::numeric_limits<T>::infinity();
+    t(11) = 0;
+  }
+  const matrix<T> m = permuted(x, N, C, D);
+  double worst = 0;
+  for (int variant = 0; variant < 5; ++variant) {
+    xent::cross_entropy_options o;
+    o.reduction = xent::reduction::none;
+    if (variant == 1) {
+      o.weight = vector<double>::LinSpaced(C, 0.5, 2.0);
+      o.label_smoothing = 0.1;
+    } else if (variant == 2) {
+      o.label_smoothing = 0.2;
+      o.sample_weight = vector<double>::LinSpaced(N * D, 0.1, 3.0);
+      o.mask = xent::sample_mask::Constant(N * D, true);
+      for (Index j = 0; j < N * D; j += 5) o.mask(j) = false;
+    } else if (variant == 3) {
+      o.z_loss = 1e-3;  // the driver's path (the lanes take neither z-loss, softcap nor the lse)
+      o.softcap = 15;
+      o.return_lse = true;
+    } else if (variant == 4 && C >= 3) {
+      o.label_smoothing = 0.1;  // the driver's path too
+      o.label_smoothing_kind = xent::label_smoothing_kind::other_classes;
+      o.label_smoothing_excluded = (Eigen::VectorXi(1) << 1).finished();
+    }
+    const auto sp = xent::cross_entropy(xent::spatial(static_cast<const T*>(x.data()), N, C, D), t, o);
+    const auto mat = xent::cross_entropy(m, t, o);
+    std::vector<T> g(x.size());
+    matrix<T> gm(C, N * D);
+    const auto spg = xent::cross_entropy_with_grad(xent::spatial(static_cast<const T*>(x.data()), N, C, D), t, o,
+                                                   xent::spatial(g.data(), N, C, D));
+    (void)xent::cross_entropy_with_grad(m, t, o, gm);
+    const matrix<T> gp = permuted(g, N, C, D);
+    // The gradient's scale: the largest finite |entry| of the call (test_categorical.cpp's).
+    T scale = T(1e-30);
+    for (Index i = 0; i < gm.size(); ++i)
+      if (std::isfinite(gm.data()[i])) scale = std::max(scale, std::fabs(gm.data()[i]));
+    for (Index j = 0; j < N * D; ++j) {
+      const T a = sp.per_sample()(j), b = mat.per_sample()(j);
+      const double e = ulps_apart(a, b, std::max(T(1), std::fabs(b)));
+      worst = std::max(worst, e);
+      CHECK(e <= 8);
+      CHECK(ulps_apart(spg.per_sample()(j), a, T(1)) == 0);
+      if (o.return_lse) CHECK(ulps_apart(sp.lse()(j), mat.lse()(j), T(1)) <= 8);
+      for (Index k = 0; k < C; ++k) {
+        const double eg = ulps_apart(gp(k, j), gm(k, j), scale);
+        worst = std::max(worst, eg);
+        CHECK(eg <= 8);
+      }
+    }
+  }
+  return worst;
+}
+
+TEST_CASE("spatial cross_entropy equals the matrix overload on a permuted copy", "[spatial]") {
+  double worst_f = 0, worst_d = 0;
+  for (const Index D : {Index(1), Index(3), Index(21), Index(37), Index(64 * 64)}) {
+    for (const Index C : {Index(3), Index(21)}) {
+      INFO("D " << D << " C " << C);
+      const Index N = D == 64 * 64 ? 2 : 3;
+      worst_f = std::max(worst_f, against_permuted<float>(N, C, D, 7 + std::uint64_t(D * 31 + C)));
+      worst_d = std::max(worst_d, against_permuted<double>(N, C, D, 11 + std::uint64_t(D * 31 + C)));
+    }
+  }
+  // Large C (the sums over many classes in chains) and non-finite pixels (the lanes hand them to the driver).
+  worst_f = std::max(worst_f, against_permuted<float>(2, 300, 40, 5));
+  worst_d = std::max(worst_d, against_permuted<double>(2, 300, 40, 6));
+  worst_f = std::max(worst_f, against_permuted<float>(3, 5, 48, 8, true));
+  worst_d = std::max(worst_d, against_permuted<double>(3, 5, 48, 9, true));
+  std::cout << "spatial vs permuted copy: worst " << worst_f << " ulp (float), " << worst_d << " ulp (double)\n";
+}
+
+TEST_CASE("spatial cross_entropy: D = 1 is the matrix overload bit for bit; threads do not change the bits", "[spatial]") {
+  std::mt19937_64 gen(42);
+  std::normal_distribution<double> normal(0, 3);
+  const Index N = 4, C = 21, D = 1;
+  std::vector<float> x(std::size_t(N * C * D));
+  for (auto& v : x) v = float(normal(gen));
+  const index_vector t = (index_vector(4) << 0, 5, 20, 7).finished();
+  xent::cross_entropy_options o;
+  o.reduction = xent::reduction::none;
+  const auto sp = xent::cross_entropy(xent::spatial(static_cast<const float*>(x.data()), N, C, D), t, o);
+  const auto mat = xent::cross_entropy(Eigen::Map<const matrix<float>>(x.data(), C, N), t, o);
+  CHECK((sp.per_sample().array() == mat.per_sample().array()).all());
+
+  const Index N2 = 8, C2 = 21, D2 = 128 * 128;
+  std::vector<float> y(std::size_t(N2 * C2 * D2));
+  for (auto& v : y) v = float(normal(gen));
+  index_vector t2(N2 * D2);
+  for (Index j = 0; j < t2.size(); ++j) t2(j) = j % C2;
+  std::vector<float> g1(y.size()), g2(y.size());
+  o.reduction = xent::reduction::mean;
+  o.num_threads = 1;
+  const float one = xent::cross_entropy_with_grad(xent::spatial(static_cast<const float*>(y.data()), N2, C2, D2), t2, o,
+                                                  xent::spatial(g1.data(), N2, C2, D2)).value();
+  o.num_threads = 2;
+  const float two = xent::cross_entropy_with_grad(xent::spatial(static_cast<const float*>(y.data()), N2, C2, D2), t2, o,
+                                                  xent::spatial(g2.data(), N2, C2, D2)).value();
+  CHECK(one == two);
+  CHECK(g1 == g2);
+  // In place: the gradient over the logits' own memory equals the separate buffer's.
+  std::vector<float> z = y;
+  const auto zv = xent::spatial(z.data(), N2, C2, D2);
+  const float in_place = xent::cross_entropy_with_grad(zv, t2, o, zv).value();
+  CHECK(in_place == one);
+  CHECK(z == g1);
+}
+
+TEST_CASE("spatial cross_entropy's gradient matches central differences", "[spatial]") {
+  std::mt19937_64 gen(3);
+  std::normal_distribution<double> normal(0, 2);
+  const Index N = 2, C = 4, D = 9;
+  matrix<double> x(N * C * D, 1);
+  for (Index i = 0; i < x.size(); ++i) x(i) = normal(gen);
+  index_vector t(N * D);
+  for (Index j = 0; j < N * D; ++j) t(j) = (j * 7) % C;
+  t(4) = -100;
+  xent::cross_entropy_options o;
+  o.label_smoothing = 0.15;
+  o.weight = (vector<double>(4) << 0.5, 1.0, 2.0, 1.5).finished();
+  matrix<double> g(N * C * D, 1);
+  (void)xent::cross_entropy_with_grad(xent::spatial(x, N, C, D), t, o, xent::spatial(g, N, C, D));
+  double worst = 0;
+  for (Index i = 0; i < x.size(); ++i) {
+    const double fd = xent_test::central_difference(x, i, [&](const matrix<double>& m) {
+      return xent::cross_entropy(xent::spatial(m, N, C, D), t, o).value();
+    });
+    worst = std::max(worst, std::fabs(fd - g(i)));
+  }
+  CHECK(worst <= 1e-8);
+  std::cout << "spatial gradient vs central differences: worst " << worst << "\n";
+}
+
+TEST_CASE("spatial misuse", "[spatial][errors]") {
+  std::vector<float> x(24, 0.f), g(24, 0.f), small(12, 0.f);
+  const index_vector t = index_vector::Zero(6);
+  const Index big = std::numeric_limits<Index>::max() / 2;
+  const xent::cross_entropy_options plain;
+  xent::cross_entropy_options dim1;
+  dim1.dim = 1;
+  const auto v = xent::spatial(static_cast<const float*>(x.data()), 2, 4, 3);
+  vector<float> buffer(23);
+  const xent_test::misuse table[] = {
+      {"null data", [&] { (void)xent::spatial(static_cast<float*>(nullptr), 2, 4, 3); }, "spatial", "data", "must not be null"},
+      {"N 0", [&] { (void)xent::spatial(x.data(), 0, 4, 3); }, "spatial", "N", "must be > 0", "got 0"},
+      {"C negative", [&] { (void)xent::spatial(x.data(), 2, -4, 3); }, "spatial", "C", "must be > 0", "got -4"},
+      {"D 0", [&] { (void)xent::spatial(x.data(), 2, 4, 0); }, "spatial", "D", "must be > 0"},
+      {"dims with a 0", [&] { (void)xent::spatial(x.data(), 2, 4, {3, 0}); }, "spatial", "dims[1]", "must be > 0"},
+      {"N C D overflow", [&] { (void)xent::spatial(x.data(), big, 4, 3); }, "spatial", "N * C * D", "must fit in Eigen::Index"},
+      {"buffer size", [&] { (void)xent::spatial(buffer, 2, 4, 3); }, "spatial", "buffer", "must hold N * C * D = 2 * 4 * 3 = 24 values",
+       "got 23"},
+      {"default view", [&] { (void)xent::cross_entropy(xent::spatial_view<const float>{}, t, plain); }, "cross_entropy",
+       "logits.data", "must not be null"},
+      {"targets size",
+       [&] { (void)xent::cross_entropy(v, index_vector::Zero(5), plain); }, "cross_entropy", "targets",
+       "must have one entry per sample (6)", "got 5"},
+      {"target out of range",
+       [&] { (void)xent::cross_entropy(v, index_vector::Constant(6, 4), plain); }, "cross_entropy", "target[0]", "must be in [0, 4)"},
+      {"dim 1", [&] { (void)xent::cross_entropy(v, t, dim1); }, "cross_entropy", "dim", "class axis is fixed"},
+      {"grad shape",
+       [&] { (void)xent::cross_entropy_with_grad(v, t, plain, xent::spatial(small.data(), 2, 2, 3)); }, "cross_entropy_with_grad",
+       "grad_logits_out", "must have the logits' shape [2, 4, 3]", "[2, 2, 3]"},
+      {"grad overlaps",
+       [&] { (void)xent::cross_entropy_with_grad(v, t, plain, xent::spatial(x.data() + 1, 2, 4, 3)); }, "cross_entropy_with_grad",
+       "grad_logits_out", "not overlap"},
+      {"backward grad_out vector for mean",
+       [&] { xent::cross_entropy_backward(v, t, vector<float>::Ones(6), plain, xent::spatial(g.data(), 2, 4, 3)); },
+       "cross_entropy_backward", "grad_out", "must be a scalar"},
+      {"nll weight size",
+       [&] {
+         xent::nll_loss_options o;
+         o.weight = vector<double>::Ones(3);
+         (void)xent::nll_loss(v, t, o);
+       },
+       "nll_loss", "weight", "one entry per class (4)"},
+  };
+  CHECK(xent_test::check_misuse(table) == 15);
+}
+
+}  // namespace
