@@ -38,6 +38,13 @@ class loss_result {
     out.shape_ = unreduced_shape::per_sample;
     return out;
   }
+  /// reduction per_sequence: one loss per sequence (each sequence's weighted mean over its tokens).
+  static loss_result per_sequence_losses(vector losses, double denominator) {
+    loss_result out(xent::reduction::per_sequence, denominator);
+    out.per_sample_ = std::move(losses);
+    out.shape_ = unreduced_shape::per_sequence;
+    return out;
+  }
   /// reduction none of an elementwise loss: the input's shape.
   static loss_result elementwise_losses(matrix losses, double denominator) {
     loss_result out(xent::reduction::none, denominator);
@@ -51,8 +58,9 @@ class loss_result {
 
   /// The reduced loss. \throws xent::invalid_argument for reduction::none.
   T value() const {
-    if (reduction_ == xent::reduction::none)
-      detail::throw_invalid("loss_result::value", "reduction", "must be mean, sum or batchmean for a scalar loss", "none");
+    if (reduction_ == xent::reduction::none || reduction_ == xent::reduction::per_sequence)
+      detail::throw_invalid("loss_result::value", "reduction",
+                            "must be mean, sum or batchmean (or sequence_mean) for a scalar loss", to_string(reduction_));
     return value_;
   }
   /// One loss per sample (reduction none of a categorical loss: cross_entropy, nll_loss, the focal
@@ -62,6 +70,13 @@ class loss_result {
       detail::throw_invalid("loss_result::per_sample", "reduction",
                             "must be none of a per-sample loss (an elementwise loss's are elementwise())",
                             reduction_ == xent::reduction::none ? "none of an elementwise loss" : to_string(reduction_));
+    return per_sample_;
+  }
+  /// One loss per sequence (reduction per_sequence; NaN for a sequence with no kept token).
+  /// \throws xent::invalid_argument otherwise.
+  const vector& per_sequence() const {
+    if (shape_ != unreduced_shape::per_sequence)
+      detail::throw_invalid("loss_result::per_sequence", "reduction", "must be per_sequence", to_string(reduction_));
     return per_sample_;
   }
   /// The losses in the input's shape (reduction none of an elementwise loss: binary_cross_entropy,
@@ -76,7 +91,8 @@ class loss_result {
   /// What reduction::mean divides the sum by (for every reduction, so that a caller can combine
   /// micro-batches or ranks exactly): cross_entropy and nll_loss the summed weights of the kept
   /// samples, the other categorical losses the kept samples, the elementwise losses the element
-  /// count (batchmean: the samples). NaN-free: 0 when every sample was ignored.
+  /// count (batchmean: the samples); sequence_mean and per_sequence: the sequences with a kept
+  /// token (B', what sequence_mean divides by). NaN-free: 0 when every sample was ignored.
   double denominator() const noexcept { return denominator_; }
 
   /// Each sample's log-sum-exp (NaN for an ignored sample), when the options asked for it
@@ -93,7 +109,7 @@ class loss_result {
   }
 
  private:
-  enum class unreduced_shape { none, per_sample, elementwise };
+  enum class unreduced_shape { none, per_sample, elementwise, per_sequence };
   loss_result(xent::reduction r, double denominator) : reduction_(r), denominator_(denominator) {}
 
   xent::reduction reduction_;

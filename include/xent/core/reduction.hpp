@@ -19,8 +19,11 @@ namespace xent {
 using sample_mask = Eigen::Array<bool, Eigen::Dynamic, 1>;
 
 /// torch's `reduction`: none (one loss per sample), mean (torch's per-loss definition, e.g. the
-/// weighted mean for cross_entropy), sum. kl_div adds batchmean.
-enum class reduction { none, mean, sum, batchmean };
+/// weighted mean for cross_entropy), sum. kl_div adds batchmean. xent adds two for sequence-shaped
+/// input (the options' sequence_lengths; docs/losses.md "Sequences"): sequence_mean (each
+/// sequence's mean over its tokens, then the mean over the sequences) and per_sequence (each
+/// sequence's mean over its tokens: one loss per sequence).
+enum class reduction { none, mean, sum, batchmean, sequence_mean, per_sequence };
 
 /// How label smoothing spreads its mass eps. uniform (torch's): the target becomes
 /// (1 - eps) onehot + eps / C, every class, the target's own included, gets eps / C. other_classes
@@ -35,20 +38,31 @@ inline const char* to_string(reduction r) noexcept {
     case reduction::mean: return "mean";
     case reduction::sum: return "sum";
     case reduction::batchmean: return "batchmean";
+    case reduction::sequence_mean: return "sequence_mean";
+    case reduction::per_sequence: return "per_sequence";
   }
   return "?";
 }
 
 namespace detail {
 
+/// A sequence reduction (sequence_mean, per_sequence): the options' sequence_lengths apply.
+inline bool is_sequence_reduction(reduction r) noexcept {
+  return r == reduction::sequence_mean || r == reduction::per_sequence;
+}
+
 /// Every loss checks its reduction here: a value outside the enum (a cast integer) would otherwise
-/// fall through to a silent sum; batchmean is kl_div's only.
-inline void check_reduction(const char* function, reduction r, bool batchmean_allowed) {
+/// fall through to a silent sum; batchmean is kl_div's only; the sequence reductions need a loss
+/// with a per-sample axis that takes sequence_lengths (sequences_allowed).
+inline void check_reduction(const char* function, reduction r, bool batchmean_allowed, bool sequences_allowed = false) {
   const int code = static_cast<int>(r);
-  if (code < static_cast<int>(reduction::none) || code > static_cast<int>(reduction::batchmean))
-    throw_invalid(function, "reduction", "must be none, mean, sum or batchmean", code);
+  if (code < static_cast<int>(reduction::none) || code > static_cast<int>(reduction::per_sequence))
+    throw_invalid(function, "reduction", "must be none, mean, sum or batchmean (or sequence_mean, per_sequence)", code);
   if (r == reduction::batchmean && !batchmean_allowed)
     throw_invalid(function, "reduction", "must be none, mean or sum (batchmean is kl_div's only)", to_string(r));
+  if (is_sequence_reduction(r) && !sequences_allowed)
+    throw_invalid(function, "reduction",
+                  "must not be a sequence reduction: this function has no per-sample sequence_lengths", to_string(r));
 }
 
 /// The torch-form smoothing eps' that gives the kind's target: other_classes is torch's uniform

@@ -15,6 +15,7 @@
 #include <Eigen/Core>
 
 #include <optional>
+#include <vector>
 
 namespace xent {
 
@@ -33,6 +34,9 @@ struct binary_cross_entropy_options {
   Eigen::VectorXd sample_weight{};
   sample_mask mask{};  ///< one flag per sample (false: left out, as ignore_index); empty: all kept
   std::optional<double> normalizer = std::nullopt;  ///< given: mean and sum divide the weighted sum by it
+  /// Sequence-shaped input for reduction sequence_mean / per_sequence (docs/losses.md "Sequences"):
+  /// one length T (B = N / T sequences of T consecutive samples) or B lengths summing to N.
+  std::vector<Eigen::Index> sequence_lengths{};
 };
 
 /// Options of binary_cross_entropy_with_logits, with torch's names and defaults.
@@ -53,6 +57,9 @@ struct binary_cross_entropy_with_logits_options {
   Eigen::VectorXd sample_weight{};
   sample_mask mask{};  ///< one flag per sample (false: left out, as ignore_index); empty: all kept
   std::optional<double> normalizer = std::nullopt;  ///< given: mean and sum divide the weighted sum by it
+  /// Sequence-shaped input for reduction sequence_mean / per_sequence (docs/losses.md "Sequences"):
+  /// one length T (B = N / T sequences of T consecutive samples) or B lengths summing to N.
+  std::vector<Eigen::Index> sequence_lengths{};
 };
 
 namespace detail {
@@ -108,8 +115,10 @@ loss_result<T> elementwise_with_grad(const F& f, const engine::elementwise_args<
   engine::check_gradient_buffer(a, out_name, x, t, grad);
   // The gradient of what is returned: of the mean (sum, batchmean), or of the sum of the losses for none.
   const reduction r = a.r == reduction::none ? reduction::sum : a.r;
+  const auto plan = engine::elementwise_sequences(a, a.dim == 0 ? x.cols() : x.rows());
   const auto up = engine::upstream_of<T>(a.function, T(1), r, x.rows(), x.cols(),
-                                         engine::elementwise_divisor(a, r, engine::elementwise_denominator(a, x.rows(), x.cols())));
+                                         engine::elementwise_divisor(a, r, engine::elementwise_denominator(a, x.rows(), x.cols())),
+                                         plan.get(), a.dim);
   return with_smoothing(f, a, [&](const auto& g) { return engine::elementwise(g, a, x, t, true, &up, &grad); });
 }
 
@@ -120,8 +129,10 @@ void elementwise_backward(const F& f, const engine::elementwise_args<T>& a, cons
   engine::check_elementwise(a, x, t);
   engine::check_gradient_buffer(a, out_name, x, t, grad);
   if constexpr (!std::is_arithmetic_v<G>) check_no_overlap(a.function, out_name, grad, "grad_out", grad_out, false);
+  const auto plan = engine::elementwise_sequences(a, a.dim == 0 ? x.cols() : x.rows());
   const auto up = engine::upstream_of<T>(a.function, grad_out, a.r, x.rows(), x.cols(),
-                                         engine::elementwise_divisor(a, a.r, engine::elementwise_denominator(a, x.rows(), x.cols())));
+                                         engine::elementwise_divisor(a, a.r, engine::elementwise_denominator(a, x.rows(), x.cols())),
+                                         plan.get(), a.dim);
   with_smoothing(f, a, [&](const auto& g) { engine::elementwise(g, a, x, t, false, &up, &grad); });
 }
 

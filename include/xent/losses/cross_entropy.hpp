@@ -43,6 +43,9 @@ struct nll_loss_options {
   sample_mask mask{};  ///< one flag per sample (false: left out, as ignore_index); empty: all kept
   /// Given: mean and sum divide the weighted sum by it (a global token count, for micro-batches).
   std::optional<double> normalizer = std::nullopt;
+  /// Sequence-shaped input for reduction sequence_mean / per_sequence (docs/losses.md "Sequences"):
+  /// one length T (B = N / T sequences of T consecutive samples) or B lengths summing to N.
+  std::vector<Eigen::Index> sequence_lengths{};
 };
 
 /// Options of cross_entropy: torch's names and defaults (torch::nn::functional::CrossEntropyFuncOptions),
@@ -87,6 +90,9 @@ struct cross_entropy_options {
   sample_mask mask{};  ///< one flag per sample (false: left out, as ignore_index); empty: all kept
   /// Given: mean and sum divide the weighted sum by it (a global token count, for micro-batches).
   std::optional<double> normalizer = std::nullopt;
+  /// Sequence-shaped input for reduction sequence_mean / per_sequence (docs/losses.md "Sequences"):
+  /// one length T (B = N / T sequences of T consecutive samples) or B lengths summing to N.
+  std::vector<Eigen::Index> sequence_lengths{};
 };
 
 /// Options of poly1_cross_entropy: cross_entropy's, and Poly-1's epsilon (Optax's default).
@@ -139,8 +145,10 @@ checked_call check_index_cross_entropy(const char* fn, const Eigen::DenseBase<De
   const Eigen::Index classes = opts.dim == 0 ? logits.rows() : logits.cols();
   (void)torch_smoothing_of(fn, opts.label_smoothing, opts.label_smoothing_kind, classes);
   check_smoothing_excluded(fn, opts, classes);
-  const sample_selection selection = selection_of(fn, opts, samples);
-  return {samples, check_index_targets(fn, targets, samples, classes, opts.ignore_index, opts.weight, selection), selection};
+  sample_selection selection = selection_of(fn, opts, samples);
+  const double denominator = check_index_targets(fn, targets, samples, classes, opts.ignore_index, opts.weight, selection);
+  plan_index_sequences(selection, opts.reduction, targets, opts.ignore_index, opts.weight);
+  return {samples, denominator, selection};
 }
 
 template <class Derived, class YDerived>
@@ -169,8 +177,10 @@ checked_call check_prob_cross_entropy(const char* fn, const Eigen::DenseBase<Der
                                       const Eigen::DenseBase<YDerived>& targets, const cross_entropy_options& opts) {
   const Eigen::Index samples = check_categorical(fn, "logits", logits, opts, opts.label_smoothing);
   check_prob_targets(fn, logits, targets, opts);
-  const sample_selection selection = selection_of(fn, opts, samples);
-  return {samples, kept_weight(selection, samples), selection};
+  sample_selection selection = selection_of(fn, opts, samples);
+  const double denominator = kept_weight(selection, samples);
+  plan_kept_sequences(selection, opts.reduction, samples);
+  return {samples, denominator, selection};
 }
 
 /// The fused kernel's setup of a class-index cross_entropy call over `classes` classes, with the
@@ -526,8 +536,10 @@ checked_call check_nll(const char* fn, const Eigen::DenseBase<Derived>& log_prob
   check_num_threads(fn, opts.num_threads);
   const Eigen::Index samples = check_categorical(fn, "log_probs", log_probs, opts, 0.0);
   const Eigen::Index classes = opts.dim == 0 ? log_probs.rows() : log_probs.cols();
-  const sample_selection selection = selection_of(fn, opts, samples);
-  return {samples, check_index_targets(fn, targets, samples, classes, opts.ignore_index, opts.weight, selection), selection};
+  sample_selection selection = selection_of(fn, opts, samples);
+  const double denominator = check_index_targets(fn, targets, samples, classes, opts.ignore_index, opts.weight, selection);
+  plan_index_sequences(selection, opts.reduction, targets, opts.ignore_index, opts.weight);
+  return {samples, denominator, selection};
 }
 
 /// nll_loss reads one entry per sample and writes one per sample: -w[t] * log_probs[t] (0 when

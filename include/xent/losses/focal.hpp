@@ -45,6 +45,9 @@ struct sigmoid_focal_loss_options {
   Eigen::VectorXd sample_weight{};
   sample_mask mask{};  ///< one flag per sample (false: left out, as ignore_index); empty: all kept
   std::optional<double> normalizer = std::nullopt;  ///< given: mean and sum divide the weighted sum by it
+  /// Sequence-shaped input for reduction sequence_mean / per_sequence (docs/losses.md "Sequences"):
+  /// one length T (B = N / T sequences of T consecutive samples) or B lengths summing to N.
+  std::vector<Eigen::Index> sequence_lengths{};
 };
 
 /// Options of softmax_focal_loss.
@@ -68,6 +71,9 @@ struct softmax_focal_loss_options {
   Eigen::VectorXd sample_weight{};
   sample_mask mask{};  ///< one flag per sample (false: left out, as ignore_index); empty: all kept
   std::optional<double> normalizer = std::nullopt;  ///< given: mean and sum divide the weighted sum by it
+  /// Sequence-shaped input for reduction sequence_mean / per_sequence (docs/losses.md "Sequences"):
+  /// one length T (B = N / T sequences of T consecutive samples) or B lengths summing to N.
+  std::vector<Eigen::Index> sequence_lengths{};
 };
 
 namespace detail {
@@ -99,6 +105,7 @@ struct categorical_check_view {
   const Eigen::VectorXd& weight;
   xent::reduction reduction;
   int dim;
+  static constexpr bool sequence_lengths = true;  // only its presence is read: the loss takes sequences
 };
 
 inline const Eigen::VectorXd& no_weight() {
@@ -119,8 +126,10 @@ checked_call check_softmax_focal(const char* fn, const Eigen::DenseBase<Derived>
   if (o.alpha.size() != 0 && o.alpha.size() != classes)
     throw_invalid(fn, "alpha", "must be empty or have one entry per class (" + std::to_string(classes) + ")",
                   o.alpha.size());
-  const sample_selection selection = selection_of(fn, o, samples);
-  return {samples, check_index_targets(fn, targets, samples, classes, o.ignore_index, no_weight(), selection), selection};
+  sample_selection selection = selection_of(fn, o, samples);
+  const double denominator = check_index_targets(fn, targets, samples, classes, o.ignore_index, no_weight(), selection);
+  plan_index_sequences(selection, o.reduction, targets, o.ignore_index, no_weight());
+  return {samples, denominator, selection};
 }
 
 /// softmax_focal_loss with label smoothing, one sample at a time in double (every class's p_k

@@ -34,6 +34,9 @@ struct generalized_cross_entropy_options {
   Eigen::VectorXd sample_weight{};
   sample_mask mask{};  ///< one flag per sample (false: left out, as ignore_index); empty: all kept
   std::optional<double> normalizer = std::nullopt;  ///< given: mean and sum divide the weighted sum by it
+  /// Sequence-shaped input for reduction sequence_mean / per_sequence (docs/losses.md "Sequences"):
+  /// one length T (B = N / T sequences of T consecutive samples) or B lengths summing to N.
+  std::vector<Eigen::Index> sequence_lengths{};
 };
 
 namespace detail {
@@ -44,10 +47,11 @@ checked_call check_gce(const char* fn, const Eigen::DenseBase<Derived>& x, const
   if (!(o.q > 0 && o.q <= 1)) throw_invalid(fn, "q", "must be in (0, 1]", o.q);
   check_num_threads(fn, o.num_threads);
   const Index samples = check_categorical(fn, "logits", x, categorical_check_view{no_weight(), o.reduction, o.dim}, 0.0);
-  const sample_selection selection = selection_of(fn, o, samples);
-  return {samples,
-          check_index_targets(fn, targets, samples, o.dim == 0 ? x.rows() : x.cols(), o.ignore_index, no_weight(), selection),
-          selection};
+  sample_selection selection = selection_of(fn, o, samples);
+  const double denominator =
+      check_index_targets(fn, targets, samples, o.dim == 0 ? x.rows() : x.cols(), o.ignore_index, no_weight(), selection);
+  plan_index_sequences(selection, o.reduction, targets, o.ignore_index, no_weight());
+  return {samples, denominator, selection};
 }
 
 template <class Derived, class TDerived, class Scale>

@@ -13,6 +13,7 @@
 #include <Eigen/Core>
 
 #include <optional>
+#include <vector>
 
 namespace xent {
 
@@ -27,6 +28,9 @@ struct kl_div_options {
   Eigen::VectorXd sample_weight{};
   sample_mask mask{};  ///< one flag per sample (false: left out, as ignore_index); empty: all kept
   std::optional<double> normalizer = std::nullopt;  ///< given: mean and sum divide the weighted sum by it
+  /// Sequence-shaped input for reduction sequence_mean / per_sequence (docs/losses.md "Sequences"):
+  /// one length T (B = N / T sequences of T consecutive samples) or B lengths summing to N.
+  std::vector<Eigen::Index> sequence_lengths{};
 };
 
 namespace detail {

@@ -76,6 +76,9 @@ struct linear_cross_entropy_options {
   Eigen::VectorXd sample_weight{};
   sample_mask mask{};  ///< one flag per sample (false: left out, as ignore_index); empty: all kept
   std::optional<double> normalizer = std::nullopt;  ///< given: mean and sum divide the weighted sum by it
+  /// Sequence-shaped input for reduction sequence_mean / per_sequence (docs/losses.md "Sequences"):
+  /// one length T (B = N / T sequences of T consecutive samples) or B lengths summing to N.
+  std::vector<Eigen::Index> sequence_lengths{};
 };
 
 /// What linear_cross_entropy returns: the loss as cross_entropy's loss_result, and with
@@ -101,7 +104,7 @@ linear_shapes check_linear(const char* fn, const Eigen::DenseBase<HDerived>& hid
   using S = typename HDerived::Scalar;
   static_assert(is_linear_scalar<S>, "hidden must hold float, double, Eigen::bfloat16 or Eigen::half");
   static_assert(std::is_same_v<S, typename WDerived::Scalar>, "weight must have hidden's scalar type");
-  check_reduction(fn, o.reduction, false);
+  check_reduction(fn, o.reduction, false, true);
   if (!(o.label_smoothing >= 0 && o.label_smoothing <= 1))
     throw_invalid(fn, "label_smoothing", "must be in [0, 1]", o.label_smoothing);
   if (!(o.z_loss >= 0 && std::isfinite(o.z_loss))) throw_invalid(fn, "z_loss", "must be finite and >= 0", o.z_loss);
@@ -230,7 +233,10 @@ linear_cross_entropy_result<accumulation_t<typename HDerived::Scalar>> linear_ru
     const Eigen::DenseBase<TDerived>& targets, double denominator, const linear_cross_entropy_options& o, Sink* sink) {
   using T = accumulation_t<typename HDerived::Scalar>;
   constexpr bool training = !std::is_same_v<Sink, std::nullptr_t>;
-  const sample_selection selection = selection_in(o);
+  // The checked options' selection, with its sequence plan (a token of zero effective weight, as one
+  // of zero sample weight, stays out of the GEMMs).
+  sample_selection selection = selection_in(o);
+  plan_index_sequences(selection, o.reduction, targets, o.ignore_index, Eigen::VectorXd());
   std::vector<Index> active, target;
   for (Index j = 0; j < s.samples; ++j) {
     if (!selection.kept(j) || selection.weight_at(j) == 0) continue;  // it costs nothing: out of the GEMMs
@@ -299,9 +305,10 @@ linear_cross_entropy_result<accumulation_t<typename HDerived::Scalar>> linear_tr
   using T = accumulation_t<typename HDerived::Scalar>;
   const linear_shapes s = check_linear(fn, hidden, weight, opts);
   if (bias) check_linear_bias<typename HDerived::Scalar>(fn, *bias, s.classes);
-  const sample_selection selection = selection_of(fn, opts, s.samples);
+  sample_selection selection = selection_of(fn, opts, s.samples);
   const double denominator =
       check_index_targets(fn, targets, s.samples, s.classes, opts.ignore_index, Eigen::VectorXd(), selection);
+  plan_index_sequences(selection, opts.reduction, targets, opts.ignore_index, Eigen::VectorXd());
   auto scale = grad_scale_of<T>(fn, opts.reduction, s.samples, denominator, grad_out, selection);
   auto& gh = checked_output<T>(fn, "grad_hidden_out", grad_hidden_out, s.hidden_size, s.samples, "hidden's shape");
   auto& gw = checked_output<T>(fn, "grad_weight_out", grad_weight_out, weight.rows(), weight.cols(), "weight's shape");

@@ -21,6 +21,7 @@
 #include <limits>
 #include <optional>
 #include <string>
+#include <vector>
 #include <type_traits>
 
 namespace xent {
@@ -67,6 +68,9 @@ struct divergence_options {
   Eigen::VectorXd sample_weight{};
   sample_mask mask{};  ///< one flag per sample (false: left out, as ignore_index); empty: all kept
   std::optional<double> normalizer = std::nullopt;  ///< given: the reductions divide the weighted sum by it
+  /// Sequence-shaped input for reduction sequence_mean / per_sequence (docs/losses.md "Sequences"):
+  /// one length T (B = N / T sequences of T consecutive samples) or B lengths summing to N.
+  std::vector<Eigen::Index> sequence_lengths{};
 };
 
 namespace detail {
@@ -93,7 +97,14 @@ Index check_divergence(const char* fn, const Eigen::DenseBase<S>& s, const Eigen
   check_temperature("temperature", o.temperature);
   if (o.teacher_temperature != 0) check_temperature("teacher_temperature", o.teacher_temperature);
   const int r = static_cast<int>(o.reduction);
-  if (r < 0 || r > 3) throw_invalid(fn, "reduction", "must be none, mean, sum or batchmean", r);
+  if (r < 0 || r > 3) {
+    if constexpr (has_sequence_lengths_v<std::decay_t<decltype(o)>>) {
+      if (!is_sequence_reduction(o.reduction))
+        throw_invalid(fn, "reduction", "must be none, mean, sum or batchmean (or sequence_mean, per_sequence)", r);
+    } else {
+      throw_invalid(fn, "reduction", "must be none, mean, sum or batchmean", r);
+    }
+  }
   check_not_empty(fn, "student_logits", s);
   check_same_shape(fn, "teacher_logits", t, "student_logits", s);
   return o.dim == 0 ? s.cols() : s.rows();
@@ -142,8 +153,7 @@ void divergence_sweep(divergence_role role, double beta, const samples_view<cons
 /// for none) over the reduction's denominator, times the T_s^2 factor.
 template <class T, class G>
 auto divergence_upstream(const char* fn, const divergence_options& o, Index samples, double denominator, double factor,
-                         const G& grad_out) {
-  const sample_selection selection = selection_in(o);
+                         const G& grad_out, const sample_selection& selection) {
   return upstream_of<T>(fn, o.reduction, samples, factor, selection.divisor(o.reduction, denominator), grad_out, selection);
 }
 
@@ -178,10 +188,14 @@ loss_result<compute_t<typename S::Scalar>> divergence_call(const char* fn, const
   const Index samples = check_divergence(fn, s, t, o);
   const Index classes = o.dim == 0 ? s.rows() : s.cols();
   constexpr bool has_teacher_buffer = !std::is_same_v<Gt, no_grad_buffer>;
-  const sample_selection selection = selection_of(fn, o, samples);
+  sample_selection selection = selection_of(fn, o, samples);
   double kept = kept_weight(selection, samples);
-  if constexpr (!std::is_same_v<Y, void>)
+  if constexpr (!std::is_same_v<Y, void>) {
     kept = check_index_targets(fn, *targets, samples, classes, o.ignore_index, Eigen::VectorXd(), selection);
+    plan_index_sequences(selection, o.reduction, *targets, o.ignore_index, Eigen::VectorXd());
+  } else {
+    plan_kept_sequences(selection, o.reduction, samples);
+  }
   const double denominator = o.reduction == reduction::mean ? kept * double(classes) : kept;
   const bool want_s = grad_out && gs && gs->size() != 0, want_t = has_teacher_buffer && grad_out && gt && gt->size() != 0;
   if (want_s) check_no_overlap(fn, "grad_student_out", *gs, "teacher_logits", t, false);
@@ -205,7 +219,7 @@ loss_result<compute_t<typename S::Scalar>> divergence_call(const char* fn, const
           divergence_sweep(role, beta, vs, vt, ts, tt, skip, losses.data(), no_scale, out, o.num_threads);
         } else {
           if (!out) return divergence_sweep(role, beta, vs, vt, ts, tt, skip, losses.data(), no_scale, out, o.num_threads);
-          const auto up = divergence_upstream<T>(fn, o, samples, denominator, factor, *grad_out);
+          const auto up = divergence_upstream<T>(fn, o, samples, denominator, factor, *grad_out, selection);
           divergence_sweep(role, beta, vs, vt, ts, tt, skip, losses.data(), up, out, o.num_threads);
         }
       };
@@ -214,7 +228,7 @@ loss_result<compute_t<typename S::Scalar>> divergence_call(const char* fn, const
           double beta;
           const divergence_role role = role_of(o, true, beta);
           scratch.resize(samples);
-          const auto up = divergence_upstream<T>(fn, o, samples, denominator, factor, *grad_out);
+          const auto up = divergence_upstream<T>(fn, o, samples, denominator, factor, *grad_out, selection);
           divergence_sweep(role, beta, vt, vs, tt, ts, skip, scratch.data(), up, &out, o.num_threads);
         } else {
           (void)out;

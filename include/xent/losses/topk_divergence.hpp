@@ -218,10 +218,14 @@ loss_result<compute_t<typename S::Scalar>> topk_call(const char* fn, const Eigen
   if (teacher_tail && tt != 1)
     throw_invalid(fn, o.teacher_temperature != 0 ? "teacher_temperature" : "temperature",
                   "must make the teacher's temperature 1 when its tail mass is known (log_probs, or logits with lse)", tt);
-  const sample_selection selection = selection_of(fn, o, samples);
+  sample_selection selection = selection_of(fn, o, samples);
   double kept = kept_weight(selection, samples);
-  if constexpr (!std::is_same_v<Y, void>)
+  if constexpr (!std::is_same_v<Y, void>) {
     kept = check_index_targets(fn, *targets, samples, classes, o.ignore_index, Eigen::VectorXd(), selection);
+    plan_index_sequences(selection, o.reduction, *targets, o.ignore_index, Eigen::VectorXd());
+  } else {
+    plan_kept_sequences(selection, o.reduction, samples);
+  }
   const double denominator = o.reduction == reduction::mean ? kept * double(classes) : kept;
   const double factor = o.scale_by_temperature_squared ? ts * ts : 1.0;
   divergence_kind kind = o.kind;
@@ -347,7 +351,7 @@ loss_result<compute_t<typename S::Scalar>> topk_call(const char* fn, const Eigen
     if constexpr (std::is_same_v<G, void>) {
       pass(vs, nullptr, nullptr, no_scale);
     } else {
-      const auto up = divergence_upstream<T>(fn, o, samples, denominator, factor, *grad_out);
+      const auto up = divergence_upstream<T>(fn, o, samples, denominator, factor, *grad_out, selection);
       auto with_student = [&](const samples_view<V>* tout) {
         if (want_s)
           with_out_view(fn, "grad_student_out", s, *gs, o.dim, [&](const samples_view<Sc>& g) { pass(vs, &g, tout, up); });

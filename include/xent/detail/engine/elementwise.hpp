@@ -435,6 +435,8 @@ struct elementwise_args {
   const Eigen::VectorXd* sample_weight = nullptr;
   const sample_mask* mask = nullptr;
   std::optional<double> normalizer = std::nullopt;
+  /// The options' sequence_lengths (null: the options have none, the sequence reductions are refused).
+  const std::vector<Index>* sequence_lengths = nullptr;
   /// Keras's label smoothing of the binary losses' targets (t -> t (1 - eps) + eps / 2), in [0, 1].
   double label_smoothing = 0;
 };
@@ -445,12 +447,35 @@ void with_selection(elementwise_args<T>& a, const Options& o) {
   a.sample_weight = &o.sample_weight;
   a.mask = &o.mask;
   a.normalizer = o.normalizer;
+  if constexpr (has_sequence_lengths_v<Options>) a.sequence_lengths = &o.sequence_lengths;
+}
+
+template <class T>
+sample_selection selection_of(const elementwise_args<T>& a);
+
+/// The sequence plan of a call with a sequence reduction (null otherwise): each sample (token) of a
+/// sequence weighs its sample weight in D_s. A token's loss is the one its loss's own mean averages:
+/// the mean of its C entries, or their sum for kl_div (batchmean's, the KL of the sample).
+template <class T>
+std::shared_ptr<const sequence_plan> elementwise_sequences(const elementwise_args<T>& a, Index samples) {
+  if (!a.sequence_lengths || !is_sequence_reduction(a.r)) return nullptr;
+  sample_selection s = selection_of(a);
+  s.sequence_lengths = a.sequence_lengths;
+  plan_kept_sequences(s, a.r, samples);
+  return s.sequences;
 }
 
 /// Each sample's factor in the compute type (its weight, 0 when masked); empty when the call has
 /// neither weights nor a mask.
 template <class T>
-std::vector<T> sample_factors(const elementwise_args<T>& a, Index samples) {
+std::vector<T> sample_factors(const elementwise_args<T>& a, Index samples, Index classes) {
+  if (const auto plan = elementwise_sequences(a, samples)) {
+    // The effective weights a_j / (B' D_s) over the token's C entries (1 for kl_div).
+    const double per_entry = a.batchmean_allowed ? 1.0 : 1.0 / double(classes);
+    std::vector<T> f(std::size_t(samples), T(0));
+    for (std::size_t j = 0; j < f.size(); ++j) f[j] = static_cast<T>(plan->weight[j] * per_entry);
+    return f;
+  }
   const bool weighted = a.sample_weight && a.sample_weight->size(), masked = a.mask && a.mask->size();
   std::vector<T> f(weighted || masked ? std::size_t(samples) : 0);
   for (std::size_t j = 0; j < f.size(); ++j) {
@@ -483,7 +508,7 @@ void check_elementwise(const elementwise_args<T>& a, const Eigen::DenseBase<X>& 
                 "the inputs and targets of an elementwise loss have one scalar type, float or double");
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "elementwise losses take float or double");
   check_dim(a.function, a.dim);
-  check_reduction(a.function, a.r, a.batchmean_allowed);
+  check_reduction(a.function, a.r, a.batchmean_allowed, a.sequence_lengths != nullptr);
   check_num_threads(a.function, a.num_threads);
   check_not_empty(a.function, a.x_name, x);
   check_same_shape(a.function, a.t_name, t, a.x_name, x);
@@ -495,6 +520,7 @@ void check_elementwise(const elementwise_args<T>& a, const Eigen::DenseBase<X>& 
   static const sample_mask no_mask;
   check_selection(a.function, a.sample_weight ? *a.sample_weight : no_weights, a.mask ? *a.mask : no_mask, a.normalizer, a.r,
                   a.dim == 0 ? x.cols() : x.rows());
+  if (a.sequence_lengths) check_sequence_lengths(a.function, *a.sequence_lengths, a.r, a.dim == 0 ? x.cols() : x.rows());
 }
 
 /// The call's sample weighting, as the per-sample losses see theirs.
@@ -509,6 +535,7 @@ sample_selection selection_of(const elementwise_args<T>& a) {
 template <class T>
 double elementwise_denominator(const elementwise_args<T>& a, Index rows, Index cols) {
   const Index samples = a.dim == 0 ? cols : rows, classes = a.dim == 0 ? rows : cols;
+  if (const auto plan = elementwise_sequences(a, samples)) return double(plan->kept_sequences);
   const double kept = kept_weight(selection_of(a), samples);
   return a.r == reduction::batchmean ? kept : kept * double(classes);
 }
@@ -530,10 +557,32 @@ struct upstream {
 };
 
 /// divisor: what the reduced loss is divided by (elementwise_divisor; 1 for none).
+/// per_sequence: grad_out has one entry per sequence (or is a number, for all of them), spread over
+/// each sequence's entries (plan: the call's elementwise_sequences).
 template <class T, class G>
-upstream<T, G> upstream_of(const char* function, const G& grad_out, reduction r, Index rows, Index cols, double divisor) {
+upstream<T, G> upstream_of(const char* function, const G& grad_out, reduction r, Index rows, Index cols, double divisor,
+                           const sequence_plan* plan = nullptr, int dim = 0) {
   upstream<T, G> u;
   const T per = r == reduction::none ? T(1) : T(1.0 / divisor);
+  if constexpr (!std::is_arithmetic_v<G>) {
+    if (r == reduction::per_sequence && plan && !(grad_out.rows() == 1 && grad_out.cols() == 1 && plan->count() != 1)) {
+      static_assert(std::is_same_v<typename G::Scalar, T>, "grad_out must have the input's scalar type");
+      if (grad_out.size() != plan->count() || (grad_out.rows() != 1 && grad_out.cols() != 1))
+        throw_invalid(function, "grad_out",
+                      "must have one entry per sequence (" + std::to_string(plan->count()) + ") for reduction per_sequence",
+                      shape_string(grad_out.rows(), grad_out.cols()));
+      u.evaluated.resize(rows, cols);
+      for (Index j = 0; j < (dim == 0 ? cols : rows); ++j) {
+        const T g = static_cast<T>(grad_out.derived().coeff(plan->sequence_of[std::size_t(j)]));
+        if (dim == 0)
+          u.evaluated.col(j).setConstant(g);
+        else
+          u.evaluated.row(j).setConstant(g);
+      }
+      u.per_element = operand_of(u.evaluated);
+      return u;
+    }
+  }
   if constexpr (std::is_arithmetic_v<G>) {
     if (r == reduction::none)
       throw_invalid(function, "grad_out", "must have the shape of the input (" + shape_string(rows, cols) + ") for reduction none, not a number",
@@ -583,7 +632,8 @@ loss_result<T> elementwise(const F& f, const elementwise_args<T>& a, const Eigen
   using matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
   const Index rows = x.rows(), cols = x.cols();
   const double denominator = elementwise_denominator(a, rows, cols);
-  const std::vector<T> factors = sample_factors(a, a.dim == 0 ? cols : rows);
+  const std::vector<T> factors = sample_factors(a, a.dim == 0 ? cols : rows, a.dim == 0 ? rows : cols);
+  const auto plan = elementwise_sequences(a, a.dim == 0 ? cols : rows);
   return with_storage(x, [&](const auto& xs) {
     return with_storage(t, [&](const auto& ts) {
     elementwise_call<T> c;
@@ -596,11 +646,13 @@ loss_result<T> elementwise(const F& f, const elementwise_args<T>& a, const Eigen
     if (!factors.empty()) c.sample_w = a.dim == 0 ? operand<const T>{factors.data(), 0, 1} : operand<const T>{factors.data(), 1, 0};
     c.num_threads = a.num_threads;
     matrix losses;
-    if (losses_wanted && a.r == reduction::none) {
+    // per_sequence: the weighted entries, then each sequence's sum of them.
+    const bool store = a.r == reduction::none || a.r == reduction::per_sequence;
+    if (losses_wanted && store) {
       losses.resize(rows, cols);
       c.losses = operand_of(losses);
     }
-    c.sum = losses_wanted && a.r != reduction::none;
+    c.sum = losses_wanted && !store;
     matrix grad_temporary;
     if (up) {
       c.scale = up->scale;
@@ -621,6 +673,21 @@ loss_result<T> elementwise(const F& f, const elementwise_args<T>& a, const Eigen
       if (up) const_cast<Out&>(grad_out_buffer->derived()) = grad_temporary;
     }
     if (a.r == reduction::none) return loss_result<T>::elementwise_losses(std::move(losses), denominator);
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    if (a.r == reduction::per_sequence) {
+      Eigen::Matrix<T, Eigen::Dynamic, 1> per(losses_wanted ? plan->count() : 0);  // backward: no losses
+      if (per.size() == 0) return loss_result<T>::per_sequence_losses(std::move(per), denominator);
+      for (Index q = 0; q < plan->count(); ++q) {
+        exact_sum sq;
+        for (Index j = plan->start[std::size_t(q)]; j < plan->start[std::size_t(q) + 1]; ++j) {
+          if (plan->weight[std::size_t(j)] == 0) continue;  // left out: never read
+          for (Index k = 0; k < (a.dim == 0 ? rows : cols); ++k) sq.add(double(a.dim == 0 ? losses(k, j) : losses(j, k)));
+        }
+        per(q) = static_cast<T>(plan->denominator[std::size_t(q)] > 0 ? sq.value() : nan);
+      }
+      return loss_result<T>::per_sequence_losses(std::move(per), denominator);
+    }
+    if (plan && plan->kept_sequences == 0) return loss_result<T>::reduced(a.r, static_cast<T>(nan), denominator);
     const double total = o.sum / elementwise_divisor(a, a.r, denominator);
     return loss_result<T>::reduced(a.r, static_cast<T>(total), denominator);
     });

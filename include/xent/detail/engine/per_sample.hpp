@@ -18,6 +18,7 @@
 #include <Eigen/Core>
 
 #include <cmath>
+#include <limits>
 #include <optional>
 #include <string>
 #include <type_traits>
@@ -46,7 +47,7 @@ Eigen::Index check_categorical(const char* fn, const char* x_name, const Eigen::
                                double smoothing) {
   check_logit_type<Derived>();
   check_dim(fn, o.dim);
-  check_reduction(fn, o.reduction, false);
+  check_reduction(fn, o.reduction, false, has_sequence_lengths_v<Options>);
   if (!(smoothing >= 0 && smoothing <= 1)) throw_invalid(fn, "label_smoothing", "must be in [0, 1]", smoothing);
   check_not_empty(fn, x_name, x);
   const Eigen::Index classes = o.dim == 0 ? x.rows() : x.cols();
@@ -105,6 +106,18 @@ double check_index_targets(const char* fn, const Eigen::DenseBase<TDerived>& tar
   return total.value();
 }
 
+/// The sequence plan of a call with class-index targets: token j weighs a_j cw[target_j] in its
+/// sequence's denominator (0 when ignored), as in torch's mean (check_index_targets has checked them).
+template <class TDerived>
+void plan_index_sequences(sample_selection& s, reduction r, const Eigen::DenseBase<TDerived>& targets, long ignore_index,
+                          const Eigen::VectorXd& weight) {
+  plan_sequences(s, r, targets.size(), [&](Eigen::Index j) {
+    const long t = static_cast<long>(targets.derived().coeff(j));
+    if (t == ignore_index) return 0.0;
+    return (weight.size() ? weight(t) : 1.0) * s.weight_at(j);
+  });
+}
+
 /// The class of sample j, or -1 when its target is ignore_index or the mask leaves it out (its
 /// logits are never read).
 template <class TDerived>
@@ -135,6 +148,23 @@ loss_result<T> reduce_losses(reduction r, Eigen::Matrix<T, Eigen::Dynamic, 1>&& 
       for (Index j = 0; j < losses.size(); ++j) losses(j) = static_cast<T>(double(losses(j)) * selection.weight[j]);
     return loss_result<T>::per_sample_losses(std::move(losses), denominator);
   }
+  if (const sequence_plan* plan = selection.sequences.get()) {
+    // The weights hold the division: each sequence's sum (per_sequence) or all of them (sequence_mean).
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    const Index count = plan->count();
+    Eigen::Matrix<T, Eigen::Dynamic, 1> per(count);
+    engine::exact_sum all;
+    for (Index q = 0; q < count; ++q) {
+      engine::exact_sum s;
+      for (Index j = plan->start[std::size_t(q)]; j < plan->start[std::size_t(q) + 1]; ++j)
+        if (selection.kept(j) && plan->weight[std::size_t(j)] != 0) s.add(double(losses(j)) * plan->weight[std::size_t(j)]);
+      per(q) = static_cast<T>(plan->denominator[std::size_t(q)] > 0 ? s.value() : nan);
+      if (plan->denominator[std::size_t(q)] > 0) all.add(s.value());
+    }
+    const double kept = double(plan->kept_sequences);
+    if (r == reduction::per_sequence) return loss_result<T>::per_sequence_losses(std::move(per), kept);
+    return loss_result<T>::reduced(r, static_cast<T>(plan->kept_sequences ? all.value() : nan), kept);
+  }
   double total;
   if (selection.weight) {
     engine::exact_sum s;
@@ -157,8 +187,9 @@ struct weighted_upstream {
 };
 
 /// The upstream gradient of each sample's loss: grad_out * factor / divisor for a reduced loss
-/// (grad_out a number), grad_out[j] * factor for none (one entry per sample); times the sample's
-/// weight.
+/// (grad_out a number), grad_out[j] * factor for none (one entry per sample); per_sequence: one
+/// entry per sequence, or a number for all of them (what the _with_grad calls seed); times the
+/// sample's (sequence_plan's effective) weight.
 template <class T, class G>
 auto upstream_of(const char* fn, reduction r, Eigen::Index samples, double factor, double divisor, const G& grad_out,
                  const sample_selection& selection = {}) {
@@ -169,13 +200,23 @@ auto upstream_of(const char* fn, reduction r, Eigen::Index samples, double facto
     auto base = [c](Eigen::Index) { return c; };
     return weighted_upstream<T, decltype(base)>{base, selection.weight};
   } else {
-    if (r != reduction::none)
-      throw_invalid(fn, "grad_out", std::string("must be a scalar for reduction ") + to_string(r) + ", not a vector of size",
-                    grad_out.size());
-    if (grad_out.size() != samples)
-      throw_invalid(fn, "grad_out", "must have one entry per sample (" + std::to_string(samples) + ")", grad_out.size());
+    // per_sequence: one entry per sequence, each token's upstream its sequence's.
+    const sequence_plan* plan = r == reduction::per_sequence ? selection.sequences.get() : nullptr;
+    if (plan) {
+      if (grad_out.size() != plan->count())
+        throw_invalid(fn, "grad_out", "must have one entry per sequence (" + std::to_string(plan->count()) + ") for reduction per_sequence",
+                      grad_out.size());
+    } else {
+      if (r != reduction::none)
+        throw_invalid(fn, "grad_out", std::string("must be a scalar for reduction ") + to_string(r) + ", not a vector of size",
+                      grad_out.size());
+      if (grad_out.size() != samples)
+        throw_invalid(fn, "grad_out", "must have one entry per sample (" + std::to_string(samples) + ")", grad_out.size());
+    }
     const T f = static_cast<T>(factor);
-    auto base = [&grad_out, f](Eigen::Index j) { return f * static_cast<T>(grad_out.derived().coeff(j)); };
+    auto base = [&grad_out, f, seq = plan ? plan->sequence_of.data() : nullptr](Eigen::Index j) {
+      return f * static_cast<T>(grad_out.derived().coeff(seq ? seq[j] : j));
+    };
     return weighted_upstream<T, decltype(base)>{base, selection.weight};
   }
 }
