@@ -186,10 +186,15 @@ void check_fused_against_scalar(const matrix<T>& x, const option_set& o, worst_e
     const double w_t = t(j) < 0 ? 0.0 : opts.weight.size() ? opts.weight(t(j)) : 1.0;
     const double cQ = c * ((1 - o.smoothing) * w_t + o.smoothing / double(C) * weight_total);
     for (Index k = 0; k < C; ++k) {
-      INFO("gradient sample " << j << " class " << k << ": fused " << g(k, j) << ", scalar " << gt(j, k) << ", cQ " << cQ);
       const double e = error_in_eps(g(k, j), gt(j, k), std::max(cQ, 1e-30));
       worst.grad = std::max(worst.grad, e);
-      REQUIRE(e <= 16);
+      // The message only when it is needed: built for every entry, it was half the test's time.
+      if (e <= 16) {
+        REQUIRE(e <= 16);
+      } else {
+        INFO("gradient sample " << j << " class " << k << ": fused " << g(k, j) << ", scalar " << gt(j, k) << ", cQ " << cQ);
+        REQUIRE(e <= 16);
+      }
     }
   }
 }
