@@ -235,7 +235,7 @@ TEST_CASE("spatial cross_entropy equals the matrix overload on a permuted copy",
   std::cout << "spatial vs permuted copy: worst " << worst_f << " ulp (float), " << worst_d << " ulp (double)\n";
 }
 
-TEST_CASE("spatial cross_entropy: D = 1 is the matrix overload bit for bit; threads do not change the bits", "[spatial]") {
+TEST_CASE("spatial cross_entropy: D = 1 is the matrix overload bit for bit, and threads do not change the bits", "[spatial]") {
   std::mt19937_64 gen(42);
   std::normal_distribution<double> normal(0, 3);
   const Index N = 4, C = 21, D = 1;
