@@ -60,7 +60,9 @@ void check_storages() {
   };
   double worst = 0;
   int runs = 0;
-  for (const auto& [m, n, k] : std::vector<std::array<Eigen::Index, 3>>{{37, 5, 24}, {1, 7, 3}, {64, 16, 1}, {9, 1, 11}}) {
+  for (const auto& shape : std::vector<std::array<Eigen::Index, 3>>{{37, 5, 24}, {1, 7, 3}, {64, 16, 1}, {9, 1, 11}}) {
+    // Plain variables, not a structured binding: C++17 lambdas cannot capture those (Clang refuses).
+    const Eigen::Index m = shape[0], n = shape[1], k = shape[2];
     // Parents larger than the operands: Blocks of them have leading dimension > rows.
     const mat<T> a_parent = random(m + 3, k + 2), b_parent = random(k + 4, n + 1);
     const auto a = a_parent.block(1, 1, m, k);
