@@ -16,7 +16,15 @@
 // Training then turns each tile (kept, or recomputed by a further GEMM) into dloss/dz:
 //   forward KL: (p - q) / T_s,  reverse KL: p ((y - lse_y) - (u - lse_u) - KL) / T_s,
 //   JSD, TVD: p (a - E_p[a]) / T_s.
+//
+// Against a top-k teacher (linear_topk_kernel) the student is lumped onto the teacher's k classes
+// plus one tail class, as topk_divergence: one pass over the tiles gathers y at the k classes and
+// folds the log-sum-exp of the others (the tail's, direct rather than lse(all) minus the top, which
+// cancels when the tail is small); the k + 1 lumped entries are then topk_divergence's own
+// (topk_sample_divergence). Training turns a tile into d_e / T_s at the k classes and
+// d_tail softmax_tail(y) / T_s elsewhere.
 
+#include "../losses/topk_divergence.hpp"
 #include "linear_kernel.hpp"
 #include "simd/math.hpp"
 
@@ -325,6 +333,127 @@ class linear_divergence_kernel : public linear_tiles<T, VByD, Weight, Hidden> {
   std::vector<vector> log_m_tile_;                  // jsd, per worker: log of the mixture of one column
   std::vector<T> tile_loss_, tile_pa_;              // jsd, tvd: per tile and block column, as expected_
   std::vector<T> loss_, pa_;                        // jsd, tvd, per kept sample: D and E_p[dD/dp]
+};
+
+
+/// The student W^T h against a top-k teacher (k x N indices and values, checked), over the kept
+/// samples `active`; the lumped divergence as topk_divergence's.
+template <class T, bool VByD, class Weight, class Hidden, class I, class V>
+class linear_topk_kernel : public linear_tiles<T, VByD, Weight, Hidden> {
+  using base = linear_tiles<T, VByD, Weight, Hidden>;
+  using base::active_;
+  using base::plan_;
+
+ public:
+  using tile_map = typename base::tile_map;
+
+  linear_topk_kernel(const linear_plan& plan, const topk_form& form, T inv_student, const Weight& weight, const Hidden& hidden,
+                     const topk_teacher<I, V>& teacher, const std::vector<Index>& active, bool training)
+      : base(plan, weight, hidden, nullptr, active, training),
+        form_(form),
+        inv_student_(inv_student),
+        teacher_(teacher),
+        k_(form.k) {
+    const std::size_t kept = active.size(), k = std::size_t(k_);
+    // Each kept sample's teacher classes ascending, with their position in the teacher's column:
+    // a tile's classes are then one run of it.
+    order_.resize(kept * k);
+    for (std::size_t s = 0; s < kept; ++s) {
+      const Index j = active[s];
+      for (Index i = 0; i < k_; ++i) order_[s * k + std::size_t(i)] = {static_cast<Index>(teacher.indices(i, j)), i};
+      std::sort(order_.begin() + std::ptrdiff_t(s * k), order_.begin() + std::ptrdiff_t((s + 1) * k));
+    }
+    lp_.resize(kept * (k + 1));
+    lq_.resize(k + 1);
+    if (training) d_.resize(kept * (k + 1));
+    tail_.resize(std::size_t(plan.tiles * plan.sample_block));
+    tail_lse_.resize(kept);
+    loss_.resize(kept);
+  }
+
+  /// The lumped divergence of the kept samples [first, first + count) (and, training, its d).
+  void forward_block(Index first, Index count) {
+    const Index nb = plan_.sample_block;
+    this->forward_tiles(first, count, [&](int, Index t, Index v0, Index len, tile_map& z) {
+      if (inv_student_ != 1) z *= inv_student_;  // the tile holds y from here on (kept for the gradient pass)
+      for (Index i = 0; i < count; ++i) {
+        const std::size_t s = std::size_t(first + i);
+        T* y = z.col(i).data();
+        const auto [b, e] = run_of(s, v0, len);
+        // The teacher's classes leave the tail's fold as -inf, then get their y back.
+        double* lp = lp_.data() + s * std::size_t(k_ + 1);
+        for (auto it = b; it != e; ++it) {
+          lp[it->second] = static_cast<double>(y[it->first - v0]);
+          y[it->first - v0] = -std::numeric_limits<T>::infinity();
+        }
+        tail_[std::size_t(t * nb + i)] = lse_partial_contiguous(y, len);
+        for (auto it = b; it != e; ++it) y[it->first - v0] = static_cast<T>(lp[it->second]);
+      }
+    });
+    for (Index i = 0; i < count; ++i) {
+      const std::size_t s = std::size_t(first + i), k1 = std::size_t(k_ + 1);
+      lse_partial<T> tail = lse_partial<T>::identity();
+      for (Index t = 0; t < plan_.tiles; ++t) tail = merge(tail, tail_[std::size_t(t * nb + i)]);
+      tail_lse_[s] = tail.value();
+      const Index j = active_[s];
+      const double lse = teacher_.lse.size() != 0 ? static_cast<double>(teacher_.lse(j)) : 0.0;
+      loss_[s] = static_cast<T>(topk_sample_divergence(form_, teacher_.values.col(j).data(), 1,
+                                                       teacher_.lse.size() != 0 ? &lse : nullptr, double(tail_lse_[s]),
+                                                       lp_.data() + s * k1, lq_.data(), this->training_ ? d_.data() + s * k1 : nullptr));
+    }
+  }
+
+  /// After forward_block on the same samples: the gradient of sum_k scale(k) * loss_k (see
+  /// linear_tiles::backward_tiles for what is written).
+  template <class Scale, class GradHidden, class GradWeight>
+  void backward_block(Index first, Index count, const Scale& scale, bool first_block, GradHidden& grad_hidden,
+                      GradWeight& grad_weight) {
+    this->backward_tiles(first, count, first_block, grad_hidden, grad_weight, nullptr,
+                         [&](int, Index v0, Index len, tile_map& z) {
+                           if (!plan_.keep_block && inv_student_ != 1) z *= inv_student_;  // recomputed: the raw logits
+                           for (Index i = 0; i < count; ++i) column_grad(std::size_t(first + i), v0, len, scale, z.col(i).data());
+                         });
+  }
+
+  /// The lumped divergence of kept sample k (after forward_block).
+  T loss(std::size_t k) const { return loss_[k]; }
+
+ private:
+  using run = typename std::vector<std::pair<Index, Index>>::const_iterator;
+
+  /// The teacher classes of kept sample s in [v0, v0 + len).
+  std::pair<run, run> run_of(std::size_t s, Index v0, Index len) const {
+    const run b = order_.begin() + std::ptrdiff_t(s * std::size_t(k_)), e = b + std::ptrdiff_t(k_);
+    auto below = [](const std::pair<Index, Index>& a, Index c) { return a.first < c; };
+    const run lo = std::lower_bound(b, e, v0, below);
+    return {lo, std::lower_bound(lo, e, v0 + len, below)};
+  }
+
+  /// y (one column of the tile) becomes scale / T_s times dD/dy in place.
+  template <class Scale>
+  void column_grad(std::size_t s, Index v0, Index len, const Scale& scale, T* y) {
+    const double up = double(scale(s)) * double(inv_student_);
+    const double* d = d_.data() + s * std::size_t(k_ + 1);
+    const T tail_lse = tail_lse_[s];
+    const auto [b, e] = run_of(s, v0, len);
+    // The tail classes: d_tail p_c / P_tail, p_c / P_tail = exp(y_c - the tail's lse), never above 1.
+    // No tail mass (k = C, or every other class -inf) leaves 0 there, not 0 * exp(+inf).
+    if (form_.tail && tail_lse > -std::numeric_limits<T>::infinity())
+      softmax_affine(y, len, tail_lse, static_cast<T>(d[k_] * up), T(0));
+    else
+      std::fill(y, y + len, T(0));
+    for (auto it = b; it != e; ++it) y[it->first - v0] = static_cast<T>(d[it->second] * up);
+  }
+
+  topk_form form_;
+  T inv_student_;
+  const topk_teacher<I, V>& teacher_;
+  Index k_;
+  std::vector<std::pair<Index, Index>> order_;  // per kept sample: (class, position) by class
+  std::vector<double> lp_, d_;                  // per kept sample: k + 1 lumped entries
+  std::vector<double> lq_;                      // the teacher's lumped log-probabilities of the sample at hand
+  std::vector<lse_partial<T>> tail_;            // tile t, block column i at t * sample_block + i
+  std::vector<T> tail_lse_, loss_;              // per kept sample
 };
 
 }  // namespace xent::detail

@@ -176,6 +176,75 @@ Index check_topk_teacher(const char* fn, const topk_teacher<I, V>& t, Index clas
   return k;
 }
 
+/// What every sample of one top-k call computes, fixed by the checks (topk_form_of).
+struct topk_form {
+  divergence_kind kind = divergence_kind::forward_kl;  // jsd at beta 0 or 1 is already the KL it reduces to
+  double beta = 0.5;
+  double teacher_temperature = 1;  // T_t
+  bool teacher_tail = false;       // the teacher's tail mass is known (log_probs, or logits with lse)
+  bool tail = false;               // k < C: the student has a tail class
+  Index k = 0;
+};
+
+/// The checks of a top-k call's divergence parameters that need the teacher (kind, beta and the
+/// temperatures are checked already), and what each sample computes.
+template <class I, class V>
+topk_form topk_form_of(const char* fn, const topk_teacher<I, V>& teacher, Index k, Index classes, divergence_kind kind,
+                       double beta, double temperature, double teacher_temperature) {
+  topk_form f;
+  f.k = k;
+  f.beta = beta;
+  f.teacher_tail = teacher.values_are == topk_values::log_probs || teacher.lse.size() != 0;
+  f.teacher_temperature = teacher_temperature != 0 ? teacher_temperature : temperature;
+  // The tail's mass at another temperature, sum_tail exp(t / T) / sum exp(t / T), depends on how
+  // the mass is spread over the tail's classes, which a top-k teacher does not store.
+  if (f.teacher_tail && f.teacher_temperature != 1)
+    throw_invalid(fn, teacher_temperature != 0 ? "teacher_temperature" : "temperature",
+                  "must make the teacher's temperature 1 when its tail mass is known (log_probs, or logits with lse)",
+                  f.teacher_temperature);
+  f.kind = kind;
+  if (kind == divergence_kind::jsd && beta == 0) f.kind = divergence_kind::forward_kl;
+  if (kind == divergence_kind::jsd && beta == 1) f.kind = divergence_kind::reverse_kl;
+  // With k = C no class is outside the top-k: a stored tail mass is only the values' rounding.
+  f.tail = k < classes;
+  return f;
+}
+
+/// The lumped divergence of one sample. On entry lp[0, k) holds the student's y = x / T_s at the
+/// teacher's k classes (in the teacher's order) and tail_lse the log-sum-exp of y over every other
+/// class; val (stride vstride) the teacher's k values and lse its stored log-sum-exp (null when
+/// the teacher has none). On return lp and lq hold the k + 1 lumped log-probabilities (the tail last) and, when
+/// d is given, d[e] = d D / d y_e over the lumped entries. In double whatever the student's type:
+/// the teacher's tail, log(1 - sum q), magnifies the rounding of sum q by 1 / tail, and k is small
+/// next to C.
+template <class V>
+double topk_sample_divergence(const topk_form& f, const V* val, Index vstride, const double* lse, double tail_lse, double* lp,
+                              double* lq, double* d) {
+  constexpr double dinf = std::numeric_limits<double>::infinity();
+  const Index k = f.k;
+  lse_accumulator<double> top;
+  top.add(lp, 1, 0, k, 1.0);
+  const double student_lse = log_add(top.value(), tail_lse);
+  for (Index i = 0; i < k; ++i) lp[i] -= student_lse;
+  lp[k] = f.tail ? tail_lse - student_lse : -dinf;
+  // The teacher's log-probabilities and tail: log(1 - sum q) from the sum's log (expm1, exact
+  // near 1), at least 0 (stored values may sum a little above 1).
+  for (Index i = 0; i < k; ++i) {
+    const double v = static_cast<double>(val[i * vstride]);
+    lq[i] = !f.teacher_tail ? v / f.teacher_temperature : lse ? v - *lse : v;
+  }
+  lse_accumulator<double> tq;
+  tq.add(lq, 1, 0, k, 1.0);
+  const double top_q = tq.value();
+  if (f.teacher_tail) {
+    lq[k] = f.tail && top_q < 0 ? std::log(-std::expm1(top_q)) : -dinf;
+  } else {
+    for (Index i = 0; i < k; ++i) lq[i] -= top_q;
+    lq[k] = -dinf;
+  }
+  return lumped_divergence(f.kind, f.beta, lp, lq, k + 1, d);
+}
+
 /// d D / d Q_e of the lumped divergence (the loss as lumped_divergence defines it, Q_e free: the
 /// stored values need not sum to 1), at an entry with Q_e > 0.
 inline double lumped_teacher_slope(divergence_kind kind, double beta, double lp, double lq) {
@@ -211,13 +280,10 @@ loss_result<compute_t<typename S::Scalar>> topk_call(const char* fn, const Eigen
       if (want_s) check_no_overlap(fn, "grad_teacher_out", *gt, "grad_student_out", *gs, false);
     }
   }
-  const bool teacher_tail = teacher.values_are == topk_values::log_probs || teacher.lse.size() != 0;
-  const double ts = o.temperature, tt = o.teacher_temperature != 0 ? o.teacher_temperature : o.temperature;
-  // The tail's mass at another temperature, sum_tail exp(t / T) / sum exp(t / T), depends on how
-  // the mass is spread over the tail's classes, which a top-k teacher does not store.
-  if (teacher_tail && tt != 1)
-    throw_invalid(fn, o.teacher_temperature != 0 ? "teacher_temperature" : "temperature",
-                  "must make the teacher's temperature 1 when its tail mass is known (log_probs, or logits with lse)", tt);
+  const topk_form form = topk_form_of(fn, teacher, k, classes, o.kind, o.beta, o.temperature, o.teacher_temperature);
+  const bool teacher_tail = form.teacher_tail, tail = form.tail;
+  const double ts = o.temperature, tt = form.teacher_temperature;
+  const divergence_kind kind = form.kind;
   sample_selection selection = selection_of(fn, o, samples);
   double kept = kept_weight(selection, samples);
   if constexpr (!std::is_same_v<Y, void>) {
@@ -228,11 +294,6 @@ loss_result<compute_t<typename S::Scalar>> topk_call(const char* fn, const Eigen
   }
   const double denominator = o.reduction == reduction::mean ? kept * double(classes) : kept;
   const double factor = o.scale_by_temperature_squared ? ts * ts : 1.0;
-  divergence_kind kind = o.kind;
-  if (kind == divergence_kind::jsd && o.beta == 0) kind = divergence_kind::forward_kl;
-  if (kind == divergence_kind::jsd && o.beta == 1) kind = divergence_kind::reverse_kl;
-  // With k = C no class is outside the top-k: a stored tail mass is only the values' rounding.
-  const bool tail = k < classes;
   const T inv_ts = static_cast<T>(1 / ts);
   const auto skip = left_out_of(targets, o.ignore_index, selection.mask);
   Eigen::Matrix<T, Eigen::Dynamic, 1> losses(samples);
@@ -260,8 +321,6 @@ loss_result<compute_t<typename S::Scalar>> topk_call(const char* fn, const Eigen
       const I* idx = vi.sample(j);
       const V* val = vv.sample(j);
       // lp, lq, d: the k classes then the tail; order: the top-k classes ascending (the tail's runs).
-      // The k + 1 lumped entries in double whatever T: the teacher's tail, log(1 - sum q), magnifies
-      // the rounding of sum q by 1 / tail, and k is small next to C.
       std::vector<double> lp(std::size_t(k + 1)), lq(std::size_t(k + 1)), d(std::size_t(k + 1));
       std::vector<std::pair<Index, Index>> order(static_cast<std::size_t>(k));
       for (Index i = 0; i < k; ++i) {
@@ -278,29 +337,10 @@ loss_result<compute_t<typename S::Scalar>> topk_call(const char* fn, const Eigen
       }
       rest.add(x, xs, from, classes, inv_ts);
       const T tail_lse = rest.value();
-      lse_accumulator<double> top;
-      top.add(lp.data(), 1, 0, k, 1.0);
-      const double student_lse = log_add(top.value(), double(tail_lse));
-      for (Index i = 0; i < k; ++i) lp[std::size_t(i)] -= student_lse;
-      lp[std::size_t(k)] = tail ? double(tail_lse) - student_lse : -dinf;
-      // The teacher's log-probabilities and tail: log(1 - sum q) from the sum's log (expm1, exact
-      // near 1), at least 0 (stored values may sum a little above 1).
-      for (Index i = 0; i < k; ++i) {
-        const double v = static_cast<double>(val[i * vv.class_stride]);
-        lq[std::size_t(i)] = teacher.values_are == topk_values::log_probs ? v
-                             : teacher_tail                                ? v - static_cast<double>(teacher.lse(j))
-                                                                           : v / tt;
-      }
-      lse_accumulator<double> tq;
-      tq.add(lq.data(), 1, 0, k, 1.0);
-      const double top_q = tq.value();
-      if (teacher_tail) {
-        lq[std::size_t(k)] = tail && top_q < 0 ? std::log(-std::expm1(top_q)) : -dinf;
-      } else {
-        for (Index i = 0; i < k; ++i) lq[std::size_t(i)] -= top_q;
-        lq[std::size_t(k)] = -dinf;
-      }
-      losses(j) = static_cast<T>(lumped_divergence(kind, o.beta, lp.data(), lq.data(), k + 1, g ? d.data() : nullptr));
+      const double lse = teacher.lse.size() != 0 ? static_cast<double>(teacher.lse(j)) : 0.0;
+      losses(j) = static_cast<T>(topk_sample_divergence(form, val, vv.class_stride, teacher.lse.size() != 0 ? &lse : nullptr,
+                                                        double(tail_lse), lp.data(), lq.data(),
+                                                        g ? d.data() : nullptr));
       if (gv) {
         // e_i = d D / d lq_i = Q_i dD/dQ_i. Through the tail: d log Q_tail / d v_i = -Q_i / Q_tail
         // (log_probs, or logits with lse held fixed; d D / d lse is minus the column's sum), none
