@@ -18,6 +18,9 @@
 //   gemm_ce_train   gemm, cross_entropy and cross_entropy_backward into dZ, then the two gradient GEMMs
 //   linear_train    xent::linear_cross_entropy_with_grad(H, W, targets, 1, opts, grad_H, grad_W)
 //   linear_fwd_bwd  linear_cross_entropy, then linear_cross_entropy_backward (an autograd-style pair)
+//   topk_fwd        xent::linear_divergence(H, W, teacher) against a top-k teacher (k = 64 log-probabilities
+//                   holding 0.9 of the mass, forward KL): fused linear distillation, baseline gemm
+//   topk_train      xent::linear_divergence_with_grad(H, W, teacher, 1, opts, grad_H, grad_W), baseline three_gemms
 //   torch_fwd       libtorch: cross_entropy(matmul(H, W^T), targets), no autograd (with libtorch only)
 //   torch_train     libtorch: the same with H, W requiring grad, then loss.backward() (autograd)
 // With libtorch, linear_fwd also times torch_fwd, and linear_train and linear_fwd_bwd time
@@ -78,20 +81,36 @@ struct Shape {
   double gemm_flops() const { return 2.0 * double(n) * double(d) * double(v); }
 };
 
-const std::vector<Shape> full_shapes = {{2048, 2048, 32000}, {2048, 2048, 128256}};
+const std::vector<Shape> full_shapes = {{2048, 2048, 32000}, {2048, 2048, 128256}, {512, 1024, 32000}};
+constexpr Index topk_k = 64;  // the top-k teacher's classes per sample (fewer when V is smaller)
 const std::vector<Shape> smoke_shapes = {{64, 32, 1000}, {37, 24, 517}};
 
-enum class Mode { gemm, gemm_ce, linear_fwd, three_gemms, gemm_ce_train, linear_train, linear_fwd_bwd, torch_fwd, torch_train };
-const char* const mode_names[] = {"gemm",          "gemm_ce",      "linear_fwd",     "three_gemms", "gemm_ce_train",
-                                  "linear_train", "linear_fwd_bwd", "torch_fwd",      "torch_train"};
+enum class Mode {
+  gemm,
+  gemm_ce,
+  linear_fwd,
+  three_gemms,
+  gemm_ce_train,
+  linear_train,
+  linear_fwd_bwd,
+  topk_fwd,
+  topk_train,
+  torch_fwd,
+  torch_train
+};
+const char* const mode_names[] = {"gemm",           "gemm_ce",  "linear_fwd", "three_gemms", "gemm_ce_train", "linear_train",
+                                  "linear_fwd_bwd", "topk_fwd", "topk_train", "torch_fwd",   "torch_train"};
 #ifdef XENT_BENCH_WITH_TORCH
-constexpr int mode_count = 9;
+constexpr int mode_count = 11;
 #else
-constexpr int mode_count = 7;
+constexpr int mode_count = 9;
 #endif
 
 bool is_baseline(Mode m) { return m == Mode::gemm || m == Mode::three_gemms; }
-bool is_training(Mode m) { return m != Mode::gemm && m != Mode::gemm_ce && m != Mode::linear_fwd && m != Mode::torch_fwd; }
+bool is_training(Mode m) {
+  return m != Mode::gemm && m != Mode::gemm_ce && m != Mode::linear_fwd && m != Mode::topk_fwd && m != Mode::torch_fwd;
+}
+bool is_topk(Mode m) { return m == Mode::topk_fwd || m == Mode::topk_train; }
 Mode baseline_of(Mode m) { return is_training(m) ? Mode::three_gemms : Mode::gemm; }
 bool is_torch(Mode m) { return m == Mode::torch_fwd || m == Mode::torch_train; }
 /// The libtorch row a fused row is also compared with (x_torch), or the row itself if none.
@@ -123,6 +142,7 @@ struct Buffers {
   Eigen::Matrix<std::int64_t, Eigen::Dynamic, 1> targets;
   Eigen::MatrixXf logits, grad_logits;         // V x N, only for the materialised modes
   Eigen::MatrixXf grad_hidden, grad_weight;    // D x N, D x V
+  xent::topk_teacher<int, float> teacher;      // k x N log-probabilities, 0.9 of each sample's mass
 
   Buffers(const Shape& s, bool logits_needed, bool grads_needed) : shape(s) {
     uniform_source rng;
@@ -138,6 +158,24 @@ struct Buffers {
     if (grads_needed) {
       grad_hidden.setZero(s.d, s.n);
       grad_weight.setZero(s.d, s.v);
+    }
+    const Index k = std::min(topk_k, s.v);
+    teacher.values_are = xent::topk_values::log_probs;
+    teacher.indices.resize(k, s.n);
+    teacher.values.resize(k, s.n);
+    std::vector<char> taken(static_cast<std::size_t>(s.v));
+    for (Index j = 0; j < s.n; ++j) {
+      std::fill(taken.begin(), taken.end(), 0);
+      double total = 0;
+      for (Index i = 0; i < k; ++i) {
+        Index c = Index(rng.engine() % std::uint64_t(s.v));
+        while (taken[std::size_t(c)]) c = (c + 1) % s.v;
+        taken[std::size_t(c)] = 1;
+        teacher.indices(i, j) = int(c);
+        teacher.values(i, j) = std::exp(rng(4.0f));
+        total += teacher.values(i, j);
+      }
+      for (Index i = 0; i < k; ++i) teacher.values(i, j) = float(std::log(0.9 * teacher.values(i, j) / total));
     }
   }
 };
@@ -207,7 +245,9 @@ double run_mode(Mode m, Buffers& b, int threads) {
   lo.num_threads = threads;
   xent::cross_entropy_options co;
   co.num_threads = threads;
-  const bool xent_threads = m == Mode::linear_fwd || m == Mode::linear_train || m == Mode::linear_fwd_bwd;
+  xent::linear_divergence_options dopts;
+  dopts.num_threads = threads;
+  const bool xent_threads = m == Mode::linear_fwd || m == Mode::linear_train || m == Mode::linear_fwd_bwd || is_topk(m);
   // xent's workers each call a one-thread GEMM; the bare GEMMs get Eigen's own threads (or the
   // BLAS's: xent sets OpenBLAS to one thread during its own calls).
   eigen_threads(xent_threads ? 1 : threads);
@@ -243,6 +283,10 @@ double run_mode(Mode m, Buffers& b, int threads) {
       xent::linear_cross_entropy_backward(b.hidden, b.weight, b.targets, 1.0f, lo, b.grad_hidden, b.grad_weight);
       return loss;
     }
+    case Mode::topk_fwd:
+      return xent::linear_divergence(b.hidden, b.weight, b.teacher, dopts).value();
+    case Mode::topk_train:
+      return xent::linear_divergence_with_grad(b.hidden, b.weight, b.teacher, 1.0f, dopts, b.grad_hidden, b.grad_weight).value();
     case Mode::torch_fwd:
     case Mode::torch_train:
 #ifdef XENT_BENCH_WITH_TORCH
@@ -325,8 +369,30 @@ bool smoke_check(const Shape& s, int threads) {
   Buffers b(s, true, true);
   double loss[mode_count];
   Eigen::MatrixXf gh_ref, gw_ref;
+  double topk_ref = 0;
+  Eigen::MatrixXf topk_gh, topk_gw;
   for (int i = 0; i < mode_count; ++i) {
+    if (Mode(i) == Mode::topk_fwd) {
+      // The materialised reference of the top-k rows: topk_divergence on the logits, its gradient
+      // through the two GEMMs.
+      bare_gemm<true, false>(b.logits, b.weight, b.hidden);
+      xent::divergence_options d;
+      d.reduction = xent::reduction::batchmean;
+      topk_ref = xent::topk_divergence(b.logits, b.teacher, d).value();
+      xent::topk_divergence_backward(b.logits, b.teacher, 1.0f, d, b.grad_logits);
+      topk_gh = b.weight * b.grad_logits;
+      topk_gw = b.hidden * b.grad_logits.transpose();
+    }
     loss[i] = run_mode(Mode(i), b, threads);
+    if (Mode(i) == Mode::topk_train) {
+      const double eh = (b.grad_hidden - topk_gh).cwiseAbs().maxCoeff() / topk_gh.cwiseAbs().maxCoeff();
+      const double ew = (b.grad_weight - topk_gw).cwiseAbs().maxCoeff() / topk_gw.cwiseAbs().maxCoeff();
+      if (!(eh < 1e-5 && ew < 1e-5)) {
+        std::fprintf(stderr, "bench_linear smoke: %s topk_train T:%d gradients disagree (hidden %g, weight %g)\n",
+                     s.name().c_str(), threads, eh, ew);
+        return false;
+      }
+    }
     if (Mode(i) == Mode::gemm_ce_train) {
       gh_ref = b.grad_hidden;
       gw_ref = b.grad_weight;
@@ -345,9 +411,10 @@ bool smoke_check(const Shape& s, int threads) {
   for (int i = 0; i < mode_count; ++i) {
     const Mode m = Mode(i);
     if (is_baseline(m) || m == Mode::gemm_ce) continue;
-    if (!(std::fabs(loss[int(m)] - ref) <= 1e-5 * std::fabs(ref))) {
+    const double want = is_topk(m) ? topk_ref : ref;
+    if (!(std::fabs(loss[int(m)] - want) <= 1e-5 * std::fabs(want))) {
       std::fprintf(stderr, "bench_linear smoke: %s %s T:%d loss %.9g, materialised %.9g\n", s.name().c_str(),
-                   mode_names[int(m)], threads, loss[int(m)], ref);
+                   mode_names[int(m)], threads, loss[int(m)], want);
       return false;
     }
   }
