@@ -438,7 +438,7 @@ class linear_topk_kernel : public linear_tiles<T, VByD, Weight, Hidden> {
     const auto [b, e] = run_of(s, v0, len);
     // The tail classes: d_tail p_c / P_tail, p_c / P_tail = exp(y_c - the tail's lse), never above 1.
     // No tail mass (k = C, or every other class -inf) leaves 0 there, not 0 * exp(+inf).
-    if (form_.tail && tail_lse > -std::numeric_limits<T>::infinity())
+    if (form_.tail && tail_lse != -std::numeric_limits<T>::infinity())
       softmax_affine(y, len, tail_lse, static_cast<T>(d[k_] * up), T(0));
     else
       std::fill(y, y + len, T(0));
