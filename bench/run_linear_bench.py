@@ -32,6 +32,8 @@ MODES = [
     ("gemm_ce_train", "GEMM + cross_entropy + cross_entropy_backward + the two gradient GEMMs"),
     ("linear_train", "xent::linear_cross_entropy_with_grad (fused, one call)"),
     ("linear_fwd_bwd", "xent::linear_cross_entropy, then linear_cross_entropy_backward"),
+    ("topk_fwd", "xent::linear_divergence against a k = 64 top-k teacher (fused forward, forward KL)"),
+    ("topk_train", "xent::linear_divergence_with_grad against the same teacher"),
 ]
 SHAPES = ["N:2048/D:2048/V:32000", "N:2048/D:2048/V:128256"]
 
@@ -170,7 +172,7 @@ def main():
                 if not r:
                     continue
                 t = median(r, "real_time") / 1000.0
-                key = "x_gemm" if m in ("gemm_ce", "linear_fwd") else "x_3gemm"
+                key = "x_gemm" if m in ("gemm_ce", "linear_fwd", "topk_fwd") else "x_3gemm"
                 ratio, cpu = median(r, key), median(r, key + "_cpu")
                 base = "one GEMM" if key == "x_gemm" else "three GEMMs"
                 fmt = lambda v: "—" if v is None else "%.3f" % v
