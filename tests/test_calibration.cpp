@@ -276,3 +276,118 @@ TEST_CASE("classwise misuse is a named error", "[metrics][calibration][misuse]")
   };
   CHECK(xent_test::check_misuse(table) == 3);
 }
+
+TEMPLATE_TEST_CASE("equal-mass bins match the exact sample-quantile split", "[metrics][calibration][quantile]", float, double) {
+  using T = TestType;
+  int seen = 0;
+  for (const auto& c : cases()) {
+    if (!c.has("quantile_ece")) continue;
+    ++seen;
+    for (const int dim : {0, 1}) {
+      INFO(c.name << " dim " << dim);
+      xent::eval_options o = options_of(c);
+      o.strategy = xent::bin_strategy::quantile;
+      o.dim = dim;
+      xent::eval_accumulator whole(o), a(o), b(o);
+      const matrix<T> x = logits_of<T>(c);
+      const row_matrix<T> rows = x.transpose();
+      const index_vector t = targets_of(c);
+      vector<double> w = vector<double>::Ones(t.size());
+      if (c.has("weight"))
+        for (Eigen::Index j = 0; j < w.size(); ++j) w(j) = double(c["weight"][std::size_t(j)]);
+      const Eigen::Index half = t.size() / 2, rest = t.size() - half;
+      if (dim == 0) {
+        whole.update(x, t, w);
+        a.update(x.leftCols(half), t.head(half), w.head(half));
+        b.update(x.rightCols(rest), t.tail(rest), w.tail(rest));
+      } else {
+        whole.update(rows, t, w);
+        a.update(rows.topRows(half), t.head(half), w.head(half));
+        b.update(rows.bottomRows(rest), t.tail(rest), w.tail(rest));
+      }
+      const xent::eval_report r = whole.report();
+      CHECK(relative_error(r.ece, c["quantile_ece"][0]) <= budget<T>());
+      CHECK(relative_error(r.rmsce, c["quantile_rmsce"][0]) <= budget<T>());
+      CHECK(relative_error(r.mce, c["quantile_mce"][0]) <= budget<T>());
+      const auto& qw = c["quantile_weight"];
+      REQUIRE(r.bins.size() == qw.size());
+      for (std::size_t bin = 0; bin < qw.size(); ++bin) {
+        INFO("bin " << bin);
+        CHECK(relative_error(r.bins[bin].weight, qw[bin]) <= 1e-13);
+        CHECK(r.bins[bin].lower < r.bins[bin].upper);
+        if (bin > 0) CHECK(r.bins[bin].lower == r.bins[bin - 1].upper);
+        CHECK((r.bins[bin].confidence > r.bins[bin].lower && r.bins[bin].confidence <= r.bins[bin].upper));
+      }
+      CHECK(r.bins.front().lower == 0);
+      CHECK(r.bins.back().upper == 1);
+      // The uniform figures of the same data differ: the test tells the two strategies apart.
+      CHECK(std::fabs(r.ece - double(c["ece"][0])) > 1e-3);
+      // Merging two halves: the fine cells are counts and sums, so the split is the same and the
+      // figures agree to the rounding of the sums' order (the counts exactly).
+      const xent::eval_accumulator m = xent::merge(a, b);
+      REQUIRE(m.state_size() == whole.state_size());
+      for (std::size_t i = 0; i < xent::eval_accumulator::quantile_cells; ++i)
+        CHECK(m.data()[m.quantile_offset(i)] == whole.data()[whole.quantile_offset(i)]);
+      const xent::eval_report rm = m.report();
+      CHECK(rm.ece == Approx(r.ece).epsilon(1e-13));
+      CHECK(rm.rmsce == Approx(r.rmsce).epsilon(1e-13));
+      CHECK(rm.mce == Approx(r.mce).epsilon(1e-13));
+      for (std::size_t bin = 0; bin < r.bins.size(); ++bin) CHECK(rm.bins[bin].count == r.bins[bin].count);
+    }
+  }
+  CHECK(seen == 2);
+}
+
+TEST_CASE("equal-mass bins: state layout, ties kept whole, misuse", "[metrics][calibration][quantile]") {
+  xent::eval_options o;
+  o.bins = 4;
+  o.num_threads = 1;
+  o.classwise_classes = 3;
+  xent::eval_options q = o;
+  q.strategy = xent::bin_strategy::quantile;
+  const xent::eval_accumulator u(o);
+  xent::eval_accumulator acc(q);
+  CHECK(acc.state_size() == u.state_size() + xent::eval_accumulator::bin_fields * xent::eval_accumulator::quantile_cells);
+  CHECK(acc.quantile_offset(0) == u.state_size());
+  // The fine cells are monotone in the confidence and span it.
+  CHECK(xent::detail::quantile_cell(1e-9) == 0);
+  CHECK(xent::detail::quantile_cell(1.0) == xent::eval_accumulator::quantile_cells - 1);
+  CHECK(xent::detail::quantile_cell(0.5) == xent::eval_accumulator::quantile_cells / 2);
+  CHECK(xent::detail::quantile_cell(0.5 - 1e-6) == xent::eval_accumulator::quantile_cells / 2 - 1);
+  CHECK(xent::detail::quantile_cell_edge(xent::eval_accumulator::quantile_cells / 2) == 0.5);
+
+  // Two forecast rows only (50 samples each): each row's samples share a cell, which goes whole to
+  // one bin (bins 0 and 2 of 4), and the ECE is the two groups' weighted gap.
+  const Eigen::Index N = 100;
+  matrix<double> x(3, N);
+  index_vector t(N);
+  const double first[3] = {0.7, 0.2, 0.1}, second[3] = {0.2, 0.3, 0.5};
+  for (Eigen::Index j = 0; j < N; ++j) {
+    const double* p = j < 50 ? first : second;
+    for (Eigen::Index k = 0; k < 3; ++k) x(k, j) = std::log(p[k]);
+    t(j) = j < 50 ? j % 2 : 2;  // conf 0.7 (class 0): accuracy 0.5; conf 0.5 (class 2): accuracy 1
+  }
+  acc.update(x, t);
+  const xent::eval_report r = acc.report();
+  std::int64_t nonempty = 0, total = 0;
+  for (const auto& bin : r.bins) {
+    nonempty += bin.count > 0;
+    total += bin.count;
+  }
+  CHECK(nonempty == 2);
+  CHECK(r.bins[0].count == 50);
+  CHECK(r.bins[2].count == 50);
+  CHECK(total == N);
+  CHECK(r.ece == Approx(0.5 * 0.2 + 0.5 * 0.5).epsilon(1e-12));
+  CHECK(r.mce == Approx(0.5).epsilon(1e-12));
+
+  const xent_test::misuse table[] = {
+      {"merge with another strategy",
+       [&] {
+         xent::eval_accumulator a(q);
+         a.merge(xent::eval_accumulator(o));
+       },
+       "eval_accumulator::merge", "other", "strategy (quantile)", "got uniform"},
+  };
+  CHECK(xent_test::check_misuse(table) == 1);
+}

@@ -37,6 +37,15 @@ Stephenson et al.'s (2008) within-bin variance minus within-bin covariance, comp
 from its own definition (1/n sum (p - conf_b)^2 - 2/n sum (p - conf_b)(y - acc_b)) and asserted
 equal; it is 0 when every bin holds one forecast value (case "bin_constant_c3").
 
+Equal-mass (quantile) bins (keys quantile_*, cases named quantile_*): the exact sample-quantile
+split, written out here: sort the evaluated samples by confidence; the sample with weight W_before
+of samples before it in that order goes to bin floor(W_before * B / W) (unweighted: rank i goes to
+floor(i B / n), the equal-count split of np.array_split's kind with the larger bins last). Then the
+three norms as above. xent forms these bins from a fine histogram of 4096 cells, equal-width in
+logit(conf) over [-16, 16]; it gives the exact split when no cell holds samples of two bins, which
+each such case asserts (conf below 0.99, and a sample within QMARGIN = 1e-3 of a cell edge in logit,
+which float rounding might move across it, meets only samples of its own bin there); its figures then equal these.
+
 NLL split (cases named fit_*): calibration = NLL(T=1) - NLL(fitted T), refinement = NLL(fitted T),
 the T from scipy's bounded minimiser of the mean NLL.
 
@@ -51,6 +60,8 @@ File format (the reader in tests/support.hpp; one "key v1 v2 ..." line per key):
     brier_uncertainty, brier_within_bin
     class_ece <C values>   each class's ECE (informative)
     nll_before, nll_after, nll_calibration, nll_refinement, fitted_temperature   (fit_* cases)
+    quantile_ece, quantile_rmsce, quantile_mce   (quantile_* cases: equal-mass bins)
+    quantile_weight <bins values>   each equal-mass bin's weight
     end
 """
 
@@ -64,6 +75,7 @@ from sklearn.calibration import calibration_curve
 from sklearn.metrics import brier_score_loss
 
 MARGIN = 2e-6
+QCELLS, QRANGE, QMARGIN = 4096, 16.0, 1e-3
 
 
 def fmt(values):
@@ -112,6 +124,51 @@ def top_label(conf, correct, w, bins):
     return l1, math.sqrt(l2) if l2 > 0 else 0.0, mx
 
 
+def quantile_bins(conf, w, bins):
+    """The exact sample-quantile bin of each sample (see the docstring)."""
+    order = np.argsort(conf, kind="stable")
+    before = np.concatenate([[0.0], np.cumsum(w[order])[:-1]])
+    ids = np.empty(len(conf), dtype=np.int64)
+    ids[order] = np.minimum(np.floor(before * bins / w.sum()).astype(np.int64), bins - 1)
+    return ids
+
+
+def fine_cells_exact(conf, ids):
+    """xent's fine cells give the exact split: no cell holds samples of two bins, and a conf within
+    QMARGIN (in logit) of a cell edge, which float rounding might move across it, finds only
+    samples of its own bin beyond that edge."""
+    if np.max(conf) >= 0.99:
+        return False
+    logit = np.log(conf) - np.log1p(-conf)
+    pos = (logit + QRANGE) * (QCELLS / (2 * QRANGE))
+    cells = np.floor(pos).astype(np.int64)
+    frac = pos - cells
+    m = QMARGIN * QCELLS / (2 * QRANGE)
+    for j in range(len(conf)):
+        near = [cells[j]] + ([cells[j] - 1] if frac[j] < m else []) + ([cells[j] + 1] if frac[j] > 1 - m else [])
+        if np.any(ids[np.isin(cells, near)] != ids[j]):
+            return False
+    return True
+
+
+def norms_over(ids, conf, correct, w, bins):
+    W = w.sum()
+    l1 = l2 = mx = 0.0
+    weights = []
+    for b in range(bins):
+        inside = ids == b
+        wb = w[inside].sum()
+        weights.append(wb)
+        if wb == 0:
+            continue
+        acc = (w[inside] * correct[inside]).sum() / wb
+        cf = (w[inside] * conf[inside]).sum() / wb
+        l1 += wb / W * abs(acc - cf)
+        l2 += wb / W * (acc - cf) ** 2
+        mx = max(mx, abs(acc - cf))
+    return l1, math.sqrt(l2), mx, weights
+
+
 def classwise(p, y, w, bins, weighted):
     n, c = p.shape
     W = w.sum()
@@ -156,7 +213,7 @@ def fitted_temperature(x, t):
     return math.exp(r.x), nll(0.0), nll(r.x)
 
 
-def emit(name, x, t, bins=15, temperature=1.0, ignore_index=-100, weights=None, fit=False):
+def emit(name, x, t, bins=15, temperature=1.0, ignore_index=-100, weights=None, fit=False, quantile=False):
     n, c = x.shape
     keep = t != ignore_index
     w_all = np.ones(n) if weights is None else weights
@@ -196,6 +253,15 @@ def emit(name, x, t, bins=15, temperature=1.0, ignore_index=-100, weights=None, 
     print(f"brier_uncertainty {unc!r}")
     print(f"brier_within_bin {brier - (rel - res + unc)!r}")
     print("class_ece " + fmt(class_ece))
+    if quantile:
+        ids = quantile_bins(conf, w, bins)
+        assert fine_cells_exact(conf, ids), name
+        q1, q2, qmax, qw = norms_over(ids, conf, correct, w, bins)
+        assert q1 <= q2 + 1e-15 <= qmax + 2e-15, name
+        print(f"quantile_ece {q1!r}")
+        print(f"quantile_rmsce {q2!r}")
+        print(f"quantile_mce {qmax!r}")
+        print("quantile_weight " + fmt(qw))
     if fit:
         temp, before, after = fitted_temperature(xs, ts)
         print(f"fitted_temperature {temp!r}")
@@ -278,6 +344,32 @@ def main():
         return x, sample_targets(rng, x, 0.5)
     s, (x, t) = draw(8501, under, 15)
     emit(f"underconfident_c40_seed{s}", x, t, bins=15, fit=True)
+
+    # Equal-mass bins: confident logits (their confidences spread over many fine cells), the first
+    # seed whose exact quantile split the fine histogram reproduces.
+    def quantile_case(n, c, bins, scale, weighted):
+        def make(rng):
+            x = f32(rng.standard_normal((n, c)) * scale)
+            t = sample_targets(rng, x, 1.5)
+            if not weighted:
+                return x, t
+            w = rng.random(n) * 2
+            w[rng.random(n) < 0.1] = 0
+            return x, t, w
+        for seed in range(8601 + 1000 * weighted, 8601 + 1000 * weighted + 1000):
+            s, out = draw(seed, make, bins)
+            x, t = out[0], out[1]
+            w = out[2] if weighted else np.ones(n)
+            keep = w > 0
+            p = softmax(x[keep])
+            conf = p.max(axis=1)
+            if fine_cells_exact(conf, quantile_bins(conf, w[keep], bins)):
+                return s, out
+        raise RuntimeError("no seed")
+    s, (x, t) = quantile_case(120, 6, 10, 1.5, False)
+    emit(f"quantile_c6_seed{s}", x, t, bins=10, quantile=True)
+    s, (x, t, w) = quantile_case(90, 4, 6, 1.5, True)
+    emit(f"quantile_weighted_c4_seed{s}", x, t, bins=6, weights=w, quantile=True)
 
 
 if __name__ == "__main__":
