@@ -391,3 +391,161 @@ TEST_CASE("equal-mass bins: state layout, ties kept whole, misuse", "[metrics][c
   };
   CHECK(xent_test::check_misuse(table) == 1);
 }
+
+// ---- binary / multi-label evaluation against torch's losses, scikit-learn's metrics and
+// calibration_curve (tests/reference/binary_eval_cases.txt, gen_calibration_reference.py --binary).
+
+namespace {
+
+const std::vector<xent_test::reference_case>& binary_cases() { return xent_test::cached_reference("binary_eval_cases.txt"); }
+
+xent::binary_eval_options binary_options_of(const xent_test::reference_case& c) {
+  xent::binary_eval_options o;
+  o.bins = int(c["bins"][0]);
+  o.threshold = double(c["threshold"][0]);
+  o.probabilities = c["probabilities"][0] != 0;
+  return o;
+}
+
+/// The case's inputs as T, [N, L] row-major (the file's C order). Logits are float32 values
+/// (rounded to float first, then widened), probabilities float64.
+template <class T>
+row_matrix<T> binary_inputs(const xent_test::reference_case& c) {
+  const Eigen::Index n = Eigen::Index(c["N"][0]), l = c.classes;
+  const bool probabilities = c["probabilities"][0] != 0;
+  row_matrix<T> x(n, l);
+  for (Eigen::Index i = 0; i < x.size(); ++i) {
+    const long double v = c["logits"][std::size_t(i)];
+    x.data()[i] = probabilities ? T(v) : T(float(v));
+  }
+  return x;
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("binary evaluation matches torch and scikit-learn", "[metrics][calibration][binary]", float, double) {
+  using T = TestType;
+  int seen = 0;
+  double worst = 0;
+  for (const auto& c : binary_cases()) {
+    const bool probabilities = c["probabilities"][0] != 0;
+    if (probabilities && std::is_same_v<T, float>) continue;  // the probabilities are float64 data
+    INFO(c.name);
+    ++seen;
+    const row_matrix<T> x = binary_inputs<T>(c);
+    row_matrix<std::int64_t> y(x.rows(), x.cols());
+    for (Eigen::Index i = 0; i < y.size(); ++i) y.data()[i] = std::int64_t(c["target"][std::size_t(i)]);
+    xent::binary_eval_accumulator acc(binary_options_of(c)), halves(binary_options_of(c)), second(binary_options_of(c));
+    const Eigen::Index half = x.rows() / 2;
+    if (c.has("weight")) {
+      // Per-sample weights: a vector of N (L = 1).
+      REQUIRE(c.classes == 1);
+      vector<double> w(x.rows());
+      for (Eigen::Index j = 0; j < w.size(); ++j) w(j) = double(c["weight"][std::size_t(j)]);
+      const vector<T> xv = x.col(0);
+      const index_vector yv = y.col(0);
+      acc.update(xv, yv, w);
+      halves.update(xv.head(half), yv.head(half), w.head(half));
+      second.update(xv.tail(x.rows() - half), yv.tail(x.rows() - half), w.tail(x.rows() - half));
+    } else {
+      acc.update(x, y);
+      halves.update(x.topRows(half), y.topRows(half));
+      second.update(x.bottomRows(x.rows() - half), y.bottomRows(x.rows() - half));
+      // The same entries as a column-major [L, N] matrix (dim 0's layout): the same predictions.
+      const matrix<T> xt = x.transpose();
+      const matrix<std::int64_t> yt = y.transpose();
+      xent::binary_eval_accumulator cm(binary_options_of(c));
+      cm.update(xt, yt);
+      CHECK(std::equal(cm.data(), cm.data() + cm.state_size(), acc.data()));
+    }
+    const xent::binary_eval_report r = acc.report();
+    CHECK(r.samples == std::int64_t(c["samples"][0]));
+    CHECK(r.ignored == std::int64_t(c["ignored"][0]));
+    CHECK(relative_error(r.weight, c["total_weight"][0]) <= 1e-14);
+    const std::pair<const char*, double> got[] = {{"bce", r.bce},
+                                                  {"bce_stderr", r.bce_stderr},
+                                                  {"accuracy", r.accuracy},
+                                                  {"brier", r.brier},
+                                                  {"mean_probability", r.mean_probability},
+                                                  {"base_rate", r.base_rate},
+                                                  {"ece", r.ece},
+                                                  {"rmsce", r.rmsce},
+                                                  {"mce", r.mce}};
+    for (const auto& [key, value] : got) {
+      INFO(key << " = " << value << ", reference " << double(c[key][0]));
+      const double e = relative_error(value, c[key][0]);
+      CHECK(e <= budget<T>());
+      worst = std::max(worst, e);
+    }
+    const auto& bw = c["bin_weight"];
+    REQUIRE(r.bins.size() == bw.size());
+    for (std::size_t b = 0; b < bw.size(); ++b) CHECK(relative_error(r.bins[b].weight, bw[b]) <= 1e-13);
+    // Merging two halves is one pass, to the order of the sums.
+    const xent::binary_eval_report rm = xent::merge(halves, second).report();
+    CHECK(rm.samples == r.samples);
+    CHECK(rm.bce == Approx(r.bce).epsilon(1e-13));
+    CHECK(rm.ece == Approx(r.ece).epsilon(1e-13));
+    CHECK(rm.accuracy == Approx(r.accuracy).epsilon(1e-13));
+  }
+  CHECK(seen == (std::is_same_v<T, float> ? 3 : 4));
+  std::printf("binary evaluation, %s inputs: worst relative error %.3g\n", std::is_same_v<T, float> ? "float" : "double", worst);
+}
+
+TEST_CASE("binary evaluation: identities, float targets, non-finite logits, misuse", "[metrics][calibration][binary]") {
+  // A logit of 0: p = 1/2, BCE ln 2 for either target, accuracy at 0.5 counts it negative.
+  vector<double> x(4);
+  x << 0, 0, 40, -40;
+  vector<float> y(4);  // real 0/1 targets are accepted as integers are
+  y << 1, 0, 1, 0;
+  const xent::binary_eval_report r = xent::evaluate_binary(x, y);
+  CHECK(r.bce == Approx((2 * std::log(2.0) + 2 * std::log1p(std::exp(-40.0))) / 4).epsilon(1e-15));
+  CHECK(r.accuracy == 0.75);
+  CHECK(r.brier == Approx(0.125).epsilon(1e-12));
+  // As the softmax over [0, x]: the same BCE as cross_entropy over two classes.
+  const xent::binary_eval_report two = xent::evaluate_binary(vector<double>::Constant(1, 1.3), index_vector::Ones(1));
+  CHECK(two.bce == Approx(std::log1p(std::exp(-1.3))).epsilon(1e-15));
+
+  // NaN logits poison the report as torch does, or are skipped and counted.
+  vector<double> bad = x;
+  bad(1) = std::numeric_limits<double>::quiet_NaN();
+  CHECK(std::isnan(xent::evaluate_binary(bad, y).bce));
+  xent::binary_eval_options skip;
+  skip.skip_nonfinite = true;
+  const xent::binary_eval_report rs = xent::evaluate_binary(bad, y, skip);
+  CHECK(rs.nonfinite_samples == 1);
+  CHECK(rs.samples == 3);
+  CHECK(std::isfinite(rs.bce));
+
+  xent::binary_eval_options probs;
+  probs.probabilities = true;
+  xent::binary_eval_options ten;
+  ten.bins = 10;
+  vector<double> out_of_range(2);
+  out_of_range << 0.5, 1.5;
+  index_vector two_targets(2);
+  two_targets << 1, 2;
+  xent::binary_eval_options bad_threshold;
+  bad_threshold.threshold = 1;
+  const xent_test::misuse table[] = {
+      {"a target of 2", [&] { xent::evaluate_binary(x.head(2), two_targets); }, "binary_eval_accumulator::update", "targets[1]",
+       "0, 1 or ignore_index", "got 2"},
+      {"a probability above 1", [&] { xent::evaluate_binary(out_of_range, index_vector::Ones(2), probs); }, "binary_eval_accumulator::update",
+       "probabilities[1]", "[0, 1]", "1.5"},
+      {"targets of another size", [&] { xent::evaluate_binary(x, index_vector::Ones(3)); }, "binary_eval_accumulator::update", "targets",
+       "one entry per prediction (4)", "got 3"},
+      {"a threshold of 1", [&] { xent::binary_eval_accumulator a(bad_threshold); }, "binary_eval_accumulator", "threshold", "[0, 1)", "1"},
+      {"merge with other bins",
+       [&] {
+         xent::binary_eval_accumulator a(ten);
+         a.merge(xent::binary_eval_accumulator());
+       },
+       "binary_eval_accumulator::merge", "other", "same bins (10)", "got 15"},
+      {"a negative weight",
+       [&] {
+         xent::binary_eval_accumulator a;
+         a.update(x, y, vector<double>::Constant(4, -1));
+       },
+       "binary_eval_accumulator::update", "weights[0]", "finite and >= 0", "-1"},
+  };
+  CHECK(xent_test::check_misuse(table) == 6);
+}

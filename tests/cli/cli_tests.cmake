@@ -104,6 +104,20 @@ xent_eval_test(nll_split success ARGS logits_f4.npy targets_i8.npy --fit-tempera
                COMPARE 1e-9 KEYS nll_calibration nll_refinement)
 xent_eval_test(nll_split_text success ARGS logits_f4.npy targets_i8.npy --fit-temperature
                OUT_REGEX "NLL = calibration [0-9.]+ \\+ refinement [0-9.]+")
+# Equal-mass bins: the library's quantile report (expected_quantile*.txt); chunks and threads merge
+# the fine histograms, the fit's after-pass keeps the mode.
+xent_eval_test(bins_mode_quantile success ARGS logits_f4.npy targets_i8.npy --json --bins-mode quantile
+               COMPARE 1e-15 KEYS samples ece mce rmsce nll EXPECTED expected_quantile.txt)
+xent_eval_test(bins_mode_quantile_chunked_threads success ARGS logits_f4.npy targets_i8.npy --json --bins-mode quantile --chunk-mb 0.0001
+               --threads 3 COMPARE 1e-12 KEYS samples ece mce rmsce nll EXPECTED expected_quantile.txt)
+xent_eval_test(bins_mode_quantile_weights success ARGS logits_f4.npy targets_i8.npy --json --bins-mode quantile --weights weights_f4.npy
+               --chunk-mb 0.0001 --threads 2 COMPARE 1e-12 KEYS samples ece mce rmsce nll EXPECTED expected_quantile_weights.txt)
+xent_eval_test(bins_mode_quantile_fit success ARGS logits_f4.npy targets_i8.npy --json --bins-mode quantile --fit-temperature
+               COMPARE 1e-9 KEYS ece ece_after EXPECTED expected_quantile.txt)
+xent_eval_test(bins_mode_quantile_text success ARGS logits_f4.npy targets_i8.npy --bins-mode quantile --svg quantile.svg
+               OUT_REGEX "ECE +[0-9.]+  \\(15 equal-mass bins")
+xent_eval_test(bins_mode_json_names_it success ARGS logits_f4.npy targets_i8.npy --json --bins-mode quantile OUT_REGEX "\"bins_mode\": \"quantile\"")
+xent_eval_test(bins_mode_unknown usage ARGS logits_f4.npy targets_i8.npy --bins-mode adaptive REGEX "bins-mode")
 xent_eval_test(skip_nonfinite success ARGS logits_nonfinite.npy targets_i8.npy --skip-nonfinite
                REGEX "289 evaluated, 8 ignored, 3 skipped as non-finite \\(3 logits\\)")
 xent_eval_test(allow_masks success ARGS logits_masked.npy targets_i8.npy --allow-masks REGEX "292 evaluated, 8 ignored\n")

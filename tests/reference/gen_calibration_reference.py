@@ -5,6 +5,11 @@ Rerun (Debian's python has numpy, scipy and scikit-learn, `apt-get install pytho
 python3 on PATH may not):
 
     /usr/bin/python3 tests/reference/gen_calibration_reference.py > tests/reference/calibration_cases.txt
+    /usr/bin/python3 tests/reference/gen_calibration_reference.py --binary > tests/reference/binary_eval_cases.txt
+    /usr/bin/python3 tests/reference/gen_calibration_reference.py --binary-npy tests/reference/binary_eval
+
+(--binary: binary_eval_accumulator's cases; --binary-npy: the same as .npy files with their
+expected reports, for xent-eval --binary's CLI tests.)
 
 Deterministic: fixed numpy seeds, fixed case list.
 
@@ -72,7 +77,7 @@ import numpy as np
 import scipy.optimize
 import sklearn
 from sklearn.calibration import calibration_curve
-from sklearn.metrics import brier_score_loss
+from sklearn.metrics import accuracy_score, brier_score_loss, log_loss
 
 MARGIN = 2e-6
 QCELLS, QRANGE, QMARGIN = 4096, 16.0, 1e-3
@@ -372,5 +377,142 @@ def main():
     emit(f"quantile_weighted_c4_seed{s}", x, t, bins=6, weights=w, quantile=True)
 
 
+# ---- binary / multi-label evaluation (binary_eval_accumulator, xent-eval --binary)
+
+def sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def binary_figures(x, y, w, bins, threshold, probabilities, ignore_index=-100):
+    """torch's losses, scikit-learn's metrics and calibration_curve, numpy for the rest; x, y, w
+    flat (C order)."""
+    import torch
+    keep = (y != ignore_index) & (w > 0)
+    x, y, w = x[keep], y[keep].astype(float), w[keep]
+    if probabilities:
+        p = x
+        bce = torch.nn.functional.binary_cross_entropy(torch.tensor(p), torch.tensor(y), reduction="none").numpy()
+    else:
+        p = sigmoid(x)
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(torch.tensor(x), torch.tensor(y), reduction="none").numpy()
+    assert far_from_edges(p, bins) and np.min(np.abs(p - threshold)) > MARGIN
+    W = w.sum()
+    mean = float((w * bce).sum() / W)
+    var = float(((w * bce * bce).sum() - W * mean * mean) / (W - 1))
+    pred = (p > threshold).astype(float)
+    out = {"samples": int(keep.sum()), "ignored": int((~keep).sum()), "weight": float(W), "bce": mean,
+           "bce_stderr": math.sqrt(var / W), "accuracy": float((w * (pred == y)).sum() / W),
+           "brier": float((w * (p - y) ** 2).sum() / W), "mean_probability": float((w * p).sum() / W),
+           "base_rate": float((w * y).sum() / W)}
+    if np.all(w == 1):
+        out_sk = (log_loss(y, np.clip(p, 0, 1), labels=[0, 1]), accuracy_score(y, pred), brier_score_loss(y, p))
+        if not probabilities or np.all((p > 0) & (p < 1)):
+            assert abs(out_sk[0] - mean) < 1e-12 * max(1, mean), (out_sk[0], mean)
+        assert out_sk[1] == out["accuracy"] and abs(out_sk[2] - out["brier"]) < 1e-14
+        prob_true, prob_pred = calibration_curve(y, p, n_bins=bins, strategy="uniform")
+        ids = uniform_bins(p, bins)
+        counts = np.bincount(ids, minlength=bins)
+        share = counts[counts > 0] / len(p)
+        gaps = np.abs(prob_true - prob_pred)
+        sk = (float((share * gaps).sum()), math.sqrt(float((share * gaps ** 2).sum())), float(gaps.max()))
+    ids = uniform_bins(p, bins)
+    l1, l2, mx, weights = norms_over(ids, p, y, w, bins)
+    if np.all(w == 1):
+        assert max(abs(a - b) for a, b in zip(sk, (l1, l2, mx))) < 1e-14, (sk, (l1, l2, mx))
+    out.update({"ece": l1, "rmsce": l2, "mce": mx})
+    return out, weights
+
+
+def binary_cases():
+    """(name, x, y, w or None, bins, threshold, probabilities, labels)"""
+    out = []
+    # Overconfident logits: targets drawn at sigmoid(x / 2).
+    def over(rng):
+        x = f32(rng.standard_normal(400) * 3)
+        return x, (rng.random(400) < sigmoid(x / 2)).astype(np.int64)
+    for s in range(9101, 9300):
+        x, y = over(np.random.default_rng(s))
+        if far_from_edges(sigmoid(x), 10) and np.min(np.abs(sigmoid(x) - 0.5)) > MARGIN:
+            break
+    out.append((f"binary_logits_seed{s}", x, y, None, 10, 0.5, False, 1))
+    # Weights (with zeros), ignored targets, threshold 0.3, 8 bins.
+    for s in range(9301, 9500):
+        rng = np.random.default_rng(s)
+        x = f32(rng.standard_normal(300) * 2 + 0.5)
+        y = (rng.random(300) < sigmoid(x * 0.7)).astype(np.int64)
+        y[rng.random(300) < 0.05] = -100
+        w = rng.random(300) * 3
+        w[rng.random(300) < 0.1] = 0
+        p = sigmoid(x)
+        if far_from_edges(p, 8) and np.min(np.abs(p - 0.3)) > MARGIN:
+            break
+    out.append((f"binary_weighted_seed{s}", x, y, w, 8, 0.3, False, 1))
+    # Probabilities, some exactly 0 and 1 (torch's log clamp at -100), 12 bins.
+    for s in range(9501, 9700):
+        rng = np.random.default_rng(s)
+        p = rng.beta(0.7, 0.9, 250)
+        p[:3] = [0.0, 1.0, 0.0]
+        y = (rng.random(250) < p ** 1.3).astype(np.int64)
+        y[:3] = [1, 0, 0]
+        if far_from_edges(p[3:], 12) and np.min(np.abs(p - 0.5)) > MARGIN:
+            break
+    out.append((f"binary_probabilities_seed{s}", p, y, None, 12, 0.5, True, 1))
+    # Multi-label [N, L] = [120, 4]: each label its own bias, pooled (micro) over the entries.
+    for s in range(9701, 9900):
+        rng = np.random.default_rng(s)
+        x = f32(rng.standard_normal((120, 4)) * 2 + np.array([-1.0, 0.0, 0.5, 1.5]))
+        y = (rng.random((120, 4)) < sigmoid(x * 0.8)).astype(np.int64)
+        if far_from_edges(sigmoid(x), 10) and np.min(np.abs(sigmoid(x) - 0.5)) > MARGIN:
+            break
+    out.append((f"multilabel_l4_seed{s}", x, y, None, 10, 0.5, False, 4))
+    return out
+
+
+def binary_main():
+    print("# generated by tests/reference/gen_calibration_reference.py --binary "
+          f"(numpy {np.__version__}, scikit-learn {sklearn.__version__})")
+    print("# command: /usr/bin/python3 tests/reference/gen_calibration_reference.py --binary > tests/reference/binary_eval_cases.txt")
+    print("# case <name> <labels L>; logits (or probabilities) and targets [N, L] in C order; figures: torch's")
+    print("# binary_cross_entropy(_with_logits), scikit-learn's accuracy_score / brier_score_loss / log_loss /")
+    print("# calibration_curve (unweighted cases), numpy's weighted formulas (all cases)")
+    for name, x, y, w, bins, threshold, probabilities, labels in binary_cases():
+        flat_w = np.ones(x.size) if w is None else np.repeat(w, labels)
+        fig, weights = binary_figures(x.reshape(-1), y.reshape(-1), flat_w, bins, threshold, probabilities)
+        print(f"case {name} {labels}")
+        print(f"N {x.shape[0]}")
+        print(f"bins {bins}")
+        print(f"threshold {threshold!r}")
+        print(f"probabilities {int(probabilities)}")
+        print("logits " + (fmt(x.reshape(-1)) if probabilities else fmt_f32(x.reshape(-1))))
+        print("target " + " ".join(str(int(v)) for v in y.reshape(-1)))
+        if w is not None:
+            print("weight " + fmt(w))
+        for k, v in fig.items():
+            print(f"{'total_weight' if k == 'weight' else k} {v!r}")  # "weight" is the per-sample weights
+        print("bin_weight " + fmt(weights))
+        print("end")
+
+
+def binary_npy(directory):
+    """The CLI's inputs and expected reports (xent_eval_inputs compare's "key value" lines)."""
+    import os
+    os.makedirs(directory, exist_ok=True)
+    for name, x, y, w, bins, threshold, probabilities, labels in binary_cases():
+        stem = name.split("_seed")[0]
+        np.save(os.path.join(directory, stem + "_x.npy"), x.astype(np.float64 if probabilities else np.float32))
+        np.save(os.path.join(directory, stem + "_y.npy"), y.astype(np.int64))
+        if w is not None:
+            np.save(os.path.join(directory, stem + "_w.npy"), w.astype(np.float64))
+        flat_w = np.ones(x.size) if w is None else np.repeat(w, labels)
+        fig, _ = binary_figures(x.reshape(-1), y.reshape(-1), flat_w, bins, threshold, probabilities)
+        with open(os.path.join(directory, stem + "_expected.txt"), "w") as f:
+            for k, v in fig.items():
+                f.write(f"{k} {v!r}\n")
+
+
 if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--binary":
+        sys.exit(binary_main())
+    if len(sys.argv) > 2 and sys.argv[1] == "--binary-npy":
+        sys.exit(binary_npy(sys.argv[2]))
     sys.exit(main())

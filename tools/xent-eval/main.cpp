@@ -68,6 +68,7 @@ struct settings {
   long ignore_index = -100;
   int top_k = 5;
   int bins = 15;
+  std::string bins_mode = "uniform";  // --bins-mode: uniform (equal-width) or quantile (equal-mass)
   double temperature = 1;
   bool fit_temperature = false;
   bool classwise = false;  // --classwise: per-class bins (classwise ECE, Brier decomposition)
@@ -330,6 +331,8 @@ xent_eval::run_result evaluate(const settings& s, xent_eval::tensor_file& lf, xe
   opts.ignore_index = s.ignore_index;
   opts.top_k = s.top_k;
   opts.bins = s.bins;
+  if (s.bins_mode == "quantile") opts.strategy = xent::bin_strategy::quantile;
+  run.quantile_bins = s.bins_mode == "quantile";
   opts.temperature = s.temperature;
   opts.skip_nonfinite = s.skip_nonfinite;
   opts.neg_inf_is_mask = s.allow_masks;
@@ -617,7 +620,12 @@ int main(int argc, char** argv) {
       ->excludes(logits_key);
   app.add_option("--ignore-index", s.ignore_index, "Targets equal to this are left out, as torch's ignore_index")->capture_default_str();
   app.add_option("--top-k", s.top_k, "k of the top-k accuracy")->capture_default_str()->check(at_least(1));
-  app.add_option("--bins", s.bins, "Equal-width confidence bins of the ECE and the diagram")->capture_default_str()->check(CLI::Range(1, 10000));
+  app.add_option("--bins", s.bins, "Confidence bins of the ECE and the diagram")->capture_default_str()->check(CLI::Range(1, 10000));
+  app.add_option("--bins-mode", s.bins_mode,
+                 "uniform: equal-width bins; quantile: equal-mass bins (about N / bins samples each, from a 4096-cell histogram of the "
+                 "confidences; 128 KiB per thread)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"uniform", "quantile"}));
   auto* temp = app.add_option("--temperature", s.temperature, "Evaluate softmax(logits / T)")->capture_default_str()->check(positive());
   auto* fit = app.add_flag("--fit-temperature", s.fit_temperature, "Also fit the temperature that minimises the NLL; report NLL and ECE before and after")
                   ->excludes(temp);
