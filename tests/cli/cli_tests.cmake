@@ -17,6 +17,10 @@ add_test(NAME cli.widen_exhaustive COMMAND xent_eval_inputs widen-check)
 set_tests_properties(cli.widen_exhaustive PROPERTIES LABELS cli)
 set_tests_properties(cli.make_inputs PROPERTIES FIXTURES_SETUP xent_eval_dir)
 set_tests_properties(cli.write_inputs PROPERTIES FIXTURES_REQUIRED xent_eval_dir FIXTURES_SETUP xent_eval_inputs)
+# --binary's inputs and their torch / scikit-learn / numpy figures, committed by
+# tests/reference/gen_calibration_reference.py --binary-npy tests/reference/binary_eval.
+add_test(NAME cli.copy_binary_inputs COMMAND ${CMAKE_COMMAND} -E copy_directory ${PROJECT_SOURCE_DIR}/tests/reference/binary_eval ${cli_dir})
+set_tests_properties(cli.copy_binary_inputs PROPERTIES FIXTURES_REQUIRED xent_eval_dir FIXTURES_SETUP xent_eval_inputs)
 
 # xent_eval_test(NAME EXPECT ARGS <args...> [REGEX r] [OUT_REGEX r] [STDOUT file] [WRAP <conditions...>]
 #                [ABSENT <files...>] [COMPARE tolerance [KEYS k...] [EXPECTED file]] [SAME written expected])
@@ -118,6 +122,28 @@ xent_eval_test(bins_mode_quantile_text success ARGS logits_f4.npy targets_i8.npy
                OUT_REGEX "ECE +[0-9.]+  \\(15 equal-mass bins")
 xent_eval_test(bins_mode_json_names_it success ARGS logits_f4.npy targets_i8.npy --json --bins-mode quantile OUT_REGEX "\"bins_mode\": \"quantile\"")
 xent_eval_test(bins_mode_unknown usage ARGS logits_f4.npy targets_i8.npy --bins-mode adaptive REGEX "bins-mode")
+# --binary: sigmoid models against the generator's torch / scikit-learn figures (not the library's).
+set(binary_keys samples ignored weight bce bce_stderr accuracy brier mean_probability base_rate ece mce rmsce)
+xent_eval_test(binary_logits success ARGS binary_logits_x.npy binary_logits_y.npy --binary --bins 10 --json
+               COMPARE 1e-13 KEYS ${binary_keys} EXPECTED binary_logits_expected.txt)
+xent_eval_test(binary_chunked success ARGS binary_logits_x.npy binary_logits_y.npy --binary --bins 10 --json --chunk-mb 0.0001
+               COMPARE 1e-13 KEYS ${binary_keys} EXPECTED binary_logits_expected.txt)
+xent_eval_test(binary_weighted success ARGS binary_weighted_x.npy binary_weighted_y.npy --binary --bins 8 --threshold 0.3
+               --weights binary_weighted_w.npy --json --chunk-mb 0.0003 COMPARE 1e-13 KEYS ${binary_keys} EXPECTED binary_weighted_expected.txt)
+xent_eval_test(binary_probabilities success ARGS binary_probabilities_x.npy binary_probabilities_y.npy --binary --probabilities --bins 12
+               --json COMPARE 1e-13 KEYS ${binary_keys} EXPECTED binary_probabilities_expected.txt)
+xent_eval_test(multilabel success ARGS multilabel_l4_x.npy multilabel_l4_y.npy --binary --bins 10 --json --chunk-mb 0.0002
+               COMPARE 1e-13 KEYS ${binary_keys} EXPECTED multilabel_l4_expected.txt)
+xent_eval_test(binary_text success ARGS multilabel_l4_x.npy multilabel_l4_y.npy --binary --bins 10 --svg binary.svg
+               OUT_REGEX "4 labels.*480 evaluated.*BCE +0\\.502351 .*accuracy +0\\.7583 .*ECE +0\\.054918  \\(10 bins of p")
+xent_eval_test(binary_shape_mismatch error ARGS binary_logits_x.npy multilabel_l4_y.npy --binary REGEX "same shape")
+xent_eval_test(binary_class_targets error ARGS binary_logits_x.npy binary_logits_y.npy --binary --probabilities
+               REGEX "probability\\[[0-9]+\\] = .* is outside \\[0, 1\\]")
+xent_eval_test(binary_fit_refused error ARGS binary_logits_x.npy binary_logits_y.npy --binary --fit-temperature
+               REGEX "--fit-temperature is not available with --binary")
+xent_eval_test(binary_quantile_refused error ARGS binary_logits_x.npy binary_logits_y.npy --binary --bins-mode quantile REGEX "not available with --binary")
+xent_eval_test(binary_two_d_logits_for_class_targets error ARGS logits_f4.npy targets_i8.npy --binary REGEX "same shape")
+xent_eval_test(probabilities_needs_binary usage ARGS binary_logits_x.npy binary_logits_y.npy --probabilities REGEX "requires --binary")
 xent_eval_test(skip_nonfinite success ARGS logits_nonfinite.npy targets_i8.npy --skip-nonfinite
                REGEX "289 evaluated, 8 ignored, 3 skipped as non-finite \\(3 logits\\)")
 xent_eval_test(allow_masks success ARGS logits_masked.npy targets_i8.npy --allow-masks REGEX "292 evaluated, 8 ignored\n")

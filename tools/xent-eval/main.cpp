@@ -11,6 +11,7 @@
 #include "inputs.hpp"
 #include "report.hpp"
 
+#include <xent/metrics/binary.hpp>
 #include <xent/metrics/evaluation.hpp>
 #include <xent/metrics/sequences.hpp>
 #include <xent/metrics/temperature.hpp>
@@ -72,6 +73,9 @@ struct settings {
   double temperature = 1;
   bool fit_temperature = false;
   bool classwise = false;  // --classwise: per-class bins (classwise ECE, Brier decomposition)
+  bool binary = false;         // --binary: sigmoid outputs (N,) or (N, L) against 0/1 targets
+  bool probabilities = false;  // --probabilities: with --binary, the inputs are p, not logits
+  double threshold = 0.5;      // --threshold: with --binary, accuracy's decision threshold on p
   xent::eval_units units;
   double chunk_mb = 1;
   bool json = false;
@@ -584,6 +588,7 @@ void print_error(const std::string& message) { std::cerr << "xent-eval: error: "
 
 }  // namespace
 
+#include "binary.hpp"   // xent-eval --binary: uses the helpers above
 #include "compare.hpp"  // xent-eval compare: uses the helpers above
 
 int main(int argc, char** argv) {
@@ -631,6 +636,15 @@ int main(int argc, char** argv) {
                   ->excludes(temp);
   app.add_flag("--classwise", s.classwise,
                "Also bin every class's probability: classwise ECE and the Brier score's decomposition (C x bins x 24 bytes per thread)");
+  auto* binary = app.add_flag("--binary", s.binary,
+                              "Binary or multi-label (sigmoid) model: logits of shape (N,) or (N, L) against 0/1 targets of the same shape (.npy): "
+                              "BCE, accuracy at --threshold, Brier score, ECE and reliability curve of p");
+  app.add_flag("--probabilities", s.probabilities, "With --binary: the inputs are probabilities in [0, 1], not logits (torch's binary_cross_entropy)")
+      ->needs(binary);
+  app.add_option("--threshold", s.threshold, "With --binary: a prediction is positive when p > this")
+      ->capture_default_str()
+      ->needs(binary)
+      ->check(CLI::Range(0.0, 1.0));
   app.add_option("--weights", s.weights_path, "Per-sample weights, shape (N,): .npy of float32 or float64, each finite and >= 0; every metric weighted")
       ->check(CLI::ExistingFile)
       ->excludes(fit);
@@ -676,6 +690,27 @@ int main(int argc, char** argv) {
     if (fcntl(STDOUT_FILENO, F_GETFD) == -1) throw std::runtime_error("cannot write the report to standard output" + system_reason());
 #endif
     if (!s.svg_path.empty()) check_svg_path(s);
+    if (s.binary) {
+      const binary_run b = run_binary(s);
+      std::ostringstream report;
+      if (s.json)
+        write_binary_json(report, b);
+      else
+        write_binary_text(report, b);
+      int status = 0;
+      if (!s.svg_path.empty()) {
+        try {
+          std::ostringstream svg;
+          xent_eval::write_svg(svg, binary_as_run(b));
+          write_svg_file(s.svg_path, svg.str());
+        } catch (const std::exception& e) {
+          print_error(e.what());
+          status = 1;
+        }
+      }
+      write_all(stdout, report.str(), "cannot write the report to standard output");
+      return status;
+    }
     const xent_eval::run_result result = run(s);
     std::ostringstream report;
     if (s.json)
