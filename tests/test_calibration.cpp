@@ -153,16 +153,44 @@ TEMPLATE_TEST_CASE("fit_temperature splits the NLL into calibration and refineme
     xent::temperature_options o;
     o.num_threads = 1;
     o.ignore_index = long(c["ignore_index"][0]);
-    const xent::temperature_fit fit = xent::fit_temperature(logits_of<T>(c), targets_of(c), o);
+    o.bins = int(c["bins"][0]);
+    const bool weighted = c.has("weight");
+    vector<double> w = vector<double>::Ones(targets_of(c).size());
+    if (weighted)
+      for (Eigen::Index j = 0; j < w.size(); ++j) w(j) = double(c["weight"][std::size_t(j)]);
+    const matrix<T> x = logits_of<T>(c);
+    const index_vector t = targets_of(c);
+    const xent::temperature_fit fit = weighted ? xent::fit_temperature(x, t, w, o) : xent::fit_temperature(x, t, o);
+    CHECK(fit.converged);
+    CHECK(relative_error(fit.temperature, c["fitted_temperature"][0]) <= 1e-4);
     // At the optimum the NLL is flat in T: a T off by 1e-5 moves it by ~1e-10.
     const double tol = std::is_same_v<T, float> ? 1e-6 : 1e-9;
+    if (weighted) {
+      // Weighted: the streaming fit over two weighted halves is the in-memory one; the ECE before
+      // is the weighted report's; weights of 1 are the unweighted fit, bit for bit.
+      const Eigen::Index half = t.size() / 2, rest = t.size() - half;
+      const xent::temperature_fit streamed = xent::fit_temperature_with(
+          [&](double temperature) {
+            xent::temperature_sums a, b;
+            xent::add_temperature_sums(x.leftCols(half), t.head(half), w.head(half), temperature, o, a);
+            xent::add_temperature_sums(x.rightCols(rest), t.tail(rest), w.tail(rest), temperature, o, b);
+            return a.merge(b);
+          },
+          o);
+      CHECK(streamed.temperature == Approx(fit.temperature).epsilon(1e-12));
+      CHECK(fit.ece_before == Approx(report_of<T>(c, 0).ece).epsilon(1e-15));
+      const xent::temperature_fit plain = xent::fit_temperature(x, t, o), ones = xent::fit_temperature(x, t, vector<double>::Ones(t.size()), o);
+      CHECK(ones.temperature == plain.temperature);
+      CHECK(ones.nll_after == plain.nll_after);
+      CHECK(std::fabs(plain.temperature - fit.temperature) > 0.05);  // the weights matter
+    }
     CHECK(relative_error(fit.nll_before, c["nll_before"][0]) <= tol);
     CHECK(relative_error(fit.nll_refinement, c["nll_refinement"][0]) <= tol);
     CHECK(relative_error(fit.nll_calibration, c["nll_calibration"][0]) <= tol);
-    CHECK(fit.nll_calibration > 0.1);  // both cases are far from calibrated
+    CHECK(fit.nll_calibration > 0.1);  // every case is far from calibrated
     CHECK(fit.nll_calibration + fit.nll_refinement == Approx(fit.nll_before).epsilon(1e-15));
   }
-  CHECK(fitted == 2);
+  CHECK(fitted == 3);
 }
 
 TEST_CASE("classwise state: size, layout, merging, weights of 1", "[metrics][calibration]") {

@@ -191,7 +191,12 @@ xent_eval_test(weights_short error ARGS logits_f4.npy targets_i8.npy --weights w
                REGEX "weights_short.npy: 299 weights for 300 samples of logits in [^\n]*logits_f4.npy; both must have the same N")
 xent_eval_test(weights_integer error ARGS logits_f4.npy targets_i8.npy --weights weights_i8.npy
                REGEX "weights_i8.npy: weights must be float32 or float64, but the file holds dtype '<i8'")
-xent_eval_test(weights_fit_temperature usage ARGS logits_f4.npy targets_i8.npy --weights weights_f4.npy --fit-temperature REGEX "excludes")
+# --weights with --fit-temperature: the weighted mean NLL minimised (the library's weighted fit).
+xent_eval_test(weights_fit_temperature success ARGS logits_f4.npy targets_i8.npy --weights weights_f4.npy --fit-temperature --json
+               COMPARE 1e-9 KEYS fitted_temperature ece_after nll_calibration nll_refinement EXPECTED expected_weights_fit.txt)
+xent_eval_test(weights_fit_temperature_chunked success ARGS logits_f4.npy targets_i8.npy --weights weights_f4.npy --fit-temperature --json
+               --chunk-mb 0.001 --threads 3 COMPARE 1e-6 KEYS fitted_temperature ece_after nll_calibration nll_refinement
+               EXPECTED expected_weights_fit.txt)
 xent_eval_test(sequence_length_not_dividing error ARGS logits_f4.npy targets_i8.npy --sequence-length 7
                REGEX "--sequence-length 7 must divide the 300 samples of [^\n]*logits_f4.npy into whole sequences \\(6 left over\\)")
 xent_eval_test(sequence_length_zero usage ARGS logits_f4.npy targets_i8.npy --sequence-length 0 REGEX "must be ≥ 1, but got 0")

@@ -280,6 +280,16 @@ int make(const std::string& dir) {
 
   write_expected_quantile(d + "expected_quantile.txt", logits, targets, nullptr);
   write_expected_quantile(d + "expected_quantile_weights.txt", logits, targets, &weights);
+  {
+    // --weights with --fit-temperature: the weighted fit (its NLL split and ECE after, weighted).
+    const Eigen::Map<const Eigen::MatrixXf> x(logits.data(), C, N);
+    const Eigen::Map<const Eigen::Matrix<std::int64_t, Eigen::Dynamic, 1>> t(targets.data(), N);
+    const xent::temperature_fit fit = xent::fit_temperature(x, t, Eigen::Map<const Eigen::VectorXf>(weights.data(), N));
+    std::ofstream expected(d + "expected_weights_fit.txt");
+    expected.precision(17);
+    expected << "fitted_temperature " << fit.temperature << "\nece_after " << fit.ece_after << "\nnll_calibration " << fit.nll_calibration
+             << "\nnll_refinement " << fit.nll_refinement << "\n";
+  }
   // ---- float16 and bfloat16: the same logits rounded (to nearest, ties to even), and the float32
   // values they widen to, which the library evaluates for the expected reports.
   std::vector<Eigen::half> halves(logits.begin(), logits.end());

@@ -51,8 +51,9 @@ logit(conf) over [-16, 16]; it gives the exact split when no cell holds samples 
 each such case asserts (conf below 0.99, and a sample within QMARGIN = 1e-3 of a cell edge in logit,
 which float rounding might move across it, meets only samples of its own bin there); its figures then equal these.
 
-NLL split (cases named fit_*): calibration = NLL(T=1) - NLL(fitted T), refinement = NLL(fitted T),
-the T from scipy's bounded minimiser of the mean NLL.
+NLL split (cases with fitted_temperature): calibration = NLL(T=1) - NLL(fitted T), refinement =
+NLL(fitted T), the T from scipy's bounded minimiser of the mean NLL; with weights (case
+fit_weighted_*), of the weighted mean NLL sum_j w_j nll_j / sum_j w_j.
 
 File format (the reader in tests/support.hpp; one "key v1 v2 ..." line per key):
 
@@ -207,11 +208,14 @@ def classwise(p, y, w, bins, weighted):
     return class_ece, rel, res, unc, wbv - wbc
 
 
-def fitted_temperature(x, t):
+def fitted_temperature(x, t, w=None):
+    """scipy's bounded minimiser of the (weighted) mean NLL over log T."""
+    w = np.ones(len(t)) if w is None else w
+
     def nll(log_t):
         z = x / math.exp(log_t)
         lse = np.log(np.exp(z - z.max(axis=1, keepdims=True)).sum(axis=1)) + z.max(axis=1)
-        return float((lse - z[np.arange(len(t)), t]).mean())
+        return float((w * (lse - z[np.arange(len(t)), t])).sum() / w.sum())
 
     r = scipy.optimize.minimize_scalar(nll, bounds=(math.log(0.01), math.log(100)), method="bounded",
                                        options={"xatol": 1e-10})
@@ -268,7 +272,7 @@ def emit(name, x, t, bins=15, temperature=1.0, ignore_index=-100, weights=None, 
         print(f"quantile_mce {qmax!r}")
         print("quantile_weight " + fmt(qw))
     if fit:
-        temp, before, after = fitted_temperature(xs, ts)
+        temp, before, after = fitted_temperature(xs, ts, None if weights is None else w)
         print(f"fitted_temperature {temp!r}")
         print(f"nll_before {before!r}")
         print(f"nll_after {after!r}")
@@ -349,6 +353,19 @@ def main():
         return x, sample_targets(rng, x, 0.5)
     s, (x, t) = draw(8501, under, 15)
     emit(f"underconfident_c40_seed{s}", x, t, bins=15, fit=True)
+
+    # Weighted temperature fit: an overconfident model whose weights favour its confident samples
+    # (so the weighted optimum differs from the unweighted one, asserted).
+    def fit_weighted(rng):
+        x = f32(rng.standard_normal((250, 8)) * 2)
+        t = sample_targets(rng, x, 1.6)
+        w = np.exp(softmax(x).max(axis=1) * 3) * rng.random(250)
+        w[rng.random(250) < 0.1] = 0
+        return x, t, w
+    s, (x, t, w) = draw(8701, fit_weighted, 12)
+    keep = w > 0
+    assert abs(fitted_temperature(x[keep], t[keep], w[keep])[0] - fitted_temperature(x[keep], t[keep])[0]) > 0.05
+    emit(f"fit_weighted_c8_seed{s}", x, t, bins=12, weights=w, fit=True)
 
     # Equal-mass bins: confident logits (their confidences spread over many fine cells), the first
     # seed whose exact quantile split the fine histogram reproduces.

@@ -406,8 +406,15 @@ xent_eval::run_result evaluate(const settings& s, xent_eval::tensor_file& lf, xe
         [&](double temperature) {
           std::vector<xent::temperature_sums> sums(workers);
           data.pass("fitting the temperature, pass " + std::to_string(++pass),
-                    [&](const auto& logits, const auto& targets, std::uint64_t, int w) {
-                      xent::add_temperature_sums(logits, targets, temperature, topts, sums[std::size_t(w)]);
+                    [&](const auto& logits, const auto& targets, std::uint64_t first, int w) {
+                      // --weights: the weighted mean NLL is minimised.
+                      if (wf) {
+                        const std::vector<double> weights = read_weights(*wf, first, std::uint64_t(targets.size()));
+                        const Eigen::Map<const Eigen::VectorXd> wmap(weights.data(), Eigen::Index(weights.size()));
+                        xent::add_temperature_sums(logits, targets, wmap, temperature, topts, sums[std::size_t(w)]);
+                      } else {
+                        xent::add_temperature_sums(logits, targets, temperature, topts, sums[std::size_t(w)]);
+                      }
                     });
           for (std::size_t w = 1; w < workers; ++w) sums[0].merge(sums[w]);
           return sums[0];
@@ -418,8 +425,13 @@ xent_eval::run_result evaluate(const settings& s, xent_eval::tensor_file& lf, xe
       opts.temperature = fit.temperature;
       opts.classwise_classes = 0;  // only the ECE is reported after the fit
       std::vector<xent::eval_accumulator> after(workers, xent::eval_accumulator(opts));
-      data.pass("evaluating at the fitted temperature", [&](const auto& logits, const auto& targets, std::uint64_t, int w) {
-        after[std::size_t(w)].update(logits, targets);
+      data.pass("evaluating at the fitted temperature", [&](const auto& logits, const auto& targets, std::uint64_t first, int w) {
+        if (wf) {
+          const std::vector<double> weights = read_weights(*wf, first, std::uint64_t(targets.size()));
+          after[std::size_t(w)].update(logits, targets, Eigen::Map<const Eigen::VectorXd>(weights.data(), Eigen::Index(weights.size())));
+        } else {
+          after[std::size_t(w)].update(logits, targets);
+        }
       });
       fit.ece_after = merged(after).report().ece;
     }
@@ -632,7 +644,7 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::IsMember({"uniform", "quantile"}));
   auto* temp = app.add_option("--temperature", s.temperature, "Evaluate softmax(logits / T)")->capture_default_str()->check(positive());
-  auto* fit = app.add_flag("--fit-temperature", s.fit_temperature, "Also fit the temperature that minimises the NLL; report NLL and ECE before and after")
+  app.add_flag("--fit-temperature", s.fit_temperature, "Also fit the temperature that minimises the NLL; report NLL and ECE before and after")
                   ->excludes(temp);
   app.add_flag("--classwise", s.classwise,
                "Also bin every class's probability: classwise ECE and the Brier score's decomposition (C x bins x 24 bytes per thread)");
@@ -646,8 +658,7 @@ int main(int argc, char** argv) {
       ->needs(binary)
       ->check(CLI::Range(0.0, 1.0));
   app.add_option("--weights", s.weights_path, "Per-sample weights, shape (N,): .npy of float32 or float64, each finite and >= 0; every metric weighted")
-      ->check(CLI::ExistingFile)
-      ->excludes(fit);
+      ->check(CLI::ExistingFile);
   auto* seq_len = app.add_option("--sequence-length", s.sequence_length,
                                  "Cut the samples into sequences of T tokens (T must divide N): report per-sequence perplexity too")
                       ->check(at_least(1));
