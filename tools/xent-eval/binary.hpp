@@ -237,6 +237,7 @@ xent_eval::run_result binary_as_run(const binary_run& run) {
   r.report.accuracy = run.report.accuracy;
   r.report.bins = run.report.bins;
   r.weights = run.weights;
+  r.binary_curve = true;
   return r;
 }
 

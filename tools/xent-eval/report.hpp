@@ -40,6 +40,7 @@ struct run_result {
   std::optional<xent::sequence_report> sequences;      // --sequence-length or --sequence-lengths
   std::int64_t sequence_length = 0;                     // --sequence-length; 0 with --sequence-lengths
   bool quantile_bins = false;                           // --bins-mode quantile: equal-mass bins
+  bool binary_curve = false;                            // --binary: the bins are of p, their accuracy the share of positives
 };
 
 /// `text` with its control characters, but for newlines and tabs, as \xNN: a file name or a .npy
@@ -314,9 +315,10 @@ inline void write_svg(std::ostream& out, const run_result& run) {
   out << "<line x1=\"" << X(0) << "\" y1=\"" << Y(0) << "\" x2=\"" << X(1) << "\" y2=\"" << Y(1)
       << "\" stroke=\"#555\" stroke-width=\"1.5\" stroke-dasharray=\"6 4\"/>\n";
   out << "<rect x=\"" << X(0) << "\" y=\"" << Y(1) << "\" width=\"" << pw << "\" height=\"" << ph << "\" fill=\"none\" stroke=\"#222\"/>\n";
-  out << "<text x=\"" << X(0.5) << "\" y=\"" << H - 36 << "\" text-anchor=\"middle\" font-size=\"13\">confidence (max probability)</text>\n";
+  out << "<text x=\"" << X(0.5) << "\" y=\"" << H - 36 << "\" text-anchor=\"middle\" font-size=\"13\">"
+      << (run.binary_curve ? "predicted probability p (positive class)" : "confidence (max probability)") << "</text>\n";
   out << "<text x=\"18\" y=\"" << Y(0.5) << "\" text-anchor=\"middle\" font-size=\"13\" transform=\"rotate(-90 18 " << Y(0.5)
-      << ")\">accuracy</text>\n";
+      << ")\">" << (run.binary_curve ? "fraction of positives" : "accuracy") << "</text>\n";
   // Legend.
   const double ly = H - 16;
   out << "<rect x=\"" << left << "\" y=\"" << ly - 10 << "\" width=\"12\" height=\"12\" fill=\"#3b75af\"/>\n";
