@@ -143,6 +143,12 @@ xent_eval_test(binary_fit_refused error ARGS binary_logits_x.npy binary_logits_y
                REGEX "--fit-temperature is not available with --binary")
 xent_eval_test(binary_quantile_refused error ARGS binary_logits_x.npy binary_logits_y.npy --binary --bins-mode quantile REGEX "not available with --binary")
 xent_eval_test(binary_two_d_logits_for_class_targets error ARGS logits_f4.npy targets_i8.npy --binary REGEX "same shape")
+xent_eval_test(binary_bad_target error ARGS binary_logits_x.npy binary_bad_target_y.npy --binary
+               REGEX "target\\[17\\] = 2, but with --binary every target must be 0, 1 or the ignore index \\(-100\\)")
+xent_eval_test(binary_nan_refused error ARGS binary_nan_x.npy binary_logits_y.npy --binary REGEX "1 non-finite logits .*--skip-nonfinite")
+xent_eval_test(binary_nan_skipped success ARGS binary_nan_x.npy binary_logits_y.npy --binary --skip-nonfinite
+               REGEX "399 evaluated, 0 ignored, 1 skipped as non-finite")
+xent_eval_test(threshold_needs_binary usage ARGS binary_logits_x.npy binary_logits_y.npy --threshold 0.3 REGEX "requires --binary")
 xent_eval_test(probabilities_needs_binary usage ARGS binary_logits_x.npy binary_logits_y.npy --probabilities REGEX "requires --binary")
 xent_eval_test(skip_nonfinite success ARGS logits_nonfinite.npy targets_i8.npy --skip-nonfinite
                REGEX "289 evaluated, 8 ignored, 3 skipped as non-finite \\(3 logits\\)")

@@ -525,6 +525,14 @@ def binary_npy(directory):
         with open(os.path.join(directory, stem + "_expected.txt"), "w") as f:
             for k, v in fig.items():
                 f.write(f"{k} {v!r}\n")
+        if stem == "binary_logits":
+            # Bad inputs for the CLI's messages: a target of 2 (at index 17), a NaN logit (at 5).
+            bad = y.astype(np.int64)
+            bad[17] = 2
+            np.save(os.path.join(directory, "binary_bad_target_y.npy"), bad)
+            nan = x.astype(np.float32)
+            nan[5] = np.nan
+            np.save(os.path.join(directory, "binary_nan_x.npy"), nan)
 
 
 if __name__ == "__main__":
