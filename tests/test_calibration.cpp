@@ -383,6 +383,7 @@ TEST_CASE("equal-mass bins: state layout, ties kept whole, misuse", "[metrics][c
   CHECK(xent::detail::quantile_cell(0.5) == xent::eval_accumulator::quantile_cells / 2);
   CHECK(xent::detail::quantile_cell(0.5 - 1e-6) == xent::eval_accumulator::quantile_cells / 2 - 1);
   CHECK(xent::detail::quantile_cell_edge(xent::eval_accumulator::quantile_cells / 2) == 0.5);
+  CHECK(xent::detail::quantile_cell(std::numeric_limits<double>::quiet_NaN()) == 0);
 
   // Two forecast rows only (50 samples each): each row's samples share a cell, which goes whole to
   // one bin (bins 0 and 2 of 4), and the ECE is the two groups' weighted gap.

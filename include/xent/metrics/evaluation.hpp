@@ -419,7 +419,8 @@ inline std::size_t quantile_cell(double confidence) {
   constexpr double cells = double(eval_accumulator::quantile_cells);
   const double logit = std::log(confidence) - std::log1p(-confidence);  // +inf at 1
   const double c = std::floor((logit + range) * (cells / (2 * range)));
-  return c <= 0 ? 0 : c >= cells - 1 ? eval_accumulator::quantile_cells - 1 : std::size_t(c);
+  // !(c > 0) also takes a NaN to cell 0: converting it to size_t would be undefined.
+  return !(c > 0) ? 0 : c >= cells - 1 ? eval_accumulator::quantile_cells - 1 : std::size_t(c);
 }
 
 /// The confidence at the lower edge of fine cell i (0 for the first).
