@@ -31,6 +31,7 @@
 
 #include "measures/divergence.hpp"
 
+#include "metrics/binary.hpp"
 #include "metrics/compare.hpp"
 #include "metrics/evaluation.hpp"
 #include "metrics/sequences.hpp"

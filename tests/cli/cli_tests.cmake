@@ -17,6 +17,10 @@ add_test(NAME cli.widen_exhaustive COMMAND xent_eval_inputs widen-check)
 set_tests_properties(cli.widen_exhaustive PROPERTIES LABELS cli)
 set_tests_properties(cli.make_inputs PROPERTIES FIXTURES_SETUP xent_eval_dir)
 set_tests_properties(cli.write_inputs PROPERTIES FIXTURES_REQUIRED xent_eval_dir FIXTURES_SETUP xent_eval_inputs)
+# --binary's inputs and their torch / scikit-learn / numpy figures, committed by
+# tests/reference/gen_calibration_reference.py --binary-npy tests/reference/binary_eval.
+add_test(NAME cli.copy_binary_inputs COMMAND ${CMAKE_COMMAND} -E copy_directory ${PROJECT_SOURCE_DIR}/tests/reference/binary_eval ${cli_dir})
+set_tests_properties(cli.copy_binary_inputs PROPERTIES FIXTURES_REQUIRED xent_eval_dir FIXTURES_SETUP xent_eval_inputs)
 
 # xent_eval_test(NAME EXPECT ARGS <args...> [REGEX r] [OUT_REGEX r] [STDOUT file] [WRAP <conditions...>]
 #                [ABSENT <files...>] [COMPARE tolerance [KEYS k...] [EXPECTED file]] [SAME written expected])
@@ -104,6 +108,48 @@ xent_eval_test(nll_split success ARGS logits_f4.npy targets_i8.npy --fit-tempera
                COMPARE 1e-9 KEYS nll_calibration nll_refinement)
 xent_eval_test(nll_split_text success ARGS logits_f4.npy targets_i8.npy --fit-temperature
                OUT_REGEX "NLL = calibration [0-9.]+ \\+ refinement [0-9.]+")
+# Equal-mass bins: the library's quantile report (expected_quantile*.txt); chunks and threads merge
+# the fine histograms, the fit's after-pass keeps the mode.
+xent_eval_test(bins_mode_quantile success ARGS logits_f4.npy targets_i8.npy --json --bins-mode quantile
+               COMPARE 1e-15 KEYS samples ece mce rmsce nll EXPECTED expected_quantile.txt)
+xent_eval_test(bins_mode_quantile_chunked_threads success ARGS logits_f4.npy targets_i8.npy --json --bins-mode quantile --chunk-mb 0.0001
+               --threads 3 COMPARE 1e-12 KEYS samples ece mce rmsce nll EXPECTED expected_quantile.txt)
+xent_eval_test(bins_mode_quantile_weights success ARGS logits_f4.npy targets_i8.npy --json --bins-mode quantile --weights weights_f4.npy
+               --chunk-mb 0.0001 --threads 2 COMPARE 1e-12 KEYS samples ece mce rmsce nll EXPECTED expected_quantile_weights.txt)
+xent_eval_test(bins_mode_quantile_fit success ARGS logits_f4.npy targets_i8.npy --json --bins-mode quantile --fit-temperature
+               COMPARE 1e-9 KEYS ece ece_after EXPECTED expected_quantile.txt)
+xent_eval_test(bins_mode_quantile_text success ARGS logits_f4.npy targets_i8.npy --bins-mode quantile --svg quantile.svg
+               OUT_REGEX "ECE +[0-9.]+  \\(15 equal-mass bins")
+xent_eval_test(bins_mode_json_names_it success ARGS logits_f4.npy targets_i8.npy --json --bins-mode quantile OUT_REGEX "\"bins_mode\": \"quantile\"")
+xent_eval_test(bins_mode_unknown usage ARGS logits_f4.npy targets_i8.npy --bins-mode adaptive REGEX "bins-mode")
+# --binary: sigmoid models against the generator's torch / scikit-learn figures (not the library's).
+set(binary_keys samples ignored weight bce bce_stderr accuracy brier mean_probability base_rate ece mce rmsce)
+xent_eval_test(binary_logits success ARGS binary_logits_x.npy binary_logits_y.npy --binary --bins 10 --json
+               COMPARE 1e-13 KEYS ${binary_keys} EXPECTED binary_logits_expected.txt)
+xent_eval_test(binary_chunked success ARGS binary_logits_x.npy binary_logits_y.npy --binary --bins 10 --json --chunk-mb 0.0001
+               COMPARE 1e-13 KEYS ${binary_keys} EXPECTED binary_logits_expected.txt)
+xent_eval_test(binary_weighted success ARGS binary_weighted_x.npy binary_weighted_y.npy --binary --bins 8 --threshold 0.3
+               --weights binary_weighted_w.npy --json --chunk-mb 0.0003 COMPARE 1e-13 KEYS ${binary_keys} EXPECTED binary_weighted_expected.txt)
+xent_eval_test(binary_probabilities success ARGS binary_probabilities_x.npy binary_probabilities_y.npy --binary --probabilities --bins 12
+               --json COMPARE 1e-13 KEYS ${binary_keys} EXPECTED binary_probabilities_expected.txt)
+xent_eval_test(multilabel success ARGS multilabel_l4_x.npy multilabel_l4_y.npy --binary --bins 10 --json --chunk-mb 0.0002
+               COMPARE 1e-13 KEYS ${binary_keys} EXPECTED multilabel_l4_expected.txt)
+xent_eval_test(binary_text success ARGS multilabel_l4_x.npy multilabel_l4_y.npy --binary --bins 10 --svg binary.svg
+               OUT_REGEX "4 labels.*480 evaluated.*BCE +0\\.502351 .*accuracy +0\\.7583 .*ECE +0\\.054918  \\(10 bins of p")
+xent_eval_test(binary_shape_mismatch error ARGS binary_logits_x.npy multilabel_l4_y.npy --binary REGEX "same shape")
+xent_eval_test(binary_class_targets error ARGS binary_logits_x.npy binary_logits_y.npy --binary --probabilities
+               REGEX "probability\\[[0-9]+\\] = .* is outside \\[0, 1\\]")
+xent_eval_test(binary_fit_refused error ARGS binary_logits_x.npy binary_logits_y.npy --binary --fit-temperature
+               REGEX "--fit-temperature is not available with --binary")
+xent_eval_test(binary_quantile_refused error ARGS binary_logits_x.npy binary_logits_y.npy --binary --bins-mode quantile REGEX "not available with --binary")
+xent_eval_test(binary_two_d_logits_for_class_targets error ARGS logits_f4.npy targets_i8.npy --binary REGEX "same shape")
+xent_eval_test(binary_bad_target error ARGS binary_logits_x.npy binary_bad_target_y.npy --binary
+               REGEX "target\\[17\\] = 2, but with --binary every target must be 0, 1 or the ignore index \\(-100\\)")
+xent_eval_test(binary_nan_refused error ARGS binary_nan_x.npy binary_logits_y.npy --binary REGEX "1 non-finite logits .*--skip-nonfinite")
+xent_eval_test(binary_nan_skipped success ARGS binary_nan_x.npy binary_logits_y.npy --binary --skip-nonfinite
+               REGEX "399 evaluated, 0 ignored, 1 skipped as non-finite")
+xent_eval_test(threshold_needs_binary usage ARGS binary_logits_x.npy binary_logits_y.npy --threshold 0.3 REGEX "requires --binary")
+xent_eval_test(probabilities_needs_binary usage ARGS binary_logits_x.npy binary_logits_y.npy --probabilities REGEX "requires --binary")
 xent_eval_test(skip_nonfinite success ARGS logits_nonfinite.npy targets_i8.npy --skip-nonfinite
                REGEX "289 evaluated, 8 ignored, 3 skipped as non-finite \\(3 logits\\)")
 xent_eval_test(allow_masks success ARGS logits_masked.npy targets_i8.npy --allow-masks REGEX "292 evaluated, 8 ignored\n")
@@ -151,7 +197,12 @@ xent_eval_test(weights_short error ARGS logits_f4.npy targets_i8.npy --weights w
                REGEX "weights_short.npy: 299 weights for 300 samples of logits in [^\n]*logits_f4.npy; both must have the same N")
 xent_eval_test(weights_integer error ARGS logits_f4.npy targets_i8.npy --weights weights_i8.npy
                REGEX "weights_i8.npy: weights must be float32 or float64, but the file holds dtype '<i8'")
-xent_eval_test(weights_fit_temperature usage ARGS logits_f4.npy targets_i8.npy --weights weights_f4.npy --fit-temperature REGEX "excludes")
+# --weights with --fit-temperature: the weighted mean NLL minimised (the library's weighted fit).
+xent_eval_test(weights_fit_temperature success ARGS logits_f4.npy targets_i8.npy --weights weights_f4.npy --fit-temperature --json
+               COMPARE 1e-9 KEYS fitted_temperature ece_after nll_calibration nll_refinement EXPECTED expected_weights_fit.txt)
+xent_eval_test(weights_fit_temperature_chunked success ARGS logits_f4.npy targets_i8.npy --weights weights_f4.npy --fit-temperature --json
+               --chunk-mb 0.001 --threads 3 COMPARE 1e-6 KEYS fitted_temperature ece_after nll_calibration nll_refinement
+               EXPECTED expected_weights_fit.txt)
 xent_eval_test(sequence_length_not_dividing error ARGS logits_f4.npy targets_i8.npy --sequence-length 7
                REGEX "--sequence-length 7 must divide the 300 samples of [^\n]*logits_f4.npy into whole sequences \\(6 left over\\)")
 xent_eval_test(sequence_length_zero usage ARGS logits_f4.npy targets_i8.npy --sequence-length 0 REGEX "must be ≥ 1, but got 0")

@@ -129,6 +129,30 @@ void write_expected(const std::string& path, const std::vector<float>& logits, c
            << r.bits_per_byte << "\nfitted_temperature " << fit.temperature << "\nece_after " << fit.ece_after << "\n";
 }
 
+/// What the library says, in memory, with --bins-mode quantile (equal-mass bins), weighted by
+/// `weights` when given.
+void write_expected_quantile(const std::string& path, const std::vector<float>& logits, const std::vector<std::int64_t>& targets,
+                             const std::vector<float>* weights) {
+  const Eigen::Map<const Eigen::MatrixXf> x(logits.data(), C, N);
+  const Eigen::Map<const Eigen::Matrix<std::int64_t, Eigen::Dynamic, 1>> t(targets.data(), N);
+  xent::eval_options o;
+  o.strategy = xent::bin_strategy::quantile;
+  xent::eval_accumulator acc(o);
+  if (weights)
+    acc.update(x, t, Eigen::Map<const Eigen::VectorXf>(weights->data(), N));
+  else
+    acc.update(x, t);
+  const xent::eval_report r = acc.report();
+  const xent::temperature_fit fit = xent::fit_temperature(x, t);
+  o.temperature = fit.temperature;
+  const xent::eval_report after = weights ? xent::eval_report{} : xent::evaluate(x, t, o);
+  std::ofstream expected(path);
+  expected.precision(17);
+  expected << "samples " << r.samples << "\nece " << r.ece << "\nmce " << r.mce << "\nrmsce " << r.rmsce << "\nnll " << r.nll;
+  if (!weights) expected << "\nece_after " << after.ece;
+  expected << "\n";
+}
+
 /// What the library says, in memory, of the logits weighted by `weights` and cut into sequences of
 /// `length` tokens (or of `lengths`), with xent-eval's defaults: the token-pooled report and the
 /// per-sequence one.
@@ -254,6 +278,18 @@ int make(const std::string& dir) {
   write_expected_weights(d + "expected_lengths.txt", logits, targets, &weights, 0, lengths);
   write_expected_weights(d + "expected_sequences.txt", logits, targets, nullptr, 20, {});
 
+  write_expected_quantile(d + "expected_quantile.txt", logits, targets, nullptr);
+  write_expected_quantile(d + "expected_quantile_weights.txt", logits, targets, &weights);
+  {
+    // --weights with --fit-temperature: the weighted fit (its NLL split and ECE after, weighted).
+    const Eigen::Map<const Eigen::MatrixXf> x(logits.data(), C, N);
+    const Eigen::Map<const Eigen::Matrix<std::int64_t, Eigen::Dynamic, 1>> t(targets.data(), N);
+    const xent::temperature_fit fit = xent::fit_temperature(x, t, Eigen::Map<const Eigen::VectorXf>(weights.data(), N));
+    std::ofstream expected(d + "expected_weights_fit.txt");
+    expected.precision(17);
+    expected << "fitted_temperature " << fit.temperature << "\nece_after " << fit.ece_after << "\nnll_calibration " << fit.nll_calibration
+             << "\nnll_refinement " << fit.nll_refinement << "\n";
+  }
   // ---- float16 and bfloat16: the same logits rounded (to nearest, ties to even), and the float32
   // values they widen to, which the library evaluates for the expected reports.
   std::vector<Eigen::half> halves(logits.begin(), logits.end());

@@ -58,16 +58,16 @@ int main(int argc, char** argv) {
   expect(close(b.nll, a.nll) && close(b.nll_stderr, a.nll_stderr), "NLL and its standard error");
   expect(close(b.brier, a.brier) && close(b.ece, a.ece) && close(b.mean_confidence, a.mean_confidence), "Brier, ECE");
 
-  // temperature_sums reduce the same way (five packed doubles).
+  // temperature_sums reduce the same way (six packed doubles).
   xent::temperature_sums sums;
   Eigen::Matrix<std::int64_t, Eigen::Dynamic, 1> my_targets = targets;
   for (Eigen::Index j = 0; j < N; ++j)
     if (my_samples(j) == 0) my_targets(j) = -100;
   xent::add_temperature_sums(logits, my_targets, 1.5, {}, sums);
-  MPI_Allreduce(MPI_IN_PLACE, &sums, 5, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+  MPI_Allreduce(MPI_IN_PLACE, &sums, int(sizeof sums / sizeof(double)), MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
   xent::temperature_sums all;
   xent::add_temperature_sums(logits, targets, 1.5, {}, all);
-  expect(sums.samples == all.samples && close(sums.nll, all.nll) && close(sums.gradient, all.gradient), "temperature_sums");
+  expect(sums.samples == all.samples && sums.weight == all.weight && close(sums.nll, all.nll) && close(sums.gradient, all.gradient), "temperature_sums");
 
   return checks.finish("eval_allreduce");
 }

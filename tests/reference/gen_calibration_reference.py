@@ -5,6 +5,11 @@ Rerun (Debian's python has numpy, scipy and scikit-learn, `apt-get install pytho
 python3 on PATH may not):
 
     /usr/bin/python3 tests/reference/gen_calibration_reference.py > tests/reference/calibration_cases.txt
+    /usr/bin/python3 tests/reference/gen_calibration_reference.py --binary > tests/reference/binary_eval_cases.txt
+    /usr/bin/python3 tests/reference/gen_calibration_reference.py --binary-npy tests/reference/binary_eval
+
+(--binary: binary_eval_accumulator's cases; --binary-npy: the same as .npy files with their
+expected reports, for xent-eval --binary's CLI tests.)
 
 Deterministic: fixed numpy seeds, fixed case list.
 
@@ -37,8 +42,18 @@ Stephenson et al.'s (2008) within-bin variance minus within-bin covariance, comp
 from its own definition (1/n sum (p - conf_b)^2 - 2/n sum (p - conf_b)(y - acc_b)) and asserted
 equal; it is 0 when every bin holds one forecast value (case "bin_constant_c3").
 
-NLL split (cases named fit_*): calibration = NLL(T=1) - NLL(fitted T), refinement = NLL(fitted T),
-the T from scipy's bounded minimiser of the mean NLL.
+Equal-mass (quantile) bins (keys quantile_*, cases named quantile_*): the exact sample-quantile
+split, written out here: sort the evaluated samples by confidence; the sample with weight W_before
+of samples before it in that order goes to bin floor(W_before * B / W) (unweighted: rank i goes to
+floor(i B / n), the equal-count split of np.array_split's kind with the larger bins last). Then the
+three norms as above. xent forms these bins from a fine histogram of 4096 cells, equal-width in
+logit(conf) over [-16, 16]; it gives the exact split when no cell holds samples of two bins, which
+each such case asserts (conf below 0.99, and a sample within QMARGIN = 1e-3 of a cell edge in logit,
+which float rounding might move across it, meets only samples of its own bin there); its figures then equal these.
+
+NLL split (cases with fitted_temperature): calibration = NLL(T=1) - NLL(fitted T), refinement =
+NLL(fitted T), the T from scipy's bounded minimiser of the mean NLL; with weights (case
+fit_weighted_*), of the weighted mean NLL sum_j w_j nll_j / sum_j w_j.
 
 File format (the reader in tests/support.hpp; one "key v1 v2 ..." line per key):
 
@@ -51,6 +66,8 @@ File format (the reader in tests/support.hpp; one "key v1 v2 ..." line per key):
     brier_uncertainty, brier_within_bin
     class_ece <C values>   each class's ECE (informative)
     nll_before, nll_after, nll_calibration, nll_refinement, fitted_temperature   (fit_* cases)
+    quantile_ece, quantile_rmsce, quantile_mce   (quantile_* cases: equal-mass bins)
+    quantile_weight <bins values>   each equal-mass bin's weight
     end
 """
 
@@ -61,9 +78,10 @@ import numpy as np
 import scipy.optimize
 import sklearn
 from sklearn.calibration import calibration_curve
-from sklearn.metrics import brier_score_loss
+from sklearn.metrics import accuracy_score, brier_score_loss, log_loss
 
 MARGIN = 2e-6
+QCELLS, QRANGE, QMARGIN = 4096, 16.0, 1e-3
 
 
 def fmt(values):
@@ -112,6 +130,51 @@ def top_label(conf, correct, w, bins):
     return l1, math.sqrt(l2) if l2 > 0 else 0.0, mx
 
 
+def quantile_bins(conf, w, bins):
+    """The exact sample-quantile bin of each sample (see the docstring)."""
+    order = np.argsort(conf, kind="stable")
+    before = np.concatenate([[0.0], np.cumsum(w[order])[:-1]])
+    ids = np.empty(len(conf), dtype=np.int64)
+    ids[order] = np.minimum(np.floor(before * bins / w.sum()).astype(np.int64), bins - 1)
+    return ids
+
+
+def fine_cells_exact(conf, ids):
+    """xent's fine cells give the exact split: no cell holds samples of two bins, and a conf within
+    QMARGIN (in logit) of a cell edge, which float rounding might move across it, finds only
+    samples of its own bin beyond that edge."""
+    if np.max(conf) >= 0.99:
+        return False
+    logit = np.log(conf) - np.log1p(-conf)
+    pos = (logit + QRANGE) * (QCELLS / (2 * QRANGE))
+    cells = np.floor(pos).astype(np.int64)
+    frac = pos - cells
+    m = QMARGIN * QCELLS / (2 * QRANGE)
+    for j in range(len(conf)):
+        near = [cells[j]] + ([cells[j] - 1] if frac[j] < m else []) + ([cells[j] + 1] if frac[j] > 1 - m else [])
+        if np.any(ids[np.isin(cells, near)] != ids[j]):
+            return False
+    return True
+
+
+def norms_over(ids, conf, correct, w, bins):
+    W = w.sum()
+    l1 = l2 = mx = 0.0
+    weights = []
+    for b in range(bins):
+        inside = ids == b
+        wb = w[inside].sum()
+        weights.append(wb)
+        if wb == 0:
+            continue
+        acc = (w[inside] * correct[inside]).sum() / wb
+        cf = (w[inside] * conf[inside]).sum() / wb
+        l1 += wb / W * abs(acc - cf)
+        l2 += wb / W * (acc - cf) ** 2
+        mx = max(mx, abs(acc - cf))
+    return l1, math.sqrt(l2), mx, weights
+
+
 def classwise(p, y, w, bins, weighted):
     n, c = p.shape
     W = w.sum()
@@ -145,18 +208,21 @@ def classwise(p, y, w, bins, weighted):
     return class_ece, rel, res, unc, wbv - wbc
 
 
-def fitted_temperature(x, t):
+def fitted_temperature(x, t, w=None):
+    """scipy's bounded minimiser of the (weighted) mean NLL over log T."""
+    w = np.ones(len(t)) if w is None else w
+
     def nll(log_t):
         z = x / math.exp(log_t)
         lse = np.log(np.exp(z - z.max(axis=1, keepdims=True)).sum(axis=1)) + z.max(axis=1)
-        return float((lse - z[np.arange(len(t)), t]).mean())
+        return float((w * (lse - z[np.arange(len(t)), t])).sum() / w.sum())
 
     r = scipy.optimize.minimize_scalar(nll, bounds=(math.log(0.01), math.log(100)), method="bounded",
                                        options={"xatol": 1e-10})
     return math.exp(r.x), nll(0.0), nll(r.x)
 
 
-def emit(name, x, t, bins=15, temperature=1.0, ignore_index=-100, weights=None, fit=False):
+def emit(name, x, t, bins=15, temperature=1.0, ignore_index=-100, weights=None, fit=False, quantile=False):
     n, c = x.shape
     keep = t != ignore_index
     w_all = np.ones(n) if weights is None else weights
@@ -196,8 +262,17 @@ def emit(name, x, t, bins=15, temperature=1.0, ignore_index=-100, weights=None, 
     print(f"brier_uncertainty {unc!r}")
     print(f"brier_within_bin {brier - (rel - res + unc)!r}")
     print("class_ece " + fmt(class_ece))
+    if quantile:
+        ids = quantile_bins(conf, w, bins)
+        assert fine_cells_exact(conf, ids), name
+        q1, q2, qmax, qw = norms_over(ids, conf, correct, w, bins)
+        assert q1 <= q2 + 1e-15 <= qmax + 2e-15, name
+        print(f"quantile_ece {q1!r}")
+        print(f"quantile_rmsce {q2!r}")
+        print(f"quantile_mce {qmax!r}")
+        print("quantile_weight " + fmt(qw))
     if fit:
-        temp, before, after = fitted_temperature(xs, ts)
+        temp, before, after = fitted_temperature(xs, ts, None if weights is None else w)
         print(f"fitted_temperature {temp!r}")
         print(f"nll_before {before!r}")
         print(f"nll_after {after!r}")
@@ -279,6 +354,190 @@ def main():
     s, (x, t) = draw(8501, under, 15)
     emit(f"underconfident_c40_seed{s}", x, t, bins=15, fit=True)
 
+    # Weighted temperature fit: an overconfident model whose weights favour its confident samples
+    # (so the weighted optimum differs from the unweighted one, asserted).
+    def fit_weighted(rng):
+        x = f32(rng.standard_normal((250, 8)) * 2)
+        t = sample_targets(rng, x, 1.6)
+        w = np.exp(softmax(x).max(axis=1) * 3) * rng.random(250)
+        w[rng.random(250) < 0.1] = 0
+        return x, t, w
+    s, (x, t, w) = draw(8701, fit_weighted, 12)
+    keep = w > 0
+    assert abs(fitted_temperature(x[keep], t[keep], w[keep])[0] - fitted_temperature(x[keep], t[keep])[0]) > 0.05
+    emit(f"fit_weighted_c8_seed{s}", x, t, bins=12, weights=w, fit=True)
+
+    # Equal-mass bins: confident logits (their confidences spread over many fine cells), the first
+    # seed whose exact quantile split the fine histogram reproduces.
+    def quantile_case(n, c, bins, scale, weighted):
+        def make(rng):
+            x = f32(rng.standard_normal((n, c)) * scale)
+            t = sample_targets(rng, x, 1.5)
+            if not weighted:
+                return x, t
+            w = rng.random(n) * 2
+            w[rng.random(n) < 0.1] = 0
+            return x, t, w
+        for seed in range(8601 + 1000 * weighted, 8601 + 1000 * weighted + 1000):
+            s, out = draw(seed, make, bins)
+            x, t = out[0], out[1]
+            w = out[2] if weighted else np.ones(n)
+            keep = w > 0
+            p = softmax(x[keep])
+            conf = p.max(axis=1)
+            if fine_cells_exact(conf, quantile_bins(conf, w[keep], bins)):
+                return s, out
+        raise RuntimeError("no seed")
+    s, (x, t) = quantile_case(120, 6, 10, 1.5, False)
+    emit(f"quantile_c6_seed{s}", x, t, bins=10, quantile=True)
+    s, (x, t, w) = quantile_case(90, 4, 6, 1.5, True)
+    emit(f"quantile_weighted_c4_seed{s}", x, t, bins=6, weights=w, quantile=True)
+
+
+# ---- binary / multi-label evaluation (binary_eval_accumulator, xent-eval --binary)
+
+def sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def binary_figures(x, y, w, bins, threshold, probabilities, ignore_index=-100):
+    """torch's losses, scikit-learn's metrics and calibration_curve, numpy for the rest; x, y, w
+    flat (C order)."""
+    import torch
+    keep = (y != ignore_index) & (w > 0)
+    x, y, w = x[keep], y[keep].astype(float), w[keep]
+    if probabilities:
+        p = x
+        bce = torch.nn.functional.binary_cross_entropy(torch.tensor(p), torch.tensor(y), reduction="none").numpy()
+    else:
+        p = sigmoid(x)
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(torch.tensor(x), torch.tensor(y), reduction="none").numpy()
+    assert far_from_edges(p, bins) and np.min(np.abs(p - threshold)) > MARGIN
+    W = w.sum()
+    mean = float((w * bce).sum() / W)
+    var = float(((w * bce * bce).sum() - W * mean * mean) / (W - 1))
+    pred = (p > threshold).astype(float)
+    out = {"samples": int(keep.sum()), "ignored": int((~keep).sum()), "weight": float(W), "bce": mean,
+           "bce_stderr": math.sqrt(var / W), "accuracy": float((w * (pred == y)).sum() / W),
+           "brier": float((w * (p - y) ** 2).sum() / W), "mean_probability": float((w * p).sum() / W),
+           "base_rate": float((w * y).sum() / W)}
+    if np.all(w == 1):
+        out_sk = (log_loss(y, np.clip(p, 0, 1), labels=[0, 1]), accuracy_score(y, pred), brier_score_loss(y, p))
+        if not probabilities or np.all((p > 0) & (p < 1)):
+            assert abs(out_sk[0] - mean) < 1e-12 * max(1, mean), (out_sk[0], mean)
+        assert out_sk[1] == out["accuracy"] and abs(out_sk[2] - out["brier"]) < 1e-14
+        prob_true, prob_pred = calibration_curve(y, p, n_bins=bins, strategy="uniform")
+        ids = uniform_bins(p, bins)
+        counts = np.bincount(ids, minlength=bins)
+        share = counts[counts > 0] / len(p)
+        gaps = np.abs(prob_true - prob_pred)
+        sk = (float((share * gaps).sum()), math.sqrt(float((share * gaps ** 2).sum())), float(gaps.max()))
+    ids = uniform_bins(p, bins)
+    l1, l2, mx, weights = norms_over(ids, p, y, w, bins)
+    if np.all(w == 1):
+        assert max(abs(a - b) for a, b in zip(sk, (l1, l2, mx))) < 1e-14, (sk, (l1, l2, mx))
+    out.update({"ece": l1, "rmsce": l2, "mce": mx})
+    return out, weights
+
+
+def binary_cases():
+    """(name, x, y, w or None, bins, threshold, probabilities, labels)"""
+    out = []
+    # Overconfident logits: targets drawn at sigmoid(x / 2).
+    def over(rng):
+        x = f32(rng.standard_normal(400) * 3)
+        return x, (rng.random(400) < sigmoid(x / 2)).astype(np.int64)
+    for s in range(9101, 9300):
+        x, y = over(np.random.default_rng(s))
+        if far_from_edges(sigmoid(x), 10) and np.min(np.abs(sigmoid(x) - 0.5)) > MARGIN:
+            break
+    out.append((f"binary_logits_seed{s}", x, y, None, 10, 0.5, False, 1))
+    # Weights (with zeros), ignored targets, threshold 0.3, 8 bins.
+    for s in range(9301, 9500):
+        rng = np.random.default_rng(s)
+        x = f32(rng.standard_normal(300) * 2 + 0.5)
+        y = (rng.random(300) < sigmoid(x * 0.7)).astype(np.int64)
+        y[rng.random(300) < 0.05] = -100
+        w = rng.random(300) * 3
+        w[rng.random(300) < 0.1] = 0
+        p = sigmoid(x)
+        if far_from_edges(p, 8) and np.min(np.abs(p - 0.3)) > MARGIN:
+            break
+    out.append((f"binary_weighted_seed{s}", x, y, w, 8, 0.3, False, 1))
+    # Probabilities, some exactly 0 and 1 (torch's log clamp at -100), 12 bins.
+    for s in range(9501, 9700):
+        rng = np.random.default_rng(s)
+        p = rng.beta(0.7, 0.9, 250)
+        p[:3] = [0.0, 1.0, 0.0]
+        y = (rng.random(250) < p ** 1.3).astype(np.int64)
+        y[:3] = [1, 0, 0]
+        if far_from_edges(p[3:], 12) and np.min(np.abs(p - 0.5)) > MARGIN:
+            break
+    out.append((f"binary_probabilities_seed{s}", p, y, None, 12, 0.5, True, 1))
+    # Multi-label [N, L] = [120, 4]: each label its own bias, pooled (micro) over the entries.
+    for s in range(9701, 9900):
+        rng = np.random.default_rng(s)
+        x = f32(rng.standard_normal((120, 4)) * 2 + np.array([-1.0, 0.0, 0.5, 1.5]))
+        y = (rng.random((120, 4)) < sigmoid(x * 0.8)).astype(np.int64)
+        if far_from_edges(sigmoid(x), 10) and np.min(np.abs(sigmoid(x) - 0.5)) > MARGIN:
+            break
+    out.append((f"multilabel_l4_seed{s}", x, y, None, 10, 0.5, False, 4))
+    return out
+
+
+def binary_main():
+    print("# generated by tests/reference/gen_calibration_reference.py --binary "
+          f"(numpy {np.__version__}, scikit-learn {sklearn.__version__})")
+    print("# command: /usr/bin/python3 tests/reference/gen_calibration_reference.py --binary > tests/reference/binary_eval_cases.txt")
+    print("# case <name> <labels L>; logits (or probabilities) and targets [N, L] in C order; figures: torch's")
+    print("# binary_cross_entropy(_with_logits), scikit-learn's accuracy_score / brier_score_loss / log_loss /")
+    print("# calibration_curve (unweighted cases), numpy's weighted formulas (all cases)")
+    for name, x, y, w, bins, threshold, probabilities, labels in binary_cases():
+        flat_w = np.ones(x.size) if w is None else np.repeat(w, labels)
+        fig, weights = binary_figures(x.reshape(-1), y.reshape(-1), flat_w, bins, threshold, probabilities)
+        print(f"case {name} {labels}")
+        print(f"N {x.shape[0]}")
+        print(f"bins {bins}")
+        print(f"threshold {threshold!r}")
+        print(f"probabilities {int(probabilities)}")
+        print("logits " + (fmt(x.reshape(-1)) if probabilities else fmt_f32(x.reshape(-1))))
+        print("target " + " ".join(str(int(v)) for v in y.reshape(-1)))
+        if w is not None:
+            print("weight " + fmt(w))
+        for k, v in fig.items():
+            print(f"{'total_weight' if k == 'weight' else k} {v!r}")  # "weight" is the per-sample weights
+        print("bin_weight " + fmt(weights))
+        print("end")
+
+
+def binary_npy(directory):
+    """The CLI's inputs and expected reports (xent_eval_inputs compare's "key value" lines)."""
+    import os
+    os.makedirs(directory, exist_ok=True)
+    for name, x, y, w, bins, threshold, probabilities, labels in binary_cases():
+        stem = name.split("_seed")[0]
+        np.save(os.path.join(directory, stem + "_x.npy"), x.astype(np.float64 if probabilities else np.float32))
+        np.save(os.path.join(directory, stem + "_y.npy"), y.astype(np.int64))
+        if w is not None:
+            np.save(os.path.join(directory, stem + "_w.npy"), w.astype(np.float64))
+        flat_w = np.ones(x.size) if w is None else np.repeat(w, labels)
+        fig, _ = binary_figures(x.reshape(-1), y.reshape(-1), flat_w, bins, threshold, probabilities)
+        with open(os.path.join(directory, stem + "_expected.txt"), "w") as f:
+            for k, v in fig.items():
+                f.write(f"{k} {v!r}\n")
+        if stem == "binary_logits":
+            # Bad inputs for the CLI's messages: a target of 2 (at index 17), a NaN logit (at 5).
+            bad = y.astype(np.int64)
+            bad[17] = 2
+            np.save(os.path.join(directory, "binary_bad_target_y.npy"), bad)
+            nan = x.astype(np.float32)
+            nan[5] = np.nan
+            np.save(os.path.join(directory, "binary_nan_x.npy"), nan)
+
 
 if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--binary":
+        sys.exit(binary_main())
+    if len(sys.argv) > 2 and sys.argv[1] == "--binary-npy":
+        sys.exit(binary_npy(sys.argv[2]))
     sys.exit(main())

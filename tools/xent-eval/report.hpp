@@ -39,6 +39,8 @@ struct run_result {
   std::optional<input_info> weights, sequence_lengths;  // --weights, --sequence-lengths
   std::optional<xent::sequence_report> sequences;      // --sequence-length or --sequence-lengths
   std::int64_t sequence_length = 0;                     // --sequence-length; 0 with --sequence-lengths
+  bool quantile_bins = false;                           // --bins-mode quantile: equal-mass bins
+  bool binary_curve = false;                            // --binary: the bins are of p, their accuracy the share of positives
 };
 
 /// `text` with its control characters, but for newlines and tabs, as \xNN: a file name or a .npy
@@ -151,7 +153,8 @@ inline void write_text(std::ostream& out, const run_result& run) {
   line("accuracy", "top-1 " + fixed(r.accuracy, 4) + "   top-" + std::to_string(r.top_k) + " " + fixed(r.top_k_accuracy, 4));
   line("Brier score", fixed(r.brier, 6) + "  (sum over classes, 0 = perfect, 2 = worst)");
   line("mean confidence", fixed(r.mean_confidence, 4));
-  line("ECE", fixed(r.ece, 6) + "  (" + std::to_string(r.bins.size()) + " bins; MCE " + fixed(r.mce, 4) + ")");
+  line("ECE", fixed(r.ece, 6) + "  (" + std::to_string(r.bins.size()) + (run.quantile_bins ? " equal-mass" : "") + " bins; MCE " +
+                  fixed(r.mce, 4) + ")");
   line("RMS calib. error", fixed(r.rmsce, 6) + "  (L2 norm over the same bins)");
   if (!std::isnan(r.classwise_ece)) {
     line("classwise ECE", fixed(r.classwise_ece, 6) + "  (mean over classes of p_k's ECE)");
@@ -233,6 +236,7 @@ inline void write_json(std::ostream& out, const run_result& run) {
       {"brier_within_bin", r.brier_within_bin}};
   for (const auto& [key, value] : numbers) out << "  \"" << key << "\": " << json_number(value) << ",\n";
   out << "  \"top_k\": " << r.top_k << ",\n";
+  out << "  \"bins_mode\": \"" << (run.quantile_bins ? "quantile" : "uniform") << "\",\n";
   out << "  \"bins\": [";
   for (std::size_t b = 0; b < r.bins.size(); ++b) {
     const xent::reliability_bin& x = r.bins[b];
@@ -311,9 +315,10 @@ inline void write_svg(std::ostream& out, const run_result& run) {
   out << "<line x1=\"" << X(0) << "\" y1=\"" << Y(0) << "\" x2=\"" << X(1) << "\" y2=\"" << Y(1)
       << "\" stroke=\"#555\" stroke-width=\"1.5\" stroke-dasharray=\"6 4\"/>\n";
   out << "<rect x=\"" << X(0) << "\" y=\"" << Y(1) << "\" width=\"" << pw << "\" height=\"" << ph << "\" fill=\"none\" stroke=\"#222\"/>\n";
-  out << "<text x=\"" << X(0.5) << "\" y=\"" << H - 36 << "\" text-anchor=\"middle\" font-size=\"13\">confidence (max probability)</text>\n";
+  out << "<text x=\"" << X(0.5) << "\" y=\"" << H - 36 << "\" text-anchor=\"middle\" font-size=\"13\">"
+      << (run.binary_curve ? "predicted probability p (positive class)" : "confidence (max probability)") << "</text>\n";
   out << "<text x=\"18\" y=\"" << Y(0.5) << "\" text-anchor=\"middle\" font-size=\"13\" transform=\"rotate(-90 18 " << Y(0.5)
-      << ")\">accuracy</text>\n";
+      << ")\">" << (run.binary_curve ? "fraction of positives" : "accuracy") << "</text>\n";
   // Legend.
   const double ly = H - 16;
   out << "<rect x=\"" << left << "\" y=\"" << ly - 10 << "\" width=\"12\" height=\"12\" fill=\"#3b75af\"/>\n";

@@ -13,6 +13,7 @@
 
 #include <Eigen/Core>
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -24,6 +25,16 @@
 
 namespace xent {
 
+/// How eval_accumulator cuts the confidence axis into the bins of the ECE, MCE, RMS calibration
+/// error and the reliability diagram (scikit-learn's calibration_curve strategy names).
+enum class bin_strategy {
+  uniform,  ///< equal-width bins: bin b holds the confidences in (b / bins, (b + 1) / bins]
+  /// Equal-mass (adaptive) bins: about the same weight of samples in each bin, formed at report
+  /// time from a fixed fine histogram of the confidences (eval_accumulator::quantile_cells), so
+  /// that the state stays a mergeable sum of fixed size. docs/metrics.md gives the resolution.
+  quantile
+};
+
 /// Options of eval_accumulator. The defaults match torch's cross_entropy (ignore_index = -100) and
 /// the usual calibration literature (15 equal-width bins, Guo et al. 2017).
 struct eval_options {
@@ -31,8 +42,11 @@ struct eval_options {
   long ignore_index = -100;
   /// k of the top-k accuracy (top-1 is always reported).
   int top_k = 5;
-  /// Number of equal-width confidence bins of the ECE and the reliability diagram.
+  /// Number of confidence bins of the ECE and the reliability diagram.
   int bins = 15;
+  /// Equal-width (the default) or equal-mass confidence bins of the top-label ECE, MCE, RMS
+  /// calibration error and the reliability diagram. The classwise bins stay equal-width.
+  bin_strategy strategy = bin_strategy::uniform;
   /// The probabilities are softmax(logits / temperature): 1 evaluates the logits as given,
   /// fit_temperature's result evaluates the calibrated model. 1 / temperature must be finite in the
   /// logits' type (temperature >= 2.9e-39 for float logits).
@@ -128,7 +142,9 @@ struct eval_report {
   ///@{
   double brier_reliability = 0, brier_resolution = 0, brier_uncertainty = 0, brier_within_bin = 0;
   ///@}
-  /// The reliability diagram: eval_options::bins equal-width bins of confidence, from 0 to 1.
+  /// The reliability diagram: eval_options::bins bins of confidence, from 0 to 1, equal-width or
+  /// equal-mass (eval_options::strategy; then each bin's lower and upper are the edges of the fine
+  /// histogram cells it groups, and a bin may be empty when one cell holds more than its share).
   std::vector<reliability_bin> bins;
 };
 
@@ -169,9 +185,20 @@ class eval_accumulator {
   static constexpr std::size_t bin_fields = 4;
   /// Entries per class and bin with eval_options::classwise_classes: weight sum, sum of p_k, weight of [target = k].
   static constexpr std::size_t classwise_fields = 3;
+  /// Cells of the fine confidence histogram kept with bin_strategy::quantile (bin_fields entries
+  /// each, 128 KiB of state): equal-width in logit(confidence) = ln(p / (1 - p)) over
+  /// [-quantile_logit_range, quantile_logit_range], the first and last cells also holding what lies
+  /// beyond. The equal-mass bins are formed from whole cells, so a cell's samples never straddle
+  /// two bins: the bins are those of the exact sample quantiles whenever no cell holds samples on
+  /// both sides of a quantile.
+  static constexpr std::size_t quantile_cells = 4096;
+  /// Half the logit range of the fine histogram: the cells are 2 * 16 / 4096 = 1 / 128 wide in
+  /// logit, i.e. a relative resolution of 0.8 % in the odds p / (1 - p) for confidences from
+  /// 1.1e-7 to 1 - 1.1e-7.
+  static constexpr double quantile_logit_range = 16;
 
   /// \throws xent::invalid_argument unless bins >= 1, top_k >= 1, 0 < temperature < inf, dim is 0
-  ///   or 1, num_threads >= 0.
+  ///   or 1, num_threads >= 0, strategy one of bin_strategy's values.
   explicit eval_accumulator(const eval_options& opts = {}) : opts_(opts) {
     constexpr const char* fn = "eval_accumulator";
     if (opts.bins < 1) detail::throw_invalid(fn, "bins", "must be at least 1", opts.bins);
@@ -182,6 +209,8 @@ class eval_accumulator {
     detail::check_num_threads(fn, opts.num_threads);
     if (opts.classwise_classes < 0)
       detail::throw_invalid(fn, "classwise_classes", "must be 0 (off) or the class count", opts.classwise_classes);
+    if (opts.strategy != bin_strategy::uniform && opts.strategy != bin_strategy::quantile)
+      detail::throw_invalid(fn, "strategy", "must be bin_strategy::uniform or bin_strategy::quantile", int(opts.strategy));
     state_.assign(own_size(), 0.0);
   }
 
@@ -225,7 +254,8 @@ class eval_accumulator {
   }
 
   /// Adds other's state to this one, as if this accumulator had seen other's batches too.
-  /// \throws xent::invalid_argument if the two differ in bins, top_k, temperature or neg_inf_is_mask.
+  /// \throws xent::invalid_argument if the two differ in bins, top_k, temperature, neg_inf_is_mask,
+  ///   classwise_classes or strategy.
   eval_accumulator& merge(const eval_accumulator& other) {
     check_compatible(other);
     for (std::size_t i = 0; i < own_size(); ++i) state_[i] += other.state_[i];
@@ -260,6 +290,11 @@ class eval_accumulator {
   std::size_t classwise_offset(std::size_t k, std::size_t b) const noexcept {
     return bin_offset(std::size_t(opts_.bins)) + classwise_fields * (k * std::size_t(opts_.bins) + b);
   }
+  /// Index of fine cell i's (count, confidence sum, correct count, weight sum) in data(), with
+  /// bin_strategy::quantile: after the classwise entries.
+  std::size_t quantile_offset(std::size_t i) const noexcept {
+    return classwise_offset(std::size_t(opts_.classwise_classes), 0) + bin_fields * i;
+  }
 
  private:
   friend class sequence_accumulator;
@@ -267,7 +302,8 @@ class eval_accumulator {
   // A sequence_accumulator keeps its per-sequence sums after these entries in the same vector, so
   // that its whole state is one contiguous range (one MPI_Allreduce) and this one's is its prefix.
   std::size_t own_size() const noexcept {
-    return fields + bin_fields * std::size_t(opts_.bins) + classwise_fields * std::size_t(opts_.classwise_classes) * std::size_t(opts_.bins);
+    return fields + bin_fields * std::size_t(opts_.bins) + classwise_fields * std::size_t(opts_.classwise_classes) * std::size_t(opts_.bins) +
+           (opts_.strategy == bin_strategy::quantile ? bin_fields * quantile_cells : 0);
   }
 
   /// add()'s per-sample hook when nothing but the state is wanted.
@@ -308,6 +344,9 @@ class eval_accumulator {
     if (o.classwise_classes != opts_.classwise_classes)
       detail::throw_invalid(fn, "other", "must have the same classwise_classes (" + std::to_string(opts_.classwise_classes) + ")",
                             o.classwise_classes);
+    if (o.strategy != opts_.strategy)
+      detail::throw_invalid(fn, "other", std::string("must have the same strategy (") + (opts_.strategy == bin_strategy::quantile ? "quantile" : "uniform") + ")",
+                            o.strategy == bin_strategy::quantile ? "quantile" : "uniform");
   }
 
   eval_options opts_;
@@ -371,6 +410,26 @@ void check_inverse_temperature(const char* fn, const char* argument, double temp
 inline std::size_t confidence_bin(double confidence, int bins) {
   const double b = std::ceil(confidence * bins) - 1;
   return b <= 0 ? 0 : b >= bins - 1 ? std::size_t(bins - 1) : std::size_t(b);
+}
+
+/// The fine histogram cell of a confidence in (0, 1] (bin_strategy::quantile): equal-width in
+/// logit(confidence), the tails folded into the end cells. Monotone in the confidence.
+inline std::size_t quantile_cell(double confidence) {
+  constexpr double range = eval_accumulator::quantile_logit_range;
+  constexpr double cells = double(eval_accumulator::quantile_cells);
+  const double logit = std::log(confidence) - std::log1p(-confidence);  // +inf at 1
+  const double c = std::floor((logit + range) * (cells / (2 * range)));
+  // !(c > 0) also takes a NaN to cell 0: converting it to size_t would be undefined.
+  return !(c > 0) ? 0 : c >= cells - 1 ? eval_accumulator::quantile_cells - 1 : std::size_t(c);
+}
+
+/// The confidence at the lower edge of fine cell i (0 for the first).
+inline double quantile_cell_edge(std::size_t i) {
+  constexpr double range = eval_accumulator::quantile_logit_range;
+  if (i == 0) return 0;
+  if (i >= eval_accumulator::quantile_cells) return 1;
+  const double logit = double(i) * (2 * range / double(eval_accumulator::quantile_cells)) - range;
+  return 1 / (1 + std::exp(-logit));
 }
 
 }  // namespace detail
@@ -438,6 +497,13 @@ void eval_accumulator::add(const Eigen::DenseBase<Derived>& logits, const Eigen:
       bin[1] += w * e.confidence;
       bin[2] += is_hit;
       bin[3] += w;
+      if (opts_.strategy == bin_strategy::quantile) {
+        double* cell = state_.data() + quantile_offset(detail::quantile_cell(e.confidence));
+        cell[0] += 1;
+        cell[1] += w * e.confidence;
+        cell[2] += is_hit;
+        cell[3] += w;
+      }
       if (opts_.classwise_classes > 0) {
         // p_k from the sweep's max and sum, in double; a masked class (-inf) has p_k = 0, bin 0.
         const T* x = v.sample(j);
@@ -501,12 +567,44 @@ inline eval_report eval_accumulator::report(const eval_units& units) const {
   r.mean_confidence = mean(state_[confidence_sum]);
 
   r.bins.resize(std::size_t(opts_.bins));
+  // Each bin's (count, confidence sum, correct sum, weight): the state's equal-width bins, or the
+  // fine cells grouped into equal-mass bins.
+  std::vector<double> sums(bin_fields * r.bins.size(), 0.0);
+  if (opts_.strategy == bin_strategy::uniform) {
+    std::copy(state_.begin() + std::ptrdiff_t(bin_offset(0)), state_.begin() + std::ptrdiff_t(bin_offset(r.bins.size())), sums.begin());
+    for (std::size_t b = 0; b < r.bins.size(); ++b) {
+      r.bins[b].lower = double(b) / opts_.bins;
+      r.bins[b].upper = double(b + 1) / opts_.bins;
+    }
+  } else {
+    // A cell goes whole to the bin of the weight before it: with one sample per cell, the sample of
+    // rank i (by confidence, weight 1 each) lands in bin floor(i * bins / n), the exact quantile
+    // split.
+    std::vector<bool> started(r.bins.size(), false);
+    double before = 0;
+    for (std::size_t i = 0; i < quantile_cells; ++i) {
+      const double* c = state_.data() + quantile_offset(i);
+      if (!(c[3] > 0)) continue;
+      const std::size_t b = std::min(r.bins.size() - 1, std::size_t(std::floor(before * double(opts_.bins) / n)));
+      for (std::size_t f = 0; f < bin_fields; ++f) sums[bin_fields * b + f] += c[f];
+      started[b] = true;
+      r.bins[b].upper = detail::quantile_cell_edge(i + 1);
+      before += c[3];
+    }
+    // Contiguous bins: each starts where the previous one's last cell ends (taking the empty cells
+    // between), an empty bin (a cell held more than its share) is that point alone, the last ends at 1.
+    double edge = 0;
+    for (std::size_t b = 0; b < r.bins.size(); ++b) {
+      r.bins[b].lower = edge;
+      if (!started[b]) r.bins[b].upper = edge;
+      edge = r.bins[b].upper;
+    }
+    r.bins.back().upper = 1;
+  }
   double ece = 0, mce = 0, squared = 0;
   for (std::size_t b = 0; b < r.bins.size(); ++b) {
-    const double* s = state_.data() + bin_offset(b);
+    const double* s = sums.data() + bin_fields * b;
     reliability_bin& out = r.bins[b];
-    out.lower = double(b) / opts_.bins;
-    out.upper = double(b + 1) / opts_.bins;
     out.count = std::int64_t(s[0]);
     out.weight = s[3];
     out.confidence = s[3] > 0 ? s[1] / s[3] : nan;

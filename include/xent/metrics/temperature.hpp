@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace xent {
@@ -50,15 +51,17 @@ struct temperature_options {
   int num_threads = 0;
 };
 
-/// Sums over samples of the NLL at one temperature and of its first two derivatives in beta = 1 / T.
-/// Five packed doubles, every one a plain sum: merge() adds them, so shards and ranks reduce them as
-/// the evaluation state: MPI_Allreduce(MPI_IN_PLACE, &sums, 5, MPI_DOUBLE, MPI_SUM, comm).
+/// Sums over samples of the NLL at one temperature and of its first two derivatives in beta = 1 / T,
+/// weighted by the samples' weights when given (add_temperature_sums with weights). Six packed
+/// doubles, every one a plain sum: merge() adds them, so shards and ranks reduce them as the
+/// evaluation state: MPI_Allreduce(MPI_IN_PLACE, &sums, 6, MPI_DOUBLE, MPI_SUM, comm).
 struct temperature_sums {
-  double samples = 0;            ///< samples with a distribution and a finite target logit
+  double samples = 0;            ///< samples with a distribution and a finite target logit (and a weight > 0)
   double nonfinite_samples = 0;  ///< samples left out: NaN / +inf logits, all masked, or a masked (-inf) target
-  double nll = 0;                ///< sum of NLL (nats)
-  double gradient = 0;           ///< sum of d NLL / d beta = E_p[x] - x_target
-  double curvature = 0;          ///< sum of d2 NLL / d beta2 = Var_p[x]
+  double nll = 0;                ///< sum of NLL (nats), weighted
+  double gradient = 0;           ///< sum of d NLL / d beta = E_p[x] - x_target, weighted
+  double curvature = 0;          ///< sum of d2 NLL / d beta2 = Var_p[x], weighted
+  double weight = 0;             ///< sum of the counted samples' weights (= samples without weights): the mean's denominator
 
   /// Adds o's sums to these, as if these had seen o's samples too; returns *this.
   temperature_sums& merge(const temperature_sums& o) noexcept {
@@ -67,10 +70,11 @@ struct temperature_sums {
     nll += o.nll;
     gradient += o.gradient;
     curvature += o.curvature;
+    weight += o.weight;
     return *this;
   }
 };
-static_assert(sizeof(temperature_sums) == 5 * sizeof(double), "temperature_sums must be five packed doubles");
+static_assert(sizeof(temperature_sums) == 6 * sizeof(double), "temperature_sums must be six packed doubles");
 
 /// What fit_temperature and fit_temperature_with return: the fitted temperature with the NLL (and
 /// ECE) before and after. The temperature, NLL and ECE are NaN when no sample counted, or when a
@@ -111,9 +115,9 @@ inline void check_temperature_options(const char* fn, const temperature_options&
   if (o.bins < 1) throw_invalid(fn, "bins", "must be at least 1", o.bins);
 }
 
-template <class Derived, class TDerived>
+template <class Derived, class TDerived, class Weight>
 void add_temperature_sums(const char* fn, const Eigen::DenseBase<Derived>& logits, const Eigen::DenseBase<TDerived>& targets,
-                          double temperature, const temperature_options& opts, temperature_sums& sums) {
+                          double temperature, const temperature_options& opts, temperature_sums& sums, Weight&& weight) {
   using T = typename Derived::Scalar;
   check_real<Derived>();
   check_dim(fn, opts.dim);
@@ -124,7 +128,7 @@ void add_temperature_sums(const char* fn, const Eigen::DenseBase<Derived>& logit
   check_inverse_temperature<T>(fn, "temperature", temperature);
   const Eigen::Index samples = opts.dim == 0 ? logits.cols() : logits.rows();
   const Eigen::Index classes = opts.dim == 0 ? logits.rows() : logits.cols();
-  check_eval_targets(fn, targets, samples, classes, opts.ignore_index, [](Eigen::Index) { return true; });
+  check_eval_targets(fn, targets, samples, classes, opts.ignore_index, [&](Eigen::Index j) { return weight(j) != 0; });
   using CT = detail::compute_t<T>;
   const CT beta = static_cast<CT>(1.0 / temperature);
   // One sweep (threads over samples, the sums in double per sample), then the samples' moments
@@ -133,7 +137,7 @@ void add_temperature_sums(const char* fn, const Eigen::DenseBase<Derived>& logit
   const auto& t = targets.derived();
   auto target_at = [&](Eigen::Index j) -> Eigen::Index {
     const long c = static_cast<long>(t.coeff(j));
-    return c == opts.ignore_index ? -1 : Eigen::Index(c);
+    return c == opts.ignore_index || weight(j) == 0 ? -1 : Eigen::Index(c);
   };
   with_view(logits, opts.dim, [&](const samples_view<const T>& v) {
     const losses::temperature_policy<T, decltype(target_at)> policy(moments.data(), target_at, beta);
@@ -147,12 +151,34 @@ void add_temperature_sums(const char* fn, const Eigen::DenseBase<Derived>& logit
       batch.nonfinite_samples += 1;
       continue;
     }
+    // Weight 1 (no weights): the same bits as the unweighted sums.
+    const double w = weight(j);
     batch.samples += 1;
-    batch.nll += m.nll;
-    batch.gradient += m.gradient;
-    batch.curvature += m.curvature;
+    batch.weight += w;
+    batch.nll += w * m.nll;
+    batch.gradient += w * m.gradient;
+    batch.curvature += w * m.curvature;
   }
   sums.merge(batch);
+}
+
+template <class Derived, class TDerived>
+void add_temperature_sums(const char* fn, const Eigen::DenseBase<Derived>& logits, const Eigen::DenseBase<TDerived>& targets,
+                          double temperature, const temperature_options& opts, temperature_sums& sums) {
+  add_temperature_sums(fn, logits, targets, temperature, opts, sums, [](Eigen::Index) { return 1.0; });
+}
+
+/// The weights' checks of eval_accumulator::update, under `fn`'s name.
+template <class WDerived>
+void check_sample_weights(const char* fn, const Eigen::DenseBase<WDerived>& weights, Eigen::Index samples) {
+  static_assert(std::is_floating_point_v<typename WDerived::Scalar>, "weights must be float or double");
+  if (weights.size() != samples)
+    throw_invalid(fn, "weights", "must have one entry per sample (" + std::to_string(samples) + ")", weights.size());
+  for (Eigen::Index j = 0; j < samples; ++j) {
+    const double w = double(weights.derived().coeff(j));
+    if (!(w >= 0 && w < std::numeric_limits<double>::infinity()))
+      throw_invalid(fn, "weights[" + std::to_string(j) + "]", "must be finite and >= 0", w);
+  }
 }
 
 }  // namespace detail
@@ -163,6 +189,22 @@ template <class Derived, class TDerived>
 void add_temperature_sums(const Eigen::DenseBase<Derived>& logits, const Eigen::DenseBase<TDerived>& targets, double temperature,
                           const temperature_options& opts, temperature_sums& sums) {
   detail::add_temperature_sums("add_temperature_sums", logits, targets, temperature, opts, sums);
+}
+
+/// The same with per-sample weights (each finite and >= 0, one per sample, as
+/// eval_accumulator::update's): the sums are weighted, so that fit_temperature_with minimises the
+/// weighted mean NLL. A sample of weight 0 is left out (its target not checked). Weights of 1 give
+/// the same sums, bit for bit, as the unweighted call.
+/// \throws xent::invalid_argument as the unweighted call, and for weights of another length or a
+///   weight that is negative, infinite or NaN.
+template <class Derived, class TDerived, class WDerived>
+void add_temperature_sums(const Eigen::DenseBase<Derived>& logits, const Eigen::DenseBase<TDerived>& targets,
+                          const Eigen::DenseBase<WDerived>& weights, double temperature, const temperature_options& opts, temperature_sums& sums) {
+  constexpr const char* fn = "add_temperature_sums";
+  detail::check_dim(fn, opts.dim);
+  detail::check_sample_weights(fn, weights, opts.dim == 0 ? logits.cols() : logits.rows());
+  const auto& w = weights.derived();
+  detail::add_temperature_sums(fn, logits, targets, temperature, opts, sums, [&w](Eigen::Index j) { return double(w.coeff(j)); });
 }
 
 /// Fits T from a function that returns the temperature_sums of the whole held-out set at a given
@@ -176,8 +218,8 @@ temperature_fit fit_temperature_with(SumsAt&& sums_at, const temperature_options
   const temperature_sums first = sums_at(1.0);
   fit.samples = std::int64_t(first.samples);
   fit.nonfinite_samples = std::int64_t(first.nonfinite_samples);
-  if (first.samples == 0 || (first.nonfinite_samples > 0 && !opts.skip_nonfinite)) return fit;
-  const double n = first.samples;
+  if (first.samples == 0 || !(first.weight > 0) || (first.nonfinite_samples > 0 && !opts.skip_nonfinite)) return fit;
+  const double n = first.weight;  // the weighted mean's denominator (the sample count without weights)
   fit.nll_before = first.nll / n;
 
   double lo = beta_min, hi = beta_max;  // the minimiser lies in [lo, hi]
@@ -264,6 +306,42 @@ temperature_fit fit_temperature(const Eigen::DenseBase<Derived>& logits, const E
   if (std::isfinite(fit.temperature)) {
     eo.temperature = fit.temperature;
     fit.ece_after = evaluate(logits, targets, eo).ece;
+  }
+  return fit;
+}
+
+/// The same, minimising the weighted mean NLL with per-sample weights (as eval_accumulator::update's:
+/// each finite and >= 0, one per sample, frequency weights); the NLL and ECE before and after are
+/// weighted too.
+/// \throws xent::invalid_argument as the unweighted call, and for bad weights.
+template <class Derived, class TDerived, class WDerived>
+temperature_fit fit_temperature(const Eigen::DenseBase<Derived>& logits, const Eigen::DenseBase<TDerived>& targets,
+                                const Eigen::DenseBase<WDerived>& weights, const temperature_options& opts = {}) {
+  detail::check_temperature_options("fit_temperature", opts);
+  detail::check_inverse_temperature<typename Derived::Scalar>("fit_temperature", "min_temperature", opts.min_temperature);
+  detail::check_sample_weights("fit_temperature", weights, opts.dim == 0 ? logits.cols() : logits.rows());
+  const auto& w = weights.derived();
+  temperature_fit fit = fit_temperature_with(
+      [&](double temperature) {
+        temperature_sums s;
+        detail::add_temperature_sums("fit_temperature", logits, targets, temperature, opts, s, [&w](Eigen::Index j) { return double(w.coeff(j)); });
+        return s;
+      },
+      opts);
+  eval_options eo;
+  eo.ignore_index = opts.ignore_index;
+  eo.dim = opts.dim;
+  eo.bins = opts.bins;
+  eo.skip_nonfinite = opts.skip_nonfinite;
+  const auto ece_at = [&](const eval_options& o) {
+    eval_accumulator acc(o);
+    acc.update(logits, targets, weights);
+    return acc.report().ece;
+  };
+  fit.ece_before = ece_at(eo);
+  if (std::isfinite(fit.temperature)) {
+    eo.temperature = fit.temperature;
+    fit.ece_after = ece_at(eo);
   }
   return fit;
 }
