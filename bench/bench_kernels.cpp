@@ -169,9 +169,12 @@ void timed(benchmark::State& state, const Row& r, Shape s, const Body& body, con
   if (r.roofline)
     if (const Timing* t = latest_of(std::string(r.roofline) + "/" + s.name() + "/threads:" + std::to_string(r.threads)))
       state.counters[std::strcmp(r.roofline, "rw_roofline") == 0 ? "x_rw_roofline" : "x_read_roofline"] = me.ns / t->ns;
+  // r.torch names the row of the same result; the weight and mask rows name the plain xent forward
+  // instead, and their counter says so (speedup_vs_xent_ce_fwd, issue 16's goal: >= 0.95).
   if (r.torch)
     if (const Timing* t = latest_of(std::string(r.torch) + "/" + s.name() + "/threads:" + std::to_string(r.threads)))
-      state.counters["speedup_vs_torch"] = t->ns / me.ns;
+      state.counters[std::strncmp(r.torch, "torch_", 6) == 0 ? std::string("speedup_vs_torch") : "speedup_vs_" + std::string(r.torch)] =
+          t->ns / me.ns;
   if (r.threads > 1)
     if (const Timing* t = latest_of(r.key(s, 1))) state.counters["speedup_vs_1_thread"] = t->ns_wall / me.ns_wall;
   if (r.label) state.SetLabel(r.label);
@@ -358,8 +361,9 @@ void register_rows(Shape s, int threads) {
     float loss = xent::cross_entropy(b.logits, b.targets, opts).value();
     benchmark::DoNotOptimize(loss);
   });
-  // Per-token weights and a mask (every sample kept, so the work is the plain forward's): the goal
-  // is at most 5 % over xent_ce_fwd (speedup_xent_ce_fwd >= 0.95).
+  // Per-token weights and a mask (every sample kept, so the work is the plain forward's): issue 16's
+  // goal is at most 5 % over xent_ce_fwd (counter speedup_vs_xent_ce_fwd >= 0.95; run_bench.py's
+  // goal table takes the ratio of the medians).
   auto weighted = std::make_shared<xent::cross_entropy_options>(opts);
   weighted->sample_weight = Eigen::VectorXd::LinSpaced(s.n, 0.5, 1.5);
   r = Row{"xent_ce_fwd_sample_weight", t, "read_roofline", "xent_ce_fwd"};

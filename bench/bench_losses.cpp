@@ -618,11 +618,14 @@ std::vector<Loss> make_losses() {
 #endif
     L.push_back(l);
   }
-  // divergence between two logit sets, at T = 1, batchmean (forward KL is distill's soft term above).
-  for (const auto kind : {xent::divergence_kind::reverse_kl, xent::divergence_kind::jsd, xent::divergence_kind::tvd}) {
+  // divergence between two logit sets, at T = 1, batchmean. Forward KL has its own row beside
+  // distill's soft term (T = 2, a softmax target): issue 17's goal is against the composition
+  // log_softmax twice + kl_div(log_target) + autograd, which is what torch_fkl times.
+  for (const auto kind : {xent::divergence_kind::forward_kl, xent::divergence_kind::reverse_kl, xent::divergence_kind::jsd,
+                          xent::divergence_kind::tvd}) {
     Loss l;
     const std::string k = xent::to_string(kind);
-    l.name = kind == xent::divergence_kind::reverse_kl ? "rkl" : k;
+    l.name = kind == xent::divergence_kind::forward_kl ? "fkl" : kind == xent::divergence_kind::reverse_kl ? "rkl" : k;
     l.in = {X, Z};
     l.fwd_call = "xent::divergence(s, t, opts), opts.kind = " + k;
     l.grad_call = "xent::divergence_with_grad(s, t, opts, grad)";
@@ -639,7 +642,13 @@ std::vector<Loss> make_losses() {
     l.ref = [kind](const Buffers& b, Index j, const double* s) { return divergence_ref(b, j, s, kind); };
     l.divisor = samples;
 #ifdef XENT_BENCH_WITH_TORCH
-    if (kind == xent::divergence_kind::reverse_kl) {
+    if (kind == xent::divergence_kind::forward_kl) {
+      l.torch_call = "F::kl_div(log_softmax(s), log_softmax(t), batchmean, log_target)";
+      l.torch = [](Buffers& b, const torch::Tensor& s) {
+        return F::kl_div(torch::log_softmax(s, 1), torch::log_softmax(view(b.in(Z)), 1),
+                         F::KLDivFuncOptions().reduction(torch::kBatchMean).log_target(true));
+      };
+    } else if (kind == xent::divergence_kind::reverse_kl) {
       l.torch_call = "F::kl_div(log_softmax(t), log_softmax(s), batchmean, log_target)";
       l.torch = [](Buffers& b, const torch::Tensor& s) {
         return F::kl_div(torch::log_softmax(view(b.in(Z)), 1), torch::log_softmax(s, 1),
