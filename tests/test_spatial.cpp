@@ -1,5 +1,5 @@
 // The spatial layout [N, C, d1, d2, ...] (xent::spatial, losses/spatial.hpp): cross_entropy (class
-// indices and probability targets), its gradient and backward, and nll_loss, against torch 1.13 on [N, C, d1, d2] tensors
+// indices and probability targets), its gradient and backward, nll_loss, and softmax / log_softmax, against torch 1.13 on [N, C, d1, d2] tensors
 // (tests/reference/spatial_cases.txt, float64 torch), against the same loss on an explicitly
 // permuted [N * D, C] copy (the matrix overload), finite differences, threads, special values and
 // the misuse checks.
@@ -18,6 +18,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstring>
 #include <iostream>
 #include <limits>
 #include <random>
@@ -43,6 +44,7 @@ void check_torch_cases() {
   int checked = 0;
   for (const auto& c : cases()) {
     const int fn = int(c["fn"][0]);
+    if (fn >= 3) continue;  // softmax / log_softmax: their own test case
     INFO(c.name);
     const Index N = Index(c["shape"][0]), D = Index(c["shape"][1] * c["shape"][2]), C = c.classes;
     std::vector<T> x(std::size_t(N * C * D)), g(x.size(), T(7)), g2(x.size(), T(7));
@@ -570,6 +572,126 @@ TEST_CASE("spatial cross_entropy with probability targets: misuse", "[spatial][e
        "must be a scalar"},
   };
   CHECK(xent_test::check_misuse(table) == 9);
+}
+
+TEST_CASE("spatial softmax and log_softmax match torch 1.13 on [N, C, d1, d2]", "[spatial]") {
+  auto run = [](auto zero) {
+    using T = decltype(zero);
+    const double budget = std::is_same_v<T, double> ? 1e-12 : 16 * double(std::numeric_limits<float>::epsilon());
+    double worst = 0;
+    int checked = 0;
+    for (const auto& c : cases()) {
+      const int fn = int(c["fn"][0]);
+      if (fn < 3) continue;
+      INFO(c.name);
+      const Index N = Index(c["shape"][0]), D = Index(c["shape"][1] * c["shape"][2]), C = c.classes;
+      std::vector<T> x(std::size_t(N * C * D)), out(x.size(), T(7));
+      for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<T>(c["logits"][i]);
+      const auto xv = xent::spatial(static_cast<const T*>(x.data()), N, C, D);
+      if (fn == 3)
+        xent::softmax_into(xv, xent::spatial(out.data(), N, C, D));
+      else
+        xent::log_softmax_into(xv, xent::spatial(out.data(), N, C, D));
+      const auto& ref = c["out"];
+      for (std::size_t i = 0; i < out.size(); ++i) {
+        // softmax relative to the probability itself, log_softmax at max(|value|, 1).
+        const long double scale = fn == 3 ? std::fabs(ref[i]) : std::max<long double>(1, std::fabs(ref[i]));
+        const double e = error_of(double(out[i]), ref[i], scale);
+        worst = std::max(worst, e);
+        CHECK(e <= budget);
+      }
+      ++checked;
+    }
+    CHECK(checked == 10);
+    std::cout << "spatial softmax / log_softmax vs torch (" << (std::is_same_v<T, double> ? "double" : "float")
+              << "): worst " << worst << " (budget " << budget << ")\n";
+  };
+  run(0.0);
+  run(0.0f);
+}
+
+/// spatial softmax / log_softmax against the matrix overloads on the permuted copy, with special
+/// pixels (+inf, NaN, all -inf, one -inf class); in place and on two threads the same bits.
+template <class T, bool Log>
+double normalize_against_permuted(Index N, Index C, Index D, std::uint64_t seed) {
+  std::mt19937_64 gen(seed);
+  std::normal_distribution<double> normal(0, 3);
+  std::vector<T> x(std::size_t(N * C * D));
+  for (auto& v : x) v = static_cast<T>(normal(gen));
+  const bool specials = N * D > 20;
+  if (specials) {
+    x[std::size_t(0 * D + 3)] = std::numeric_limits<T>::infinity();
+    x[std::size_t(1 * D + 7)] = std::numeric_limits<T>::quiet_NaN();
+    for (Index k = 0; k < C; ++k) x[std::size_t(k * D + 11)] = -std::numeric_limits<T>::infinity();
+    x[std::size_t(2 * D + 19)] = -std::numeric_limits<T>::infinity();
+  }
+  const matrix<T> m = permuted(x, N, C, D);
+  matrix<T> want(C, N * D);
+  std::vector<T> got(x.size(), T(7)), two(x.size(), T(5));
+  const auto xv = xent::spatial(static_cast<const T*>(x.data()), N, C, D);
+  if constexpr (Log) {
+    xent::log_softmax_into(m, want);
+    xent::log_softmax_into(xv, xent::spatial(got.data(), N, C, D), 0, 1);
+    xent::log_softmax_into(xv, xent::spatial(two.data(), N, C, D), 0, 2);
+  } else {
+    xent::softmax_into(m, want);
+    xent::softmax_into(xv, xent::spatial(got.data(), N, C, D), 0, 1);
+    xent::softmax_into(xv, xent::spatial(two.data(), N, C, D), 0, 2);
+  }
+  CHECK(std::memcmp(got.data(), two.data(), got.size() * sizeof(T)) == 0);
+  std::vector<T> in_place = x;
+  const auto iv = xent::spatial(in_place.data(), N, C, D);
+  if constexpr (Log)
+    xent::log_softmax_into(iv, iv);
+  else
+    xent::softmax_into(iv, iv);
+  CHECK(std::memcmp(got.data(), in_place.data(), got.size() * sizeof(T)) == 0);
+  const matrix<T> gp = permuted(got, N, C, D);
+  double worst = 0;
+  int nan_pixels = 0;
+  for (Index j = 0; j < N * D; ++j) {
+    nan_pixels += std::isnan(want(0, j));
+    for (Index k = 0; k < C; ++k) {
+      const T b = want(k, j);
+      const T scale = Log ? std::max(T(1), std::fabs(b)) : std::max(std::numeric_limits<T>::min(), std::fabs(b));
+      const double e = std::isinf(b) ? (gp(k, j) == b ? 0.0 : 1e30) : ulps_apart(gp(k, j), b, scale);
+      worst = std::max(worst, e);
+      CHECK(e <= 8);
+    }
+  }
+  if (specials) CHECK(nan_pixels == 3);  // +inf, NaN and all -inf: all NaN, as torch
+  return worst;
+}
+
+TEST_CASE("spatial softmax and log_softmax equal the matrix overloads on a permuted copy", "[spatial]") {
+  double worst = 0;
+  for (const Index D : {Index(1), Index(21), Index(48), Index(64 * 64)})
+    for (const Index C : {Index(3), Index(21), Index(300)}) {
+      INFO("D " << D << " C " << C);
+      const Index N = D == 64 * 64 ? 2 : 3;
+      const std::uint64_t seed = 23 + std::uint64_t(D * 31 + C);
+      worst = std::max(worst, normalize_against_permuted<float, false>(N, C, D, seed));
+      worst = std::max(worst, normalize_against_permuted<float, true>(N, C, D, seed));
+      worst = std::max(worst, normalize_against_permuted<double, false>(N, C, D, seed));
+      worst = std::max(worst, normalize_against_permuted<double, true>(N, C, D, seed));
+    }
+  std::cout << "spatial softmax / log_softmax vs permuted copy: worst " << worst << " ulp\n";
+}
+
+TEST_CASE("spatial softmax misuse", "[spatial][errors]") {
+  std::vector<float> x(24, 0.f), out(24, 0.f), small(12, 0.f);
+  const auto v = xent::spatial(static_cast<const float*>(x.data()), 2, 4, 3);
+  const xent_test::misuse table[] = {
+      {"out shape", [&] { xent::softmax_into(v, xent::spatial(small.data(), 2, 2, 3)); }, "softmax_into", "out",
+       "must have the logits' shape [2, 4, 3]", "[2, 2, 3]"},
+      {"out overlaps", [&] { xent::log_softmax_into(v, xent::spatial(x.data() + 1, 2, 4, 3)); }, "log_softmax_into", "out",
+       "not overlap"},
+      {"dim 1", [&] { xent::softmax_into(v, xent::spatial(out.data(), 2, 4, 3), 1); }, "softmax_into", "dim", "class axis is fixed"},
+      {"threads", [&] { xent::softmax_into(v, xent::spatial(out.data(), 2, 4, 3), 0, -1); }, "softmax_into", "num_threads", ">= 0"},
+      {"default view", [&] { xent::softmax_into(xent::spatial_view<const float>{}, xent::spatial(out.data(), 2, 4, 3)); },
+       "softmax_into", "x.data", "must not be null"},
+  };
+  CHECK(xent_test::check_misuse(table) == 5);
 }
 
 }  // namespace

@@ -1,8 +1,8 @@
 #ifndef XENT_LOSSES_SPATIAL_HPP
 #define XENT_LOSSES_SPATIAL_HPP
 
-// cross_entropy and nll_loss over torch's [N, C, d1, d2, ...] layout (segmentation, per-pixel
-// losses): the logits are a spatial_view of the caller's buffer (core/spatial.hpp), read in place;
+// cross_entropy, nll_loss, softmax_into and log_softmax_into over torch's [N, C, d1, d2, ...]
+// layout (segmentation, per-pixel losses): the logits are a spatial_view of the caller's buffer (core/spatial.hpp), read in place;
 // probability targets are a second view of the same shape; class-index targets, grad_out for
 // reduction none and the per-sample losses have N * D entries in (n, d) order, as torch's
 // [N, d1, ...] flattens. Semantics and options as the matrix overloads
@@ -150,6 +150,19 @@ Eigen::Matrix<compute_t<S>, Eigen::Dynamic, 1> spatial_prob_losses(const spatial
   return losses;
 }
 
+template <bool Log, class S, class G>
+void spatial_normalize_into(const char* fn, const spatial_view<S>& logits, const spatial_view<G>& out, int dim, int num_threads) {
+  using R = std::remove_const_t<S>;
+  static_assert(std::is_same_v<R, G>, "out must have x's scalar type");
+  check_real<Eigen::Matrix<R, Eigen::Dynamic, Eigen::Dynamic>>();
+  const spatial_view<const R> x = logits;
+  check_spatial_argument(fn, "x", x);
+  check_spatial_dim(fn, dim);
+  check_num_threads(fn, num_threads);
+  check_spatial_out(fn, "out", out, x);
+  spatial_normalize<Log>(x, out, num_threads);
+}
+
 }  // namespace detail
 
 /// Cross-entropy over torch's [N, C, d1, ...] layout with class-index targets:
@@ -275,6 +288,24 @@ void cross_entropy_backward(const spatial_view<S>& logits, const spatial_view<Y>
   detail::check_spatial_out_targets(fn, "grad_logits_out", grad_logits_out, y);
   const auto scale = detail::grad_scale_of<T>(fn, opts.reduction, checked.samples, checked.denominator, grad_out, checked.selection);
   (void)detail::spatial_prob_losses(x, y, opts, scale, &grad_logits_out);
+}
+
+/// softmax over the class axis of an [N, C, D] spatial view, torch's F.softmax(x, dim=1) on
+/// [N, C, d1, ...], into out (a writable view of x's shape and scalar type: x's own memory, in
+/// place, or apart from it). As the matrix softmax_into: masked (-inf) logits give exactly 0, a
+/// pixel whose log-sum-exp is not finite is all NaN. dim must stay 0 (the view's class axis).
+/// \throws xent::invalid_argument for a default view, a dim other than 0, num_threads < 0, or an
+/// out of another shape or partly overlapping x.
+template <class S, class G, std::enable_if_t<!std::is_const_v<G>, int> = 0>
+void softmax_into(const spatial_view<S>& x, const spatial_view<G>& out, int dim = 0, int num_threads = 0) {
+  detail::spatial_normalize_into<false>("softmax_into", x, out, dim, num_threads);
+}
+
+/// log_softmax over the class axis of a spatial view, (x - max) - log(sum exp(x - max)) per pixel,
+/// into out; masked (-inf) logits give -inf. See softmax_into.
+template <class S, class G, std::enable_if_t<!std::is_const_v<G>, int> = 0>
+void log_softmax_into(const spatial_view<S>& x, const spatial_view<G>& out, int dim = 0, int num_threads = 0) {
+  detail::spatial_normalize_into<true>("log_softmax_into", x, out, dim, num_threads);
 }
 
 /// nll_loss over the spatial layout: log_probs an [N, C, D] spatial view (float or double),

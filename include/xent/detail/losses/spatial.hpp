@@ -10,11 +10,13 @@
 // memory (class stride D, sample stride 1): the ragged end of each n, a block with a non-finite
 // max (the special values are the driver's), and the options the lanes do not implement (softcap,
 // z-loss, Poly-1, excluded smoothing classes, the per-sample lse, bf16 / half). Probability
-// targets (a second [N, C, D] view) take the same packets, one more load per class.
+// targets (a second [N, C, D] view) take the same packets, one more load per class, and so do
+// softmax and log_softmax over the class axis (a max pass, a sum pass, a write pass).
 
 #include "../../core/spatial.hpp"
 #include "../engine/threads.hpp"
 #include "cross_entropy.hpp"
+#include "softmax.hpp"
 
 #include <Eigen/Core>
 
@@ -258,6 +260,71 @@ void spatial_prob_cross_entropy(const spatial_view<const S>& x, const spatial_vi
         if (!spatial_prob_lanes(x.data + offset, y.data + offset, C, D, n * D + d0, weight, keep, spread, safe, mask, losses,
                                 scale, grad ? grad->data + offset : nullptr))
           through_driver(n, d0, ps, 1);
+      });
+    }
+  }
+  if (lane_end == D) return;
+  for (Index n = 0; n < N; ++n) through_driver(n, lane_end, D - lane_end, requested_threads);
+}
+
+/// softmax (Log = false) or log_softmax (Log = true) of one packet of consecutive samples into
+/// out (may be x). Returns false, having written nothing, when a lane's max is not finite (the
+/// driver's NaN rows). normalizer's formulas per lane: exp(x - m) / s, or (x - m) - log(s).
+template <bool Log, class T>
+bool spatial_normalize_lanes(const T* x, T* out, Index C, Index D) {
+  using P = simd::packet<T>;
+  using namespace simd;
+  using engine::chain_terms;
+  P m = load<P>(x);
+  for (Index k = 1; k < C; ++k) m = max_nan(m, load<P>(x + k * D));
+  const P zero = pset1<P>(T(0));
+  if (predux_any(pandnot(ptrue(m), pcmp_eq(psub(m, m), zero)))) return false;
+  // The chains' totals with their rounding errors kept (Knuth's two-sum): a probability carries the
+  // sum's relative error whole, and the driver folds its chains in double (at C = 300 a plain float
+  // fold was 15 ulp from it).
+  P s_hi = zero, s_lo = zero;
+  for (Index k0 = 0; k0 < C; k0 += chain_terms) {
+    const Index k1 = std::min(C, k0 + chain_terms);
+    P s = zero;
+    for (Index k = k0; k < k1; ++k) s = padd(s, exp_for_sum(psub(load<P>(x + k * D), m)));
+    const P t = padd(s_hi, s), b = psub(t, s_hi);
+    s_lo = padd(s_lo, padd(psub(s_hi, psub(t, b)), psub(s, b)));
+    s_hi = t;
+  }
+  const P s_total = padd(s_hi, s_lo);
+  if constexpr (Log) {
+    const P log_s = plog(s_total);
+    for (Index k = 0; k < C; ++k) pstoreu(out + k * D, psub(psub(load<P>(x + k * D), m), log_s));
+  } else {
+    const P inv_s = pdiv(pset1<P>(T(1)), s_total);
+    for (Index k = 0; k < C; ++k) pstoreu(out + k * D, pmul(exp_nonpositive(psub(load<P>(x + k * D), m)), inv_s));
+  }
+  return true;
+}
+
+/// softmax / log_softmax over the class axis of a spatial view (torch's dim 1 of [N, C, d1, ...])
+/// into out (the same shape; x's own memory or apart from it): packets of consecutive samples, the
+/// ragged ends and non-finite blocks through the driver (normalize_samples).
+template <bool Log, class S>
+void spatial_normalize(const spatial_view<const S>& x, const spatial_view<S>& out, int requested_threads) {
+  using T = compute_t<S>;
+  const Index N = x.batch, C = x.classes, D = x.spatial;
+  if (D == 1) {
+    normalize_samples<Log>(samples_view<const S>{x.data, N, C, 1, C}, samples_view<S>{out.data, N, C, 1, C}, requested_threads);
+    return;
+  }
+  auto through_driver = [&](Index n, Index d0, Index len, int threads) {
+    normalize_samples<Log>(spatial_block(x, n, d0, len), spatial_block(out, n, d0, len), threads);
+  };
+  Index lane_end = 0;
+  if constexpr (std::is_same_v<S, T> && simd::has_packet_exp<T>) {
+    constexpr Index ps = simd::packet_size<T>;
+    if (D >= ps) {
+      const Index per_n = D / ps;
+      lane_end = per_n * ps;
+      parallel_for(N * per_n, thread_count(requested_threads, N * C * D), [&](Index i) {
+        const Index n = i / per_n, d0 = (i % per_n) * ps, offset = n * C * D + d0;
+        if (!spatial_normalize_lanes<Log>(x.data + offset, out.data + offset, C, D)) through_driver(n, d0, ps, 1);
       });
     }
   }
