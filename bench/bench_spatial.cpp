@@ -2,7 +2,9 @@
 // pixels, fp32 randn * 3, int64 targets) read in place through xent::spatial, against one read of
 // the logits (the roofline), against the matrix overload on the same values already permuted to
 // [N * H * W, C] (the copy a caller would otherwise make, not timed), and against libtorch 1.13's
-// F::cross_entropy on the [N, C, H, W] tensor when the bench links it. 1-thread rows: process CPU
+// F::cross_entropy on the [N, C, H, W] tensor when the bench links it; the same rows with
+// probability targets (a per-pixel softmax of randn, a second [N, C, H, W] buffer: the *_prob_*
+// rows, x_perm their ratio to the permuted copy's). 1-thread rows: process CPU
 // time (bench_support.hpp's time_row); 2-thread rows: wall clock. Every row reports ns per logit.
 //
 //   xent_bench_spatial [--benchmark_filter=...] [--xent_smoke]   (--xent_smoke: 2 x 5 x 16 x 16)
@@ -15,6 +17,7 @@
 #include <torch/torch.h>
 #endif
 
+#include <cmath>
 #include <cstring>
 #include <iostream>
 
@@ -24,8 +27,8 @@ using xent_bench::Index;
 
 struct Inputs {
   Index N = 8, C = 21, H = 256, W = 256;
-  std::vector<float> x, grad;
-  Eigen::MatrixXf permuted, permuted_grad;
+  std::vector<float> x, grad, y;  // y: probability targets, [N, C, H, W]
+  Eigen::MatrixXf permuted, permuted_grad, permuted_y;
   Eigen::Matrix<std::int64_t, Eigen::Dynamic, 1> targets;
   Index D() const { return H * W; }
   Index logits() const { return N * C * D(); }
@@ -41,6 +44,19 @@ struct Inputs {
       for (Index k = 0; k < C; ++k)
         for (Index d = 0; d < D(); ++d) permuted(k, n * D() + d) = x[std::size_t((n * C + k) * D() + d)];
     permuted_grad = Eigen::MatrixXf::Ones(C, N * D());
+    y.resize(x.size());
+    xent_bench::fill_normal(rng, y.data(), logits(), 1.0);
+    permuted_y.resize(C, N * D());
+    for (Index n = 0; n < N; ++n)
+      for (Index d = 0; d < D(); ++d) {
+        double total = 0;
+        for (Index k = 0; k < C; ++k) total += std::exp(double(y[std::size_t((n * C + k) * D() + d)]));
+        for (Index k = 0; k < C; ++k) {
+          float& v = y[std::size_t((n * C + k) * D() + d)];
+          v = float(std::exp(double(v)) / total);
+          permuted_y(k, n * D() + d) = v;
+        }
+      }
   }
 };
 
@@ -87,7 +103,44 @@ void register_rows() {
       });
       if (const auto* r = xent_bench::latest_of("read" + std::to_string(threads))) s.counters["x_read"] = me.ns / r->ns;
     })->UseRealTime();
+    benchmark::RegisterBenchmark(("xent_permuted_copy_prob_ce_fwd" + t).c_str(), [threads](benchmark::State& s) {
+      Inputs& in = inputs();
+      const auto me = xent_bench::time_row(s, "perm_prob" + std::to_string(threads), threads, double(in.logits()), "logit", [&] {
+        benchmark::DoNotOptimize(xent::cross_entropy(in.permuted, in.permuted_y, opts(threads)).value());
+      });
+      if (const auto* r = xent_bench::latest_of("read" + std::to_string(threads))) s.counters["x_read"] = me.ns / r->ns;
+    })->UseRealTime();
+    benchmark::RegisterBenchmark(("xent_spatial_prob_ce_fwd" + t).c_str(), [threads](benchmark::State& s) {
+      Inputs& in = inputs();
+      const auto v = xent::spatial(static_cast<const float*>(in.x.data()), in.N, in.C, in.D());
+      const auto y = xent::spatial(static_cast<const float*>(in.y.data()), in.N, in.C, in.D());
+      const auto me = xent_bench::time_row(s, "prob_fwd" + std::to_string(threads), threads, double(in.logits()), "logit", [&] {
+        benchmark::DoNotOptimize(xent::cross_entropy(v, y, opts(threads)).value());
+      });
+      if (const auto* r = xent_bench::latest_of("read" + std::to_string(threads))) s.counters["x_read"] = me.ns / r->ns;
+      if (const auto* p = xent_bench::latest_of("perm_prob" + std::to_string(threads))) s.counters["x_perm"] = me.ns / p->ns;
+    })->UseRealTime();
+    benchmark::RegisterBenchmark(("xent_spatial_prob_ce_fwd_grad" + t).c_str(), [threads](benchmark::State& s) {
+      Inputs& in = inputs();
+      const auto v = xent::spatial(static_cast<const float*>(in.x.data()), in.N, in.C, in.D());
+      const auto y = xent::spatial(static_cast<const float*>(in.y.data()), in.N, in.C, in.D());
+      const auto g = xent::spatial(in.grad.data(), in.N, in.C, in.D());
+      const auto me = xent_bench::time_row(s, "prob_fwd_grad" + std::to_string(threads), threads, double(in.logits()), "logit", [&] {
+        benchmark::DoNotOptimize(xent::cross_entropy_with_grad(v, y, opts(threads), g).value());
+      });
+      if (const auto* r = xent_bench::latest_of("read" + std::to_string(threads))) s.counters["x_read"] = me.ns / r->ns;
+    })->UseRealTime();
 #ifdef XENT_BENCH_WITH_TORCH
+    benchmark::RegisterBenchmark(("torch_prob_ce_fwd" + t).c_str(), [threads](benchmark::State& s) {
+      Inputs& in = inputs();
+      torch::set_num_threads(threads);
+      const torch::Tensor x = torch::from_blob(in.x.data(), {in.N, in.C, in.H, in.W}, torch::kFloat);
+      const torch::Tensor y = torch::from_blob(in.y.data(), {in.N, in.C, in.H, in.W}, torch::kFloat);
+      const auto me = xent_bench::time_row(s, "torch_prob" + std::to_string(threads), threads, double(in.logits()), "logit", [&] {
+        benchmark::DoNotOptimize(torch::nn::functional::cross_entropy(x, y).item<float>());
+      });
+      if (const auto* f = xent_bench::latest_of("prob_fwd" + std::to_string(threads))) s.counters["x_xent"] = me.ns / f->ns;
+    })->UseRealTime();
     benchmark::RegisterBenchmark(("torch_ce_fwd" + t).c_str(), [threads](benchmark::State& s) {
       Inputs& in = inputs();
       torch::set_num_threads(threads);
@@ -117,6 +170,14 @@ int main(int argc, char** argv) {
   const double b = xent::cross_entropy(in.permuted, in.targets).value();
   if (!xent_bench::close(a, b, 1e-5)) {
     std::cerr << "xent_bench_spatial: spatial " << a << " != permuted copy " << b << "\n";
+    return 2;
+  }
+  const double pa = xent::cross_entropy(xent::spatial(static_cast<const float*>(in.x.data()), in.N, in.C, in.D()),
+                                        xent::spatial(static_cast<const float*>(in.y.data()), in.N, in.C, in.D()))
+                        .value();
+  const double pb = xent::cross_entropy(in.permuted, in.permuted_y).value();
+  if (!xent_bench::close(pa, pb, 1e-5)) {
+    std::cerr << "xent_bench_spatial: spatial probability targets " << pa << " != permuted copy " << pb << "\n";
     return 2;
   }
 #ifdef XENT_BENCH_WITH_TORCH

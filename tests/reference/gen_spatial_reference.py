@@ -9,7 +9,8 @@ Deterministic: fixed numpy seed, fixed case list, single-threaded torch. Line fo
 
     case <name> <C>
     shape <N d1 d2>
-    fn <0 cross_entropy (class indices), 1 nll_loss, 2 cross_entropy (probability targets)>
+    fn <0 cross_entropy (class indices), 1 nll_loss, 2 cross_entropy (probability targets),
+        3 softmax, 4 log_softmax (over dim 1)>
     reduction <0 none, 1 mean, 2 sum>
     eps <label_smoothing>             (fn 0, 2)
     ignore <ignore_index>             (fn 0, 1)
@@ -21,6 +22,11 @@ Deterministic: fixed numpy seed, fixed case list, single-threaded torch. Line fo
     loss <1 or N*d1*d2>
     grad <N*C*d1*d2>                  autograd of sum(loss * grad_out)
     end
+
+softmax / log_softmax cases (fn 3, 4) have shape, fn, logits and out <N*C*d1*d2> (torch's
+F.softmax / F.log_softmax(x, dim=1), checked against exp(x - max) / sum and (x - max) - log(sum)
+written out); they come after the loss cases, from their own seed, so adding them left the loss
+cases' data unchanged.
 
 The values are torch's own F.cross_entropy / F.nll_loss on the float64 [N, C, d1, d2] tensor,
 checked here against the composition written out (the smoothed target distribution q per pixel,
@@ -135,6 +141,24 @@ def main():
         out.write("loss %s\n" % fmt(loss.detach().numpy()))
         out.write("grad %s\n" % fmt(x.grad.numpy()))
         out.write("end\n")
+
+    rng = np.random.default_rng(20261207)
+    for fn in (3, 4):
+        for (N, C, d1, d2) in ((2, 5, 3, 7), (2, 21, 2, 5), (1, 3, 1, 1), (2, 4, 16, 3), (1, 100, 2, 9)):
+            x = torch.tensor(rng.normal(0, 3, (N, C, d1, d2)).astype(np.float32), dtype=torch.float64)
+            y = F.softmax(x, dim=1) if fn == 3 else F.log_softmax(x, dim=1)
+            m = x.max(dim=1, keepdim=True).values
+            s = torch.exp(x - m).sum(dim=1, keepdim=True)
+            ref = torch.exp(x - m) / s if fn == 3 else (x - m) - torch.log(s)
+            # log_softmax near 0 (the dominant class): torch forms x - (max + log s), absolute error ~1e-15
+            assert torch.allclose(y, ref, rtol=1e-13, atol=1e-300 if fn == 3 else 1e-13), (fn, N, C)
+            name = "fn%d_N%d_C%d_%dx%d_%s" % (fn, N, C, d1, d2, "softmax" if fn == 3 else "log_softmax")
+            out.write("case %s %d\n" % (name, C))
+            out.write("shape %d %d %d\n" % (N, d1, d2))
+            out.write("fn %d\n" % fn)
+            out.write("logits %s\n" % fmt(x.numpy()))
+            out.write("out %s\n" % fmt(y.numpy()))
+            out.write("end\n")
 
 
 if __name__ == "__main__":

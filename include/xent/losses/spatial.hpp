@@ -1,10 +1,11 @@
 #ifndef XENT_LOSSES_SPATIAL_HPP
 #define XENT_LOSSES_SPATIAL_HPP
 
-// cross_entropy and nll_loss over torch's [N, C, d1, d2, ...] layout (segmentation, per-pixel
-// losses): the logits are a spatial_view of the caller's buffer (core/spatial.hpp), read in place;
-// targets, grad_out for reduction none and the per-sample losses have N * D entries in (n, d)
-// order, as torch's [N, d1, ...] flattens. Semantics and options as the matrix overloads
+// cross_entropy, nll_loss, softmax_into and log_softmax_into over torch's [N, C, d1, d2, ...]
+// layout (segmentation, per-pixel losses): the logits are a spatial_view of the caller's buffer (core/spatial.hpp), read in place;
+// probability targets are a second view of the same shape; class-index targets, grad_out for
+// reduction none and the per-sample losses have N * D entries in (n, d) order, as torch's
+// [N, d1, ...] flattens. Semantics and options as the matrix overloads
 // (losses/cross_entropy.hpp); docs/losses.md, "The spatial layout".
 
 #include "../core/spatial.hpp"
@@ -15,6 +16,7 @@
 
 #include <string>
 #include <type_traits>
+#include <vector>
 
 namespace xent {
 namespace detail {
@@ -108,6 +110,59 @@ Eigen::Matrix<T, Eigen::Dynamic, 1> spatial_nll_losses(const spatial_view<const 
   return losses;
 }
 
+/// Probability targets: a spatial view of the logits' shape, apart from an output's memory.
+template <class S>
+void check_spatial_targets(const char* fn, const spatial_view<const S>& y, const spatial_view<const S>& x) {
+  check_spatial_argument(fn, "targets", y);
+  if (y.batch != x.batch || y.classes != x.classes || y.spatial != x.spatial)
+    throw_invalid(fn, "targets",
+                  "must have the logits' shape [" + std::to_string(x.batch) + ", " + std::to_string(x.classes) + ", " +
+                      std::to_string(x.spatial) + "] (probability targets)",
+                  "[" + std::to_string(y.batch) + ", " + std::to_string(y.classes) + ", " + std::to_string(y.spatial) + "]");
+}
+
+/// An output must not share memory with the targets (it may be the logits' own, check_spatial_out).
+template <class S>
+void check_spatial_out_targets(const char* fn, const char* name, const spatial_view<S>& out, const spatial_view<const S>& y) {
+  const S* o = out.data;
+  if (o < y.data + y.size() && y.data < o + out.size())
+    throw_invalid(fn, name, "must not overlap targets", "memory shared with targets");
+}
+
+template <class S>
+checked_call check_spatial_prob_cross_entropy(const char* fn, const spatial_view<const S>& x, const spatial_view<const S>& y,
+                                              const cross_entropy_options& opts) {
+  check_spatial_argument(fn, "logits", x);
+  check_spatial_targets(fn, y, x);
+  check_spatial_dim(fn, opts.dim);
+  return check_prob_cross_entropy(fn, spatial_shape(x), spatial_shape(y), opts);
+}
+
+template <class S, class Scale>
+Eigen::Matrix<compute_t<S>, Eigen::Dynamic, 1> spatial_prob_losses(const spatial_view<const S>& x, const spatial_view<const S>& y,
+                                                                   const cross_entropy_options& opts, const Scale& scale,
+                                                                   const spatial_view<S>* grad) {
+  using T = compute_t<S>;
+  Eigen::Matrix<T, Eigen::Dynamic, 1> losses(x.samples());
+  const std::vector<T> weight = weights_in<T>(opts.weight);
+  spatial_prob_cross_entropy(x, y, weight.empty() ? nullptr : weight.data(), static_cast<T>(opts.label_smoothing), opts.safe,
+                             selection_in(opts).mask, opts.num_threads, losses.data(), scale, grad);
+  return losses;
+}
+
+template <bool Log, class S, class G>
+void spatial_normalize_into(const char* fn, const spatial_view<S>& logits, const spatial_view<G>& out, int dim, int num_threads) {
+  using R = std::remove_const_t<S>;
+  static_assert(std::is_same_v<R, G>, "out must have x's scalar type");
+  check_real<Eigen::Matrix<R, Eigen::Dynamic, Eigen::Dynamic>>();
+  const spatial_view<const R> x = logits;
+  check_spatial_argument(fn, "x", x);
+  check_spatial_dim(fn, dim);
+  check_num_threads(fn, num_threads);
+  check_spatial_out(fn, "out", out, x);
+  spatial_normalize<Log>(x, out, num_threads);
+}
+
 }  // namespace detail
 
 /// Cross-entropy over torch's [N, C, d1, ...] layout with class-index targets:
@@ -172,6 +227,85 @@ void cross_entropy_backward(const spatial_view<S>& logits, const Eigen::DenseBas
   detail::check_spatial_out(fn, "grad_logits_out", grad_logits_out, x);
   const auto scale = detail::grad_scale_of<T>(fn, opts.reduction, checked.samples, checked.denominator, grad_out, checked.selection);
   (void)detail::spatial_index_losses(x, targets, opts, scale, &grad_logits_out, nullptr);
+}
+
+/// Cross-entropy over torch's [N, C, d1, ...] layout with probability targets: torch's
+/// F.cross_entropy with float targets of the logits' shape [N, C, d1, ...]. targets: a spatial view
+/// of that shape and scalar type; per sample -sum_k log_softmax(x)_k ((1 - eps) y_k + eps / C) w_k,
+/// mean over the sample count (N * D), as the matrix overload. Options as the matrix overload
+/// (dim must stay 0; no ignore_index, softcap, z-loss, return_lse or excluded classes).
+/// \throws xent::invalid_argument on misuse (docs/losses.md lists the checks).
+template <class S, class Y>
+loss_result<detail::compute_t<std::remove_const_t<S>>> cross_entropy(const spatial_view<S>& logits, const spatial_view<Y>& targets,
+                                                                     const cross_entropy_options& opts = {}) {
+  using R = std::remove_const_t<S>;
+  using T = detail::compute_t<R>;
+  static_assert(std::is_same_v<R, std::remove_const_t<Y>>, "probability targets must have the logits' scalar type");
+  const spatial_view<const R> x = logits, y = targets;
+  const auto checked = detail::check_spatial_prob_cross_entropy("cross_entropy", x, y, opts);
+  return detail::reduce_losses(opts.reduction,
+                               detail::spatial_prob_losses(x, y, opts, [](Eigen::Index) { return T(0); },
+                                                           static_cast<const spatial_view<R>*>(nullptr)),
+                               checked.denominator, checked.selection);
+}
+
+/// Forward and gradient in one call over the spatial layout with probability targets: returns
+/// what cross_entropy returns and writes d loss / d logits into grad_logits_out (the logits' shape;
+/// it may be the logits' own memory, never the targets').
+template <class S, class Y, class G, std::enable_if_t<!std::is_const_v<G>, int> = 0>
+loss_result<detail::compute_t<G>> cross_entropy_with_grad(const spatial_view<S>& logits, const spatial_view<Y>& targets,
+                                                          const cross_entropy_options& opts,
+                                                          const spatial_view<G>& grad_logits_out) {
+  using R = std::remove_const_t<S>;
+  using T = detail::compute_t<R>;
+  static_assert(std::is_same_v<R, std::remove_const_t<Y>>, "probability targets must have the logits' scalar type");
+  static_assert(std::is_same_v<R, G>, "the gradient buffer must have the logits' scalar type");
+  constexpr const char* fn = "cross_entropy_with_grad";
+  const spatial_view<const R> x = logits, y = targets;
+  const auto checked = detail::check_spatial_prob_cross_entropy(fn, x, y, opts);
+  detail::check_spatial_out(fn, "grad_logits_out", grad_logits_out, x);
+  detail::check_spatial_out_targets(fn, "grad_logits_out", grad_logits_out, y);
+  return detail::reduce_losses(
+      opts.reduction,
+      detail::spatial_prob_losses(x, y, opts, detail::seed_scale<T>(opts.reduction, checked.denominator, checked.selection),
+                                  &grad_logits_out),
+      checked.denominator, checked.selection);
+}
+
+/// Gradient of the spatial cross_entropy with probability targets with respect to the logits,
+/// times grad_out (a number for mean/sum, N * D entries for none), into grad_logits_out.
+template <class S, class Y, class GradOut, class G, std::enable_if_t<!std::is_const_v<G>, int> = 0>
+void cross_entropy_backward(const spatial_view<S>& logits, const spatial_view<Y>& targets, const GradOut& grad_out,
+                            const cross_entropy_options& opts, const spatial_view<G>& grad_logits_out) {
+  using R = std::remove_const_t<S>;
+  using T = detail::compute_t<R>;
+  static_assert(std::is_same_v<R, std::remove_const_t<Y>>, "probability targets must have the logits' scalar type");
+  static_assert(std::is_same_v<R, G>, "the gradient buffer must have the logits' scalar type");
+  constexpr const char* fn = "cross_entropy_backward";
+  const spatial_view<const R> x = logits, y = targets;
+  const auto checked = detail::check_spatial_prob_cross_entropy(fn, x, y, opts);
+  detail::check_spatial_out(fn, "grad_logits_out", grad_logits_out, x);
+  detail::check_spatial_out_targets(fn, "grad_logits_out", grad_logits_out, y);
+  const auto scale = detail::grad_scale_of<T>(fn, opts.reduction, checked.samples, checked.denominator, grad_out, checked.selection);
+  (void)detail::spatial_prob_losses(x, y, opts, scale, &grad_logits_out);
+}
+
+/// softmax over the class axis of an [N, C, D] spatial view, torch's F.softmax(x, dim=1) on
+/// [N, C, d1, ...], into out (a writable view of x's shape and scalar type: x's own memory, in
+/// place, or apart from it). As the matrix softmax_into: masked (-inf) logits give exactly 0, a
+/// pixel whose log-sum-exp is not finite is all NaN. dim must stay 0 (the view's class axis).
+/// \throws xent::invalid_argument for a default view, a dim other than 0, num_threads < 0, or an
+/// out of another shape or partly overlapping x.
+template <class S, class G, std::enable_if_t<!std::is_const_v<G>, int> = 0>
+void softmax_into(const spatial_view<S>& x, const spatial_view<G>& out, int dim = 0, int num_threads = 0) {
+  detail::spatial_normalize_into<false>("softmax_into", x, out, dim, num_threads);
+}
+
+/// log_softmax over the class axis of a spatial view, (x - max) - log(sum exp(x - max)) per pixel,
+/// into out; masked (-inf) logits give -inf. See softmax_into.
+template <class S, class G, std::enable_if_t<!std::is_const_v<G>, int> = 0>
+void log_softmax_into(const spatial_view<S>& x, const spatial_view<G>& out, int dim = 0, int num_threads = 0) {
+  detail::spatial_normalize_into<true>("log_softmax_into", x, out, dim, num_threads);
 }
 
 /// nll_loss over the spatial layout: log_probs an [N, C, D] spatial view (float or double),

@@ -108,13 +108,15 @@ struct no_gradient {};
 /// The checks of a rank's options, shard and targets, before the collective (the logits' or the
 /// linear layer's shapes are the caller's); returns the mean's denominator (the summed weights of
 /// the kept targets) and the sample weighting.
+/// sequences: the sequence reductions are taken (their per-token weights come from the targets,
+/// the options and sequence_lengths, the same on every rank: no collective of their own).
 template <class TDerived>
 xent::detail::checked_call check_call(const char* fn, const Eigen::DenseBase<TDerived>& targets, const vocab_shard& shard,
-                                      const cross_entropy_options& opts) {
+                                      const cross_entropy_options& opts, bool sequences = false) {
   using xent::detail::throw_invalid;
   const Eigen::Index samples = targets.size();
   xent::detail::check_dim(fn, opts.dim);
-  xent::detail::check_reduction(fn, opts.reduction, false);
+  xent::detail::check_reduction(fn, opts.reduction, false, sequences);
   xent::detail::check_index_only_options(fn, opts);
   if (!(opts.label_smoothing >= 0 && opts.label_smoothing <= 1))
     throw_invalid(fn, "label_smoothing", "must be in [0, 1]", opts.label_smoothing);
@@ -132,9 +134,10 @@ xent::detail::checked_call check_call(const char* fn, const Eigen::DenseBase<TDe
     throw_invalid(fn, "weight",
                   "must be empty or have one entry per class of the whole vocabulary (" + std::to_string(shard.classes) + ")",
                   opts.weight.size());
-  const xent::detail::sample_selection selection = xent::detail::selection_of(fn, opts, samples);
+  xent::detail::sample_selection selection = xent::detail::selection_of(fn, opts, samples);
   const double denominator =
       xent::detail::check_index_targets(fn, targets, samples, shard.classes, opts.ignore_index, opts.weight, selection);
+  xent::detail::plan_index_sequences(selection, opts.reduction, targets, opts.ignore_index, opts.weight);
   return {samples, denominator, selection};
 }
 
@@ -144,7 +147,7 @@ xent::detail::checked_call check_arguments(const char* fn, const Eigen::DenseBas
                        const vocab_shard& shard, const cross_entropy_options& opts, const Out& grad_out) {
   using xent::detail::shape_string;
   using xent::detail::throw_invalid;
-  const xent::detail::checked_call checked = check_call(fn, targets, shard, opts);
+  const xent::detail::checked_call checked = check_call(fn, targets, shard, opts, true);
   const Eigen::Index samples = checked.samples;
   const Eigen::Index rows = opts.dim == 0 ? shard.size : samples, cols = opts.dim == 0 ? samples : shard.size;
   if (logits.rows() != rows || logits.cols() != cols)

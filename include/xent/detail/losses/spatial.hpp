@@ -9,14 +9,18 @@
 // What the lanes do not take goes to the sweep driver (engine/sweep.hpp) on a view of the same
 // memory (class stride D, sample stride 1): the ragged end of each n, a block with a non-finite
 // max (the special values are the driver's), and the options the lanes do not implement (softcap,
-// z-loss, Poly-1, excluded smoothing classes, the per-sample lse, bf16 / half).
+// z-loss, Poly-1, excluded smoothing classes, the per-sample lse, bf16 / half). Probability
+// targets (a second [N, C, D] view) take the same packets, one more load per class, and so do
+// softmax and log_softmax over the class axis (a max pass, a sum pass, a write pass).
 
 #include "../../core/spatial.hpp"
 #include "../engine/threads.hpp"
 #include "cross_entropy.hpp"
+#include "softmax.hpp"
 
 #include <Eigen/Core>
 
+#include <cstring>
 #include <type_traits>
 
 namespace xent::detail {
@@ -145,6 +149,182 @@ void spatial_cross_entropy(const spatial_view<const S>& x, const fused_setup<com
         const Index n = i / per_n, d0 = (i % per_n) * ps, offset = n * C * D + d0;
         if (!spatial_lanes(x.data + offset, C, D, n * D + d0, st, target_at, losses, scale, grad ? grad->data + offset : nullptr))
           through_driver(n, d0, ps, 1);
+      });
+    }
+  }
+  if (lane_end == D) return;
+  for (Index n = 0; n < N; ++n) through_driver(n, lane_end, D - lane_end, requested_threads);
+}
+
+/// One packet of consecutive samples j0 .. j0 + ps - 1 against probability targets: x, y and g
+/// point at class 0 of the first lane (g null: no gradient), weight is null or one per class, live
+/// the lanes the mask keeps. Returns false, having written nothing, when a lane's max is not
+/// finite. prob_ce_policy's formulas relative to the lane's max: loss = Q log(s) - sum_k q_k (x_k - m),
+/// q_k = (y_k (1 - eps) + eps / C) w_k, Q = sum_k q_k; g_k = c (exp(x_k - m) Q / s - q_k).
+template <class T, class ScaleAt>
+bool spatial_prob_lanes(const T* x, const T* y, Index C, Index D, Index j0, const T* weight, T keep, T spread, bool safe,
+                        const bool* mask, T* losses, const ScaleAt& scale, T* g) {
+  using P = simd::packet<T>;
+  constexpr Index ps = simd::packet_size<T>;
+  using namespace simd;
+  using engine::chain_terms;
+  P m = load<P>(x);
+  for (Index k = 1; k < C; ++k) m = max_nan(m, load<P>(x + k * D));
+  const P zero = pset1<P>(T(0));
+  if (predux_any(pandnot(ptrue(m), pcmp_eq(psub(m, m), zero)))) return false;
+  const P keep_p = pset1<P>(keep), spread_p = pset1<P>(spread);
+  auto q_of = [&](Index k) {
+    const P q = pmadd(load<P>(y + k * D), keep_p, spread_p);
+    return weight ? pmul(q, pset1<P>(weight[k])) : q;
+  };
+  // The sums in chains of chain_terms classes, each chain added to the total (the reduction policy).
+  P s_total = zero, a_total = zero, q_total = zero;
+  for (Index k0 = 0; k0 < C; k0 += chain_terms) {
+    const Index k1 = std::min(C, k0 + chain_terms);
+    P s = zero, a = zero, qs = zero;
+    for (Index k = k0; k < k1; ++k) {
+      const P d = psub(load<P>(x + k * D), m);
+      const P q = q_of(k);
+      s = padd(s, exp_for_sum(d));
+      // safe: a zero q on a -inf logit adds 0 (Optax's), not torch's 0 * -inf = NaN.
+      a = pmadd(q, safe ? pandnot(d, pcmp_eq(q, zero)) : d, a);
+      qs = padd(qs, q);
+    }
+    s_total = padd(s_total, s);
+    a_total = padd(a_total, a);
+    q_total = padd(q_total, qs);
+  }
+  alignas(64) T lane_live[ps], lane_c[ps];
+  for (Index l = 0; l < ps; ++l) {
+    const bool live = !mask || mask[j0 + l];
+    // All bits set or none: a select mask (the bits of a NaN, never read as a number).
+    std::memset(&lane_live[l], live ? 0xff : 0, sizeof(T));
+    lane_c[l] = live && g ? scale(j0 + l) : T(0);
+  }
+  const P live = pload<P>(lane_live);
+  // A left-out lane's inputs are never a number it reports: its loss and gradient are 0.
+  pstoreu(losses + j0, pselect(live, psub(pmul(q_total, plog(s_total)), a_total), zero));
+  if (!g) return true;
+  const P c = pload<P>(lane_c), q_per_sum = pdiv(q_total, s_total);
+  for (Index k = 0; k < C; ++k) {
+    const P e = exp_nonpositive(psub(load<P>(x + k * D), m));
+    pstoreu(g + k * D, pselect(live, pmul(c, psub(pmul(e, q_per_sum), q_of(k))), zero));
+  }
+  return true;
+}
+
+/// cross_entropy against probability targets y (the logits' shape) of a spatial view: losses
+/// (N * D, (n, d) order; 0 when left out by mask) and with grad (possibly x's own memory, never
+/// y's) the gradient times scale(j). Packets of consecutive samples as spatial_cross_entropy's;
+/// the ragged end of each n, a block with a non-finite max and bf16 / half go to the sweep driver
+/// (prob_ce_policy) on views of the same memory.
+template <class S, class ScaleAt>
+void spatial_prob_cross_entropy(const spatial_view<const S>& x, const spatial_view<const S>& y, const compute_t<S>* weight,
+                                compute_t<S> smoothing, bool safe, const bool* mask, int requested_threads,
+                                compute_t<S>* losses, const ScaleAt& scale, const spatial_view<S>* grad) {
+  using T = compute_t<S>;
+  const Index N = x.batch, C = x.classes, D = x.spatial;
+  // Samples [j0, j0 + len) of the view through the driver (n's block from d0), threads inside it.
+  auto through_driver = [&](Index n, Index d0, Index len, int threads) {
+    const Index offset = n * D + d0;
+    const samples_view<const S> v = D == 1 ? samples_view<const S>{x.data + n * C, len, C, 1, C} : spatial_block(x, n, d0, len);
+    const samples_view<const S> yv = D == 1 ? samples_view<const S>{y.data + n * C, len, C, 1, C} : spatial_block(y, n, d0, len);
+    const samples_view<S> gv = !grad ? samples_view<S>{}
+                               : D == 1 ? samples_view<S>{grad->data + n * C, len, C, 1, C}
+                                        : spatial_block(*grad, n, d0, len);
+    auto local_scale = [&](Index j) { return scale(offset + j); };
+    auto run = [&](auto weighted) {
+      const prob_ce_policy<S, decltype(local_scale), decltype(weighted)::value> policy(
+          weight, smoothing, C, losses + offset, local_scale, grad != nullptr, mask ? mask + offset : nullptr, T(0), safe);
+      engine::sweep(policy, engine::sweep_views<S>{v, &yv, grad ? &gv : nullptr}, threads);
+    };
+    if (weight)
+      run(std::true_type{});
+    else
+      run(std::false_type{});
+  };
+  // D = 1 is an [N, C] matrix, classes contiguous: the driver's own layout.
+  if (D == 1) {
+    through_driver(0, 0, N, requested_threads);
+    return;
+  }
+  Index lane_end = 0;  // the samples [0, lane_end) of each n the lanes take
+  if constexpr (std::is_same_v<S, T> && simd::has_packet_exp<T>) {
+    constexpr Index ps = simd::packet_size<T>;
+    if (D >= ps) {
+      const Index per_n = D / ps;
+      lane_end = per_n * ps;
+      const T keep = T(1) - smoothing, spread = smoothing / T(C);
+      parallel_for(N * per_n, thread_count(requested_threads, N * C * D), [&](Index i) {
+        const Index n = i / per_n, d0 = (i % per_n) * ps, offset = n * C * D + d0;
+        if (!spatial_prob_lanes(x.data + offset, y.data + offset, C, D, n * D + d0, weight, keep, spread, safe, mask, losses,
+                                scale, grad ? grad->data + offset : nullptr))
+          through_driver(n, d0, ps, 1);
+      });
+    }
+  }
+  if (lane_end == D) return;
+  for (Index n = 0; n < N; ++n) through_driver(n, lane_end, D - lane_end, requested_threads);
+}
+
+/// softmax (Log = false) or log_softmax (Log = true) of one packet of consecutive samples into
+/// out (may be x). Returns false, having written nothing, when a lane's max is not finite (the
+/// driver's NaN rows). normalizer's formulas per lane: exp(x - m) / s, or (x - m) - log(s).
+template <bool Log, class T>
+bool spatial_normalize_lanes(const T* x, T* out, Index C, Index D) {
+  using P = simd::packet<T>;
+  using namespace simd;
+  using engine::chain_terms;
+  P m = load<P>(x);
+  for (Index k = 1; k < C; ++k) m = max_nan(m, load<P>(x + k * D));
+  const P zero = pset1<P>(T(0));
+  if (predux_any(pandnot(ptrue(m), pcmp_eq(psub(m, m), zero)))) return false;
+  // The chains' totals with their rounding errors kept (Knuth's two-sum): a probability carries the
+  // sum's relative error whole, and the driver folds its chains in double (at C = 300 a plain float
+  // fold was 15 ulp from it).
+  P s_hi = zero, s_lo = zero;
+  for (Index k0 = 0; k0 < C; k0 += chain_terms) {
+    const Index k1 = std::min(C, k0 + chain_terms);
+    P s = zero;
+    for (Index k = k0; k < k1; ++k) s = padd(s, exp_for_sum(psub(load<P>(x + k * D), m)));
+    const P t = padd(s_hi, s), b = psub(t, s_hi);
+    s_lo = padd(s_lo, padd(psub(s_hi, psub(t, b)), psub(s, b)));
+    s_hi = t;
+  }
+  const P s_total = padd(s_hi, s_lo);
+  if constexpr (Log) {
+    const P log_s = plog(s_total);
+    for (Index k = 0; k < C; ++k) pstoreu(out + k * D, psub(psub(load<P>(x + k * D), m), log_s));
+  } else {
+    const P inv_s = pdiv(pset1<P>(T(1)), s_total);
+    for (Index k = 0; k < C; ++k) pstoreu(out + k * D, pmul(exp_nonpositive(psub(load<P>(x + k * D), m)), inv_s));
+  }
+  return true;
+}
+
+/// softmax / log_softmax over the class axis of a spatial view (torch's dim 1 of [N, C, d1, ...])
+/// into out (the same shape; x's own memory or apart from it): packets of consecutive samples, the
+/// ragged ends and non-finite blocks through the driver (normalize_samples).
+template <bool Log, class S>
+void spatial_normalize(const spatial_view<const S>& x, const spatial_view<S>& out, int requested_threads) {
+  using T = compute_t<S>;
+  const Index N = x.batch, C = x.classes, D = x.spatial;
+  if (D == 1) {
+    normalize_samples<Log>(samples_view<const S>{x.data, N, C, 1, C}, samples_view<S>{out.data, N, C, 1, C}, requested_threads);
+    return;
+  }
+  auto through_driver = [&](Index n, Index d0, Index len, int threads) {
+    normalize_samples<Log>(spatial_block(x, n, d0, len), spatial_block(out, n, d0, len), threads);
+  };
+  Index lane_end = 0;
+  if constexpr (std::is_same_v<S, T> && simd::has_packet_exp<T>) {
+    constexpr Index ps = simd::packet_size<T>;
+    if (D >= ps) {
+      const Index per_n = D / ps;
+      lane_end = per_n * ps;
+      parallel_for(N * per_n, thread_count(requested_threads, N * C * D), [&](Index i) {
+        const Index n = i / per_n, d0 = (i % per_n) * ps, offset = n * C * D + d0;
+        if (!spatial_normalize_lanes<Log>(x.data + offset, out.data + offset, C, D)) through_driver(n, d0, ps, 1);
       });
     }
   }
