@@ -11,6 +11,7 @@
 // largest |ref| entry of that gradient times max(1, the largest |logit / T|).
 //   double: 1e-14.   float: 8 float epsilons (9.5e-7).
 
+#include "linear_divergence_support.hpp"
 #include "misuse.hpp"
 #include "support.hpp"
 
@@ -33,62 +34,7 @@ using xent_test::row_matrix;
 using xent_test::vector;
 using xent_test::error_of;
 
-template <class T>
-double budget() {
-  return std::is_same_v<T, double> ? 1e-14 : 8 * double(std::numeric_limits<float>::epsilon());
-}
-
-matrix<double> random_matrix(Eigen::Index r, Eigen::Index c, double scale, std::mt19937& gen) {
-  std::normal_distribution<double> d(0, scale);
-  matrix<double> m(r, c);
-  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = d(gen);
-  return m;
-}
-
-struct variant {
-  const char* name;
-  xent::weight_layout layout;
-  bool v_by_d;
-  Eigen::Index block, sample_block;
-  std::size_t max_block_bytes;
-};
-
-const variant variants[] = {
-    {"D x V, defaults", xent::weight_layout::deduce, false, 0, 0, std::size_t(256) << 20},
-    {"V x D, defaults", xent::weight_layout::vocab_by_hidden, true, 0, 0, std::size_t(256) << 20},
-    {"D x V, tiles of 7 x 3", xent::weight_layout::hidden_by_vocab, false, 7, 3, std::size_t(256) << 20},
-    {"V x D, tiles of 16 x 1, recomputed", xent::weight_layout::deduce, true, 16, 1, 0},
-    {"D x V, tiles of 1 x 4, recomputed", xent::weight_layout::deduce, false, 1, 4, 0},
-};
-
-struct worst {
-  double loss = 0, grad = 0;
-};
-
-template <class T>
-double max_error(const matrix<double>& ref, const matrix<T>& got, double condition) {
-  REQUIRE(ref.rows() == got.rows());
-  REQUIRE(ref.cols() == got.cols());
-  const double scale = std::max(ref.cwiseAbs().maxCoeff(), 1e-300) * condition;
-  double e = 0;
-  for (Eigen::Index i = 0; i < ref.size(); ++i) e = std::max(e, error_of(double(got.data()[i]), ref.data()[i], scale));
-  return e;
-}
-
-xent::divergence_options divergence_options_of(const xent::linear_divergence_options& o) {
-  xent::divergence_options d;
-  d.kind = o.kind;
-  d.beta = o.beta;
-  d.temperature = o.temperature;
-  d.teacher_temperature = o.teacher_temperature;
-  d.scale_by_temperature_squared = o.scale_by_temperature_squared;
-  d.reduction = o.reduction;
-  d.sample_weight = o.sample_weight;
-  d.mask = o.mask;
-  d.normalizer = o.normalizer;
-  d.num_threads = 1;
-  return d;
-}
+using namespace xent_test::linear;
 
 /// The fused call on every variant and 1 and 2 threads against divergence on z = W^T h in double.
 template <class T>
