@@ -42,15 +42,35 @@ constexpr cross_sum cross_of(divergence_role k) {
 /// log(p / (w p + (1 - w) q)) for probabilities p, q, their difference d = p - q and w in (0, 1):
 /// log1p((1 - w) d / m) where p / q is within [1/2, 2] (no cancellation as p nears q), else the log
 /// of the ratio, or log p - log m where the ratio is not a normal number.
+///
+/// On packets one plog serves both forms: the near lanes' log1p is Eigen's generic_plog1p, the log
+/// of u = 1 + y corrected by y / (u - 1), so u is chosen per lane (1 + y near, the ratio y far) and
+/// the correction applied where near: the same bits as the two functions taken apart, with one log
+/// and one quotient instead of four logs and three quotients (the log was jsd's whole cost, called
+/// out of line for each of them). log p - log m only for a packet with a lane that needs it (p / m
+/// under the smallest normal number, p > 0: rare, never in the inner loop of a typical sample).
 template <class V>
 V log_to_weighted_mixture(const V& p, const V& q, const V& d, simd::scalar_of<V> w) {
   using T = simd::scalar_of<V>;
   const V m = simd::padd(simd::pmul(simd::pset1<V>(w), p), simd::pmul(simd::pset1<V>(T(1) - w), q));
-  const V r = simd::pdiv(p, m);
-  const V far = simd::pselect(simd::pcmp_le(simd::pset1<V>(std::numeric_limits<T>::min()), r), simd::log_any(r),
-                              simd::psub(simd::log_any(p), simd::log_any(m)));
-  const V near = simd::log1p(simd::pdiv(simd::pmul(simd::pset1<V>(T(1) - w), d), m));
-  return simd::pselect(losses::close_ratio(p, q), near, far);
+  const V near = losses::close_ratio(p, q);
+  if constexpr (simd::lanes<V> == 1) {
+    const V r = simd::pdiv(p, m);
+    const V far = simd::pselect(simd::pcmp_le(simd::pset1<V>(std::numeric_limits<T>::min()), r), simd::log_any(r),
+                                simd::psub(simd::log_any(p), simd::log_any(m)));
+    return simd::pselect(near, simd::log1p(simd::pdiv(simd::pmul(simd::pset1<V>(T(1) - w), d), m)), far);
+  } else {
+    const V one = simd::pset1<V>(T(1));
+    const V y = simd::pdiv(simd::pselect(near, simd::pmul(simd::pset1<V>(T(1) - w), d), p), m);
+    const V u = simd::pselect(near, simd::padd(y, one), y);
+    const V log_u = simd::plog(u);
+    const V corrected = simd::pselect(simd::pcmp_eq(u, one), y, simd::pmul(y, simd::pdiv(log_u, simd::psub(u, one))));
+    V out = simd::pselect(near, corrected, log_u);
+    const V zero = simd::pset1<V>(T(0));
+    const V tiny = simd::pandnot(simd::pcmp_lt(y, simd::pset1<V>(std::numeric_limits<T>::min())), simd::por(near, simd::pcmp_eq(p, zero)));
+    if (simd::predux_any(tiny)) out = simd::pselect(tiny, simd::psub(simd::log_any(p), simd::log_any(m)), out);
+    return out;
+  }
 }
 
 /// A sample's two normalised distributions at one class: p = e^dz / S_z, q = e^du / S_u.
