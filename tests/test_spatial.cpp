@@ -2,7 +2,8 @@
 // indices and probability targets), its gradient and backward, nll_loss, and softmax / log_softmax, against torch 1.13 on [N, C, d1, d2] tensors
 // (tests/reference/spatial_cases.txt, float64 torch), against the same loss on an explicitly
 // permuted [N * D, C] copy (the matrix overload), finite differences, threads, special values and
-// the misuse checks.
+// the misuse checks; softmax_focal_loss the same way (its torch cases are the composition
+// written out, fn 5 of spatial_cases.txt).
 //
 // Budgets, as test_categorical.cpp's: an error is |got - torch| over max(|torch|, 1) for a loss,
 // over the case's largest |torch| entry for a gradient; double 1e-12, float 16 float epsilons.

@@ -11,7 +11,9 @@
 // max (the special values are the driver's), and the options the lanes do not implement (softcap,
 // z-loss, Poly-1, excluded smoothing classes, the per-sample lse, bf16 / half). Probability
 // targets (a second [N, C, D] view) take the same packets, one more load per class, and so do
-// softmax and log_softmax over the class axis (a max pass, a sum pass, a write pass).
+// softmax and log_softmax over the class axis (a max pass, a sum pass, a write pass), and the
+// softmax focal loss (a max pass and a sum pass, the focal terms per lane, one more for the gradient).
+// spatial_packets is the block setup all of them share.
 
 #include "../../core/spatial.hpp"
 #include "../engine/threads.hpp"
