@@ -4,7 +4,8 @@
 // [N * H * W, C] (the copy a caller would otherwise make, not timed), and against libtorch 1.13's
 // F::cross_entropy on the [N, C, H, W] tensor when the bench links it; the same rows with
 // probability targets (a per-pixel softmax of randn, a second [N, C, H, W] buffer: the *_prob_*
-// rows, x_perm their ratio to the permuted copy's). 1-thread rows: process CPU
+// rows, x_perm their ratio to the permuted copy's); softmax_focal_loss (gamma 2, no alpha) the same
+// way against the permuted copy (the *_focal_* rows, x_perm). 1-thread rows: process CPU
 // time (bench_support.hpp's time_row); 2-thread rows: wall clock. Every row reports ns per logit.
 //
 //   xent_bench_spatial [--benchmark_filter=...] [--xent_smoke]   (--xent_smoke: 2 x 5 x 16 x 16)
@@ -71,6 +72,12 @@ xent::cross_entropy_options opts(int threads) {
   return o;
 }
 
+xent::softmax_focal_loss_options focal_opts(int threads) {
+  xent::softmax_focal_loss_options o;
+  o.num_threads = threads;
+  return o;
+}
+
 void register_rows() {
   for (const int threads : xent_bench::thread_counts) {
     const std::string t = "/threads:" + std::to_string(threads);
@@ -130,6 +137,40 @@ void register_rows() {
       });
       if (const auto* r = xent_bench::latest_of("read" + std::to_string(threads))) s.counters["x_read"] = me.ns / r->ns;
     })->UseRealTime();
+    benchmark::RegisterBenchmark(("xent_permuted_copy_focal_fwd" + t).c_str(), [threads](benchmark::State& s) {
+      Inputs& in = inputs();
+      const auto me = xent_bench::time_row(s, "perm_focal" + std::to_string(threads), threads, double(in.logits()), "logit", [&] {
+        benchmark::DoNotOptimize(xent::softmax_focal_loss(in.permuted, in.targets, focal_opts(threads)).value());
+      });
+      if (const auto* r = xent_bench::latest_of("read" + std::to_string(threads))) s.counters["x_read"] = me.ns / r->ns;
+    })->UseRealTime();
+    benchmark::RegisterBenchmark(("xent_spatial_focal_fwd" + t).c_str(), [threads](benchmark::State& s) {
+      Inputs& in = inputs();
+      const auto v = xent::spatial(static_cast<const float*>(in.x.data()), in.N, in.C, in.D());
+      const auto me = xent_bench::time_row(s, "focal_fwd" + std::to_string(threads), threads, double(in.logits()), "logit", [&] {
+        benchmark::DoNotOptimize(xent::softmax_focal_loss(v, in.targets, focal_opts(threads)).value());
+      });
+      if (const auto* r = xent_bench::latest_of("read" + std::to_string(threads))) s.counters["x_read"] = me.ns / r->ns;
+      if (const auto* p = xent_bench::latest_of("perm_focal" + std::to_string(threads))) s.counters["x_perm"] = me.ns / p->ns;
+    })->UseRealTime();
+    benchmark::RegisterBenchmark(("xent_permuted_copy_focal_fwd_grad" + t).c_str(), [threads](benchmark::State& s) {
+      Inputs& in = inputs();
+      const auto me = xent_bench::time_row(s, "perm_focal_grad" + std::to_string(threads), threads, double(in.logits()), "logit", [&] {
+        benchmark::DoNotOptimize(
+            xent::softmax_focal_loss_with_grad(in.permuted, in.targets, focal_opts(threads), in.permuted_grad).value());
+      });
+      if (const auto* r = xent_bench::latest_of("read" + std::to_string(threads))) s.counters["x_read"] = me.ns / r->ns;
+    })->UseRealTime();
+    benchmark::RegisterBenchmark(("xent_spatial_focal_fwd_grad" + t).c_str(), [threads](benchmark::State& s) {
+      Inputs& in = inputs();
+      const auto v = xent::spatial(static_cast<const float*>(in.x.data()), in.N, in.C, in.D());
+      const auto g = xent::spatial(in.grad.data(), in.N, in.C, in.D());
+      const auto me = xent_bench::time_row(s, "focal_fwd_grad" + std::to_string(threads), threads, double(in.logits()), "logit", [&] {
+        benchmark::DoNotOptimize(xent::softmax_focal_loss_with_grad(v, in.targets, focal_opts(threads), g).value());
+      });
+      if (const auto* r = xent_bench::latest_of("read" + std::to_string(threads))) s.counters["x_read"] = me.ns / r->ns;
+      if (const auto* p = xent_bench::latest_of("perm_focal_grad" + std::to_string(threads))) s.counters["x_perm"] = me.ns / p->ns;
+    })->UseRealTime();
 #ifdef XENT_BENCH_WITH_TORCH
     benchmark::RegisterBenchmark(("torch_prob_ce_fwd" + t).c_str(), [threads](benchmark::State& s) {
       Inputs& in = inputs();
@@ -178,6 +219,13 @@ int main(int argc, char** argv) {
   const double pb = xent::cross_entropy(in.permuted, in.permuted_y).value();
   if (!xent_bench::close(pa, pb, 1e-5)) {
     std::cerr << "xent_bench_spatial: spatial probability targets " << pa << " != permuted copy " << pb << "\n";
+    return 2;
+  }
+  const double fa =
+      xent::softmax_focal_loss(xent::spatial(static_cast<const float*>(in.x.data()), in.N, in.C, in.D()), in.targets).value();
+  const double fb = xent::softmax_focal_loss(in.permuted, in.targets).value();
+  if (!xent_bench::close(fa, fb, 1e-5)) {
+    std::cerr << "xent_bench_spatial: spatial focal " << fa << " != permuted copy " << fb << "\n";
     return 2;
   }
 #ifdef XENT_BENCH_WITH_TORCH

@@ -2,7 +2,8 @@
 // indices and probability targets), its gradient and backward, nll_loss, and softmax / log_softmax, against torch 1.13 on [N, C, d1, d2] tensors
 // (tests/reference/spatial_cases.txt, float64 torch), against the same loss on an explicitly
 // permuted [N * D, C] copy (the matrix overload), finite differences, threads, special values and
-// the misuse checks.
+// the misuse checks; softmax_focal_loss the same way (its torch cases are the composition
+// written out, fn 5 of spatial_cases.txt).
 //
 // Budgets, as test_categorical.cpp's: an error is |got - torch| over max(|torch|, 1) for a loss,
 // over the case's largest |torch| entry for a gradient; double 1e-12, float 16 float epsilons.
@@ -582,7 +583,7 @@ TEST_CASE("spatial softmax and log_softmax match torch 1.13 on [N, C, d1, d2]", 
     int checked = 0;
     for (const auto& c : cases()) {
       const int fn = int(c["fn"][0]);
-      if (fn < 3) continue;
+      if (fn != 3 && fn != 4) continue;  // 5: softmax_focal_loss, its own test case
       INFO(c.name);
       const Index N = Index(c["shape"][0]), D = Index(c["shape"][1] * c["shape"][2]), C = c.classes;
       std::vector<T> x(std::size_t(N * C * D)), out(x.size(), T(7));
@@ -714,3 +715,261 @@ TEST_CASE("spatial softmax misuse", "[spatial][errors]") {
 }
 
 }  // namespace
+
+// softmax_focal_loss on a spatial view: torch 1.13 (fn 5 cases, the composition written out, as
+// gen_focal_reference.py defines it), the matrix overload on the permuted copy, central
+// differences and the misuse checks; the budgets are the cross_entropy cases' above.
+
+template <class T>
+void check_focal_torch_cases() {
+  const double budget = std::is_same_v<T, double> ? 1e-12 : 16 * double(std::numeric_limits<float>::epsilon());
+  double worst_loss = 0, worst_grad = 0;
+  int checked = 0;
+  for (const auto& c : cases()) {
+    if (int(c["fn"][0]) != 5) continue;
+    INFO(c.name);
+    const Index N = Index(c["shape"][0]), D = Index(c["shape"][1] * c["shape"][2]), C = c.classes;
+    std::vector<T> x(std::size_t(N * C * D)), g(x.size(), T(7)), g2(x.size(), T(7));
+    for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<T>(c["logits"][i]);
+    index_vector t(N * D);
+    for (Index j = 0; j < N * D; ++j) t(j) = std::int64_t(c["target"][std::size_t(j)]);
+    const xent::reduction r = reductions[int(c["reduction"][0])];
+    xent::softmax_focal_loss_options o;
+    o.reduction = r;
+    o.gamma = double(c["gamma"][0]);
+    o.label_smoothing = double(c["eps"][0]);
+    o.ignore_index = long(c["ignore"][0]);
+    if (c.has("alpha")) o.alpha = Eigen::Map<const Eigen::Matrix<long double, Eigen::Dynamic, 1>>(c["alpha"].data(), C).cast<double>();
+    const auto& ref_loss = c["loss"];
+    const auto& ref_grad = c["grad"];
+    long double gscale = 0;
+    for (long double v : ref_grad) gscale = std::max(gscale, std::fabs(v));
+    const auto view = xent::spatial(static_cast<const T*>(x.data()), N, C, D);
+    vector<T> grad_out_v(N * D);
+    for (Index j = 0; j < N * D; ++j) grad_out_v(j) = static_cast<T>(c["grad_out"][std::size_t(r == xent::reduction::none ? j : 0)]);
+    auto check_loss = [&](const auto& result) {
+      const Index n = r == xent::reduction::none ? N * D : 1;
+      for (Index j = 0; j < n; ++j) {
+        const double got = double(r == xent::reduction::none ? result.per_sample()(j) : result.value());
+        const double e = error_of(got, ref_loss[std::size_t(j)], std::max<long double>(1, std::fabs(ref_loss[std::size_t(j)])));
+        worst_loss = std::max(worst_loss, e);
+        CHECK(e <= budget);
+      }
+    };
+    auto check_grad = [&](const std::vector<T>& got) {
+      for (std::size_t i = 0; i < got.size(); ++i) {
+        const double e = error_of(double(got[i]), ref_grad[i], gscale);
+        worst_grad = std::max(worst_grad, e);
+        CHECK(e <= budget);
+      }
+    };
+    check_loss(xent::softmax_focal_loss(view, t, o));
+    check_loss(xent::softmax_focal_loss_with_grad(view, t, o, xent::spatial(g.data(), N, C, D)));
+    if (r == xent::reduction::none) {
+      xent::softmax_focal_loss_backward(view, t, grad_out_v, o, xent::spatial(g2.data(), N, C, D));
+      // with_grad is the gradient of the sum: times grad_out per pixel to compare with torch's.
+      for (Index n = 0; n < N; ++n)
+        for (Index k = 0; k < C; ++k)
+          for (Index d = 0; d < D; ++d) g[std::size_t((n * C + k) * D + d)] *= grad_out_v(n * D + d);
+    } else {
+      xent::softmax_focal_loss_backward(view, t, grad_out_v(0), o, xent::spatial(g2.data(), N, C, D));
+      for (auto& v : g) v *= grad_out_v(0);
+    }
+    check_grad(g);
+    check_grad(g2);
+    ++checked;
+  }
+  CHECK(checked == 28);
+  std::cout << "spatial focal vs torch (" << (std::is_same_v<T, double> ? "double" : "float") << ", " << checked
+            << " cases): worst loss error " << worst_loss << ", gradient " << worst_grad << " (budget " << budget << ")\n";
+}
+
+TEST_CASE("spatial softmax_focal_loss matches torch 1.13 on [N, C, d1, d2]", "[spatial][focal]") {
+  check_focal_torch_cases<double>();
+  check_focal_torch_cases<float>();
+}
+
+/// The spatial softmax_focal_loss against the matrix overload on the permuted copy, per-sample
+/// losses and gradients over several option sets; the worst distance in ulps.
+template <class T>
+double focal_against_permuted(Index N, Index C, Index D, std::uint64_t seed, bool specials = false) {
+  std::mt19937_64 gen(seed);
+  std::normal_distribution<double> normal(0, 3);
+  std::uniform_int_distribution<int> cls(0, int(C) - 1);
+  std::uniform_real_distribution<double> unit(0, 1);
+  std::vector<T> x(std::size_t(N * C * D));
+  for (auto& v : x) v = static_cast<T>(normal(gen));
+  index_vector t(N * D);
+  for (Index j = 0; j < N * D; ++j) t(j) = unit(gen) < 0.1 ? -100 : cls(gen);
+  if (specials && N * D > 20) {
+    // +inf, NaN, every class -inf, a -inf target class (the lanes hand each to the driver), and a
+    // pixel with p_t near 1 (the target's gradient from the other classes' mass).
+    x[std::size_t(0 * D + 3)] = std::numeric_limits<T>::infinity();
+    x[std::size_t(1 * D + 7)] = std::numeric_limits<T>::quiet_NaN();
+    for (Index k = 0; k < C; ++k) x[std::size_t(k * D + 11)] = -std::numeric_limits<T>::infinity();
+    t(11) = 0;
+    x[std::size_t(2 * D + 19)] = -std::numeric_limits<T>::infinity();
+    t(19) = 2;
+    x[std::size_t(1 * D + 13)] = T(40);
+    t(13) = 1;
+  }
+  const matrix<T> m = permuted(x, N, C, D);
+  const auto xv = xent::spatial(static_cast<const T*>(x.data()), N, C, D);
+  double worst = 0;
+  for (int variant = 0; variant < 4; ++variant) {
+    xent::softmax_focal_loss_options o;
+    o.reduction = xent::reduction::none;
+    if (variant == 1) {
+      o.alpha = vector<double>::LinSpaced(C, 0.25, 1.0);
+      o.gamma = 0.5;
+    } else if (variant == 2) {
+      o.gamma = 1;
+      o.sample_weight = vector<double>::LinSpaced(N * D, 0.1, 3.0);
+      o.mask = xent::sample_mask::Constant(N * D, true);
+      for (Index j = 0; j < N * D; j += 5) o.mask(j) = false;
+    } else if (variant == 3) {
+      o.label_smoothing = 0.1;  // the driver's every-class loop
+      o.alpha = vector<double>::LinSpaced(C, 1.0, 0.5);
+    }
+    const auto sp = xent::softmax_focal_loss(xv, t, o);
+    const auto mat = xent::softmax_focal_loss(m, t, o);
+    std::vector<T> g(x.size());
+    matrix<T> gm(C, N * D);
+    const auto spg = xent::softmax_focal_loss_with_grad(xv, t, o, xent::spatial(g.data(), N, C, D));
+    (void)xent::softmax_focal_loss_with_grad(m, t, o, gm);
+    const matrix<T> gp = permuted(g, N, C, D);
+    T scale = T(1e-30);
+    for (Index i = 0; i < gm.size(); ++i)
+      if (std::isfinite(gm.data()[i])) scale = std::max(scale, std::fabs(gm.data()[i]));
+    int nonfinite = 0;
+    for (Index j = 0; j < N * D; ++j) {
+      const T a = sp.per_sample()(j), b = mat.per_sample()(j);
+      nonfinite += !std::isfinite(b);
+      const double e = ulps_apart(a, b, std::max(T(1), std::fabs(b)));
+      worst = std::max(worst, e);
+      CHECK(e <= 8);
+      CHECK(ulps_apart(spg.per_sample()(j), a, T(1)) == 0);
+      for (Index k = 0; k < C; ++k) {
+        const double eg = ulps_apart(gp(k, j), gm(k, j), scale);
+        worst = std::max(worst, eg);
+        CHECK(eg <= 8);
+      }
+    }
+    if (specials) CHECK(nonfinite >= 2);
+  }
+  return worst;
+}
+
+TEST_CASE("spatial softmax_focal_loss equals the matrix overload on a permuted copy", "[spatial][focal]") {
+  double worst_f = 0, worst_d = 0;
+  for (const Index D : {Index(1), Index(3), Index(21), Index(37), Index(64 * 64)}) {
+    for (const Index C : {Index(3), Index(21)}) {
+      INFO("D " << D << " C " << C);
+      const Index N = D == 64 * 64 ? 2 : 3;
+      worst_f = std::max(worst_f, focal_against_permuted<float>(N, C, D, 17 + std::uint64_t(D * 31 + C)));
+      worst_d = std::max(worst_d, focal_against_permuted<double>(N, C, D, 19 + std::uint64_t(D * 31 + C)));
+    }
+  }
+  worst_f = std::max(worst_f, focal_against_permuted<float>(2, 300, 40, 25));
+  worst_d = std::max(worst_d, focal_against_permuted<double>(2, 300, 40, 26));
+  worst_f = std::max(worst_f, focal_against_permuted<float>(3, 5, 48, 28, true));
+  worst_d = std::max(worst_d, focal_against_permuted<double>(3, 5, 48, 29, true));
+  std::cout << "spatial focal vs permuted copy: worst " << worst_f << " ulp (float), " << worst_d << " ulp (double)\n";
+}
+
+TEST_CASE("spatial softmax_focal_loss: threads and in place do not change the bits", "[spatial][focal]") {
+  std::mt19937_64 gen(44);
+  std::normal_distribution<double> normal(0, 3);
+  const Index N = 4, C = 7, D = 64 * 64 + 5;
+  std::vector<float> y(std::size_t(N * C * D));
+  for (auto& v : y) v = float(normal(gen));
+  index_vector t(N * D);
+  for (Index j = 0; j < t.size(); ++j) t(j) = j % 11 == 0 ? -100 : j % C;
+  std::vector<float> g1(y.size()), g2(y.size());
+  xent::softmax_focal_loss_options o;
+  o.alpha = vector<double>::LinSpaced(C, 0.25, 1.0);
+  o.num_threads = 1;
+  const auto yv = xent::spatial(static_cast<const float*>(y.data()), N, C, D);
+  const float one = xent::softmax_focal_loss_with_grad(yv, t, o, xent::spatial(g1.data(), N, C, D)).value();
+  o.num_threads = 2;
+  const float two = xent::softmax_focal_loss_with_grad(yv, t, o, xent::spatial(g2.data(), N, C, D)).value();
+  CHECK(one == two);
+  CHECK(g1 == g2);
+  std::vector<float> z = y;
+  const auto zv = xent::spatial(z.data(), N, C, D);
+  CHECK(xent::softmax_focal_loss_with_grad(zv, t, o, zv).value() == one);
+  CHECK(z == g1);
+}
+
+TEST_CASE("spatial softmax_focal_loss: gradient matches central differences", "[spatial][focal]") {
+  std::mt19937_64 gen(5);
+  std::normal_distribution<double> normal(0, 2);
+  const Index N = 2, C = 4, D = 9;
+  matrix<double> x(N * C * D, 1);
+  for (Index i = 0; i < x.size(); ++i) x(i) = normal(gen);
+  index_vector t(N * D);
+  for (Index j = 0; j < N * D; ++j) t(j) = (j * 7) % C;
+  t(4) = -100;
+  double worst = 0;
+  for (const double eps : {0.0, 0.15}) {
+    xent::softmax_focal_loss_options o;
+    o.gamma = 1.5;
+    o.label_smoothing = eps;
+    o.alpha = (vector<double>(4) << 0.5, 1.0, 0.25, 0.75).finished();
+    matrix<double> g(N * C * D, 1);
+    (void)xent::softmax_focal_loss_with_grad(xent::spatial(x, N, C, D), t, o, xent::spatial(g, N, C, D));
+    for (Index i = 0; i < x.size(); ++i) {
+      const double fd = xent_test::central_difference(x, i, [&](const matrix<double>& m) {
+        return xent::softmax_focal_loss(xent::spatial(m, N, C, D), t, o).value();
+      });
+      worst = std::max(worst, std::fabs(fd - g(i)));
+    }
+  }
+  CHECK(worst <= 1e-8);
+  std::cout << "spatial focal gradient vs central differences: worst " << worst << "\n";
+}
+
+TEST_CASE("spatial softmax_focal_loss: misuse", "[spatial][errors][focal]") {
+  std::vector<float> x(24, 0.f), g(24, 0.f), small(12, 0.f);
+  const index_vector t = index_vector::Zero(6);
+  const xent::softmax_focal_loss_options plain;
+  const auto v = xent::spatial(static_cast<const float*>(x.data()), 2, 4, 3);
+  auto with = [](auto edit) {
+    xent::softmax_focal_loss_options o;
+    edit(o);
+    return o;
+  };
+  const xent_test::misuse table[] = {
+      {"default view", [&] { (void)xent::softmax_focal_loss(xent::spatial_view<const float>{}, t, plain); }, "softmax_focal_loss",
+       "logits.data", "must not be null"},
+      {"targets size", [&] { (void)xent::softmax_focal_loss(v, index_vector::Zero(5), plain); }, "softmax_focal_loss", "targets",
+       "must have one entry per sample (6)", "got 5"},
+      {"target out of range", [&] { (void)xent::softmax_focal_loss(v, index_vector::Constant(6, 4), plain); },
+       "softmax_focal_loss", "target[0]", "must be in [0, 4)"},
+      {"dim 1", [&] { (void)xent::softmax_focal_loss(v, t, with([](auto& o) { o.dim = 1; })); }, "softmax_focal_loss", "dim",
+       "class axis is fixed"},
+      {"alpha size", [&] { (void)xent::softmax_focal_loss(v, t, with([](auto& o) { o.alpha = vector<double>::Ones(3); })); },
+       "softmax_focal_loss", "alpha", "one entry per class (4)", "got 3"},
+      {"gamma negative", [&] { (void)xent::softmax_focal_loss(v, t, with([](auto& o) { o.gamma = -1; })); }, "softmax_focal_loss",
+       "gamma", "must be finite and >= 0"},
+      {"mask size",
+       [&] { (void)xent::softmax_focal_loss(v, t, with([](auto& o) { o.mask = xent::sample_mask::Constant(5, true); })); },
+       "softmax_focal_loss", "mask", "6"},
+      {"grad shape",
+       [&] { (void)xent::softmax_focal_loss_with_grad(v, t, plain, xent::spatial(small.data(), 2, 2, 3)); },
+       "softmax_focal_loss_with_grad", "grad_logits_out", "must have the logits' shape [2, 4, 3]", "[2, 2, 3]"},
+      {"grad overlaps",
+       [&] { (void)xent::softmax_focal_loss_with_grad(v, t, plain, xent::spatial(x.data() + 1, 2, 4, 3)); },
+       "softmax_focal_loss_with_grad", "grad_logits_out", "not overlap"},
+      {"backward grad_out vector for mean",
+       [&] { xent::softmax_focal_loss_backward(v, t, vector<float>::Ones(6), plain, xent::spatial(g.data(), 2, 4, 3)); },
+       "softmax_focal_loss_backward", "grad_out", "must be a scalar"},
+      {"backward grad_out size for none",
+       [&] {
+         xent::softmax_focal_loss_backward(v, t, vector<float>::Ones(5), with([](auto& o) { o.reduction = xent::reduction::none; }),
+                                           xent::spatial(g.data(), 2, 4, 3));
+       },
+       "softmax_focal_loss_backward", "grad_out", "6"},
+  };
+  CHECK(xent_test::check_misuse(table) == 11);
+}

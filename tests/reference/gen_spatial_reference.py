@@ -10,7 +10,7 @@ Deterministic: fixed numpy seed, fixed case list, single-threaded torch. Line fo
     case <name> <C>
     shape <N d1 d2>
     fn <0 cross_entropy (class indices), 1 nll_loss, 2 cross_entropy (probability targets),
-        3 softmax, 4 log_softmax (over dim 1)>
+        3 softmax, 4 log_softmax (over dim 1), 5 softmax_focal_loss>
     reduction <0 none, 1 mean, 2 sum>
     eps <label_smoothing>             (fn 0, 2)
     ignore <ignore_index>             (fn 0, 1)
@@ -32,6 +32,11 @@ The values are torch's own F.cross_entropy / F.nll_loss on the float64 [N, C, d1
 checked here against the composition written out (the smoothed target distribution q per pixel,
 -(w q log_softmax(x, 1)).sum(1), mean over the summed w_t of the kept pixels; for probability
 targets mean over the pixel count) to 1e-12. Logits are float32 values (exact in both types).
+softmax_focal_loss cases (fn 5) come last, from their own seed (the earlier cases' data unchanged):
+shape, fn, reduction, gamma, eps, ignore, alpha <C> (when given), target, logits, grad_out, loss,
+grad. The loss is the composition written out, as gen_focal_reference.py defines it and Keras
+smooths it: q = (1 - eps) onehot + eps / C, per pixel -sum_k alpha_k q_k (1 - p_k)^gamma log p_k
+(-alpha_t (1 - p_t)^gamma log p_t at eps = 0, checked against that form), mean over the kept pixels.
 """
 
 import sys
@@ -158,6 +163,58 @@ def main():
             out.write("fn %d\n" % fn)
             out.write("logits %s\n" % fmt(x.numpy()))
             out.write("out %s\n" % fmt(y.numpy()))
+            out.write("end\n")
+
+    rng = np.random.default_rng(20261208)
+    for (N, C, d1, d2) in ((2, 5, 3, 7), (2, 21, 2, 5), (1, 3, 1, 1), (2, 4, 16, 3)):
+        for (reduction, gamma, alpha, eps) in (("mean", 2.0, False, 0.0), ("mean", 0.5, True, 0.0), ("none", 2.0, True, 0.0),
+                                               ("sum", 1.0, False, 0.0), ("mean", 0.0, False, 0.0), ("mean", 2.0, True, 0.1),
+                                               ("none", 1.5, False, 0.1)):
+            D = d1 * d2
+            x = torch.tensor(rng.normal(0, 3, (N, C, d1, d2)).astype(np.float32), dtype=torch.float64, requires_grad=True)
+            a = torch.tensor(rng.uniform(0.2, 1.0, C).astype(np.float32), dtype=torch.float64) if alpha else None
+            ignore = -100 if N * D == 1 else 1
+            t = torch.tensor(rng.integers(0, C, (N, d1, d2)), dtype=torch.int64)
+            if N * D > 1:
+                drop = torch.tensor(rng.uniform(size=(N, d1, d2)) < 0.2)
+                t = torch.where(drop, torch.full_like(t, ignore), t)
+            kept = t != ignore
+            tc = torch.where(kept, t, torch.zeros_like(t))
+            lp = torch.log_softmax(x, 1)
+            av = torch.ones(C, dtype=torch.float64) if a is None else a
+            ashape = (1, C, 1, 1)
+            onehot = F.one_hot(tc, C).movedim(-1, 1).to(torch.float64)
+            q = (1 - eps) * onehot + eps / C
+            loss = -(av.view(ashape) * q * (1 - lp.exp()) ** gamma * lp).sum(1)
+            loss = torch.where(kept, loss, torch.zeros_like(loss))
+            if eps == 0:
+                lpt = lp.gather(1, tc[:, None])[:, 0]
+                picked = torch.where(kept, -av[tc] * (1 - lpt.exp()) ** gamma * lpt, torch.zeros_like(lpt))
+                assert torch.allclose(loss, picked, rtol=1e-13, atol=1e-15), (N, C, gamma)
+            if reduction == "mean":
+                loss = loss.sum() / kept.sum()
+            elif reduction == "sum":
+                loss = loss.sum()
+            if reduction == "none":
+                g = torch.tensor(rng.uniform(-1, 2, (N, d1, d2)), dtype=torch.float64)
+            else:
+                g = torch.tensor(1.5, dtype=torch.float64)
+            (loss * g).sum().backward()
+            name = "fn5_N%d_C%d_%dx%d_%s_g%g%s_eps%g" % (N, C, d1, d2, reduction, gamma, "_a" if alpha else "", eps)
+            out.write("case %s %d\n" % (name, C))
+            out.write("shape %d %d %d\n" % (N, d1, d2))
+            out.write("fn 5\n")
+            out.write("reduction %d\n" % REDUCTIONS.index(reduction))
+            out.write("gamma %r\n" % gamma)
+            out.write("eps %r\n" % eps)
+            out.write("ignore %d\n" % ignore)
+            if alpha:
+                out.write("alpha %s\n" % fmt(a.numpy()))
+            out.write("target %s\n" % fmt(t.numpy()))
+            out.write("logits %s\n" % fmt(x.detach().numpy()))
+            out.write("grad_out %s\n" % fmt(g.numpy()))
+            out.write("loss %s\n" % fmt(loss.detach().numpy()))
+            out.write("grad %s\n" % fmt(x.grad.numpy()))
             out.write("end\n")
 
 

@@ -1,7 +1,7 @@
 #ifndef XENT_LOSSES_SPATIAL_HPP
 #define XENT_LOSSES_SPATIAL_HPP
 
-// cross_entropy, nll_loss, softmax_into and log_softmax_into over torch's [N, C, d1, d2, ...]
+// cross_entropy, nll_loss, softmax_focal_loss, softmax_into and log_softmax_into over torch's [N, C, d1, d2, ...]
 // layout (segmentation, per-pixel losses): the logits are a spatial_view of the caller's buffer (core/spatial.hpp), read in place;
 // probability targets are a second view of the same shape; class-index targets, grad_out for
 // reduction none and the per-sample losses have N * D entries in (n, d) order, as torch's
@@ -11,6 +11,7 @@
 #include "../core/spatial.hpp"
 #include "../detail/losses/spatial.hpp"
 #include "cross_entropy.hpp"
+#include "focal.hpp"
 
 #include <Eigen/Core>
 
@@ -147,6 +148,65 @@ Eigen::Matrix<compute_t<S>, Eigen::Dynamic, 1> spatial_prob_losses(const spatial
   const std::vector<T> weight = weights_in<T>(opts.weight);
   spatial_prob_cross_entropy(x, y, weight.empty() ? nullptr : weight.data(), static_cast<T>(opts.label_smoothing), opts.safe,
                              selection_in(opts).mask, opts.num_threads, losses.data(), scale, grad);
+  return losses;
+}
+
+/// softmax_focal_loss of a spatial view: losses (N * D, (n, d) order; 0 when ignored) and with
+/// grad (the logits' shape, possibly their memory) the gradient times scale(j). alpha: one per
+/// class or empty; eps: label smoothing, whose every-class form (smoothed_focal_losses) runs
+/// through the driver's per-sample loop on views of the same memory, as bf16 / half and the
+/// ragged ends do (target_probability_sweep).
+template <class S, class TargetAt, class ScaleAt>
+void spatial_softmax_focal(const spatial_view<const S>& x, const std::vector<compute_t<S>>& alpha, double gamma, double eps,
+                           int requested_threads, const TargetAt& target_at, compute_t<S>* losses, const ScaleAt& scale,
+                           const spatial_view<S>* grad) {
+  using T = compute_t<S>;
+  const Index C = x.classes, D = x.spatial;
+  const focal_formula<T> f{&alpha, static_cast<T>(gamma)};
+  const std::vector<double> alpha_d(alpha.begin(), alpha.end());
+  auto through_driver = [&](Index n, Index d0, Index len, int threads) {
+    const Index offset = n * D + d0;
+    const samples_view<const S> v = D == 1 ? samples_view<const S>{x.data + n * C, len, C, 1, C} : spatial_block(x, n, d0, len);
+    const samples_view<S> gv = !grad ? samples_view<S>{}
+                               : D == 1 ? samples_view<S>{grad->data + n * C, len, C, 1, C}
+                                        : spatial_block(*grad, n, d0, len);
+    auto local_target = [&](Index j) { return target_at(offset + j); };
+    auto local_scale = [&](Index j) { return scale(offset + j); };
+    if (eps != 0)
+      smoothed_focal_losses(v, alpha_d, gamma, eps, local_target, losses + offset, local_scale, grad ? &gv : nullptr, threads);
+    else
+      target_probability_sweep(v, f, local_target, losses + offset, local_scale, grad ? &gv : nullptr, threads);
+  };
+  // D = 1 is an [N, C] matrix, classes contiguous: the driver's own layout.
+  if (D == 1) {
+    through_driver(0, 0, x.batch, requested_threads);
+    return;
+  }
+  spatial_packets(
+      x, requested_threads, eps == 0,
+      [&](const auto* xp, Index j0, Index offset) {
+        return spatial_focal_lanes(xp, C, D, j0, f, target_at, losses, scale, grad ? grad->data + offset : nullptr);
+      },
+      through_driver);
+}
+
+template <class S, class TDerived>
+checked_call check_spatial_focal(const char* fn, const spatial_view<const S>& x, const Eigen::DenseBase<TDerived>& targets,
+                                 const softmax_focal_loss_options& opts) {
+  check_spatial_argument(fn, "logits", x);
+  check_spatial_dim(fn, opts.dim);
+  return check_softmax_focal(fn, spatial_shape(x), targets, opts);
+}
+
+template <class S, class TDerived, class Scale>
+Eigen::Matrix<compute_t<S>, Eigen::Dynamic, 1> spatial_focal_losses(const spatial_view<const S>& x,
+                                                                    const Eigen::DenseBase<TDerived>& targets,
+                                                                    const softmax_focal_loss_options& opts, const Scale& scale,
+                                                                    const spatial_view<S>* grad) {
+  using T = compute_t<S>;
+  Eigen::Matrix<T, Eigen::Dynamic, 1> losses(x.samples());
+  spatial_softmax_focal(x, weights_in<T>(opts.alpha), opts.gamma, opts.label_smoothing, opts.num_threads,
+                        index_targets(targets, opts.ignore_index, selection_in(opts).mask), losses.data(), scale, grad);
   return losses;
 }
 
@@ -288,6 +348,66 @@ void cross_entropy_backward(const spatial_view<S>& logits, const spatial_view<Y>
   detail::check_spatial_out_targets(fn, "grad_logits_out", grad_logits_out, y);
   const auto scale = detail::grad_scale_of<T>(fn, opts.reduction, checked.samples, checked.denominator, grad_out, checked.selection);
   (void)detail::spatial_prob_losses(x, y, opts, scale, &grad_logits_out);
+}
+
+/// softmax_focal_loss over torch's [N, C, d1, ...] layout: per pixel -alpha[y] (1 - p_y)^gamma log p_y,
+/// p = softmax over the class axis, every option of the matrix overload (losses/focal.hpp; dim must
+/// stay 0). logits: xent::spatial(ptr, N, C, D), float, double, bf16 or half. targets: N * D class
+/// indices in (n, d) order; per-sample losses (reduction none): N * D, same order.
+/// \throws xent::invalid_argument on misuse (docs/losses.md lists the checks).
+template <class S, class TDerived, std::enable_if_t<std::is_integral_v<typename TDerived::Scalar>, int> = 0>
+loss_result<detail::compute_t<std::remove_const_t<S>>> softmax_focal_loss(const spatial_view<S>& logits,
+                                                                          const Eigen::DenseBase<TDerived>& targets,
+                                                                          const softmax_focal_loss_options& opts = {}) {
+  using R = std::remove_const_t<S>;
+  using T = detail::compute_t<R>;
+  const spatial_view<const R> x = logits;
+  const auto checked = detail::check_spatial_focal("softmax_focal_loss", x, targets, opts);
+  return detail::reduce_losses(opts.reduction,
+                               detail::spatial_focal_losses(x, targets, opts, [](Eigen::Index) { return T(0); },
+                                                            static_cast<const spatial_view<R>*>(nullptr)),
+                               checked.denominator, checked.selection);
+}
+
+/// The spatial softmax_focal_loss and its gradient in one call, into grad_logits_out (a writable
+/// view of the logits' shape; it may be the logits' own memory, not a part of it). For none, the
+/// gradient of the sum of the per-pixel losses.
+template <class S, class TDerived, class G,
+          std::enable_if_t<std::is_integral_v<typename TDerived::Scalar> && !std::is_const_v<G>, int> = 0>
+loss_result<detail::compute_t<G>> softmax_focal_loss_with_grad(const spatial_view<S>& logits,
+                                                               const Eigen::DenseBase<TDerived>& targets,
+                                                               const softmax_focal_loss_options& opts,
+                                                               const spatial_view<G>& grad_logits_out) {
+  using R = std::remove_const_t<S>;
+  using T = detail::compute_t<R>;
+  static_assert(std::is_same_v<R, G>, "the gradient buffer must have the logits' scalar type");
+  constexpr const char* fn = "softmax_focal_loss_with_grad";
+  const spatial_view<const R> x = logits;
+  const auto checked = detail::check_spatial_focal(fn, x, targets, opts);
+  detail::check_spatial_out(fn, "grad_logits_out", grad_logits_out, x);
+  return detail::reduce_losses(
+      opts.reduction,
+      detail::spatial_focal_losses(x, targets, opts, detail::seed_scale<T>(opts.reduction, checked.denominator, checked.selection),
+                                   &grad_logits_out),
+      checked.denominator, checked.selection);
+}
+
+/// Gradient of the spatial softmax_focal_loss with respect to the logits, times grad_out (a number
+/// for mean/sum, N * D entries for none), into grad_logits_out. Ignored pixels get 0.
+template <class S, class TDerived, class GradOut, class G,
+          std::enable_if_t<std::is_integral_v<typename TDerived::Scalar> && !std::is_const_v<G>, int> = 0>
+void softmax_focal_loss_backward(const spatial_view<S>& logits, const Eigen::DenseBase<TDerived>& targets,
+                                 const GradOut& grad_out, const softmax_focal_loss_options& opts,
+                                 const spatial_view<G>& grad_logits_out) {
+  using R = std::remove_const_t<S>;
+  using T = detail::compute_t<R>;
+  static_assert(std::is_same_v<R, G>, "the gradient buffer must have the logits' scalar type");
+  constexpr const char* fn = "softmax_focal_loss_backward";
+  const spatial_view<const R> x = logits;
+  const auto checked = detail::check_spatial_focal(fn, x, targets, opts);
+  detail::check_spatial_out(fn, "grad_logits_out", grad_logits_out, x);
+  const auto scale = detail::grad_scale_of<T>(fn, opts.reduction, checked.samples, checked.denominator, grad_out, checked.selection);
+  (void)detail::spatial_focal_losses(x, targets, opts, scale, &grad_logits_out);
 }
 
 /// softmax over the class axis of an [N, C, D] spatial view, torch's F.softmax(x, dim=1) on

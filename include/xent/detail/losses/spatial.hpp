@@ -11,17 +11,22 @@
 // max (the special values are the driver's), and the options the lanes do not implement (softcap,
 // z-loss, Poly-1, excluded smoothing classes, the per-sample lse, bf16 / half). Probability
 // targets (a second [N, C, D] view) take the same packets, one more load per class, and so do
-// softmax and log_softmax over the class axis (a max pass, a sum pass, a write pass).
+// softmax and log_softmax over the class axis (a max pass, a sum pass, a write pass), and the
+// softmax focal loss (a max pass and a sum pass, the focal terms per lane, one more for the gradient).
+// spatial_packets is the block setup all of them share.
 
 #include "../../core/spatial.hpp"
 #include "../engine/threads.hpp"
 #include "cross_entropy.hpp"
 #include "softmax.hpp"
+#include "target_probability.hpp"
 
 #include <Eigen/Core>
 
+#include <cmath>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 namespace xent::detail {
 
@@ -29,6 +34,31 @@ namespace xent::detail {
 template <class T>
 samples_view<T> spatial_block(const spatial_view<T>& v, Index n, Index d0, Index len) {
   return {v.data + n * v.classes * v.spatial + d0, len, v.classes, v.spatial, 1};
+}
+
+/// The block setup of every spatial kernel: packets of ps consecutive samples of each n through
+/// lanes(x + offset, n * D + d0, offset) (false: that packet through the driver, one thread), the
+/// ragged end of each n through through_driver(n, d0, len, threads). The lanes run only where the
+/// compute type is the storage type and has a packet exp, and when use_lanes; lanes is generic in
+/// its pointer so that its body is never instantiated otherwise.
+template <class S, class Lanes, class Driver>
+void spatial_packets(const spatial_view<const S>& x, int requested_threads, bool use_lanes, const Lanes& lanes,
+                     const Driver& through_driver) {
+  const Index N = x.batch, C = x.classes, D = x.spatial;
+  Index lane_end = 0;  // the samples [0, lane_end) of each n the lanes take
+  if constexpr (std::is_same_v<S, compute_t<S>> && simd::has_packet_exp<S>) {
+    constexpr Index ps = simd::packet_size<S>;
+    if (use_lanes && D >= ps) {
+      const Index per_n = D / ps;
+      lane_end = per_n * ps;
+      parallel_for(N * per_n, thread_count(requested_threads, N * C * D), [&](Index i) {
+        const Index n = i / per_n, d0 = (i % per_n) * ps, offset = n * C * D + d0;
+        if (!lanes(x.data + offset, n * D + d0, offset)) through_driver(n, d0, ps, 1);
+      });
+    }
+  }
+  if (lane_end == D) return;
+  for (Index n = 0; n < N; ++n) through_driver(n, lane_end, D - lane_end, requested_threads);
 }
 
 /// One packet of consecutive samples j0 .. j0 + ps - 1 of a [C, D] block: x and g point at class 0
@@ -121,7 +151,6 @@ template <class S, class TargetAt, class ScaleAt>
 void spatial_cross_entropy(const spatial_view<const S>& x, const fused_setup<compute_t<S>>& st, int requested_threads,
                            const TargetAt& target_at, compute_t<S>* losses, compute_t<S>* lse_out, const ScaleAt& scale,
                            const spatial_view<S>* grad) {
-  using T = compute_t<S>;
   const Index N = x.batch, C = x.classes, D = x.spatial;
   // D = 1 is an [N, C] matrix, classes contiguous: the driver's own layout (and its small-C lanes).
   if (D == 1) {
@@ -139,21 +168,13 @@ void spatial_cross_entropy(const spatial_view<const S>& x, const fused_setup<com
         v, st, threads, [&](Index j) { return target_at(offset + j); }, losses + offset, lse_out ? lse_out + offset : nullptr,
         [&](Index j) { return scale(offset + j); }, grad ? &gv : nullptr);
   };
-  Index lane_end = 0;  // the samples [0, lane_end) of each n the lanes take
-  if constexpr (std::is_same_v<S, T> && simd::has_packet_exp<T>) {
-    constexpr Index ps = simd::packet_size<T>;
-    if (st.softcap == 0 && st.z_loss == 0 && st.poly == 0 && !st.excluded && !lse_out && D >= ps) {
-      const Index per_n = D / ps;
-      lane_end = per_n * ps;
-      parallel_for(N * per_n, thread_count(requested_threads, N * C * D), [&](Index i) {
-        const Index n = i / per_n, d0 = (i % per_n) * ps, offset = n * C * D + d0;
-        if (!spatial_lanes(x.data + offset, C, D, n * D + d0, st, target_at, losses, scale, grad ? grad->data + offset : nullptr))
-          through_driver(n, d0, ps, 1);
-      });
-    }
-  }
-  if (lane_end == D) return;
-  for (Index n = 0; n < N; ++n) through_driver(n, lane_end, D - lane_end, requested_threads);
+  const bool use_lanes = st.softcap == 0 && st.z_loss == 0 && st.poly == 0 && !st.excluded && !lse_out;
+  spatial_packets(
+      x, requested_threads, use_lanes,
+      [&](const auto* xp, Index j0, Index offset) {
+        return spatial_lanes(xp, C, D, j0, st, target_at, losses, scale, grad ? grad->data + offset : nullptr);
+      },
+      through_driver);
 }
 
 /// One packet of consecutive samples j0 .. j0 + ps - 1 against probability targets: x, y and g
@@ -248,23 +269,75 @@ void spatial_prob_cross_entropy(const spatial_view<const S>& x, const spatial_vi
     through_driver(0, 0, N, requested_threads);
     return;
   }
-  Index lane_end = 0;  // the samples [0, lane_end) of each n the lanes take
-  if constexpr (std::is_same_v<S, T> && simd::has_packet_exp<T>) {
-    constexpr Index ps = simd::packet_size<T>;
-    if (D >= ps) {
-      const Index per_n = D / ps;
-      lane_end = per_n * ps;
-      const T keep = T(1) - smoothing, spread = smoothing / T(C);
-      parallel_for(N * per_n, thread_count(requested_threads, N * C * D), [&](Index i) {
-        const Index n = i / per_n, d0 = (i % per_n) * ps, offset = n * C * D + d0;
-        if (!spatial_prob_lanes(x.data + offset, y.data + offset, C, D, n * D + d0, weight, keep, spread, safe, mask, losses,
-                                scale, grad ? grad->data + offset : nullptr))
-          through_driver(n, d0, ps, 1);
-      });
-    }
+  const T keep = T(1) - smoothing, spread = smoothing / T(C);
+  spatial_packets(
+      x, requested_threads, true,
+      [&](const auto* xp, Index j0, Index offset) {
+        return spatial_prob_lanes(xp, y.data + offset, C, D, j0, weight, keep, spread, safe, mask, losses, scale,
+                                  grad ? grad->data + offset : nullptr);
+      },
+      through_driver);
+}
+
+/// One packet of consecutive samples j0 .. j0 + ps - 1 of the softmax focal loss (no smoothing):
+/// x and g point at class 0 of the first lane (g null: no gradient). Returns false, having written
+/// nothing, when a lane's max or focal factor is not finite (the driver's special values). The max
+/// and sum passes are packets; the focal terms of lp_t = (x_t - m) - log(s), one per lane, are
+/// focal_formula's own (the driver's, so the two agree to the sum's rounding); the write pass is
+/// scaled_probability's, g_k = c F (p_k - [k = t]) with the target's entry from the other classes'
+/// mass where p_t >= 1/2.
+template <class T, class TargetAt, class ScaleAt>
+bool spatial_focal_lanes(const T* x, Index C, Index D, Index j0, const focal_formula<T>& f, const TargetAt& target_at, T* losses,
+                         const ScaleAt& scale, T* g) {
+  using P = simd::packet<T>;
+  constexpr Index ps = simd::packet_size<T>;
+  using namespace simd;
+  using engine::chain_terms;
+  P m = load<P>(x);
+  for (Index k = 1; k < C; ++k) m = max_nan(m, load<P>(x + k * D));
+  const P zero = pset1<P>(T(0));
+  if (predux_any(pandnot(ptrue(m), pcmp_eq(psub(m, m), zero)))) return false;
+  P s_total = zero;
+  for (Index k0 = 0; k0 < C; k0 += chain_terms) {
+    const Index k1 = std::min(C, k0 + chain_terms);
+    P s = zero;
+    for (Index k = k0; k < k1; ++k) s = padd(s, exp_for_sum(psub(load<P>(x + k * D), m)));
+    s_total = padd(s_total, s);
   }
-  if (lane_end == D) return;
-  for (Index n = 0; n < N; ++n) through_driver(n, lane_end, D - lane_end, requested_threads);
+  alignas(64) T lane_max[ps], lane_sum[ps], lane_loss[ps], lane_cf[ps], lane_target[ps], lane_t[ps];
+  pstore(lane_max, m);
+  pstore(lane_sum, s_total);
+  Index t[ps];
+  for (Index l = 0; l < ps; ++l) {
+    t[l] = target_at(j0 + l);
+    lane_t[l] = T(t[l]);
+    lane_loss[l] = lane_cf[l] = T(0);
+    lane_target[l] = lane_max[l];
+    if (t[l] < 0) continue;
+    lane_target[l] = x[t[l] * D + l];
+    const T lp = (lane_target[l] - lane_max[l]) - std::log(lane_sum[l]);
+    lane_loss[l] = f.loss(lp, t[l]);
+    if (!g) continue;
+    const T F = f.factor(lp, t[l]);
+    if (!std::isfinite(F)) return false;  // a -inf target logit: the driver's NaN gradient
+    lane_cf[l] = scale(j0 + l) * F;
+  }
+  pstoreu(losses + j0, pload<P>(lane_loss));
+  if (!g) return true;
+  const P cf = pload<P>(lane_cf), prob_scale = pdiv(cf, s_total), targets = pload<P>(lane_t);
+  P others = zero;  // per lane: the mass exp(x_k - max) of the classes other than the target
+  for (Index k = 0; k < C; ++k) {
+    const P e = exp_nonpositive(psub(load<P>(x + k * D), m));
+    others = padd(others, pandnot(e, pcmp_eq(targets, pset1<P>(T(k)))));
+    pstoreu(g + k * D, pmul(e, prob_scale));
+  }
+  const P e_t = exp_nonpositive(psub(pload<P>(lane_target), m));
+  const P target = pselect(pcmp_lt(padd(e_t, e_t), s_total), psub(pmul(e_t, prob_scale), cf), pnegate(pmul(prob_scale, others)));
+  alignas(64) T lane_target_g[ps];
+  pstore(lane_target_g, target);
+  for (Index l = 0; l < ps; ++l)
+    if (t[l] >= 0) g[t[l] * D + l] = lane_target_g[l];
+  return true;
 }
 
 /// softmax (Log = false) or log_softmax (Log = true) of one packet of consecutive samples into
@@ -307,7 +380,6 @@ bool spatial_normalize_lanes(const T* x, T* out, Index C, Index D) {
 /// ragged ends and non-finite blocks through the driver (normalize_samples).
 template <bool Log, class S>
 void spatial_normalize(const spatial_view<const S>& x, const spatial_view<S>& out, int requested_threads) {
-  using T = compute_t<S>;
   const Index N = x.batch, C = x.classes, D = x.spatial;
   if (D == 1) {
     normalize_samples<Log>(samples_view<const S>{x.data, N, C, 1, C}, samples_view<S>{out.data, N, C, 1, C}, requested_threads);
@@ -316,20 +388,10 @@ void spatial_normalize(const spatial_view<const S>& x, const spatial_view<S>& ou
   auto through_driver = [&](Index n, Index d0, Index len, int threads) {
     normalize_samples<Log>(spatial_block(x, n, d0, len), spatial_block(out, n, d0, len), threads);
   };
-  Index lane_end = 0;
-  if constexpr (std::is_same_v<S, T> && simd::has_packet_exp<T>) {
-    constexpr Index ps = simd::packet_size<T>;
-    if (D >= ps) {
-      const Index per_n = D / ps;
-      lane_end = per_n * ps;
-      parallel_for(N * per_n, thread_count(requested_threads, N * C * D), [&](Index i) {
-        const Index n = i / per_n, d0 = (i % per_n) * ps, offset = n * C * D + d0;
-        if (!spatial_normalize_lanes<Log>(x.data + offset, out.data + offset, C, D)) through_driver(n, d0, ps, 1);
-      });
-    }
-  }
-  if (lane_end == D) return;
-  for (Index n = 0; n < N; ++n) through_driver(n, lane_end, D - lane_end, requested_threads);
+  spatial_packets(
+      x, requested_threads, true,
+      [&](const auto* xp, Index, Index offset) { return spatial_normalize_lanes<Log>(xp, out.data + offset, C, D); },
+      through_driver);
 }
 
 }  // namespace xent::detail
