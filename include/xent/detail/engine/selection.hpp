@@ -161,9 +161,18 @@ inline void check_selection(const char* fn, const Eigen::VectorXd& sample_weight
   const std::string per_sample = "must be empty or have one entry per sample (" + std::to_string(samples) + ")";
   if (sample_weight.size() != 0 && sample_weight.size() != samples)
     throw_invalid(fn, "sample_weight", per_sample, sample_weight.size());
-  for (Index j = 0; j < sample_weight.size(); ++j)
-    if (!(sample_weight(j) >= 0 && std::isfinite(sample_weight(j))))
-      throw_invalid(fn, "sample_weight[" + std::to_string(j) + "]", "must be finite and >= 0", sample_weight(j));
+  // One branch-free pass (it vectorises) over the weights, and only when it fails the pass that
+  // finds the first bad weight: a test and a branch per weight were 2 % of a C = 10 forward.
+  const double largest = std::numeric_limits<double>::max();
+  bool all_good = true;
+  for (Index j = 0; j < sample_weight.size(); ++j) {
+    const double w = sample_weight(j);
+    all_good &= (w >= 0) & (w <= largest);
+  }
+  if (!all_good)
+    for (Index j = 0; j < sample_weight.size(); ++j)
+      if (!(sample_weight(j) >= 0 && std::isfinite(sample_weight(j))))
+        throw_invalid(fn, "sample_weight[" + std::to_string(j) + "]", "must be finite and >= 0", sample_weight(j));
   if (mask.size() != 0 && mask.size() != samples) throw_invalid(fn, "mask", per_sample, mask.size());
   if (normalizer) {
     if (!(*normalizer > 0 && std::isfinite(*normalizer)))
