@@ -65,6 +65,12 @@ struct checked_call {
   sample_selection selection;
 };
 
+/// The error of a class-index target out of range (out of line: only its test is in the loop).
+[[noreturn]] inline void throw_bad_target(const char* fn, Eigen::Index j, long t, Eigen::Index classes, long ignore_index) {
+  throw_invalid(fn, "target[" + std::to_string(j) + "]",
+                "must be in [0, " + std::to_string(classes) + ") or ignore_index (" + std::to_string(ignore_index) + ")", t);
+}
+
 /// Checks class-index targets and returns the weighted mean's denominator: the sum, over the kept
 /// samples (not masked, target not ignore_index), of the sample weight times the target's class
 /// weight (their count when unweighted), as torch's nll_loss. A masked sample's target is not read.
@@ -77,33 +83,44 @@ double check_index_targets(const char* fn, const Eigen::DenseBase<TDerived>& tar
                 "class-index targets must be signed integers (int32 or int64)");
   if (targets.size() != samples)
     throw_invalid(fn, "targets", "must have one entry per sample (" + std::to_string(samples) + ")", targets.size());
-  const auto check = [&](Eigen::Index j, long t) {
-    if (t < 0 || t >= classes)
-      throw_invalid(fn, "target[" + std::to_string(j) + "]",
-                    "must be in [0, " + std::to_string(classes) + ") or ignore_index (" + std::to_string(ignore_index) + ")", t);
-  };
-  if (weight.size() == 0 && !selection.weight) {
-    // Unweighted: the denominator is a count, exact in an integer (and the same double as the
-    // compensated sum of ones), without a chain of dependent double additions per target.
-    long long kept = 0;
-    for (Eigen::Index j = 0; j < samples; ++j) {
-      if (!selection.kept(j)) continue;
-      const long t = static_cast<long>(targets.derived().coeff(j));
-      if (t == ignore_index) continue;
-      check(j, t);
-      ++kept;
+  // The pointers by value (through references they were reloaded for every sample), the targets'
+  // too when they have storage (a vector's inner stride is the step between its entries); the
+  // range test inline and its message out of line (the OpenMP build called a lambda holding both
+  // for every target: 21 % of a C = 10 forward's profile).
+  const bool* mask = selection.mask;
+  const double* sample_weight = selection.weight;
+  const double* class_weight = weight.size() ? weight.data() : nullptr;
+  const auto denominator = [=](auto target_at) {
+    if (!class_weight && !sample_weight) {
+      // Unweighted: the denominator is a count, exact in an integer (and the same double as the
+      // compensated sum of ones), without a chain of dependent double additions per target.
+      long long kept = 0;
+      for (Eigen::Index j = 0; j < samples; ++j) {
+        if (mask && !mask[j]) continue;
+        const long t = target_at(j);
+        if (t == ignore_index) continue;
+        if (t < 0 || t >= classes) throw_bad_target(fn, j, t, classes, ignore_index);
+        ++kept;
+      }
+      return double(kept);
     }
-    return double(kept);
+    // A sample left out adds 0, which leaves a compensated sum as it was.
+    return engine::ordered_sum_of(samples, [=](Eigen::Index j) {
+      if (mask && !mask[j]) return 0.0;
+      const long t = target_at(j);
+      if (t == ignore_index) return 0.0;
+      if (t < 0 || t >= classes) throw_bad_target(fn, j, t, classes, ignore_index);
+      return (class_weight ? class_weight[t] : 1.0) * (sample_weight ? sample_weight[j] : 1.0);
+    });
+  };
+  if constexpr (has_direct_access<TDerived>) {
+    const auto* data = targets.derived().data();
+    const Eigen::Index step = targets.derived().innerStride();
+    return denominator([data, step](Eigen::Index j) { return static_cast<long>(data[j * step]); });
+  } else {
+    const auto& t_of = targets.derived();
+    return denominator([&t_of](Eigen::Index j) { return static_cast<long>(t_of.coeff(j)); });
   }
-  engine::exact_sum total;
-  for (Eigen::Index j = 0; j < samples; ++j) {
-    if (!selection.kept(j)) continue;
-    const long t = static_cast<long>(targets.derived().coeff(j));
-    if (t == ignore_index) continue;
-    check(j, t);
-    total.add((weight.size() ? weight(t) : 1.0) * selection.weight_at(j));
-  }
-  return total.value();
 }
 
 /// The sequence plan of a call with class-index targets: token j weighs a_j cw[target_j] in its
@@ -167,11 +184,12 @@ loss_result<T> reduce_losses(reduction r, Eigen::Matrix<T, Eigen::Dynamic, 1>&& 
   }
   double total;
   if (selection.weight) {
-    engine::exact_sum s;
-    // A masked sample's loss is 0 but its weight need not be: skip it rather than trust 0 * w.
-    for (Index j = 0; j < losses.size(); ++j)
-      if (selection.kept(j)) s.add(double(losses(j)) * selection.weight[j]);
-    total = s.value();
+    // A masked sample's loss is 0 but its weight need not be: it adds 0 rather than trust 0 * w.
+    const T* l = losses.data();
+    const double* w = selection.weight;
+    const bool* mask = selection.mask;
+    total = mask ? engine::ordered_sum_of(losses.size(), [l, w, mask](Index j) { return mask[j] ? double(l[j]) * w[j] : 0.0; })
+                 : engine::ordered_sum_of(losses.size(), [l, w](Index j) { return double(l[j]) * w[j]; });
   } else {
     total = engine::ordered_sum(losses.data(), losses.size());
   }
